@@ -1,0 +1,26 @@
+"""Where bundled and shared data live, resolved from the repository root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_DIR = REPO_ROOT / "data" / "sample"
+BUNDLED_EVAL_DIR = REPO_ROOT / "data" / "eval"
+LANGS = ("kk", "ru", "en")
+FLORES_CODES = {"kk": "kaz_Cyrl", "ru": "rus_Cyrl", "en": "eng_Latn"}
+
+
+def shared_dir() -> Path:
+    """`../shared` beside the checkout (override with QAZLM_SHARED)."""
+    return Path(os.environ.get("QAZLM_SHARED", REPO_ROOT.parent / "shared"))
+
+
+def flores_path(split: str, lang: str) -> Path:
+    """FLORES+ file for `split` (dev/devtest) and `lang` (kk/ru/en): bundled copy first, then ../shared."""
+    name = f"{split}.{FLORES_CODES.get(lang, lang)}.gz"
+    for base in (BUNDLED_EVAL_DIR / "flores_plus", shared_dir() / "data" / "eval" / "flores_plus"):
+        if (base / name).exists():
+            return base / name
+    return BUNDLED_EVAL_DIR / "flores_plus" / name
