@@ -1,0 +1,108 @@
+"""Bits per byte: a tokenizer-independent score, so models with different vocabularies compare fairly.
+
+bpb = (total negative log-likelihood in nats over all tokens of the texts) / (total UTF-8 bytes) / ln 2.
+
+Each text is one document. It is scored exactly like lm-eval-harness's `loglikelihood_rolling` (the path
+behind its `bits_per_byte` metric), using lm-eval's own window helpers so the two always agree:
+the first token is predicted from a prefix token (the tokenizer's BOS, else EOS = our document boundary);
+a document longer than `max_len` tokens is cut into consecutive chunks of `max_len` predicted tokens, each
+chunk conditioned on the tokens right before it (a rolling window with no overlap in the *predicted*
+tokens; the last chunk is right-aligned so it keeps a full `max_len` context).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+from qazlm.errors import QazlmError
+
+
+def logits_of(model: Callable, input_ids):
+    """Logits [B, T, V] from our Transformer (returns a tensor) or an HF model (returns an output object)."""
+    out = model(input_ids)
+    return out.logits if hasattr(out, "logits") else out
+
+
+def prefix_token_id(tokenizer) -> int:
+    """The token every document is conditioned on first (same rule as lm-eval's HFLM)."""
+    for tid in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return int(tid)
+    raise QazlmError("tokenizer: has neither a BOS nor an EOS token; set eos_token in tokenizer_config.json")
+
+
+def rolling_windows(ids: list[int], prefix: int, max_len: int) -> list[tuple[list[int], list[int]]]:
+    """(input tokens, predicted tokens) pairs covering every token of `ids` exactly once."""
+    from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+    windows = []
+    for ctx, pred in map(make_disjoint_window, get_rolling_token_windows(ids, prefix, max_len, 1)):
+        # lm-eval feeds (ctx + pred)[:-1] and scores the last len(pred) positions.
+        windows.append(((ctx + pred)[:-1], pred))
+    return windows
+
+
+def score_windows(model: Callable, windows: Sequence[tuple[list[int], list[int]]], *, batch_size: int = 8,
+                  device: str = "cpu", progress: bool = False) -> list[float]:
+    """Sum of log-probabilities (nats) of each window's predicted tokens. Right padding is harmless: causal."""
+    import torch
+
+    order = sorted(range(len(windows)), key=lambda i: -len(windows[i][0]))  # similar lengths together
+    result = [0.0] * len(windows)
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, desc="bpb", unit="batch", leave=False)
+    with torch.inference_mode():
+        for batch in batches:
+            width = max(len(windows[i][0]) for i in batch)
+            inp = torch.zeros(len(batch), width, dtype=torch.long)
+            for row, i in enumerate(batch):
+                inp[row, :len(windows[i][0])] = torch.tensor(windows[i][0])
+            logp = torch.log_softmax(logits_of(model, inp.to(device)).float(), dim=-1)
+            for row, i in enumerate(batch):
+                n_in, pred = len(windows[i][0]), windows[i][1]
+                pos = torch.arange(n_in - len(pred), n_in, device=logp.device)
+                tgt = torch.tensor(pred, device=logp.device)
+                result[i] = float(logp[row, pos, tgt].sum())
+    return result
+
+
+def bits_per_byte(model, tokenizer, texts: list[str], *, max_len: int = 512, batch_size: int = 8,
+                  device: str = "cpu", progress: bool = False) -> dict:
+    """Score `texts` (one document each); returns bpb, nll_nats (total), n_bytes, n_tokens, n_docs.
+
+    `model(input_ids) -> logits` (our Transformer, an HF causal LM, or any such callable); `tokenizer` an
+    HF tokenizer. The model is put in eval mode and restored afterwards, so the training loop can call this.
+    """
+    texts = [t for t in texts if t]
+    if not texts:
+        raise QazlmError("bits_per_byte: no non-empty texts to score; check the evaluation files")
+    if max_len < 2:
+        raise QazlmError(f"bits_per_byte: max_len={max_len} is too small; use at least 2")
+    prefix = prefix_token_id(tokenizer)
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    windows, owner = [], []
+    for doc, ids in enumerate(encoded):
+        for w in rolling_windows(list(ids), prefix, max_len):
+            windows.append(w)
+            owner.append(doc)
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        logprobs = score_windows(model, windows, batch_size=batch_size, device=device, progress=progress)
+    finally:
+        if was_training:
+            model.train()
+    nll = -sum(logprobs)
+    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    return {"bpb": nll / n_bytes / math.log(2), "nll_nats": nll, "n_bytes": n_bytes,
+            "n_tokens": sum(len(ids) for ids in encoded), "n_docs": len(texts)}
+
+
+def bpb_per_language(model, tokenizer, texts_by_lang: dict[str, list[str]], **kwargs) -> dict[str, dict]:
+    """`bits_per_byte` for each language (the in-training hook: call it every N steps)."""
+    return {lang: bits_per_byte(model, tokenizer, texts, **kwargs) for lang, texts in texts_by_lang.items()}

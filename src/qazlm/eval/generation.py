@@ -1,0 +1,274 @@
+"""Text generation with a KV cache for our Transformer and for Hugging Face causal LMs.
+
+Why our own loop instead of `transformers.generate`: it works on our checkpoints directly (preallocated
+`qazlm.model.kv_cache.KVCache`, no export), and its per-token Python overhead is small (one forward call,
+a few tensor ops, no per-step re-tokenization). For greedy decoding it returns exactly what
+`transformers.generate` returns on the exported model (tested).
+
+Batches of prompts are left-padded; the attention mask marks the padding so each row sees only its own
+tokens, and positions are counted from each row's first real token, so a batch equals one-by-one decoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from qazlm.errors import QazlmError
+
+CHATML_FALLBACK = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}" \
+                  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+
+
+@dataclass
+class SamplingParams:
+    """How the next token is picked. temperature 0 = greedy (deterministic)."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float = 1.0
+    stop: list[str] = field(default_factory=list)          # stop strings (not included in the output)
+    stop_token_ids: list[int] = field(default_factory=list)  # extra stop tokens besides EOS
+    seed: int = 0
+
+
+def unwrap(model):
+    """The torch module behind an `EvalModel` (qazlm.eval.loading) or the model itself."""
+    return getattr(model, "module", model)
+
+
+def is_hf_model(model) -> bool:
+    return hasattr(model, "config") and hasattr(model, "generation_config")
+
+
+class _OurStepper:
+    """Incremental decoding for qazlm's Transformer: preallocated KVCache, attention mask for left padding."""
+
+    def __init__(self, model, batch: int, max_len: int, device):
+        import torch
+
+        from qazlm.model.kv_cache import KVCache
+
+        dtype = next(model.parameters()).dtype
+        self.model = model
+        self.cache = KVCache(batch, max_len, model.cfg, device, dtype)
+        self.mask = torch.zeros(batch, max_len, dtype=torch.long, device=device)
+        self.length = 0
+
+    def __call__(self, ids, mask_new):
+        t = ids.shape[1]
+        self.mask[:, self.length:self.length + t] = mask_new
+        self.length += t
+        logits = self.model(ids, kv_cache=self.cache, attention_mask=self.mask[:, :self.length])
+        return logits[:, -1, :]
+
+
+class _HFStepper:
+    """Incremental decoding for an HF causal LM with `past_key_values`; position ids follow the mask."""
+
+    def __init__(self, model, batch: int, max_len: int, device):
+        import torch
+
+        import inspect
+
+        self.model = model
+        self.past = None
+        # transformers 5 renamed `past_key_values` to `cache`; support both.
+        self.cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self.keep = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self.mask = torch.zeros(batch, max_len, dtype=torch.long, device=device)
+        self.length = 0
+
+    def __call__(self, ids, mask_new):
+        t = ids.shape[1]
+        self.mask[:, self.length:self.length + t] = mask_new
+        self.length += t
+        mask = self.mask[:, :self.length]
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, -t:]
+        kwargs = {self.cache_kw: self.past, "use_cache": True}
+        if self.keep:
+            kwargs["logits_to_keep"] = 1
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, **kwargs)
+        self.past = getattr(out, "past_key_values", None) or getattr(out, "cache", None)
+        return out.logits[:, -1, :]
+
+
+def make_stepper(model, batch: int, max_len: int, device):
+    model = unwrap(model)
+    if is_hf_model(model):
+        return _HFStepper(model, batch, max_len, device)
+    if hasattr(model, "cfg"):
+        return _OurStepper(model, batch, max_len, device)
+    raise QazlmError(f"generate: unsupported model type {type(model).__name__}; "
+                     "pass a qazlm Transformer or a transformers causal LM")
+
+
+def pick_next(logits, seen, params: SamplingParams, generator):
+    """Next token per row from last-position logits [B, V], with repetition penalty, temperature, top-k/p."""
+    import torch
+
+    logits = logits.float()
+    if params.repetition_penalty != 1.0:
+        # HF semantics: a seen token's logit is divided by the penalty if positive, multiplied if negative.
+        prev = logits.gather(1, seen)
+        prev = torch.where(prev > 0, prev / params.repetition_penalty, prev * params.repetition_penalty)
+        logits = logits.scatter(1, seen, prev)
+    if params.temperature <= 0:
+        return logits.argmax(-1)
+    logits = logits / params.temperature
+    if params.top_k:
+        kth = torch.topk(logits, min(params.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if params.top_p is not None and params.top_p < 1.0:
+        sorted_logits, idx = torch.sort(logits, descending=True, dim=-1)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) >= params.top_p  # keep the smallest set reaching top_p
+        logits = logits.masked_fill(drop.scatter(1, idx, drop), float("-inf"))
+    probs = logits.softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def format_chat(tokenizer, prompt: str, system: str | None = None) -> str:
+    """Wrap a user prompt with the tokenizer's chat template (ChatML if the tokenizer has none)."""
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    template = getattr(tokenizer, "chat_template", None) or CHATML_FALLBACK
+    return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
+                                         add_generation_prompt=True)
+
+
+def encode_prompts(tokenizer, prompts: Sequence[str], add_bos: bool = True) -> list[list[int]]:
+    """Token ids per prompt; a document-boundary token first, as every document was seen in pretraining."""
+    ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if add_bos and bos is not None:
+        ids = [[bos] + list(x) if not x or x[0] != bos else list(x) for x in ids]
+    if any(len(x) == 0 for x in ids):
+        raise QazlmError("generate: an empty prompt with no BOS/EOS token to start from; give some text")
+    return ids
+
+
+def stop_ids_for(tokenizer, params: SamplingParams) -> list[int]:
+    ids = set(params.stop_token_ids)
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else None
+    if im_end is not None:
+        ids.add(int(im_end))
+    return sorted(ids)
+
+
+def generate_ids(model, prompt_ids: list[list[int]], params: SamplingParams, *, pad_id: int = 0,
+                 stop_token_ids: Sequence[int] = (), device: str = "cpu",
+                 on_step: Callable[[list[int], list[int]], bool] | None = None) -> list[list[int]]:
+    """Core loop: new token ids per prompt (stop token excluded). `on_step(rows, tokens)` may return True
+    to finish a row early (used for stop strings and streaming)."""
+    import torch
+
+    batch, longest = len(prompt_ids), max(len(p) for p in prompt_ids)
+    max_len = longest + params.max_new_tokens
+    limit = getattr(getattr(unwrap(model), "cfg", None), "max_seq_len", None)
+    if limit is not None and max_len > limit:
+        raise QazlmError(f"generate: prompt ({longest} tokens) + max_new_tokens ({params.max_new_tokens}) "
+                         f"exceeds the model's max_seq_len {limit}; shorten the prompt or lower --max-new-tokens")
+    ids = torch.full((batch, longest), pad_id, dtype=torch.long)
+    mask = torch.zeros(batch, longest, dtype=torch.long)
+    for row, p in enumerate(prompt_ids):
+        ids[row, longest - len(p):] = torch.tensor(p)
+        mask[row, longest - len(p):] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    generator = torch.Generator(device=device).manual_seed(params.seed)
+    out = torch.full((batch, params.max_new_tokens), pad_id, dtype=torch.long, device=device)
+    lengths = torch.zeros(batch, dtype=torch.long, device=device)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    stops = torch.tensor(sorted(set(stop_token_ids)) or [-1], device=device)
+    seen = ids.clone() if params.repetition_penalty != 1.0 else None
+    ones = torch.ones(batch, 1, dtype=torch.long, device=device)
+    module = unwrap(model)
+    was_training = getattr(module, "training", False)
+    module.eval()
+    try:
+        with torch.inference_mode():
+            step = make_stepper(module, batch, max_len, device)
+            logits = step(ids, mask)
+            for t in range(params.max_new_tokens):
+                nxt = pick_next(logits, seen, params, generator)
+                is_stop = torch.isin(nxt, stops)
+                live = ~done & ~is_stop
+                out[:, t] = nxt
+                lengths += live.long()
+                done |= is_stop
+                if seen is not None:
+                    seen = torch.cat([seen, nxt[:, None]], dim=1)
+                if on_step is not None:
+                    rows = live.nonzero().flatten().tolist()
+                    if rows:
+                        finished = on_step(rows, nxt[rows].tolist())
+                        for r in finished or ():
+                            done[r] = True
+                if bool(done.all()) or t == params.max_new_tokens - 1:
+                    break
+                logits = step(nxt[:, None], ones)
+    finally:
+        if was_training:
+            module.train()
+    out, lengths = out.tolist(), lengths.tolist()
+    return [row[:n] for row, n in zip(out, lengths)]
+
+
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 128, temperature: float = 0.0,
+             top_k: int | None = None, top_p: float | None = None, *, repetition_penalty: float = 1.0,
+             stop: Sequence[str] = (), stop_token_ids: Sequence[int] = (), seed: int = 0, chat: bool = False,
+             system: str | None = None, add_bos: bool = True, device: str = "cpu",
+             stream: Callable[[int, str], None] | None = None) -> list[str]:
+    """Generate a continuation for each prompt (the prompt itself is not repeated).
+
+    Stops at EOS (and `<|im_end|>`), any `stop_token_ids`, any `stop` string (cut off before it), or after
+    `max_new_tokens`. `stream(row, text_delta)` receives text as it is produced.
+    """
+    if not prompts:
+        return []
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                            repetition_penalty=repetition_penalty, stop=list(stop),
+                            stop_token_ids=list(stop_token_ids), seed=seed)
+    if max_new_tokens < 1:
+        raise QazlmError(f"generate: max_new_tokens must be >= 1, got {max_new_tokens}")
+    texts = [format_chat(tokenizer, p, system) for p in prompts] if chat else list(prompts)
+    prompt_ids = encode_prompts(tokenizer, texts, add_bos=add_bos and not chat)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    tokens: dict[int, list[int]] = {r: [] for r in range(len(prompts))}
+    shown: dict[int, int] = {r: 0 for r in range(len(prompts))}
+    tail_len = max((len(s) for s in params.stop), default=0) + 8
+
+    def on_step(rows, new):
+        finished = []
+        for r, tok in zip(rows, new):
+            tokens[r].append(tok)
+            if params.stop:
+                tail = tokenizer.decode(tokens[r][-tail_len:], skip_special_tokens=False)
+                if any(s in tail for s in params.stop):
+                    finished.append(r)
+                    continue
+            if stream is not None:
+                text = tokenizer.decode(tokens[r], skip_special_tokens=True)
+                hold = max((len(s) for s in params.stop), default=0)  # a stop string may be starting
+                upto = len(text) - hold if not text.endswith("\ufffd") else len(text.rstrip("\ufffd")) - hold
+                if upto > shown[r]:
+                    stream(r, text[shown[r]:upto])
+                    shown[r] = upto
+        return finished
+
+    need_hook = bool(params.stop) or stream is not None
+    ids = generate_ids(model, prompt_ids, params, pad_id=pad, stop_token_ids=stop_ids_for(tokenizer, params),
+                       device=device, on_step=on_step if need_hook else None)
+    results = []
+    for r, row in enumerate(ids):
+        text = tokenizer.decode(row, skip_special_tokens=True)
+        cut = [text.find(s) for s in params.stop if s in text]
+        if cut:
+            text = text[:min(cut)]
+        if stream is not None and len(text) > shown[r]:
+            stream(r, text[shown[r]:])
+        results.append(text)
+    return results
