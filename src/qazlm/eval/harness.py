@@ -1,0 +1,178 @@
+"""Downstream tasks through lm-eval-harness, for our checkpoints and HF models alike.
+
+`QazlmLM` is an `lm_eval.api.model.TemplateLM`: lm-eval itself splits context/continuation (a trailing
+space of the context moves to the continuation) and handles empty contexts; we only score token ids.
+Token scoring uses the same rule as `bpb.py`: the first continuation token is predicted from the last
+context token, and every context starts with the document-boundary token (BOS, else EOS), as in pretraining.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from qazlm.errors import QazlmError
+from qazlm.eval.bpb import prefix_token_id, rolling_windows, score_windows
+from qazlm.eval.tasks import TASK_DIR, TASKS, expand_tasks, missing_data
+
+log = logging.getLogger(__name__)
+
+
+def _template_lm():
+    from lm_eval.api.model import TemplateLM
+
+    return TemplateLM
+
+
+def make_lm(model, tokenizer, *, batch_size: int = 8, max_len: int | None = None, device: str = "cpu"):
+    """An lm-eval LM over `model(input_ids) -> logits` and an HF tokenizer (class built lazily: lm-eval is slow
+    to import)."""
+
+    class QazlmLM(_template_lm()):
+        def __init__(self):
+            super().__init__()
+            self.model, self.tokenizer = model, tokenizer
+            self._max_len = int(max_len or getattr(model, "max_len", 2048))
+            self._batch_size, self._device = batch_size, device
+
+        @property
+        def eot_token_id(self) -> int:
+            return int(self.tokenizer.eos_token_id)
+
+        @property
+        def prefix_token_id(self) -> int:
+            return prefix_token_id(self.tokenizer)
+
+        @property
+        def max_length(self) -> int:
+            return self._max_len
+
+        def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
+            ids = self.tokenizer(string, add_special_tokens=False)["input_ids"]
+            if add_special_tokens is False:
+                return list(ids)
+            return [self.prefix_token_id] + list(ids)  # documents start after a boundary token
+
+        def tok_decode(self, ids) -> str:
+            return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+        def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):
+            import torch
+
+            windows = []
+            for _, ctx, cont in requests:
+                if not cont:
+                    raise QazlmError("lm-eval task: an empty continuation; check the task's doc_to_choice")
+                whole = (ctx + cont)[-(self._max_len + 1):]
+                windows.append((whole[:-1], cont[-(len(whole) - 1):]))  # over-long: score what fits
+            order = sorted(range(len(windows)), key=lambda i: -len(windows[i][0]))
+            out = [None] * len(windows)
+            with torch.inference_mode():
+                for start in range(0, len(order), self._batch_size):
+                    batch = order[start:start + self._batch_size]
+                    width = max(len(windows[i][0]) for i in batch)
+                    inp = torch.zeros(len(batch), width, dtype=torch.long)
+                    for row, i in enumerate(batch):
+                        inp[row, :len(windows[i][0])] = torch.tensor(windows[i][0])
+                    logp = torch.log_softmax(self.model(inp.to(self._device)).float(), dim=-1)
+                    for row, i in enumerate(batch):
+                        n_in, cont = len(windows[i][0]), windows[i][1]
+                        part = logp[row, n_in - len(cont):n_in]
+                        tgt = torch.tensor(cont, device=part.device)
+                        greedy = bool((part.argmax(-1) == tgt).all())
+                        out[i] = (float(part.gather(1, tgt[:, None]).sum()), greedy)
+            for (key, _, _), res in zip(requests, out):
+                self.cache_hook.add_partial("loglikelihood", key, res)
+            return out
+
+        def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+            windows, owner = [], []
+            for n, req in enumerate(requests):
+                (text,) = req.args
+                ids = self.tok_encode(text, add_special_tokens=False)
+                for w in rolling_windows(ids, self.prefix_token_id, self._max_len):
+                    windows.append(w)
+                    owner.append(n)
+            scores = score_windows(self.model, windows, batch_size=self._batch_size, device=self._device)
+            totals = [0.0] * len(requests)
+            for n, s in zip(owner, scores):
+                totals[n] += s
+            return totals
+
+        def generate_until(self, requests, disable_tqdm: bool = False):
+            from qazlm.eval.generation import generate
+
+            groups: dict[str, list[int]] = {}
+            for n, req in enumerate(requests):
+                groups.setdefault(repr(sorted(req.args[1].items())), []).append(n)
+            results: list[str] = [""] * len(requests)
+            for members in groups.values():
+                gen_kwargs = requests[members[0]].args[1]
+                until = gen_kwargs.get("until") or []
+                until = [until] if isinstance(until, str) else list(until)
+                max_new = int(gen_kwargs.get("max_gen_toks", 128))
+                temperature = float(gen_kwargs.get("temperature", 0.0)) if gen_kwargs.get("do_sample") else 0.0
+                for start in range(0, len(members), self._batch_size):
+                    rows = members[start:start + self._batch_size]
+                    contexts = [requests[n].args[0] for n in rows]
+                    texts = generate(self.model, self.tokenizer, contexts, max_new_tokens=max_new,
+                                     temperature=temperature, stop=until, device=self._device,
+                                     max_prompt_tokens=self._max_len - max_new)
+                    for n, context, text in zip(rows, contexts, texts):
+                        self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
+                        results[n] = text
+            return results
+
+    return QazlmLM()
+
+
+def default_data_dir() -> Path:
+    from qazlm.eval.tasks.utils import data_root
+
+    return data_root(None)
+
+
+def run_tasks(model, tokenizer, tasks: list[str], *, data_dir: str | Path | None = None, num_fewshot: int = 0,
+              limit: int | None = None, batch_size: int = 8, device: str = "cpu", max_len: int | None = None,
+              seed: int = 1234, log=print) -> dict:
+    """Run qazlm's lm-eval tasks; returns {task: {"metric", "value", "stderr", "chance", "n"} or {"skipped"}}.
+
+    A task whose local data files are missing is skipped with a one-line reason; the rest still runs.
+    """
+    names = expand_tasks(tasks)
+    data_dir = Path(data_dir) if data_dir else default_data_dir()
+    out: dict[str, dict] = {}
+    runnable = []
+    for name in names:
+        reason = missing_data(name, data_dir)
+        if reason:
+            out[name] = {"skipped": reason}
+            log(f"skip {name}: {reason}")
+        else:
+            runnable.append(name)
+    if not runnable:
+        return out
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)  # per-task notices drown the report otherwise
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=str(TASK_DIR), include_defaults=False,
+                          metadata={"data_dir": str(data_dir)})
+    lm = make_lm(model, tokenizer, batch_size=batch_size, max_len=max_len, device=device)
+    res = lm_eval.simple_evaluate(model=lm, tasks=runnable, task_manager=manager, num_fewshot=num_fewshot,
+                                  limit=limit, bootstrap_iters=0, log_samples=False, random_seed=seed,
+                                  numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)
+    for name in runnable:
+        info, got = TASKS[name], res["results"].get(name, {})
+        key = next((k for k in got if k.split(",")[0] == info.metric), None)
+        if key is None:
+            out[name] = {"skipped": f"lm-eval returned no {info.metric!r} (got {sorted(got)})"}
+            continue
+        stderr = got.get(key.replace(info.metric, f"{info.metric}_stderr", 1))
+        out[name] = {"metric": info.metric, "value": float(got[key]),
+                     "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
+                     "chance": info.chance, "n": int(res.get("n-samples", {}).get(name, {}).get("effective", 0)),
+                     "num_fewshot": num_fewshot, "lang": info.lang}
+    return out
