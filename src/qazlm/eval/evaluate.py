@@ -1,0 +1,101 @@
+"""Evaluate several models/checkpoints the same way: bpb per text set, lm-eval tasks, generation samples.
+
+Shared by `qazlm eval` and the pipeline's eval stage; the result is one JSON-able dict that
+`qazlm.eval.report` turns into markdown + PNG.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qazlm.errors import QazlmError
+
+SAMPLE_PROMPTS = {
+    "kk": ["Қазақстан Республикасы", "Ертеде бір бай болыпты."],
+    "ru": ["Россия является", "Однажды утром я"],
+    "en": ["The capital of Kazakhstan is", "Once upon a time"],
+}
+
+
+@dataclass
+class EvalSettings:
+    """What `qazlm eval` runs (also the `[eval]` recipe table, plus `model`/`compare` there)."""
+
+    bpb: list[str] = field(default_factory=lambda: ["flores:devtest"])  # text sets for bits per byte
+    bpb_limit: int | None = None        # first N documents of each set (None: all)
+    tasks: list[str] = field(default_factory=list)  # lm-eval task/group names, see `--list-tasks`
+    num_fewshot: int = 0
+    limit: int | None = None            # first N items of each task (None: all)
+    data_dir: str | None = None         # eval data folder (default ../shared/data/eval)
+    max_len: int = 512                  # tokens per scored window (capped by the model's max_seq_len)
+    batch_size: int = 8
+    samples: int = 1                    # generation samples per language in the report
+    sample_tokens: int = 48
+    device: str = "cpu"
+    seed: int = 1234
+
+
+def checkpoint_step(path: str | Path) -> int | None:
+    """Training step of a checkpoint folder named like step_000100 / step-100 / checkpoint-100."""
+    m = re.search(r"(?:step|checkpoint|ckpt)[_-]?(\d+)$", Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def evaluate_model(path: str | Path, s: EvalSettings, texts: dict[str, list[str]], *, tokenizer=None,
+                   log=print) -> dict:
+    """All evaluations of one model folder -> {"name", "path", "kind", "step", "bpb", "tasks", "samples"}."""
+    import torch
+
+    from qazlm.eval.bpb import bits_per_byte
+    from qazlm.eval.generation import generate
+    from qazlm.eval.harness import run_tasks
+    from qazlm.eval.loading import load_for_eval
+
+    torch.manual_seed(s.seed)
+    loaded = load_for_eval(path, device=s.device, tokenizer=tokenizer)
+    model, tok = loaded.model, loaded.tokenizer
+    max_len = min(s.max_len, model.max_len)
+    n_params = sum(p.numel() for p in model.module.parameters())
+    out = {"name": loaded.name, "path": str(path), "kind": model.kind, "step": checkpoint_step(path),
+           "params": n_params, "bpb": {}, "tasks": {}, "samples": {}}
+    for name, docs in texts.items():
+        t0 = time.time()
+        out["bpb"][name] = bits_per_byte(model, tok, docs, max_len=max_len, batch_size=s.batch_size,
+                                         device=s.device, progress=True)
+        log(f"  {loaded.name} bpb {name}: {out['bpb'][name]['bpb']:.4f} ({len(docs)} docs, {time.time() - t0:.1f}s)")
+    if s.tasks:
+        out["tasks"] = run_tasks(model, tok, s.tasks, data_dir=s.data_dir, num_fewshot=s.num_fewshot,
+                                 limit=s.limit, batch_size=s.batch_size, device=s.device, max_len=max_len,
+                                 seed=s.seed, log=lambda m: log(f"  {m}"))
+        for task, r in out["tasks"].items():
+            if "value" in r:
+                log(f"  {loaded.name} {task}: {r['metric']}={r['value']:.4f} (chance {r['chance']})")
+    if s.samples:
+        for lang, prompts in SAMPLE_PROMPTS.items():
+            prompts = prompts[:s.samples]
+            texts_out = generate(model, tok, prompts, max_new_tokens=min(s.sample_tokens, max_len // 2),
+                                 temperature=0.0, repetition_penalty=1.3, device=s.device)
+            out["samples"][lang] = [{"prompt": p, "output": o} for p, o in zip(prompts, texts_out)]
+    return out
+
+
+def evaluate_models(paths: list[str | Path], s: EvalSettings, *, tokenizer=None, log=print) -> dict:
+    """Evaluate every model on the same text sets and tasks; adds unigram and chance baselines."""
+    from qazlm.eval.tasks import TASKS, expand_tasks
+    from qazlm.eval.texts import load_bpb_sets, unigram_baselines
+
+    if not paths:
+        raise QazlmError("eval: no model folders given")
+    texts = load_bpb_sets(s.bpb, s.bpb_limit) if s.bpb else {}
+    models = []
+    for n, path in enumerate(paths, 1):
+        log(f"[{n}/{len(paths)}] evaluating {path}")
+        models.append(evaluate_model(path, s, texts, tokenizer=tokenizer, log=log))
+    tasks = expand_tasks(s.tasks) if s.tasks else []
+    return {"format": "qazlm-eval-v1", "settings": {k: v for k, v in vars(s).items()},
+            "baselines": {"unigram_bpb": unigram_baselines(texts),
+                          "chance": {t: TASKS[t].chance for t in tasks}},
+            "models": models}
