@@ -91,7 +91,7 @@ class _HFStepper:
         if self.keep:
             kwargs["logits_to_keep"] = 1
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, **kwargs)
-        self.past = getattr(out, "past_key_values", None) or getattr(out, "cache", None)
+        self.past = out.cache if self.cache_kw == "cache" else out.past_key_values
         return out.logits[:, -1, :]
 
 
@@ -186,11 +186,11 @@ def generate_ids(model, prompt_ids: list[list[int]], params: SamplingParams, *, 
     seen = ids.clone() if params.repetition_penalty != 1.0 else None
     ones = torch.ones(batch, 1, dtype=torch.long, device=device)
     module = unwrap(model)
+    step = make_stepper(module, batch, max_len, device)
     was_training = getattr(module, "training", False)
     module.eval()
     try:
         with torch.inference_mode():
-            step = make_stepper(module, batch, max_len, device)
             logits = step(ids, mask)
             for t in range(params.max_new_tokens):
                 nxt = pick_next(logits, seen, params, generator)
@@ -221,11 +221,12 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 128, te
              top_k: int | None = None, top_p: float | None = None, *, repetition_penalty: float = 1.0,
              stop: Sequence[str] = (), stop_token_ids: Sequence[int] = (), seed: int = 0, chat: bool = False,
              system: str | None = None, add_bos: bool = True, device: str = "cpu",
-             stream: Callable[[int, str], None] | None = None) -> list[str]:
+             max_prompt_tokens: int | None = None, stream: Callable[[int, str], None] | None = None) -> list[str]:
     """Generate a continuation for each prompt (the prompt itself is not repeated).
 
     Stops at EOS (and `<|im_end|>`), any `stop_token_ids`, any `stop` string (cut off before it), or after
-    `max_new_tokens`. `stream(row, text_delta)` receives text as it is produced.
+    `max_new_tokens`. `stream(row, text_delta)` receives text as it is produced. `max_prompt_tokens` keeps
+    only the last tokens of longer prompts.
     """
     if not prompts:
         return []
@@ -236,6 +237,8 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 128, te
         raise QazlmError(f"generate: max_new_tokens must be >= 1, got {max_new_tokens}")
     texts = [format_chat(tokenizer, p, system) for p in prompts] if chat else list(prompts)
     prompt_ids = encode_prompts(tokenizer, texts, add_bos=add_bos and not chat)
+    if max_prompt_tokens:  # keep the end of an over-long prompt: it is what the continuation depends on
+        prompt_ids = [p[-max_prompt_tokens:] for p in prompt_ids]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     tokens: dict[int, list[int]] = {r: [] for r in range(len(prompts))}
     shown: dict[int, int] = {r: 0 for r in range(len(prompts))}

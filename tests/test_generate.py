@@ -1,0 +1,155 @@
+"""Generation: greedy == transformers.generate, batch == one-by-one, sampling knobs, stops, streaming, chat."""
+
+from __future__ import annotations
+
+import pytest
+from test_eval_helpers import have_our_model, make_hf_folder, make_our_folder
+
+from qazlm.errors import QazlmError
+
+PROMPTS = ["Қазақстан Республикасы", "Россия является крупнейшей", "The cat"]
+
+
+@pytest.fixture(scope="module")
+def hf(tmp_path_factory, tiny_tokenizer_dir):
+    from qazlm.eval.loading import load_for_eval
+
+    return load_for_eval(make_hf_folder(tiny_tokenizer_dir, tmp_path_factory.mktemp("hf")))
+
+
+@pytest.fixture(scope="module")
+def ours(tmp_path_factory, tiny_tokenizer_dir):
+    if not have_our_model():
+        pytest.skip("qazlm.model is not available yet")
+    from qazlm.eval.loading import load_for_eval
+
+    folder = make_our_folder(tiny_tokenizer_dir, tmp_path_factory.mktemp("ours") / "final")
+    return folder, load_for_eval(folder)
+
+
+def hf_greedy(hf_model, tok, prompt_ids, n):
+    import torch
+
+    out = hf_model.generate(torch.tensor([prompt_ids]), attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
+                            max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=tok.pad_token_id)
+    return out[0, len(prompt_ids):].tolist()
+
+
+def test_greedy_matches_transformers_generate_hf(hf):
+    from qazlm.eval.generation import SamplingParams, encode_prompts, generate_ids
+
+    ids = encode_prompts(hf.tokenizer, PROMPTS)
+    got = generate_ids(hf.model, ids, SamplingParams(max_new_tokens=12), pad_id=hf.tokenizer.pad_token_id)
+    for p, g in zip(ids, got):
+        assert g == hf_greedy(hf.model.module, hf.tokenizer, p, 12)
+
+
+def test_greedy_matches_transformers_on_exported_model(ours, tmp_path):
+    """Our Transformer + KVCache vs transformers.generate on the `export_hf` copy: identical tokens."""
+    from transformers import AutoModelForCausalLM
+
+    from qazlm.eval.generation import SamplingParams, encode_prompts, generate_ids
+    from qazlm.model.hf import export_hf
+
+    folder, loaded = ours
+    export_hf(folder, tmp_path / "hf")
+    ref_model = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
+    ids = encode_prompts(loaded.tokenizer, PROMPTS)
+    got = generate_ids(loaded.model, ids, SamplingParams(max_new_tokens=16), pad_id=loaded.tokenizer.pad_token_id)
+    for p, g in zip(ids, got):
+        assert g == hf_greedy(ref_model, loaded.tokenizer, p, 16)
+    assert len(set(map(tuple, got))) > 1  # not a degenerate model
+
+
+@pytest.mark.parametrize("which", ["hf", "ours"])
+def test_batch_equals_single(which, request):
+    from qazlm.eval.generation import generate
+
+    loaded = request.getfixturevalue(which)
+    loaded = loaded[1] if which == "ours" else loaded
+    batch = generate(loaded.model, loaded.tokenizer, PROMPTS, max_new_tokens=10)
+    single = [generate(loaded.model, loaded.tokenizer, [p], max_new_tokens=10)[0] for p in PROMPTS]
+    assert batch == single
+    assert all(batch)
+
+
+def test_sampling_is_seeded_and_top_k_1_is_greedy(hf):
+    from qazlm.eval.generation import generate
+
+    kw = dict(max_new_tokens=12, temperature=1.0)
+    a = generate(hf.model, hf.tokenizer, PROMPTS, seed=1, **kw)
+    assert a == generate(hf.model, hf.tokenizer, PROMPTS, seed=1, **kw)
+    assert a != generate(hf.model, hf.tokenizer, PROMPTS, seed=2, **kw)
+    greedy = generate(hf.model, hf.tokenizer, PROMPTS, max_new_tokens=12)
+    assert generate(hf.model, hf.tokenizer, PROMPTS, top_k=1, seed=3, **kw) == greedy
+    assert generate(hf.model, hf.tokenizer, PROMPTS, top_p=1e-6, seed=3, **kw) == greedy
+
+
+def test_pick_next_filters():
+    import torch
+
+    from qazlm.eval.generation import SamplingParams, pick_next
+
+    logits = torch.tensor([[2.0, 1.0, 0.5, -1.0]])
+    seen = torch.tensor([[0]])
+    # repetition penalty 10 pushes the seen token 0 (2.0 -> 0.2) below token 1 (HF semantics)
+    assert pick_next(logits, seen, SamplingParams(repetition_penalty=10.0), None).item() == 1
+    g = torch.Generator().manual_seed(0)
+    draws = {pick_next(logits, seen, SamplingParams(temperature=1.0, top_k=2), g).item() for _ in range(200)}
+    assert draws == {0, 1}
+    draws = {pick_next(logits, seen, SamplingParams(temperature=1.0, top_p=0.8), g).item() for _ in range(200)}
+    assert draws == {0, 1}  # p(0)=.61, p(0)+p(1)=.84 >= .8: token 2 and 3 are cut
+
+
+def test_repetition_penalty_reduces_repeats(hf):
+    from qazlm.eval.generation import encode_prompts, generate_ids, SamplingParams
+
+    ids = encode_prompts(hf.tokenizer, PROMPTS)
+    plain = generate_ids(hf.model, ids, SamplingParams(max_new_tokens=30), pad_id=1)
+    pen = generate_ids(hf.model, ids, SamplingParams(max_new_tokens=30, repetition_penalty=3.0), pad_id=1)
+    dup = lambda rows: sum(len(r) - len(set(r)) for r in rows)  # noqa: E731
+    assert dup(pen) < dup(plain)
+
+
+def test_stop_strings_tokens_and_streaming(hf):
+    from qazlm.eval.generation import generate
+
+    full = generate(hf.model, hf.tokenizer, [PROMPTS[0]], max_new_tokens=20)[0]
+    assert len(full) > 6
+    stop = full[3:5]
+    cut = generate(hf.model, hf.tokenizer, [PROMPTS[0]], max_new_tokens=20, stop=[stop])[0]
+    assert cut == full[:full.index(stop)]
+    pieces = []
+    streamed = generate(hf.model, hf.tokenizer, [PROMPTS[0]], max_new_tokens=20, stream=lambda r, t: pieces.append(t))[0]
+    assert "".join(pieces) == streamed == full and len(pieces) > 1
+    first = hf.tokenizer(full, add_special_tokens=False)["input_ids"][1]
+    short = generate(hf.model, hf.tokenizer, [PROMPTS[0]], max_new_tokens=20, stop_token_ids=[first])[0]
+    assert len(short) < len(full) and full.startswith(short)
+
+
+def test_chat_template_fallback_is_chatml(hf):
+    from qazlm.eval.generation import format_chat
+
+    text = format_chat(hf.tokenizer, "Сәлем", system="Сен көмекшісің")
+    assert text == "<|im_start|>system\nСен көмекшісің<|im_end|>\n<|im_start|>user\nСәлем<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_generate_errors(hf):
+    from qazlm.eval.generation import generate
+
+    with pytest.raises(QazlmError, match="max_new_tokens"):
+        generate(hf.model, hf.tokenizer, ["x"], max_new_tokens=0)
+    with pytest.raises(QazlmError, match="unsupported model"):
+        generate(object(), hf.tokenizer, ["x"], max_new_tokens=2)
+
+
+def test_generate_cli(hf, capsys):
+    from qazlm.cli import main
+
+    path = hf.model.module.name_or_path
+    assert main(["generate", path, "The cat", "--max-new-tokens", "5", "--json"]) == 0
+    assert '"prompt": "The cat"' in capsys.readouterr().out
+    assert main(["generate", path, "The cat", "--max-new-tokens", "5", "--stream"]) == 0
+    assert capsys.readouterr().out.startswith(">>> The cat\n")
+    assert main(["generate", path + "_missing", "x"]) == 2
+    assert "model folder not found" in capsys.readouterr().err
