@@ -39,9 +39,24 @@ class EvalSettings:
 
 
 def checkpoint_step(path: str | Path) -> int | None:
-    """Training step of a checkpoint folder named like step_000100 / step-100 / checkpoint-100."""
-    m = re.search(r"(?:step|checkpoint|ckpt)[_-]?(\d+)$", Path(path).name)
-    return int(m.group(1)) if m else None
+    """Training step of a checkpoint: from its folder name (step_000100, checkpoint-100) or a "step" field
+    in one of its small JSON files (e.g. a final checkpoint's training state)."""
+    import json
+
+    path = Path(path)
+    m = re.search(r"(?:step|checkpoint|ckpt)[_-]?(\d+)$", path.name)
+    if m:
+        return int(m.group(1))
+    for f in sorted(path.glob("*.json")) if path.is_dir() else []:
+        if f.stat().st_size > 100_000:
+            continue
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("step"), int) and not isinstance(data["step"], bool):
+            return data["step"]
+    return None
 
 
 def evaluate_model(path: str | Path, s: EvalSettings, texts: dict[str, list[str]], *, tokenizer=None,
@@ -82,8 +97,12 @@ def evaluate_model(path: str | Path, s: EvalSettings, texts: dict[str, list[str]
     return out
 
 
-def evaluate_models(paths: list[str | Path], s: EvalSettings, *, tokenizer=None, log=print) -> dict:
-    """Evaluate every model on the same text sets and tasks; adds unigram and chance baselines."""
+def evaluate_models(paths: list[str | Path], s: EvalSettings, *, tokenizer=None, log=print,
+                    bpb_only: tuple = ()) -> dict:
+    """Evaluate every model on the same text sets and tasks; adds unigram and chance baselines.
+    Models in `bpb_only` (e.g. intermediate checkpoints for the curve) get bits per byte only."""
+    import dataclasses
+
     from qazlm.eval.tasks import TASKS, expand_tasks
     from qazlm.eval.texts import load_bpb_sets, unigram_baselines
 
@@ -93,7 +112,8 @@ def evaluate_models(paths: list[str | Path], s: EvalSettings, *, tokenizer=None,
     models = []
     for n, path in enumerate(paths, 1):
         log(f"[{n}/{len(paths)}] evaluating {path}")
-        models.append(evaluate_model(path, s, texts, tokenizer=tokenizer, log=log))
+        light = dataclasses.replace(s, tasks=[], samples=0) if str(path) in map(str, bpb_only) else s
+        models.append(evaluate_model(path, light, texts, tokenizer=tokenizer, log=log))
     tasks = expand_tasks(s.tasks) if s.tasks else []
     return {"format": "qazlm-eval-v1", "settings": {k: v for k, v in vars(s).items()},
             "baselines": {"unigram_bpb": unigram_baselines(texts),

@@ -56,12 +56,16 @@ class _OurStepper:
         self.cache = KVCache(batch, max_len, model.cfg, device, dtype)
         self.mask = torch.zeros(batch, max_len, dtype=torch.long, device=device)
         self.length = 0
+        self.padded = None  # no left padding in the batch: skip the mask entirely (cheaper attention)
 
     def __call__(self, ids, mask_new):
         t = ids.shape[1]
+        if self.padded is None:
+            self.padded = not bool(mask_new.all())
         self.mask[:, self.length:self.length + t] = mask_new
         self.length += t
-        logits = self.model(ids, kv_cache=self.cache, attention_mask=self.mask[:, :self.length])
+        mask = self.mask[:, :self.length] if self.padded else None
+        logits = self.model(ids, kv_cache=self.cache, attention_mask=mask)
         return logits[:, -1, :]
 
 

@@ -19,7 +19,7 @@ from qazlm.eval.evaluate import EvalSettings
 class EvalStageConfig(EvalSettings):
     model: str = ""                      # model folder; default <run>/pretrain/final
     compare: list[str] = field(default_factory=list)  # more folders (e.g. HF models) evaluated beside it
-    checkpoints: bool = False            # also evaluate <run>/pretrain/**/step_* (bpb-over-training curve)
+    checkpoints: bool = False            # also score <run>/pretrain/**/step_* (bpb only) for the curve
     use_val: bool = True                 # add the data stage's val/{lang}.jsonl.gz to the bpb sets
     bpb_limit: int | None = 200
     tasks: list[str] = field(default_factory=lambda: ["sib200_kk", "kkcopa_kk"])
@@ -44,8 +44,9 @@ def run_stage(section: dict, ctx) -> None:
     model = Path(cfg.model) if cfg.model else ctx.stage_dir("pretrain") / "final"
     if not model.exists():
         raise QazlmError(f"{model}: no model to evaluate; run the pretrain stage first or set eval.model")
-    models = (_checkpoints(ctx.stage_dir("pretrain")) if cfg.checkpoints else []) + [model] + \
-        [Path(p) for p in cfg.compare]
+    steps = [p for p in _checkpoints(ctx.stage_dir("pretrain")) if p.resolve() != model.resolve()] \
+        if cfg.checkpoints else []
+    models = steps + [model] + [Path(p) for p in cfg.compare]
     val = ctx.stage_dir("data") / "val"
     if cfg.use_val and val.is_dir() and any(val.glob("*.jsonl.gz")) and str(ctx.stage_dir("data")) not in cfg.bpb:
         cfg.bpb = [*cfg.bpb, str(ctx.stage_dir("data"))]
@@ -55,6 +56,6 @@ def run_stage(section: dict, ctx) -> None:
     from qazlm.eval.evaluate import evaluate_models
     from qazlm.eval.report import write_report
 
-    result = evaluate_models(list(dict.fromkeys(models)), settings)
+    result = evaluate_models(list(dict.fromkeys(models)), settings, bpb_only=tuple(steps))
     for path in write_report(result, out_dir):
         print(f"eval: wrote {path}")
