@@ -104,12 +104,30 @@ def test_all_tasks_run_and_missing_data_is_skipped(hf, tmp_path, shared):
     assert res["qazlm_kkcopa_kk"]["n"] == 4
 
 
-def test_few_shot_changes_the_prompt(hf, shared):
-    from qazlm.eval.harness import run_tasks
+def test_few_shot_puts_examples_in_the_context(hf, shared, monkeypatch):
+    import qazlm.eval.harness as harness
 
-    zero = run_tasks(hf.model, hf.tokenizer, ["sib200_en"], limit=6, max_len=128, log=lambda m: None)
-    two = run_tasks(hf.model, hf.tokenizer, ["sib200_en"], limit=6, max_len=128, num_fewshot=2, log=lambda m: None)
-    assert two["qazlm_sib200_en"]["num_fewshot"] == 2 and zero["qazlm_sib200_en"]["n"] == 6
+    contexts: list[str] = []
+    make = harness.make_lm
+
+    def recording_lm(*args, **kwargs):
+        lm = make(*args, **kwargs)
+        score = lm._loglikelihood_tokens
+
+        def spy(reqs, **kw):
+            contexts.extend(r[0][0] for r in reqs)
+            return score(reqs, **kw)
+
+        lm._loglikelihood_tokens = spy
+        return lm
+
+    monkeypatch.setattr(harness, "make_lm", recording_lm)
+    for shots in (0, 2):
+        contexts.clear()
+        res = harness.run_tasks(hf.model, hf.tokenizer, ["sib200_en"], limit=3, max_len=256, num_fewshot=shots,
+                                log=lambda m: None)
+        assert res["qazlm_sib200_en"]["num_fewshot"] == shots and len(contexts) == 3 * 7
+        assert {c.count("Topic:") for c in contexts} == {shots + 1}
 
 
 def test_unknown_task_names():

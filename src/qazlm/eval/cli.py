@@ -77,11 +77,7 @@ def _cmd_generate(args) -> int:
     stop = [s.encode().decode("unicode_escape") for s in args.stop or []]  # allow "\n" on the command line
     stream = None
     if args.stream and not args.json:
-        current = {"row": -1}
-
         def stream(row: int, delta: str) -> None:
-            if row != current["row"]:
-                current["row"] = row
             sys.stdout.write(delta)
             sys.stdout.flush()
 

@@ -60,7 +60,7 @@ def checkpoint_step(path: str | Path) -> int | None:
 
 
 def evaluate_model(path: str | Path, s: EvalSettings, texts: dict[str, list[str]], *, tokenizer=None,
-                   log=print) -> dict:
+                   fallback_tokenizer=None, log=print) -> dict:
     """All evaluations of one model folder -> {"name", "path", "kind", "step", "bpb", "tasks", "samples"}."""
     import torch
 
@@ -70,6 +70,8 @@ def evaluate_model(path: str | Path, s: EvalSettings, texts: dict[str, list[str]
     from qazlm.eval.loading import load_for_eval
 
     torch.manual_seed(s.seed)
+    if tokenizer is None and fallback_tokenizer and not (Path(path) / "tokenizer.json").exists():
+        tokenizer = fallback_tokenizer  # e.g. a checkpoint saved without its tokenizer: use the run's
     loaded = load_for_eval(path, device=s.device, tokenizer=tokenizer)
     model, tok = loaded.model, loaded.tokenizer
     max_len = min(s.max_len, model.max_len)
@@ -98,7 +100,7 @@ def evaluate_model(path: str | Path, s: EvalSettings, texts: dict[str, list[str]
 
 
 def evaluate_models(paths: list[str | Path], s: EvalSettings, *, tokenizer=None, log=print,
-                    bpb_only: tuple = ()) -> dict:
+                    bpb_only: tuple = (), fallback_tokenizer=None) -> dict:
     """Evaluate every model on the same text sets and tasks; adds unigram and chance baselines.
     Models in `bpb_only` (e.g. intermediate checkpoints for the curve) get bits per byte only."""
     import dataclasses
@@ -113,7 +115,8 @@ def evaluate_models(paths: list[str | Path], s: EvalSettings, *, tokenizer=None,
     for n, path in enumerate(paths, 1):
         log(f"[{n}/{len(paths)}] evaluating {path}")
         light = dataclasses.replace(s, tasks=[], samples=0) if str(path) in map(str, bpb_only) else s
-        models.append(evaluate_model(path, light, texts, tokenizer=tokenizer, log=log))
+        models.append(evaluate_model(path, light, texts, tokenizer=tokenizer, fallback_tokenizer=fallback_tokenizer,
+                                     log=log))
     tasks = expand_tasks(s.tasks) if s.tasks else []
     return {"format": "qazlm-eval-v1", "settings": {k: v for k, v in vars(s).items()},
             "baselines": {"unigram_bpb": unigram_baselines(texts),

@@ -56,6 +56,9 @@ def run_stage(section: dict, ctx) -> None:
     from qazlm.eval.evaluate import evaluate_models
     from qazlm.eval.report import write_report
 
-    result = evaluate_models(list(dict.fromkeys(models)), settings, bpb_only=tuple(steps))
+    tok_stage = next(iter(sorted(ctx.stage_dir("tokenizer").rglob("tokenizer.json"))), None) \
+        if ctx.stage_dir("tokenizer").is_dir() else None
+    result = evaluate_models(list(dict.fromkeys(models)), settings, bpb_only=tuple(steps),
+                             fallback_tokenizer=tok_stage.parent if tok_stage else None)
     for path in write_report(result, out_dir):
         print(f"eval: wrote {path}")
