@@ -127,3 +127,16 @@ def test_text_sets_and_bad_files(tmp_path, shared):
         load_bpb_sets([str(tmp_path / "missing.txt")])
     with pytest.raises(QazlmError, match="val/"):
         load_bpb_sets([str(tmp_path)])
+
+
+def test_in_training_hook(hf, shared):
+    from qazlm.eval.hook import InTrainingEval
+
+    hook = InTrainingEval(hf.tokenizer, every=10, max_len=32, texts_by_lang={})
+    assert set(hook.texts_by_lang) == {"kk", "ru", "en"} and len(hook.texts_by_lang["kk"]) == 64
+    hook.texts_by_lang = {k: v[:4] for k, v in hook.texts_by_lang.items()}
+    raw = hf.model.module  # the training loop passes its raw module
+    assert hook.maybe_run(5, raw) is None
+    scores = hook.maybe_run(20, raw)
+    assert set(scores) == {"kk", "ru", "en"} and all(0 < v < 20 for v in scores.values())
+    assert hook.final_tasks(raw, ["kkcopa_kk"], limit=3)["qazlm_kkcopa_kk"]["n"] == 3

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from qazlm.errors import QazlmError
-from qazlm.eval.bpb import prefix_token_id, rolling_windows, score_windows
+from qazlm.eval.bpb import logits_of, prefix_token_id, rolling_windows, score_windows
 from qazlm.eval.tasks import TASK_DIR, TASKS, expand_tasks, missing_data
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def make_lm(model, tokenizer, *, batch_size: int = 8, max_len: int | None = None
                     inp = torch.zeros(len(batch), width, dtype=torch.long)
                     for row, i in enumerate(batch):
                         inp[row, :len(windows[i][0])] = torch.tensor(windows[i][0])
-                    logp = torch.log_softmax(self.model(inp.to(self._device)).float(), dim=-1)
+                    logp = torch.log_softmax(logits_of(self.model, inp.to(self._device)).float(), dim=-1)
                     for row, i in enumerate(batch):
                         n_in, cont = len(windows[i][0]), windows[i][1]
                         part = logp[row, n_in - len(cont):n_in]
