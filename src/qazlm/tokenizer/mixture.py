@@ -1,11 +1,13 @@
 """Language mixture by bytes: parse `kk=0.4,ru=0.3,en=0.3`, assign files to languages, stream a sample.
 
-Budget rule (documented choice): count the normalized UTF-8 bytes per language in one streaming pass,
-then take the largest total T with share_l * T <= available_l for every language (the scarcest language,
-relative to its share, is used in full; `max_bytes` caps T). Abundant languages are downsampled
-deterministically by an even stride over their lines (keep line i when floor((i+1)*r) > floor(i*r),
-r = budget/available), so the kept text spreads over all files instead of only the first ones.
-Nothing is held in RAM: the training iterator re-reads the files.
+Budget rule (documented choice): count the normalized UTF-8 bytes per language in one streaming pass.
+- `balance="upsample"` (default): no text is thrown away. The language with the most text relative to
+  its share is used once; scarcer languages are repeated (line i is emitted floor((i+1)*r) - floor(i*r)
+  times, r = budget/available) until they reach their share. BPE only sees pair counts, so repeating a
+  language is the same as weighting it, and the abundant languages keep all their rare words.
+- `balance="downsample"`: the scarcest language (relative to its share) is used once and abundant
+  languages are thinned by the same even stride (r < 1), spread over all their files.
+`max_bytes` caps the total. Nothing is held in RAM: the training iterator re-reads the files.
 """
 
 from __future__ import annotations
@@ -122,7 +124,7 @@ class MixturePlan:
     files: dict[str, list[Path]]
     available: dict[str, int]            # normalized bytes per language
     budget: dict[str, int]               # bytes to use per language
-    ratio: dict[str, float] = field(default_factory=dict)  # kept fraction of lines
+    ratio: dict[str, float] = field(default_factory=dict)  # copies per line (<1: thinned, >1: repeated)
 
     def as_json(self) -> dict:
         return {"mix": self.mix, "available_bytes": self.available, "budget_bytes": self.budget,
@@ -130,7 +132,7 @@ class MixturePlan:
 
 
 def plan_mixture(inputs: list[str], mix: dict[str, float], max_bytes: int | None = None,
-                 counts: dict[str, int] | None = None) -> MixturePlan:
+                 counts: dict[str, int] | None = None, balance: str = "upsample") -> MixturePlan:
     files = files_by_language(inputs)
     missing = [lang for lang in mix if lang not in files]
     if missing:
@@ -141,16 +143,19 @@ def plan_mixture(inputs: list[str], mix: dict[str, float], max_bytes: int | None
     for lang in mix:
         if available.get(lang, 0) == 0:
             raise QazlmError(f"{files[lang][0]}: no text for {lang!r} (empty input); add text or drop it from --mix")
-    total = min(available[lang] / share for lang, share in mix.items())
+    if balance not in ("upsample", "downsample"):
+        raise QazlmError(f"balance {balance!r}: choose upsample or downsample")
+    pick = max if balance == "upsample" else min
+    total = pick(available[lang] / share for lang, share in mix.items())
     if max_bytes:
         total = min(total, max_bytes)
     budget = {lang: int(share * total) for lang, share in mix.items()}
-    ratio = {lang: min(1.0, budget[lang] / available[lang]) for lang in mix}
+    ratio = {lang: budget[lang] / available[lang] for lang in mix}
     return MixturePlan(mix=mix, files=files, available=available, budget=budget, ratio=ratio)
 
 
 def iter_mixture(plan: MixturePlan, transform=None, used: dict[str, int] | None = None) -> Iterator[str]:
-    """Stream the planned sample: per language, an even stride over its normalized lines.
+    """Stream the planned sample: per language, each normalized line 0, 1 or more times (even stride).
 
     `transform(lang, text)` may rewrite a line (MorphBPE boundary markers); `used` collects bytes per language.
     """
@@ -159,13 +164,16 @@ def iter_mixture(plan: MixturePlan, transform=None, used: dict[str, int] | None 
         budget = plan.budget[lang]
         n = 0
         for i, text in enumerate(iter_normalized(files)):
-            if r < 1.0 and math.floor((i + 1) * r) == math.floor(i * r):
+            copies = math.floor((i + 1) * r) - math.floor(i * r)
+            if not copies:
                 continue
-            size = len(text.encode("utf-8"))
             if n >= budget:
                 break
-            n += size
-            yield transform(lang, text) if transform else text
+            n += copies * len(text.encode("utf-8"))
+            if transform:
+                text = transform(lang, text)
+            for _ in range(copies):
+                yield text
         if used is not None:
             used[lang] = n
 

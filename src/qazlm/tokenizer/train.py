@@ -45,6 +45,7 @@ class TokenizerTrainConfig:
     min_frequency: int = 2
     max_bytes: int | None = None   # cap on the total training bytes (None: as much as the mixture allows)
     morph: bool = False
+    balance: str = "upsample"      # or "downsample" (see qazlm.tokenizer.mixture)
 
     def validate(self) -> None:
         parse_mix(self.mix)
@@ -53,6 +54,8 @@ class TokenizerTrainConfig:
         low = len(st.SPECIAL_TOKENS) + 256
         if self.vocab_size <= low:
             raise QazlmError(f"vocab_size {self.vocab_size}: must exceed {low} (special tokens + 256 bytes)")
+        if self.balance not in ("upsample", "downsample"):
+            raise QazlmError(f"balance {self.balance!r}: choose upsample or downsample")
         if self.min_frequency < 1:
             raise QazlmError(f"min_frequency {self.min_frequency}: must be >= 1")
 
@@ -108,7 +111,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, out_dir: str | Path, *, counts: d
     cfg.validate()
     t0 = time.time()
     mix = parse_mix(cfg.mix)
-    plan = plan_mixture(cfg.inputs, mix, cfg.max_bytes, counts)
+    plan = plan_mixture(cfg.inputs, mix, cfg.max_bytes, counts, cfg.balance)
     tok = new_tokenizer(cfg.pattern, cfg.morph)
     trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
                                   special_tokens=st.SPECIAL_TOKENS, show_progress=show_progress,

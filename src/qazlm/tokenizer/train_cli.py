@@ -22,6 +22,8 @@ def _add_common(p) -> None:
                    help="pre-tokenizer split regex (both native in llama.cpp; qwen2 splits digits one by one)")
     p.add_argument("--min-frequency", type=int, default=2, help="minimum pair count for a merge")
     p.add_argument("--max-bytes", type=int, default=None, help="cap on total training bytes")
+    p.add_argument("--balance", default="upsample", choices=["upsample", "downsample"],
+                   help="reach the mix by repeating scarce languages (all text used) or thinning abundant ones")
 
 
 def _cmd_train(args) -> int:
@@ -29,7 +31,7 @@ def _cmd_train(args) -> int:
 
     cfg = TokenizerTrainConfig(inputs=list(args.inputs), vocab_size=args.vocab_size, mix=args.mix,
                                pattern=args.pattern, min_frequency=args.min_frequency, max_bytes=args.max_bytes,
-                               morph=args.morph)
+                               morph=args.morph, balance=args.balance)
     info = train_tokenizer(cfg, args.output, show_progress=not args.quiet)
     used = ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in info["bytes_used"].items())
     print(f"trained {info['vocab_size']}-token BPE ({info['mix_spec']}; used {used}) in {info['seconds']:.1f}s "
@@ -42,7 +44,7 @@ def _cmd_sweep(args) -> int:
 
     cfg = SweepConfig(inputs=list(args.inputs), mixes=list(args.mixes), vocab_sizes=list(args.vocab_sizes),
                       pattern=args.pattern, min_frequency=args.min_frequency, max_bytes=args.max_bytes,
-                      morph_variant=args.morph_variant, workers=args.workers, split=args.split,
+                      balance=args.balance, morph_variant=args.morph_variant, workers=args.workers, split=args.split,
                       recommend_vocab=args.recommend_vocab, truncate=not args.no_truncate)
     run_sweep(cfg, args.output, docs_dir=args.docs, cache_dir=args.cache)
     return 0
