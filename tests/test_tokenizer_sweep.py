@@ -1,0 +1,80 @@
+"""Sweep: truncation equals training at the smaller vocab, tiny grid end to end, cache hit, recommendation."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+
+import pytest
+
+from qazlm.cli import main
+from qazlm.tokenizer import sweep as sweep_mod
+from qazlm.tokenizer.sweep import SweepConfig, run_sweep
+from qazlm.tokenizer.train import TokenizerTrainConfig, train_tokenizer, truncate_tokenizer
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, sample_lines):
+    root = tmp_path_factory.mktemp("sweep_corpus")
+    for lang, lines in sample_lines.items():
+        (root / lang).mkdir()
+        with gzip.open(root / lang / "part.txt.gz", "wt", encoding="utf-8") as f:
+            f.write("\n".join(lines[:250]) + "\n")
+    return root
+
+
+def test_truncated_large_equals_trained_small(tmp_path, corpus, sample_lines):
+    from tokenizers import Tokenizer
+
+    big, small = tmp_path / "big", tmp_path / "small"
+    train_tokenizer(TokenizerTrainConfig(inputs=[str(corpus)], vocab_size=1600), big, show_progress=False)
+    train_tokenizer(TokenizerTrainConfig(inputs=[str(corpus)], vocab_size=800), small, show_progress=False)
+    cut = truncate_tokenizer((big / "tokenizer.json").read_text(encoding="utf-8"), 800)
+    ref = Tokenizer.from_file(str(small / "tokenizer.json"))
+    assert cut.get_vocab() == ref.get_vocab()
+    cut_merges = json.loads(cut.to_str())["model"]["merges"]
+    assert cut_merges == json.loads(ref.to_str())["model"]["merges"]
+    text = sample_lines["kk"][300:340] + sample_lines["en"][300:340]
+    assert [e.ids for e in cut.encode_batch(text)] == [e.ids for e in ref.encode_batch(text)]
+
+
+def test_tiny_sweep_outputs_cache_and_recommendation(tmp_path, corpus, monkeypatch, capsys):
+    cfg = SweepConfig(inputs=[str(corpus)], mixes=["kk=0.4,ru=0.3,en=0.3", "kk=0.6,ru=0.2,en=0.2"],
+                      vocab_sizes=[600, 900], workers=2)
+    result = run_sweep(cfg, tmp_path / "sw", docs_dir=tmp_path / "docs")
+    rows = result["rows"]
+    assert len(rows) == 4 and {r["vocab"] for r in rows} == {600, 900}
+    for r in rows:
+        assert r["max_premium"] == max(r["premium_kk"], r["premium_ru"])
+        assert 1 < r["fertility_kk"] < 10 and r["premium_kk"] > 0
+    # larger vocab never costs more tokens for the same mixture
+    by = {(r["mix"], r["vocab"]): r for r in rows}
+    for mix in result["mixes"]:
+        assert by[(mix, 900)]["fertility_kk"] <= by[(mix, 600)]["fertility_kk"]
+    rec = result["recommended"]
+    assert rec["vocab"] == 900 and rec["max_premium"] == min(r["max_premium"] for r in rows if r["vocab"] == 900)
+    for name in ("sweep.json", "sweep.csv", "sweep.md", "tokenizer_sweep.png", "recommended/tokenizer.json"):
+        assert (tmp_path / "sw" / name).exists(), name
+    assert (tmp_path / "docs" / "img" / "tokenizer_sweep.png").stat().st_size > 10_000
+    assert "Recommended mixture" in (tmp_path / "docs" / "tokenizer_sweep.md").read_text()
+    from transformers import AutoTokenizer
+
+    assert len(AutoTokenizer.from_pretrained(tmp_path / "sw" / "recommended")) == 900
+
+    # second call: everything cached, no training at all
+    def boom(*a, **k):
+        raise AssertionError("retrained despite cache")
+
+    monkeypatch.setattr(sweep_mod, "_train_job", boom)
+    capsys.readouterr()
+    again = run_sweep(cfg, tmp_path / "sw")
+    assert "(2 cached)" in capsys.readouterr().out
+    assert again["rows"] == rows
+
+
+def test_sweep_cli_bad_vocab_for_recommendation(tmp_path, corpus, capsys):
+    code = main(["tokenizer", "sweep", str(corpus), "--mixes", "kk=0.5,ru=0.7", "-o", str(tmp_path / "x")])
+    assert code == 2 and "sum to 1.2" in capsys.readouterr().err
