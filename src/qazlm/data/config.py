@@ -1,0 +1,148 @@
+"""`qazlm data prepare` configuration: sources, per-language thresholds, mixture, executor.
+
+Loaded from a recipe TOML with qazlm.config (unknown keys are errors). See recipes/data/*.toml.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from qazlm.errors import QazlmError
+
+FORMATS = ("auto", "txt", "txt_blank", "jsonl", "parquet", "csv", "hf")
+
+
+@dataclass
+class SourceConfig:
+    """One input: local files (`paths`: files, folders, globs) or a Hugging Face dataset (`hf`)."""
+
+    name: str = ""
+    paths: list[str] = field(default_factory=list)
+    format: str = "auto"        # auto (by extension) | txt (line=doc) | txt_blank (blank-line docs) | jsonl | parquet | csv | hf
+    lang: str = ""              # language hint (kk/ru/en); documents detected as another language are dropped
+    weight: float = 1.0         # relative weight inside its language in the mixture
+    text_key: str = "text"
+    id_key: str = "id"
+    hf: str = ""                # HF dataset name, e.g. "HuggingFaceFW/fineweb-2" (or "parquet" with paths = data_files)
+    hf_config: str = ""         # e.g. "kaz_Cyrl"
+    hf_split: str = "train"
+    limit: int = -1             # max documents read from this source (-1 = all)
+
+
+@dataclass
+class QualityConfig:
+    """Thresholds of one language (Gopher quality/repetition + FineWeb line filters + stopwords)."""
+
+    min_doc_words: int = 3
+    max_doc_words: int = 100_000
+    min_avg_word_length: float = 2.0
+    max_avg_word_length: float = 14.0
+    max_symbol_word_ratio: float = 0.1
+    max_bullet_lines_ratio: float = 0.9   # Gopher; kk/ru prose starts dialogue lines with a dash
+    max_non_alpha_words_ratio: float = 0.7   # Gopher: ≥70% of words must contain a letter (numbers in short docs)
+    min_words_repetition: int = 50       # Gopher repetition rules only for docs this long (n-gram stats of a sentence are noise)
+    dup_line_frac: float = 0.3
+    dup_line_char_frac: float = 0.2
+    top_2gram_frac: float = 0.2
+    max_short_line_ratio: float = 0.67    # FineWeb: share of lines shorter than 30 chars (only multi-line docs)
+    max_char_dup_ratio: float = 0.1       # FineWeb: chars in duplicated lines
+    min_stopword_ratio: float = 0.0       # share of words that are stopwords (kk list bundled)
+    min_stopword_words: int = 20          # stopword rule only applies to docs with at least this many words
+
+
+@dataclass
+class MixtureConfig:
+    """Target share of training tokens per language; each source is repeated at most max_epochs times."""
+
+    ratios: dict[str, float] = field(default_factory=lambda: {"kk": 0.4, "ru": 0.3, "en": 0.3})
+    max_epochs: float = 4.0
+    max_train_tokens: int = 0   # 0 = as many as the caps allow
+    val_fraction: float = 0.02  # of documents per language, chosen by hash of the text (deterministic)
+    val_max_docs: int = 2000
+
+
+@dataclass
+class ExecutorConfig:
+    """Where datatrove runs: local processes, a Slurm cluster or Ray."""
+
+    kind: str = "local"         # local | slurm | ray
+    tasks: int = 2
+    workers: int = 2
+    partition: str = ""         # slurm
+    time: str = "24:00:00"      # slurm
+    cpus_per_task: int = 1
+    mem_per_cpu_gb: int = 2
+    qos: str = "normal"
+    venv_path: str = ""
+    sbatch_args: dict[str, str] = field(default_factory=dict)
+    ray_address: str = ""       # ray: "" = start/attach locally
+
+
+@dataclass
+class DataConfig:
+    out_dir: str = "runs/data"
+    tokenizer: str = ""             # HF tokenizer folder (the pipeline stage defaults to <run>/tokenizer)
+    sources: list[SourceConfig] = field(default_factory=list)
+    langs: list[str] = field(default_factory=lambda: ["kk", "ru", "en"])
+    quality: dict[str, QualityConfig] = field(default_factory=dict)   # per language; missing -> defaults
+    mixture: MixtureConfig = field(default_factory=MixtureConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    max_doc_chars: int = 1_000_000  # longer documents are rejected as "gigantic"
+    min_doc_chars: int = 1
+    lang_kk_ratio: float = 0.08     # share of Cyrillic words with Kazakh-only letters that makes a text Kazakh
+    boilerplate_min_docs: int = 5   # a line seen in this many documents of a source is boilerplate
+    pii: bool = True
+    decontaminate: list[str] = field(default_factory=lambda: ["flores", "sib200", "kkcopa", "kazqad"])
+    decontam_ngram: int = 13
+    minhash_ngram: int = 5
+    minhash_buckets: int = 14
+    minhash_hashes_per_bucket: int = 8
+    shard_tokens: int = 50_000_000
+    seed: int = 1337
+
+    def validate(self) -> None:
+        if not self.sources:
+            raise QazlmError("data config: no [[sources]]; add at least one source (see recipes/data/)")
+        names = [s.name for s in self.sources]
+        for i, s in enumerate(self.sources):
+            where = f"data config: sources[{i}] ({s.name or 'unnamed'})"
+            if not s.name:
+                raise QazlmError(f"{where}: missing name; give every source a short unique name")
+            if s.format not in FORMATS:
+                raise QazlmError(f"{where}: format {s.format!r} unknown; one of {', '.join(FORMATS)}")
+            if not s.paths and not s.hf:
+                raise QazlmError(f"{where}: needs `paths` (local files) or `hf` (dataset name)")
+            if s.lang and s.lang not in self.langs:
+                raise QazlmError(f"{where}: lang {s.lang!r} not in langs {self.langs}")
+            if s.weight < 0:
+                raise QazlmError(f"{where}: weight must be ≥ 0")
+        if len(set(names)) != len(names):
+            raise QazlmError("data config: source names must be unique")
+        bad = set(self.mixture.ratios) - set(self.langs)
+        if bad:
+            raise QazlmError(f"data config: mixture.ratios has languages {sorted(bad)} not in langs {self.langs}")
+        if self.executor.kind not in ("local", "slurm", "ray"):
+            raise QazlmError(f"data config: executor.kind {self.executor.kind!r}; use local, slurm or ray")
+        if self.executor.kind == "slurm" and not self.executor.partition:
+            raise QazlmError("data config: executor.kind = 'slurm' needs executor.partition")
+        if not 0 <= self.mixture.val_fraction < 1:
+            raise QazlmError("data config: mixture.val_fraction must be in [0, 1)")
+
+    def quality_for(self, lang: str) -> QualityConfig:
+        return self.quality.get(lang) or DEFAULT_QUALITY.get(lang, QualityConfig())
+
+
+# Why these numbers: Gopher's defaults assume English web pages of ≥50 words; our corpora are often one
+# sentence per document, so min words is low. Kazakh is agglutinative: average word length is ~7-8
+# letters (vs ~4.7 en), so its max average word length is higher. Stopword ratio is only applied to
+# longer Kazakh documents, where a real text almost always has ≥3% function words.
+DEFAULT_QUALITY = {
+    "kk": QualityConfig(max_avg_word_length=16.0, min_stopword_ratio=0.03, max_bullet_lines_ratio=1.0),
+    "ru": QualityConfig(max_avg_word_length=15.0, max_bullet_lines_ratio=1.0),
+    "en": QualityConfig(max_avg_word_length=12.0),
+}
+
+
+def as_dict(cfg: DataConfig) -> dict:
+    return dataclasses.asdict(cfg)
