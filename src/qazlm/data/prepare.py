@@ -145,6 +145,10 @@ def prepare(cfg: DataConfig, *, force: bool = False) -> dict:
         for ex in executors:
             ex.run()
     else:  # Slurm/Ray: the last stage launches its dependencies
+        if cfg.executor.kind == "ray" and cfg.executor.ray_address:
+            import ray
+
+            ray.init(address=cfg.executor.ray_address, ignore_reinit_error=True)
         executors[-1].run()
         if executors[-1].get_incomplete_ranks(skip_completed=True):
             print(f"qazlm: datatrove jobs submitted ({cfg.executor.kind}); rerun the same command when they "

@@ -24,10 +24,17 @@ STEP_LABELS = {"0_read": "read", "1_langid": "after langid", "2_quality": "after
                "6_train": "train (unique)", "6_val": "val"}
 
 
-def _load_stats(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return json.loads(path.read_text(encoding="utf-8"))
+def _load_stats(folder: Path) -> list[dict]:
+    """Per-task stats files summed step by step (datatrove's stats.json only covers the tasks of the
+    last invocation, so after a resumed run it would miss the tasks completed earlier)."""
+    merged: list[dict] = []
+    for path in sorted((folder / "stats").glob("*.json")):
+        for i, st in enumerate(json.loads(path.read_text(encoding="utf-8"))):
+            if i >= len(merged):
+                merged.append({"name": st.get("name", ""), "stats": defaultdict(float)})
+            for k, v in st.get("stats", {}).items():
+                merged[i]["stats"][k] += v["total"] if isinstance(v, dict) else v
+    return merged
 
 
 def collect(out: Path) -> dict:
@@ -37,9 +44,8 @@ def collect(out: Path) -> dict:
     counters: dict = {}
     docs_in = 0
     for stage in ("filter", "dedup"):
-        for st in _load_stats(out / "logs" / stage / "stats.json"):
-            name, stats = st.get("name", ""), st.get("stats", {})
-            total = {k: (v["total"] if isinstance(v, dict) else v) for k, v in stats.items()}
+        for st in _load_stats(out / "logs" / stage):
+            name, total = st["name"], st["stats"]
             if "corpus reader" in name:
                 docs_in += int(total.get("documents", 0))
             for key, value in total.items():
