@@ -220,3 +220,24 @@ def test_missing_input_path_is_clear(tmp_path, tiny_tokenizer_dir, capsys):
                    f'[[sources]]\nname = "a"\npaths = ["{tmp_path}/missing_*.txt"]\n')
     assert main(["data", "prepare", "--config", str(cfg)]) == 2
     assert "no input files here" in capsys.readouterr().err
+
+
+def test_pipeline_stage_writes_into_run_dirs(tmp_path, tiny_tokenizer_dir):
+    import shutil
+
+    from qazlm.data.stage import run_stage, sample_sources
+    from qazlm.data.shards import TokenDataset
+    from qazlm.pipeline import RunConfig, RunContext
+
+    ctx = RunContext(run=RunConfig(out_dir=str(tmp_path / "run")), recipe_path=Path("recipes/tiny.toml"))
+    shutil.copytree(tiny_tokenizer_dir, ctx.stage_dir("tokenizer"))
+    srcs = [{"name": s.name, "paths": s.paths, "lang": s.lang, "format": s.format, "limit": 60}
+            for s in sample_sources()]
+    assert {s["lang"] for s in srcs} == {"kk", "ru", "en"}
+    run_stage({"decontaminate": [], "executor": {"tasks": 1, "workers": 1}, "sources": srcs}, ctx)
+    data = ctx.stage_dir("data")
+    assert TokenDataset(data / "tokens", "train").num_tokens > 0
+    assert all((data / "val" / f"{lang}.jsonl.gz").exists() for lang in ("kk", "ru", "en"))
+    mtime = (data / "tokens" / "meta.json").stat().st_mtime
+    run_stage({"decontaminate": [], "executor": {"tasks": 1, "workers": 1}, "sources": srcs}, ctx)
+    assert (data / "tokens" / "meta.json").stat().st_mtime == mtime  # complete outputs: skipped
