@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import os
@@ -43,7 +44,7 @@ def test_truncated_large_equals_trained_small(tmp_path, corpus, sample_lines):
 
 def test_tiny_sweep_outputs_cache_and_recommendation(tmp_path, corpus, monkeypatch, capsys):
     cfg = SweepConfig(inputs=[str(corpus)], mixes=["kk=0.4,ru=0.3,en=0.3", "kk=0.6,ru=0.2,en=0.2"],
-                      vocab_sizes=[600, 900], workers=2)
+                      vocab_sizes=[600, 900], workers=2, max_en_loss=None)
     result = run_sweep(cfg, tmp_path / "sw", docs_dir=tmp_path / "docs")
     rows = result["rows"]
     assert len(rows) == 4 and {r["vocab"] for r in rows} == {600, 900}
@@ -73,6 +74,9 @@ def test_tiny_sweep_outputs_cache_and_recommendation(tmp_path, corpus, monkeypat
     again = run_sweep(cfg, tmp_path / "sw")
     assert "(2 cached)" in capsys.readouterr().out
     assert again["rows"] == rows
+    # English guard: with a ~0 tolerance the recommendation is the mixture with the best English fertility
+    guarded = run_sweep(dataclasses.replace(cfg, max_en_loss=1e-6), tmp_path / "sw")
+    assert guarded["recommended"]["fertility_en"] == min(r["fertility_en"] for r in rows if r["vocab"] == 900)
 
 
 def test_sweep_cli_bad_vocab_for_recommendation(tmp_path, corpus, capsys):

@@ -45,7 +45,8 @@ def _cmd_sweep(args) -> int:
     cfg = SweepConfig(inputs=list(args.inputs), mixes=list(args.mixes), vocab_sizes=list(args.vocab_sizes),
                       pattern=args.pattern, min_frequency=args.min_frequency, max_bytes=args.max_bytes,
                       balance=args.balance, morph_variant=args.morph_variant, workers=args.workers, split=args.split,
-                      recommend_vocab=args.recommend_vocab, truncate=not args.no_truncate)
+                      recommend_vocab=args.recommend_vocab,
+                      max_en_loss=args.max_en_loss, truncate=not args.no_truncate)
     run_sweep(cfg, args.output, docs_dir=args.docs, cache_dir=args.cache)
     return 0
 
@@ -82,6 +83,8 @@ def register(tsub) -> None:
     s.add_argument("--split", default="dev", choices=["dev", "devtest"],
                    help="FLORES+ split to evaluate (dev: choose; devtest only to report)")
     s.add_argument("--recommend-vocab", type=int, default=None, help="vocab for the recommendation (default: largest)")
+    s.add_argument("--max-en-loss", type=float, default=0.05,
+                   help="recommend only mixtures with English fertility within this fraction of the best (0: off)")
     s.add_argument("--no-truncate", action="store_true", help="train every grid cell separately (slow)")
     s.add_argument("--docs", default=None, help="also write tokenizer_sweep.md + img/*.png into this docs folder")
     s.add_argument("--cache", default=None, help="cache folder for trained tokenizers (default: OUTPUT/cache)")
