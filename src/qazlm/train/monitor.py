@@ -1,0 +1,165 @@
+"""What a run reports: metrics.jsonl (the source of truth, plotted by `qazlm plot`), TensorBoard and
+optional W&B, plus MFU, memory and the unigram bits-per-byte baseline every model must beat."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+# Dense bf16 tensor-core peak (FLOP/s, no sparsity) by device-name substring; first match wins.
+GPU_PEAK_BF16 = (
+    ("H200", 989e12), ("H100 NVL", 835e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("GH200", 989e12),
+    ("B200", 2250e12), ("A100", 312e12), ("A800", 312e12), ("L40S", 362e12), ("L40", 181e12),
+    ("L4", 121e12), ("A10G", 70e12), ("A10", 125e12), ("RTX 4090", 165e12), ("RTX 3090", 71e12),
+    ("V100", 125e12), ("T4", 65e12),
+)
+
+
+def peak_flops(device: str) -> tuple[float, str]:
+    """(peak FLOP/s, source) for MFU: the GPU table, else a 0.3 s fp32 matmul measurement (CPU)."""
+    import torch
+
+    if device.startswith("cuda"):
+        name = torch.cuda.get_device_name(torch.device(device))
+        for key, peak in GPU_PEAK_BF16:
+            if key in name:
+                return peak, f"table ({name})"
+    return measure_matmul_flops(device), "measured fp32 matmul"
+
+
+def measure_matmul_flops(device: str = "cpu", n: int = 512, seconds: float = 0.3) -> float:
+    import torch
+
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    a @ b
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        reps += 1
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
+
+
+def memory_gb(device: str) -> float:
+    """Peak memory: CUDA allocator peak, or the process's max RSS on CPU."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated(torch.device(device)) / 1e9
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB on Linux
+    except ImportError:  # pragma: no cover
+        return float("nan")
+
+
+def token_counts(tokens, vocab_size: int, max_tokens: int = 50_000_000):
+    """Token frequencies of (the first `max_tokens` of) the training stream."""
+    import numpy as np
+
+    n = min(tokens.num_tokens, max_tokens)
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    for start in range(0, n, 10_000_000):
+        chunk = tokens.window(start, min(10_000_000, n - start))
+        counts += np.bincount(chunk, minlength=vocab_size)[:vocab_size]
+    return counts
+
+
+def unigram_bpb(counts, tokenizer, texts: list[str]) -> float:
+    """Bits per byte of a token unigram model (add-one smoothing) fit on training token counts: the
+    floor a language model must beat on held-out `texts`."""
+    import numpy as np
+
+    logp = np.log2((counts + 1) / (counts.sum() + counts.size))
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    bits = -sum(float(logp[np.minimum(np.asarray(x, dtype=np.int64), counts.size - 1)].sum()) for x in ids if x)
+    return bits / max(1, sum(len(t.encode("utf-8")) for t in texts))
+
+
+class MetricsLogger:
+    """Appends one JSON object per line to metrics.jsonl (line-buffered, fsync'ed) and mirrors scalars to
+    TensorBoard / W&B. Only rank 0 creates one."""
+
+    def __init__(self, out_dir: str | Path, *, tensorboard: bool = True, wandb: bool = False, run_name: str = "",
+                 config: dict | None = None, resume_step: int | None = None):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.out_dir / "metrics.jsonl"
+        if resume_step is not None:
+            self._truncate_after(resume_step)
+        elif self.path.exists():
+            self.path.unlink()
+        self._f = open(self.path, "a", encoding="utf-8")
+        self._tb = self._wandb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.out_dir / "tensorboard"))
+            except ImportError:  # pragma: no cover - tensorboard missing
+                self._tb = None
+        if wandb:
+            try:
+                import wandb as wb
+
+                os.environ.setdefault("WANDB_MODE", "offline")
+                self._wandb = wb.init(project="qazlm", name=run_name or None, config=config or {},
+                                      dir=str(self.out_dir), resume="allow")
+            except ImportError:
+                print("pretrain: wandb = true but wandb is not installed; logging to metrics.jsonl only")
+
+    def _truncate_after(self, step: int) -> None:
+        """On resume, drop lines logged after the checkpoint so the curve has each step once."""
+        if not self.path.exists():
+            return
+        from qazlm.io import atomic_write
+
+        keep = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by the kill
+            if rec.get("step", 0) <= step:
+                keep.append(line)
+        with atomic_write(self.path) as f:
+            f.write("".join(k + "\n" for k in keep))
+
+    def log(self, step: int, record: dict) -> None:
+        rec = {"step": step, **record}
+        self._f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        scalars = {k: v for k, v in record.items() if isinstance(v, int | float) and not isinstance(v, bool)
+                   and math.isfinite(v)}
+        if self._tb is not None:
+            for k, v in scalars.items():
+                self._tb.add_scalar(k, v, step)
+            for k, v in record.items():
+                if isinstance(v, str):
+                    self._tb.add_text(k, v, step)
+        if self._wandb is not None:
+            self._wandb.log(scalars, step=step)
+
+    def close(self) -> None:
+        self._f.close()
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    out = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out

@@ -1,0 +1,85 @@
+"""`qazlm plot RUN`: PNG curves from a run's metrics.jsonl (loss, bpb per language vs unigram, LR, grad norm,
+tokens/s). Reads only the JSON lines, so it works on a run that is still training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qazlm.errors import QazlmError
+
+LANG_COLORS = {"kk": "tab:blue", "ru": "tab:red", "en": "tab:green"}
+
+
+def find_metrics(run: str | Path) -> Path:
+    """metrics.jsonl of a run folder, its pretrain/ stage folder, or the file itself."""
+    run = Path(run)
+    for cand in (run, run / "metrics.jsonl", run / "pretrain" / "metrics.jsonl"):
+        if cand.is_file():
+            return cand
+    raise QazlmError(f"{run}: no metrics.jsonl (looked in RUN/ and RUN/pretrain/); pass a pretraining output folder")
+
+
+def series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
+    xs, ys = [], []
+    for r in records:
+        v = r.get(key)
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            xs.append(r["step"])
+            ys.append(float(v))
+    return xs, ys
+
+
+def plot_run(run: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from qazlm.train.monitor import read_metrics
+
+    path = find_metrics(run)
+    records = read_metrics(path)
+    if not records:
+        raise QazlmError(f"{path}: empty; the run has not logged a step yet")
+    out = Path(out_dir) if out_dir else path.parent / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def simple(key: str, title: str, fname: str, logy: bool = False) -> None:
+        xs, ys = series(records, key)
+        if not xs:
+            return
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.plot(xs, ys)
+        ax.set(xlabel="step", title=title)
+        if logy:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / fname, dpi=110)
+        plt.close(fig)
+        written.append(out / fname)
+
+    simple("loss", "training loss (nats/token)", "loss.png")
+    simple("lr", "learning rate", "lr.png")
+    simple("grad_norm", "gradient norm (before clipping)", "grad_norm.png", logy=True)
+    simple("tokens_per_s", "throughput (tokens/s)", "tokens_per_s.png")
+
+    langs = sorted({k.split("_", 1)[1] for r in records for k in r if k.startswith("val/bpb_")})
+    if langs:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for lang in langs:
+            color = LANG_COLORS.get(lang)
+            xs, ys = series(records, f"val/bpb_{lang}")
+            ax.plot(xs, ys, marker="o", label=f"{lang} model", color=color)
+            _, base = series(records, f"unigram_bpb/{lang}")
+            if base:
+                ax.axhline(base[-1], linestyle="--", color=color, alpha=0.7, label=f"{lang} unigram")
+        ax.set(xlabel="step", ylabel="bits per byte", title="validation bits per byte by language")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "val_bpb.png", dpi=110)
+        plt.close(fig)
+        written.append(out / "val_bpb.png")
+    return written
