@@ -34,9 +34,9 @@ class PretrainConfig:
     grad_clip: float = 1.0
     steps: int = 0                      # 0 -> derived from token_budget
     token_budget: int = 0
-    # intervals (steps; 0 = never)
+    # intervals in steps (0 = never)
     log_every: int = 10
-    eval_every: int = 100
+    eval_every: int = 100                # 0 = only at the end, -1 = never (no bpb, no samples)
     ckpt_every: int = 100
     keep_last_k: int = 3
     sample_every: int = 0               # sampled generations in kk/ru/en; 0 = only at the end

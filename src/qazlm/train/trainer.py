@@ -294,7 +294,7 @@ def train(cfg: PretrainConfig, log=print) -> Path | None:
                     logger.log(done, rec)
                 progress.update(done, loss_v, tps)
                 t_log, tok_log = time.perf_counter(), 0
-            if cfg.eval_every and done % cfg.eval_every == 0 and done != p.steps:
+            if cfg.eval_every > 0 and done % cfg.eval_every == 0 and done != p.steps:
                 evaluate(done)
             if cfg.ckpt_every and done % cfg.ckpt_every == 0 and done != p.steps:
                 save(done)
