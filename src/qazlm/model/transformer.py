@@ -1,0 +1,217 @@
+"""The qazlm decoder: Qwen3 architecture (RMSNorm, RoPE, SwiGLU, GQA, QK-norm) in lean PyTorch.
+
+Module names are those of transformers' Qwen3ForCausalLM (minus the `model.` prefix), so export is a
+rename-free copy of the state dict and a parity test can compare logits directly.
+
+Build big models on the meta device and materialise them where they will live:
+
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    model.to_empty(device="cuda")
+    model.init_weights()
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qazlm.model.config import ModelConfig
+from qazlm.model.kv_cache import KVCache
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm computed in float32 (as Qwen3RMSNorm), scaled by a learned weight."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def rope_tables(cfg: ModelConfig, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin [max_seq_len, head_dim] in float32, halves duplicated (the HF `rotate_half` layout)."""
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, device=device, dtype=torch.float32)
+                                         / cfg.head_dim))
+    t = torch.arange(cfg.max_seq_len, device=device, dtype=torch.float32)
+    freqs = torch.outer(t, inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: [B, T, H, hd]; cos/sin: [B or 1, T, hd]."""
+    cos, sin = cos.unsqueeze(2).to(x.dtype), sin.unsqueeze(2).to(x.dtype)
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=False)
+        self.k_proj = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.v_proj = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
+        self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_eps) if cfg.qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_eps) if cfg.qk_norm else nn.Identity()
+
+    def forward(self, x, cos, sin, kv_cache: KVCache | None = None, mask: torch.Tensor | None = None):
+        B, T, _ = x.shape
+        q = self.q_norm(self.q_proj(x).view(B, T, self.n_heads, self.head_dim))
+        k = self.k_norm(self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim))
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if kv_cache is not None:
+            k, v = kv_cache.update(self.layer_idx, k, v)
+        if self.n_kv_heads != self.n_heads:  # GQA: expand once; faster than enable_gqa on CPU kernels
+            rep = self.n_heads // self.n_kv_heads
+            k = k.repeat_interleave(rep, dim=1)
+            v = v.repeat_interleave(rep, dim=1)
+        if mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=False)
+        self.up_proj = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=False)
+        self.down_proj = nn.Linear(cfg.ffn_dim, cfg.d_model, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.d_model, cfg.rms_eps)
+        self.self_attn = Attention(cfg, layer_idx)
+        self.post_attention_layernorm = RMSNorm(cfg.d_model, cfg.rms_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cos, sin, kv_cache=None, mask=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, kv_cache, mask)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.d_model, cfg.rms_eps)
+        self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        cos, sin = rope_tables(cfg)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.activation_checkpointing = False
+
+    @torch.no_grad()
+    def init_weights(self, std: float = 0.02) -> None:
+        """Explicit init (also after `to_empty()` from meta): N(0, 0.02) for embeddings and projections,
+        residual outputs (o_proj, down_proj) scaled by 1/sqrt(2*n_layers) as in GPT-2/nanoGPT, norms to 1."""
+        out_std = std / math.sqrt(2 * self.cfg.n_layers)
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            elif name.endswith(("o_proj.weight", "down_proj.weight")):
+                nn.init.normal_(p, 0.0, out_std)
+            else:
+                nn.init.normal_(p, 0.0, std)
+        cos, sin = rope_tables(self.cfg, device=self.rope_cos.device)
+        self.rope_cos.copy_(cos)
+        self.rope_sin.copy_(sin)
+
+    def output_weight(self) -> torch.Tensor:
+        return self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+
+    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None, *,
+                kv_cache: KVCache | None = None, attention_mask: torch.Tensor | None = None):
+        """Logits [B, T, V] (float32), or the mean cross-entropy when `targets` is given (-100 = ignore).
+
+        `attention_mask` [B, S_past + T] (1 = token, 0 = left padding) enables batched generation; positions
+        then count real tokens only, as in transformers.
+        """
+        B, T = input_ids.shape
+        past = kv_cache.length if kv_cache is not None else 0
+        if attention_mask is not None:
+            positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:past + T]
+        else:
+            positions = torch.arange(past, past + T, device=input_ids.device).unsqueeze(0)
+        cos, sin = self.rope_cos[positions], self.rope_sin[positions]
+        mask = self._attention_mask(attention_mask, past, T, input_ids.device)
+        x = self.embed_tokens(input_ids)
+        for layer in self.layers:
+            if self.activation_checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, None, mask, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, kv_cache, mask)
+        if kv_cache is not None:
+            kv_cache.advance(T)
+        x = self.norm(x)
+        logits = F.linear(x, self.output_weight())
+        if targets is None:
+            return logits.float()
+        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+
+    @staticmethod
+    def _attention_mask(attention_mask, past: int, T: int, device) -> torch.Tensor | None:
+        """None (plain causal: the fast path) or a boolean [B, 1, T, past+T] mask for cache/padding.
+
+        Every position may attend to itself, so rows of left padding stay finite (no NaN leaks into v).
+        """
+        if attention_mask is None and past == 0:
+            return None
+        S = past + T
+        q_pos = torch.arange(past, S, device=device).unsqueeze(1)
+        k_pos = torch.arange(S, device=device).unsqueeze(0)
+        allowed = (k_pos <= q_pos).unsqueeze(0)  # [1, T, S]
+        if attention_mask is not None:
+            allowed = (allowed & attention_mask[:, None, :S].bool()) | (k_pos == q_pos)
+        return allowed.unsqueeze(1)
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """All parameters, or those outside the token embedding and (untied) output head."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.embed_tokens.weight.numel()
+            if self.lm_head is not None:
+                n -= self.lm_head.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int) -> float:
+        from qazlm.model.flops import flops_per_token
+
+        return flops_per_token(self.cfg, seq_len)
+
+
+def build_model(cfg: ModelConfig, device="cpu", seed: int | None = None) -> Transformer:
+    """Construct on the meta device, materialise on `device`, and initialise explicitly."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    model.to_empty(device=device)
+    model.init_weights()
+    return model
