@@ -39,7 +39,7 @@ class TokenizerTrainConfig:
     """Options of one training (also the `[tokenizer]` recipe table)."""
 
     inputs: list[str] = dataclasses.field(default_factory=lambda: ["data/sample"])
-    vocab_size: int = 32000
+    vocab_size: int = 64000        # recommended (docs/tokenizer_sweep.md); the tiny recipe uses less
     mix: str = DEFAULT_MIX
     pattern: str = "qwen2"
     min_frequency: int = 2

@@ -54,13 +54,15 @@ def _cmd_sweep(args) -> int:
 def register(tsub) -> None:
     from qazlm.cli import HelpFormatter
     from qazlm.tokenizer.mixture import DEFAULT_MIX
+    from qazlm.tokenizer.train import TokenizerTrainConfig
 
     p = tsub.add_parser("train", help="train a byte-level BPE on a kk/ru/en mixture", formatter_class=HelpFormatter,
                         description="Train a byte-level BPE (HF tokenizers) with all special tokens and a ChatML "
                                     "chat template; saves a folder AutoTokenizer loads.", epilog=TRAIN_EPILOG)
     _add_common(p)
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--vocab-size", type=int, default=32000, help="vocabulary size incl. special tokens")
+    p.add_argument("--vocab-size", type=int, default=TokenizerTrainConfig.vocab_size,
+                   help="vocabulary size incl. special tokens")
     p.add_argument("--mix", default=DEFAULT_MIX, help="language shares by bytes")
     p.add_argument("--morph", action="store_true", help="MorphBPE: merges never cross Kazakh morpheme boundaries")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
