@@ -1,0 +1,52 @@
+"""HF export/import: the exported folder loads in transformers without remote code, logits match ours."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from qazlm.errors import QazlmError
+from qazlm.model.hf import export_hf, import_hf
+from qazlm.model.io import load_model_folder, save_model_folder
+from qazlm.model.presets import preset
+from qazlm.model.transformer import build_model
+
+
+@pytest.mark.parametrize("tie, qk_norm, arch", [(True, True, "Qwen3ForCausalLM"), (False, True, "Qwen3ForCausalLM"),
+                                               (True, False, "LlamaForCausalLM")])
+def test_export_parity_on_real_text(tmp_path, tiny_tokenizer_dir, sample_lines, tie, qk_norm, arch):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    cfg = preset("tiny", len(tok), n_layers=2, tie_embeddings=tie, qk_norm=qk_norm, max_seq_len=128)
+    ours = build_model(cfg, seed=0).eval()
+    save_model_folder(ours, tmp_path / "ours", tiny_tokenizer_dir)
+    export_hf(tmp_path / "ours", tmp_path / "hf")
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
+    assert type(hf).__name__ == arch
+    texts = [sample_lines["kk"][0], sample_lines["ru"][1], sample_lines["en"][2]]
+    batch = tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=64)
+    with torch.no_grad():
+        for ids in batch["input_ids"]:
+            ids = ids[ids != tok.pad_token_id][None]
+            assert (ours(ids) - hf(ids).logits).abs().max().item() < 1e-4
+    assert hf.config.eos_token_id == tok.eos_token_id
+    # round trip back into our format
+    import_hf(tmp_path / "hf", tmp_path / "back")
+    back = load_model_folder(tmp_path / "back")
+    x = batch["input_ids"][:1]
+    assert torch.equal(back(x), ours(x))
+    assert (tmp_path / "back" / "tokenizer.json").exists()
+
+
+def test_import_rejects_other_architectures(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2", "vocab_size": 10}')
+    with pytest.raises(QazlmError, match="model_type 'gpt2' is not supported"):
+        import_hf(tmp_path, tmp_path / "out")
+
+
+def test_cli_export_errors_are_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "qazlm.cli", "export", "hf", str(tmp_path), "-o", str(tmp_path / "x")],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "not a qazlm model folder" in out.stderr and "Traceback" not in out.stderr

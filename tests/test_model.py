@@ -1,0 +1,80 @@
+"""The model: shapes, init, KV cache == full forward, left-padded batches, presets and parameter counts."""
+
+import pytest
+import torch
+
+from qazlm.errors import QazlmError
+from qazlm.model.flops import flops_per_token, param_counts
+from qazlm.model.io import load_model_folder, save_model_folder
+from qazlm.model.kv_cache import KVCache
+from qazlm.model.presets import PRESETS, preset
+from qazlm.model.transformer import build_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_model(preset("tiny", 500, n_layers=2, max_seq_len=64), seed=0).eval()
+
+
+def test_meta_init_and_counts(model):
+    assert not any(p.is_meta for p in model.parameters())
+    assert param_counts(model.cfg)["total"] == model.num_params()
+    assert param_counts(model.cfg)["non_embedding"] == model.num_params(non_embedding=True)
+    assert flops_per_token(model.cfg, 64) > 6 * model.num_params(non_embedding=True)
+
+
+def test_loss_near_uniform_at_init(model):
+    x = torch.randint(0, 500, (2, 32), generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, 500, (2, 32), generator=torch.Generator().manual_seed(1))
+    loss = model(x, y).item()
+    assert abs(loss - torch.log(torch.tensor(500.0)).item()) < 0.1
+    y[:, :16] = -100  # ignored positions change the mean, not the validity
+    assert torch.isfinite(model(x, y))
+
+
+@torch.no_grad()
+def test_kv_cache_incremental_equals_full(model):
+    x = torch.randint(0, 500, (2, 20), generator=torch.Generator().manual_seed(0))
+    full = model(x)
+    cache = KVCache(2, 32, model.cfg)
+    steps = [model(x[:, :12], kv_cache=cache)] + [model(x[:, t:t + 1], kv_cache=cache) for t in range(12, 20)]
+    assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
+
+
+@torch.no_grad()
+def test_left_padded_batch_equals_single(model):
+    a = torch.randint(1, 500, (1, 10), generator=torch.Generator().manual_seed(2))
+    b = torch.randint(1, 500, (1, 6), generator=torch.Generator().manual_seed(3))
+    batch = torch.cat([a, torch.cat([torch.zeros(1, 4, dtype=torch.long), b], 1)])
+    mask = torch.ones_like(batch)
+    mask[1, :4] = 0
+    cache = KVCache(2, 16, model.cfg)
+    out = model(batch, kv_cache=cache, attention_mask=mask)
+    nxt = torch.tensor([[7], [9]])
+    mask2 = torch.cat([mask, torch.ones(2, 1, dtype=torch.long)], 1)
+    step = model(nxt, kv_cache=cache, attention_mask=mask2)
+    assert torch.allclose(out[0], model(a)[0], atol=1e-5)
+    assert torch.allclose(out[1, 4:], model(b)[0], atol=1e-5)
+    assert torch.allclose(step[1, 0], model(torch.cat([b, nxt[1:]], 1))[0, -1], atol=1e-5)
+    assert torch.isfinite(out).all()
+
+
+def test_save_load_roundtrip_and_foreign_weights(model, tmp_path):
+    save_model_folder(model, tmp_path / "m")
+    x = torch.randint(0, 500, (1, 8))
+    assert torch.equal(load_model_folder(tmp_path / "m")(x), model(x))
+    other = build_model(preset("tiny", 500, n_layers=2, d_model=128, max_seq_len=64))
+    save_model_folder(other, tmp_path / "other")
+    (tmp_path / "other" / "qazlm_model.json").write_text((tmp_path / "m" / "qazlm_model.json").read_text())
+    with pytest.raises(QazlmError, match="another model configuration"):
+        load_model_folder(tmp_path / "other")
+    with pytest.raises(QazlmError, match="not a qazlm model folder"):
+        load_model_folder(tmp_path)
+
+
+def test_presets_sizes():
+    totals = {name: param_counts(preset(name, 64000))["total"] / 1e6 for name in PRESETS}
+    assert totals["tiny"] < 20 and 25 < totals["small"] < 45
+    assert 180 < totals["200m"] < 240 and 320 < totals["350m"] < 400 and 450 < totals["500m"] < 550
+    with pytest.raises(QazlmError, match="unknown model preset"):
+        preset("7b", 100)
