@@ -127,30 +127,8 @@ class BoilerplateLines(PipelineStep):
             for doc in data:
                 self.stat_update("total")
                 key = (doc.metadata.get("source", ""), doc.metadata.get("file", ""))
-                reason = None
-                if key in after_end:
-                    reason = "gutenberg_licence"
-                else:
-                    if _GUTENBERG_END.search(doc.text):
-                        after_end.add(key)
-                    lines = doc.text.split("\n")
-                    kept = []
-                    for line in lines:
-                        if _GUTENBERG_LINE.search(line):
-                            self.stat_update("lines_gutenberg")
-                            continue
-                        if len(lines) > 1 and line.strip():
-                            h = hashlib.blake2b(f"{key[0]}\x00{line.strip()}".encode(), digest_size=8).digest()
-                            seen[h] += 1
-                            if seen[h] > self.min_docs:
-                                self.stat_update("lines_repeated")
-                                continue
-                        kept.append(line)
-                    text = "\n".join(kept).strip()
-                    if not text:
-                        reason = "boilerplate_only"
-                    else:
-                        doc.text = text
+                with self.track_time():
+                    reason = self._clean(doc, key, seen, after_end)
                 if reason:
                     self.stat_update("dropped", f"dropped_{reason}")
                     if writer:
@@ -159,6 +137,31 @@ class BoilerplateLines(PipelineStep):
                     continue
                 self.stat_update("forwarded")
                 yield doc
+
+    def _clean(self, doc: Document, key: tuple[str, str], seen: Counter, after_end: set) -> str | None:
+        """Edit doc.text in place; return a drop reason or None."""
+        if key in after_end:
+            return "gutenberg_licence"
+        if _GUTENBERG_END.search(doc.text):
+            after_end.add(key)
+        lines = doc.text.split("\n")
+        kept = []
+        for line in lines:
+            if _GUTENBERG_LINE.search(line):
+                self.stat_update("lines_gutenberg")
+                continue
+            if len(lines) > 1 and line.strip():
+                h = hashlib.blake2b(f"{key[0]}\x00{line.strip()}".encode(), digest_size=8).digest()
+                seen[h] += 1
+                if seen[h] > self.min_docs:
+                    self.stat_update("lines_repeated")
+                    continue
+            kept.append(line)
+        text = "\n".join(kept).strip()
+        if not text:
+            return "boilerplate_only"
+        doc.text = text
+        return None
 
 
 def load_stopwords(lang: str) -> frozenset[str]:
