@@ -117,6 +117,14 @@ def word_counts(lines: Iterable[str]) -> Counter:
     return c
 
 
+def unknown_among(tok, ids) -> set[int]:
+    """Ids among `ids` that are unknown/byte-fallback tokens of `tok` (LoadedTokenizer.unknown_ids)."""
+    if hasattr(tok, "fallback_among"):
+        return set(tok.fallback_among(ids))
+    unknown = getattr(tok, "unknown_ids", frozenset())
+    return {i for i in ids if i in unknown}
+
+
 def evaluate(tok, texts_by_lang: dict[str, list[str]], parallel: bool, *, ref_lang: str = "en",
              d_model: int | None = None, tied: bool = True, byte_budget: float | None = None,
              alpha: float = 2.5, morph: Callable | None = None, morph_lang: str = "kk",
@@ -140,7 +148,7 @@ def evaluate(tok, texts_by_lang: dict[str, list[str]], parallel: bool, *, ref_la
         n_chars = sum(len(x) for x in lines)
         n_words = sum(count_words(x) for x in lines)
         counts = Counter(i for e in encoded for i in e)
-        fb = tok.fallback_among(counts)
+        fb = unknown_among(tok, counts)
         decoded = [tok.decode(e) for e in encoded]
         words = word_counts(lines)
         word_list = list(words)
