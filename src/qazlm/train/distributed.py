@@ -100,6 +100,9 @@ def apply_activation_checkpointing(model) -> int:
     from torch.utils.checkpoint import checkpoint
 
     blocks = transformer_blocks(model)
+    if hasattr(model, "activation_checkpointing"):  # qazlm's Transformer has the switch built in
+        model.activation_checkpointing = True
+        return len(blocks)
     for block in blocks:
         block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False)
     return len(blocks)

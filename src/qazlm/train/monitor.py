@@ -9,24 +9,18 @@ import os
 import time
 from pathlib import Path
 
-# Dense bf16 tensor-core peak (FLOP/s, no sparsity) by device-name substring; first match wins.
-GPU_PEAK_BF16 = (
-    ("H200", 989e12), ("H100 NVL", 835e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("GH200", 989e12),
-    ("B200", 2250e12), ("A100", 312e12), ("A800", 312e12), ("L40S", 362e12), ("L40", 181e12),
-    ("L4", 121e12), ("A10G", 70e12), ("A10", 125e12), ("RTX 4090", 165e12), ("RTX 3090", 71e12),
-    ("V100", 125e12), ("T4", 65e12),
-)
-
-
 def peak_flops(device: str) -> tuple[float, str]:
-    """(peak FLOP/s, source) for MFU: the GPU table, else a 0.3 s fp32 matmul measurement (CPU)."""
+    """(peak FLOP/s, source) for MFU: the bf16 table of qazlm.model.flops, else a 0.3 s fp32 matmul measurement (CPU)."""
     import torch
+
+    from qazlm.model.flops import device_peak_flops
 
     if device.startswith("cuda"):
         name = torch.cuda.get_device_name(torch.device(device))
-        for key, peak in GPU_PEAK_BF16:
-            if key in name:
-                return peak, f"table ({name})"
+        peak = device_peak_flops(name)
+        if peak:
+            return peak, f"table ({name})"
+        return measure_matmul_flops(device, n=4096), f"measured fp32 matmul ({name} not in the table)"
     return measure_matmul_flops(device), "measured fp32 matmul"
 
 
