@@ -28,6 +28,8 @@ DEFAULT_MIXES = ("kk=0.34,ru=0.33,en=0.33", "kk=0.4,ru=0.3,en=0.3", "kk=0.25,ru=
                  "kk=0.4,ru=0.45,en=0.15")
 DEFAULT_VOCABS = (16000, 32000, 48000, 64000)
 EVAL_LANGS = ("kk", "ru", "en")
+# issue 2 targets (measured on devtest; drawn as dotted lines on the dev charts for orientation)
+TARGETS = {"fertility_kk": 1.75, "fertility_ru": 1.85, "fertility_en": 1.45, "max_premium": 1.15}
 
 
 @dataclasses.dataclass
@@ -49,34 +51,47 @@ class SweepConfig:
     truncate: bool = True
 
 
-def _metrics():
-    """Word counting / fertility / premium from the shared metrics module (fallback until it lands)."""
-    try:
-        from qazlm.tokenizer.metrics import count_words, fertility, premium
-    except ImportError:  # pragma: no cover - only before qazlm.tokenizer.metrics exists
-        def count_words(text: str) -> int:
-            return len(text.split())
-
-        def fertility(n_tokens: int, n_words: int) -> float:
-            return n_tokens / max(n_words, 1)
-
-        def premium(tokens_lang, tokens_en):
-            import statistics
-
-            return sum(tokens_lang) / max(sum(tokens_en), 1), statistics.median(
-                a / b for a, b in zip(tokens_lang, tokens_en) if b)
-    return count_words, fertility, premium
-
-
 def cache_key(cfg_dict: dict, fingerprint: str) -> str:
     blob = json.dumps({"inputs": fingerprint, **cfg_dict}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _train_job(cfg_dict: dict, out_dir: str, counts: dict[str, int]) -> dict:
+def _train_job(cfg_dict: dict, out_dir: str, counts: dict[str, int] | None) -> dict:
     from qazlm.tokenizer.train import TokenizerTrainConfig, train_tokenizer
 
     return train_tokenizer(TokenizerTrainConfig(**cfg_dict), out_dir, counts=counts, show_progress=False)
+
+
+def _eval_cache(folder: Path, split: str) -> Path:
+    return folder / f"eval_{split}.json"
+
+
+def _is_done(folder: Path, split: str, vocabs: list[int]) -> bool:
+    f = _eval_cache(folder, split)
+    return f.exists() and all(str(v) in json.loads(f.read_text(encoding="utf-8")) for v in vocabs)
+
+
+def _job(cfg_dict: dict, out_dir: str, counts: dict[str, int] | None, vocabs: list[int], split: str) -> dict:
+    """Train (unless cached) and evaluate the first-k-ids tokenizer for every k in `vocabs` (cached too)."""
+    from tokenizers import Tokenizer
+
+    from qazlm.tokenizer.train import truncate_tokenizer
+
+    folder = Path(out_dir)
+    if not (folder / "tokenizer.json").exists():
+        _train_job(cfg_dict, out_dir, counts)
+    cache = _eval_cache(folder, split)
+    done = json.loads(cache.read_text(encoding="utf-8")) if cache.exists() else {}
+    need = [v for v in vocabs if str(v) not in done]
+    if need:
+        texts = load_eval_text(split)
+        tok_json = (folder / "tokenizer.json").read_text(encoding="utf-8")
+        trained = cfg_dict["vocab_size"]
+        for v in need:
+            tok = truncate_tokenizer(tok_json, v) if v < trained else Tokenizer.from_str(tok_json)
+            done[str(v)] = {k: round(x, 4) for k, x in evaluate_tokenizer(tok, texts).items()}
+        write_json(cache, done)
+    return {v: done[str(v)] for v in vocabs}
 
 
 def load_eval_text(split: str) -> dict[str, list[str]]:
@@ -93,7 +108,8 @@ def load_eval_text(split: str) -> dict[str, list[str]]:
 
 def evaluate_tokenizer(tok, texts: dict[str, list[str]]) -> dict:
     """Fertility per language and premium (total tokens vs English on the same parallel lines)."""
-    count_words, fertility, premium = _metrics()
+    from qazlm.tokenizer.metrics import count_words, fertility, premium
+
     counts = {lang: [len(e.ids) for e in tok.encode_batch(lines, add_special_tokens=False)]
               for lang, lines in texts.items()}
     out: dict[str, float] = {}
@@ -122,7 +138,6 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, docs_dir: str | Path | None
     vocabs = sorted(set(cfg.vocab_sizes))
     files = files_by_language(cfg.inputs)
     fingerprint = inputs_fingerprint(files)
-    texts = load_eval_text(cfg.split)
 
     # one training per (mixture, variant[, vocab]); cached by content hash
     jobs: dict[tuple[str, bool, int], tuple[dict, Path]] = {}
@@ -135,31 +150,27 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, docs_dir: str | Path | None
                 tc.validate()
                 d = dataclasses.asdict(tc)
                 jobs[(mix, morph, v)] = (d, cache / cache_key(d, fingerprint))
-    todo = {k: j for k, j in jobs.items() if not (j[1] / "tokenizer.json").exists()}
-    print(f"sweep: {len(jobs)} trainings ({len(jobs) - len(todo)} cached), {len(vocabs)} vocab sizes, "
-          f"FLORES+ {cfg.split}", flush=True)
-    if todo:
-        counts = {lang: count_bytes(fs)[0] for lang, fs in files.items()}
-        if cfg.workers > 1 and len(todo) > 1:
-            import multiprocessing as mp
+    trained = sum((p / "tokenizer.json").exists() for _, p in jobs.values())
+    todo = {k for k, (_, p) in jobs.items() if not _is_done(p, cfg.split, vocabs)}
+    print(f"sweep: {len(jobs)} trainings ({trained} cached), {len(vocabs)} vocab sizes, FLORES+ {cfg.split}",
+          flush=True)
+    need_counts = len(jobs) > trained
+    counts = {lang: count_bytes(fs)[0] for lang, fs in files.items()} if need_counts else None
+    results: dict[tuple, dict] = {}
+    args = {k: (d, str(p), counts, vocabs if cfg.truncate else [d["vocab_size"]], cfg.split)
+            for k, (d, p) in jobs.items()}
+    if cfg.workers > 1 and len(todo) > 1:
+        import multiprocessing as mp
 
-            with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn")) as pool:
-                futs = [pool.submit(_train_job, d, str(p), counts) for d, p in todo.values()]
-                for f in tqdm(as_completed(futs), total=len(futs), desc="training", unit="tok"):
-                    f.result()
-        else:
-            for d, p in tqdm(list(todo.values()), desc="training", unit="tok"):
-                _train_job(d, str(p), counts)
-
-    rows = []
-    best_tok: dict[tuple, object] = {}
-    for (mix, morph, trained_v), (_, path) in tqdm(list(jobs.items()), desc="evaluating", unit="tok"):
-        tok_json = (path / "tokenizer.json").read_text(encoding="utf-8")
-        for v in (vocabs if cfg.truncate else [trained_v]):
-            tok = truncate_tokenizer(tok_json, v) if v < trained_v else Tokenizer.from_str(tok_json)
-            rows.append({"mix": mix, "variant": "morph" if morph else "bpe", "vocab": v,
-                         **{k: round(x, 4) for k, x in evaluate_tokenizer(tok, texts).items()}})
-            best_tok[(mix, morph, v)] = (tok, path)
+        with ProcessPoolExecutor(min(cfg.workers, len(todo)), mp_context=mp.get_context("spawn")) as pool:
+            futs = {pool.submit(_job, *args[k]): k for k in todo}
+            for f in tqdm(as_completed(futs), total=len(futs), desc="train+eval", unit="tok"):
+                results[futs[f]] = f.result()
+    for k in tqdm([k for k in jobs if k not in results], desc="train+eval", unit="tok", disable=not todo):
+        results[k] = _job(*args[k])
+    rows = [{"mix": mix, "variant": "morph" if morph else "bpe", "vocab": v, **metrics}
+            for (mix, morph, _), per_vocab in results.items() for v, metrics in per_vocab.items()]
+    rows.sort(key=lambda r: (r["variant"], r["mix"], r["vocab"]))
 
     rec_vocab = cfg.recommend_vocab or max(vocabs)
     if rec_vocab not in vocabs:
@@ -169,7 +180,10 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, docs_dir: str | Path | None
         best_en = min(r["fertility_en"] for r in pool_rows)
         pool_rows = [r for r in pool_rows if r["fertility_en"] <= best_en * (1 + cfg.max_en_loss) + 1e-9]
     rec = min(pool_rows, key=lambda r: (r["max_premium"], r["fertility_kk"]))
-    tok, path = best_tok[(rec["mix"], False, rec_vocab)]
+    (d, path), = [j for (mix, morph, _), j in jobs.items() if mix == rec["mix"] and not morph
+                  and (cfg.truncate or j[0]["vocab_size"] == rec_vocab)]
+    tok_json = (path / "tokenizer.json").read_text(encoding="utf-8")
+    tok = truncate_tokenizer(tok_json, rec_vocab) if rec_vocab < d["vocab_size"] else Tokenizer.from_str(tok_json)
     info = json.loads((path / "training_info.json").read_text(encoding="utf-8"))
     info.update(vocab_size=rec_vocab, truncated_from=info["vocab_size"], sweep_split=cfg.split)
     info["config"]["vocab_size"] = rec_vocab
@@ -231,7 +245,7 @@ def plot_sweep(rows: list[dict], path: str | Path) -> None:
 
     panels = [("fertility_kk", "kk tokens/word"), ("fertility_ru", "ru tokens/word"),
               ("fertility_en", "en tokens/word"), ("max_premium", "max premium vs en")]
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
+    fig, axes = plt.subplots(1, 4, figsize=(18, 5))
     series = sorted({(r["mix"], r["variant"]) for r in rows})
     colors = {m: f"C{i}" for i, m in enumerate(sorted({m for m, _ in series}))}
     for ax, (key, title) in zip(axes, panels):
@@ -239,11 +253,14 @@ def plot_sweep(rows: list[dict], path: str | Path) -> None:
             pts = sorted((r["vocab"], r[key]) for r in rows if r["mix"] == mix and r["variant"] == variant)
             ax.plot([p[0] / 1000 for p in pts], [p[1] for p in pts], marker="o", color=colors[mix],
                     linestyle="--" if variant == "morph" else "-", label=f"{mix} {variant}")
+        if key in TARGETS:
+            ax.axhline(TARGETS[key], color="gray", linestyle=":", linewidth=1, label="target")
         ax.set_title(title)
         ax.set_xlabel("vocab (k)")
         ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110)
