@@ -19,6 +19,7 @@ analysis are returned whole and `analyze()` reports None for them, so metrics ca
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from pathlib import Path
 
 from qazlm.errors import QazlmError
@@ -126,3 +127,29 @@ def get_segmenter(dic: str | None = None) -> HunspellSegmenter:
 def segment_word(word: str) -> list[str]:
     """Kazakh morphemes of `word`; "".join(result) == word (unanalysable words come back whole)."""
     return get_segmenter().segment(word)
+
+
+def boundary_alignment(tok, words: Counter[str], max_words: int = 5000, segmenter: HunspellSegmenter | None = None,
+                       ) -> dict[str, float]:
+    """Token-boundary vs morpheme-boundary precision/recall/F1 over Kazakh word occurrences.
+
+    `tok` is a LoadedTokenizer (its `word_boundaries` encodes ' ' + word); `words` maps words to their
+    frequency; the `max_words` most frequent words the lexicon can analyse are scored, each weighted by
+    its frequency. "coverage" = share of word occurrences the lexicon could analyse.
+    """
+    from qazlm.tokenizer.metrics import boundary_prf
+
+    seg = segmenter or get_segmenter()
+    analysed = [(w, b) for w, _ in words.most_common() if (b := seg.boundaries(w)) is not None][:max_words]
+    total = sum(words.values())
+    if not analysed:
+        return {"precision": float("nan"), "recall": float("nan"), "f1": float("nan"), "words": 0,
+                "coverage": 0.0}
+    preds = tok.word_boundaries([w for w, _ in analysed])
+    pred_occ, gold_occ = [], []
+    for (w, gold), pred in zip(analysed, preds):
+        pred_occ.extend([pred] * words[w])
+        gold_occ.extend([gold] * words[w])
+    res = boundary_prf(pred_occ, gold_occ)
+    res.update(words=len(analysed), coverage=sum(words[w] for w, _ in analysed) / total)
+    return res
