@@ -29,19 +29,14 @@ class Estimate:
 def estimate(preset_name: str, *, vocab_size: int = 65536, tokens: int | None = None, gpus: int = 1,
              seq_len: int = 2048, micro_batch: int = 8, mfu: float = 0.40, peak: float = H100_BF16) -> Estimate:
     """Cost of training `preset_name` on `tokens` (default: Chinchilla 20 tokens/param)."""
+    from qazlm.model.flops import flops_per_token, param_counts
     from qazlm.model.presets import preset
 
     cfg = preset(preset_name, vocab_size)
-    embed = cfg.vocab_size * cfg.d_model * (1 if cfg.tie_embeddings else 2)
-    per_layer = (cfg.d_model * cfg.n_heads * cfg.head_dim * 2            # q, o
-                 + cfg.d_model * cfg.n_kv_heads * cfg.head_dim * 2       # k, v
-                 + 3 * cfg.d_model * cfg.ffn_dim)                        # SwiGLU
-    non_embed = cfg.n_layers * per_layer
-    params = non_embed + embed
+    counts = param_counts(cfg)
+    params, non_embed = counts["total"], counts["non_embedding"]
     tokens = tokens or 20 * params
-    lm_head = cfg.vocab_size * cfg.d_model
-    flops_tok = 6 * (non_embed + lm_head) + 12 * cfg.n_layers * cfg.n_heads * cfg.head_dim * seq_len
-    flops = flops_tok * tokens
+    flops = flops_per_token(cfg, seq_len) * tokens
     hours = flops / (gpus * peak * mfu) / 3600
     states = 16 * params / 1e9
     acts = micro_batch * 34 * seq_len * cfg.d_model * cfg.n_layers / 1e9 \
@@ -57,7 +52,7 @@ def table(presets=("small", "200m", "350m", "500m"), gpu_counts=(1, 8, 16), **kw
         for g in gpu_counts:
             e = estimate(name, gpus=g, **kwargs)
             rows.append(f"| {name} | {e.params / 1e6:.0f}M ({e.non_embedding / 1e6:.0f}M) | {e.tokens / 1e9:.1f}B | "
-                        f"{e.flops:.2e} | {g} | {e.hours:.1f} | {e.mem_ddp_gb:.0f} GB | {e.mem_fsdp_gb:.0f} GB |")
+                        f"{e.flops:.2e} | {g} | {e.hours:.2f} | {e.mem_ddp_gb:.0f} GB | {e.mem_fsdp_gb:.0f} GB |")
     return "\n".join(rows)
 
 

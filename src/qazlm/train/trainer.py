@@ -142,9 +142,11 @@ def train(cfg: PretrainConfig, log=print) -> Path | None:
 
     tokens = open_tokens(cfg.data, "train", cfg.data_dtype)
     tokenizer, tokenizer_dir = load_tokenizer(cfg, tokens)
-    vocab = int(getattr(tokens, "vocab_size", 0) or (len(tokenizer) if tokenizer is not None else 0))
+    vocab = int(cfg.model_overrides.get("vocab_size") or getattr(tokens, "vocab_size", 0)
+                or (len(tokenizer) if tokenizer is not None else 0))
     if not vocab:
-        raise QazlmError(f"{cfg.data}: vocabulary size unknown for a plain token file; set pretrain.tokenizer")
+        raise QazlmError(f"{cfg.data}: vocabulary size unknown for a plain token file; set pretrain.tokenizer "
+                         "(or model_overrides.vocab_size)")
     mcfg = model_config(cfg, vocab)
     model = build_model(mcfg, device, cfg.seed)
     raw = model
