@@ -71,9 +71,11 @@ def test_tiny_sweep_outputs_cache_and_recommendation(tmp_path, corpus, monkeypat
 
     monkeypatch.setattr(sweep_mod, "_train_job", boom)
     capsys.readouterr()
-    again = run_sweep(cfg, tmp_path / "sw")
+    assert main(["tokenizer", "sweep", str(corpus), "--mixes", *cfg.mixes, "--vocab-sizes", "600", "900",
+                 "--max-en-loss", "0", "-o", str(tmp_path / "sw")]) == 0  # the CLI, all cached
     assert "(2 cached)" in capsys.readouterr().out
-    assert again["rows"] == rows
+    again = json.loads((tmp_path / "sw" / "sweep.json").read_text(encoding="utf-8"))
+    assert again["rows"] == rows and again["recommended"] == rec
     # English guard: with a ~0 tolerance the recommendation is the mixture with the best English fertility
     guarded = run_sweep(dataclasses.replace(cfg, max_en_loss=1e-6), tmp_path / "sw")
     assert guarded["recommended"]["fertility_en"] == min(r["fertility_en"] for r in rows if r["vocab"] == 900)
