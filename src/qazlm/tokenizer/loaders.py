@@ -143,7 +143,7 @@ class SentencePieceTokenizer(LoadedTokenizer):
     def _char_ends(self, texts):
         out = []
         for text in texts:
-            proto = self.sp.encode(text, out_type="immutable_proto")
+            proto = self.sp.encode(text, out_type="proto")
             table = _byte_to_char(text)
             out.append([table[min(p.end, len(table) - 1)] for p in proto.pieces])
         return out
