@@ -58,6 +58,12 @@ class _OurStepper:
         self.length = 0
         self.padded = None  # no left padding in the batch: skip the mask entirely (cheaper attention)
 
+    @staticmethod
+    def _last_position(module, inputs, output):
+        """Forward hook on the final norm: only the last position goes through the output head (the prompt's
+        other [T-1, vocab] logits are never used; HF's `logits_to_keep=1` does the same)."""
+        return output[:, -1:, :]
+
     def __call__(self, ids, mask_new):
         t = ids.shape[1]
         if self.padded is None:
@@ -65,7 +71,13 @@ class _OurStepper:
         self.mask[:, self.length:self.length + t] = mask_new
         self.length += t
         mask = self.mask[:, :self.length] if self.padded else None
-        logits = self.model(ids, kv_cache=self.cache, attention_mask=mask)
+        hook = self.model.norm.register_forward_hook(self._last_position) if t > 1 and hasattr(self.model, "norm") \
+            else None
+        try:
+            logits = self.model(ids, kv_cache=self.cache, attention_mask=mask)
+        finally:
+            if hook is not None:
+                hook.remove()
         return logits[:, -1, :]
 
 
