@@ -32,7 +32,7 @@ class CharTok:
 
     def decode(self, ids):
         inv = {i: p for p, i in self.vocab.items()}
-        return "".join(inv[i] for i in ids)
+        return "".join(inv[i] if i != self.vocab.get(" d") else "\ufffd" for i in ids)  # ' d': a raw byte
 
 
 TEXTS = {"kk": ["Abab", "abcdab"], "ru": ["ax", "ab"], "en": ["ab", "abcd"]}
@@ -70,6 +70,7 @@ def test_word_splits_utilization_fallback_roundtrip(result):
     assert kk["roundtrip_exact"] == pytest.approx(0.5)  # 'Abab' comes back lowercased
     assert en["roundtrip_exact"] == 1.0
     assert en["encode_mb_s"] > 0
+    assert result["kk"]["byte_token_rate"] == 0 and M.partial_char_ids(CharTok(), [0]) == set()
 
 
 def test_costs(result):
@@ -111,7 +112,8 @@ def test_morph_hook_runs_only_for_kazakh():
         calls.append(sorted(words))
         return {"f1": 0.25, "words": len(words)}
 
-    out = M.evaluate(CharTok(), TEXTS, parallel=False, morph=morph)
+    out = M.evaluate(CharTok(), {**TEXTS, "en": ["ab d"]}, parallel=False, morph=morph)
+    assert out["en"]["byte_token_rate"] == pytest.approx(1 / 3)  # ' d' decodes to U+FFFD
     assert calls == [["Abab", "abcdab"]] and out["kk"]["morph_f1"] == 0.25
     assert "morph_f1" not in out["en"] and "premium_total" not in out["kk"]  # monolingual: no premium
 

@@ -8,6 +8,8 @@ Definitions (all per language):
   on its own with a leading space, i.e. as it appears inside running text.
 - vocabulary utilization: distinct token ids seen / vocab size.
 - fallback rate: share of tokens that are unknown / byte-fallback tokens (see LoadedTokenizer).
+- byte-token rate: share of tokens that are not whole characters on their own (they decode to U+FFFD):
+  the byte-level BPE equivalent of byte fallback, e.g. a Kazakh letter split into its two UTF-8 bytes.
 - Renyi efficiency (Zouhar et al. 2023, "Tokenization and the noiseless channel"):
   H_alpha(p) / log|V| with H_alpha = log(sum p_i^alpha) / (1 - alpha) over the unigram token distribution;
   alpha = 2.5 is the value they found to correlate best with downstream BLEU.
@@ -125,6 +127,11 @@ def unknown_among(tok, ids) -> set[int]:
     return {i for i in ids if i in unknown}
 
 
+def partial_char_ids(tok, ids) -> set[int]:
+    """Ids among `ids` whose text alone is not whole characters (decodes to U+FFFD): raw UTF-8 bytes."""
+    return {i for i in ids if "\ufffd" in tok.decode([i])}
+
+
 def evaluate(tok, texts_by_lang: dict[str, list[str]], parallel: bool, *, ref_lang: str = "en",
              d_model: int | None = None, tied: bool = True, byte_budget: float | None = None,
              alpha: float = 2.5, morph: Callable | None = None, morph_lang: str = "kk",
@@ -162,6 +169,7 @@ def evaluate(tok, texts_by_lang: dict[str, list[str]], parallel: bool, *, ref_la
             "split_ge2": ge2, "split_ge4": ge4,
             "vocab_utilization": vocab_utilization(counts, tok.vocab_size),
             "fallback_rate": ratio(sum(counts[i] for i in fb), n_tok),
+            "byte_token_rate": ratio(sum(counts[i] for i in partial_char_ids(tok, counts)), n_tok),
             "roundtrip_exact": ratio(sum(d == x for d, x in zip(decoded, lines)), len(lines)),
             "renyi_efficiency": renyi_efficiency(counts.values(), tok.vocab_size, alpha),
             "encode_mb_s": ratio(n_bytes / 1e6, seconds),
