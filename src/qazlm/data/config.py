@@ -27,7 +27,7 @@ class SourceConfig:
     hf: str = ""                # HF dataset name, e.g. "HuggingFaceFW/fineweb-2" (or "parquet" with paths = data_files)
     hf_config: str = ""         # e.g. "kaz_Cyrl"
     hf_split: str = "train"
-    limit: int = -1             # max documents read from this source (-1 = all)
+    limit: int = -1             # max records read from each file of this source (HF: per task); -1 = all
 
 
 @dataclass

@@ -4,8 +4,9 @@ Bad records (invalid UTF-8, malformed JSON, empty, gigantic, binary junk) are st
 `metadata["reject"] = reason`, so the next step (`RejectFilter`) counts them and writes them to the
 rejects folder: documents in = kept + removed, always.
 
-Work is split across datatrove tasks by file (task r reads files r, r+N, ...); a Hugging Face dataset
-is streamed and sharded with `IterableDataset.shard(world_size, rank)`.
+Work is split across datatrove tasks by file (task r reads files r, r+N, ...), or by record when
+there are fewer than 4 files per task; a Hugging Face dataset is streamed and sharded with
+`IterableDataset.shard(world_size, rank)`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import glob
 import gzip
 import io
 import json
+import re
 from pathlib import Path
 
 from datatrove.data import Document
@@ -22,6 +24,7 @@ from datatrove.pipeline.readers.base import BaseReader
 
 from qazlm.errors import QazlmError
 
+GUTENBERG_END = re.compile(r"\*{3}\s*end of (the|this) project gutenberg", re.IGNORECASE)
 _BINARY_CTRL = set(range(0, 9)) | {11, 12} | set(range(14, 32))
 
 
@@ -213,20 +216,27 @@ class CorpusReader(BaseReader):
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         if data:
             yield from data
+        n_files = sum(1 for _, u in self.units if u != "hf")
+        # Few files for many tasks (one big KazSAnDRA file): every task reads every file and keeps
+        # records i ≡ rank (mod tasks), so work is balanced; reading is ~20x cheaper than filtering.
+        stripe = n_files < 4 * world_size
         for i, (si, unit) in enumerate(self.units):
             src = self.sources[si]
-            if unit == "hf":
-                pass  # every task streams its own shard of an HF dataset
-            elif i % world_size != rank:
-                continue
+            if unit != "hf" and not stripe and i % world_size != rank:
+                continue  # HF datasets: every task streams its own shard
             fname = "hf" if unit == "hf" else Path(unit).name
-            n = 0
-            for key, text, reason in self._records(src, unit, rank, world_size):
-                if src["limit"] >= 0 and n >= src["limit"]:
+            licence = False  # after a Project Gutenberg END marker (seen by every task, striped or not)
+            for j, (key, text, reason) in enumerate(self._records(src, unit, rank, world_size)):
+                if src["limit"] >= 0 and j >= src["limit"]:
                     break
-                n += 1
+                was_licence = licence
+                licence = licence or bool(GUTENBERG_END.search(text[:300]))
+                if stripe and unit != "hf" and j % world_size != rank:
+                    continue
                 reason = reason or reject_reason(text, self.min_chars, self.max_chars)
                 meta = {"source": src["name"], "lang_hint": src["lang"], "file": fname}
+                if was_licence:
+                    meta["gutenberg_licence"] = True
                 if reason:
                     meta["reject"] = reason
                     text = text[:5000]  # keep the rejects file small

@@ -105,7 +105,8 @@ _GUTENBERG_END = re.compile(r"\*{3}\s*end of (the|this) project gutenberg", re.I
 class BoilerplateLines(PipelineStep):
     """Line-level boilerplate: Project Gutenberg header/licence lines and lines repeated across many documents.
 
-    After a file's "*** END OF THE PROJECT GUTENBERG" marker every document is licence text. A line
+    After a file's "*** END OF THE PROJECT GUTENBERG" marker every document is licence text (the reader
+    flags those records, since with record striping no single task sees the whole file). A line
     (of a multi-line document) that already appeared in `min_docs` documents of the same source is
     template text (menus, "Read more"); its later occurrences are cut. Documents left empty are dropped.
     """
@@ -140,10 +141,10 @@ class BoilerplateLines(PipelineStep):
 
     def _clean(self, doc: Document, key: tuple[str, str], seen: Counter, after_end: set) -> str | None:
         """Edit doc.text in place; return a drop reason or None."""
-        if key in after_end:
+        if doc.metadata.pop("gutenberg_licence", False) or key in after_end:
             return "gutenberg_licence"
-        if _GUTENBERG_END.search(doc.text):
-            after_end.add(key)
+        if _GUTENBERG_END.search(doc.text) and "\n" in doc.text.strip():
+            after_end.add(key)  # END marker inside a multi-line document (e.g. a whole book as one record)
         lines = doc.text.split("\n")
         kept = []
         for line in lines:
