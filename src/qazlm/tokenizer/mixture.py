@@ -125,6 +125,13 @@ class MixturePlan:
     available: dict[str, int]            # normalized bytes per language
     budget: dict[str, int]               # bytes to use per language
     ratio: dict[str, float] = field(default_factory=dict)  # copies per line (<1: thinned, >1: repeated)
+    lines: dict[str, int] = field(default_factory=dict)    # non-empty lines per language (when counted)
+
+    def expected_lines(self) -> int | None:
+        """Lines the training iterator will yield (for a progress bar with ETA), if known."""
+        if set(self.lines) != set(self.mix):
+            return None
+        return int(sum(self.lines[k] * self.ratio[k] for k in self.mix))
 
     def as_json(self) -> dict:
         return {"mix": self.mix, "available_bytes": self.available, "budget_bytes": self.budget,
@@ -139,7 +146,13 @@ def plan_mixture(inputs: list[str], mix: dict[str, float], max_bytes: int | None
         raise QazlmError(f"{inputs}: no text for language(s) {missing} named in the mix "
                          f"(found {sorted(files)}); add a {missing[0]}/ folder or drop it from --mix")
     files = {lang: files[lang] for lang in mix}
-    available = dict(counts) if counts else {lang: count_bytes(fs)[0] for lang, fs in files.items()}
+    lines: dict[str, int] = {}
+    if counts:
+        available = dict(counts)
+    else:
+        available = {}
+        for lang, fs in files.items():
+            available[lang], lines[lang] = count_bytes(fs)
     for lang in mix:
         if available.get(lang, 0) == 0:
             raise QazlmError(f"{files[lang][0]}: no text for {lang!r} (empty input); add text or drop it from --mix")
@@ -151,7 +164,7 @@ def plan_mixture(inputs: list[str], mix: dict[str, float], max_bytes: int | None
         total = min(total, max_bytes)
     budget = {lang: int(share * total) for lang, share in mix.items()}
     ratio = {lang: budget[lang] / available[lang] for lang in mix}
-    return MixturePlan(mix=mix, files=files, available=available, budget=budget, ratio=ratio)
+    return MixturePlan(mix=mix, files=files, available=available, budget=budget, ratio=ratio, lines=lines)
 
 
 def iter_mixture(plan: MixturePlan, transform=None, used: dict[str, int] | None = None) -> Iterator[str]:

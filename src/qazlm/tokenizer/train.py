@@ -118,7 +118,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, out_dir: str | Path, *, counts: d
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     used: dict[str, int] = {}
     transform = morph_transform() if cfg.morph else None
-    tok.train_from_iterator(iter_mixture(plan, transform, used), trainer)
+    tok.train_from_iterator(iter_mixture(plan, transform, used), trainer, length=plan.expected_lines())
     if cfg.morph:
         tok.pre_tokenizer = pre_tokenizer(cfg.pattern, morph=False)
     info = {
