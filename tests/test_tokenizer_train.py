@@ -58,6 +58,9 @@ def test_special_tokens_reserved_with_fixed_ids(hf_tok, trained):
     assert len(hf_tok) == 1200
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "training_info.json"):
         assert (trained[0] / name).exists()
+    config = json.loads((trained[0] / "tokenizer_config.json").read_text(encoding="utf-8"))
+    assert config["tokenizer_class"] == "PreTrainedTokenizerFast" and "<tool_call>" in config["additional_special_tokens"]
+    assert hf_tok.decode(hf_tok.encode("hi<|im_end|>", add_special_tokens=False), skip_special_tokens=True) == "hi"
 
 
 def test_no_normalizer_and_qwen2_split(trained, hf_tok):

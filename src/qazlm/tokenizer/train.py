@@ -152,9 +152,10 @@ def save_tokenizer_folder(tok, out_dir: str | Path, info: dict) -> Path:
     (out / "chat_template.jinja").unlink(missing_ok=True)  # keep the template inside tokenizer_config.json
     cfg_path = out / "tokenizer_config.json"
     tc = json.loads(cfg_path.read_text(encoding="utf-8"))
-    if tc.get("chat_template") != st.CHAT_TEMPLATE:
-        tc["chat_template"] = st.CHAT_TEMPLATE
-        write_json(cfg_path, tc)
+    # Portable to transformers 4.x / vLLM too: the generic fast class name and the 4.x special-token key.
+    tc.update(chat_template=st.CHAT_TEMPLATE, tokenizer_class="PreTrainedTokenizerFast",
+              additional_special_tokens=[t for t in st.SPECIAL_TOKENS if t not in (st.EOS, st.PAD)])
+    write_json(cfg_path, tc)
     smap = out / "special_tokens_map.json"
     if not smap.exists():
         write_json(smap, {"eos_token": st.EOS, "bos_token": st.EOS, "pad_token": st.PAD,
