@@ -50,3 +50,21 @@ def test_cli_export_errors_are_one_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "qazlm.cli", "export", "hf", str(tmp_path), "-o", str(tmp_path / "x")],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "not a qazlm model folder" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_import_rejects_mismatched_weights_and_missing_files(tmp_path):
+    import json
+
+    save_model_folder(build_model(preset("tiny", 300, n_layers=1, max_seq_len=32), seed=0), tmp_path / "ours")
+    export_hf(tmp_path / "ours", tmp_path / "hf")
+    cfg_path = tmp_path / "hf" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["intermediate_size"] += 64
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(QazlmError, match="another model configuration.*mlp"):
+        import_hf(tmp_path / "hf", tmp_path / "out")
+    (tmp_path / "hf" / "model.safetensors").unlink()
+    with pytest.raises(QazlmError, match="no \\*.safetensors"):
+        import_hf(tmp_path / "hf", tmp_path / "out")
+    with pytest.raises(QazlmError, match="no config.json"):
+        import_hf(tmp_path / "ours", tmp_path / "out")

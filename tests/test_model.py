@@ -78,3 +78,41 @@ def test_presets_sizes():
     assert 180 < totals["200m"] < 240 and 320 < totals["350m"] < 400 and 450 < totals["500m"] < 550
     with pytest.raises(QazlmError, match="unknown model preset"):
         preset("7b", 100)
+
+
+def test_bad_model_folders_are_one_clear_error(model, tmp_path):
+    save_model_folder(model, tmp_path / "m")
+    meta = tmp_path / "m" / "qazlm_model.json"
+    good = meta.read_text()
+    meta.write_text(good.replace('"d_model"', '"width"'))
+    with pytest.raises(QazlmError, match="qazlm_model.json"):
+        load_model_folder(tmp_path / "m")
+    meta.write_text("{not json")
+    with pytest.raises(QazlmError, match="invalid JSON"):
+        load_model_folder(tmp_path / "m")
+    meta.write_text(good)
+    (tmp_path / "m" / "model.safetensors").unlink()
+    with pytest.raises(QazlmError, match="no model.safetensors"):
+        load_model_folder(tmp_path / "m")
+
+
+def test_training_forward_compiles_without_graph_breaks(model):
+    """fullgraph=True raises on any graph break; the eager backend keeps the test free of C++ compilation."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    x = torch.randint(0, 500, (2, 16), generator=torch.Generator().manual_seed(0))
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    assert torch.allclose(compiled(x, x), model(x, x), atol=1e-6)
+
+
+def test_mfu_and_gpu_peaks():
+    from qazlm.model.flops import device_peak_flops, mfu
+
+    assert device_peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert device_peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert device_peak_flops("NVIDIA H200") == 989e12
+    assert device_peak_flops("NVIDIA GeForce RTX 4090") == 165e12
+    assert device_peak_flops("cpu") is None and mfu(1e5, 1e9, "cpu") is None
+    assert mfu(100_000, 2.0e9, "NVIDIA A100-SXM4-80GB") == pytest.approx(2e14 / 312e12)
+    assert mfu(100, 1e9, 1e12) == pytest.approx(0.1)

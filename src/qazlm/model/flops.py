@@ -47,11 +47,15 @@ def device_peak_flops(device_name: str) -> float | None:
     return None
 
 
-def mfu(tokens_per_s: float, flops_per_tok: float, peak_flops: float | None) -> float | None:
-    """Model FLOPs utilisation in [0, 1], or None when the device peak is unknown (e.g. CPU)."""
-    if not peak_flops:
+def mfu(tokens_per_s: float, flops_per_tok: float, device: str | float | None) -> float | None:
+    """Model FLOPs utilisation in [0, 1], or None when the device peak is unknown (e.g. CPU).
+
+    `device` is a GPU name (torch.cuda.get_device_name(), looked up in GPU_PEAK_BF16) or a peak in FLOP/s
+    (e.g. one measured on the machine)."""
+    peak = device_peak_flops(device) if isinstance(device, str) else device
+    if not peak:
         return None
-    return tokens_per_s * flops_per_tok / peak_flops
+    return tokens_per_s * flops_per_tok / peak
 
 
 def param_table(vocab_size: int = 64000) -> str:
