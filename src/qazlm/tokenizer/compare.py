@@ -134,7 +134,7 @@ COLUMNS = [  # (key, header, format)
     ("bytes_per_token", "bytes/tok", "{:.2f}"), ("premium_total", "premium", "{:.2f}"),
     ("premium_median", "prem. med", "{:.2f}"), ("split_ge2", "words ≥2", "{:.1%}"),
     ("split_ge4", "words ≥4", "{:.1%}"), ("vocab_utilization", "vocab used", "{:.2%}"),
-    ("fallback_rate", "unk/byte", "{:.2%}"), ("roundtrip_exact", "round trip", "{:.1%}"),
+    ("fallback_rate", "unk/byte", "{:.2%}"), ("byte_token_rate", "byte tok", "{:.1%}"), ("roundtrip_exact", "round trip", "{:.1%}"),
     ("renyi_efficiency", "Rényi 2.5", "{:.3f}"), ("morph_f1", "morph F1", "{:.2f}"),
     ("encode_mb_s", "MB/s", "{:.2f}"),
 ]
