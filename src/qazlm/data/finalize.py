@@ -72,8 +72,12 @@ def compute_epochs(sizes: dict[str, tuple[str, int, float]], ratios: dict[str, f
 
 
 def finalize(cfg: DataConfig, out: Path) -> dict:
+    import time
+
     from tqdm import tqdm
     from transformers import AutoTokenizer
+
+    t_start = time.perf_counter()
 
     done = out / "report" / "summary.json"
     if done.exists() and (out / "tokens" / "meta.json").exists():
@@ -211,6 +215,7 @@ def finalize(cfg: DataConfig, out: Path) -> dict:
     }
     from qazlm.data.report import build_report
 
+    summary["finalize_s"] = round(time.perf_counter() - t_start, 2)
     summary = build_report(out, summary)
     write_json(done, summary)
     return summary
