@@ -10,7 +10,7 @@ import csv
 import io
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from qazlm.errors import QazlmError
@@ -30,7 +30,6 @@ class CompareOptions:
     context: int = 4096           # context length in tokens -> words that fit
     morphology: bool = True       # token vs morpheme boundary P/R/F1 for Kazakh
     lexicon: str | None = None    # Hunspell .dic (default ../shared/data/lexicon/kk_KZ.dic)
-    names: dict[str, str] = field(default_factory=dict)
 
 
 def lang_of_file(path: str | Path) -> str:
@@ -134,7 +133,8 @@ COLUMNS = [  # (key, header, format)
     ("bytes_per_token", "bytes/tok", "{:.2f}"), ("premium_total", "premium", "{:.2f}"),
     ("premium_median", "prem. med", "{:.2f}"), ("split_ge2", "words ≥2", "{:.1%}"),
     ("split_ge4", "words ≥4", "{:.1%}"), ("vocab_utilization", "vocab used", "{:.2%}"),
-    ("fallback_rate", "unk/byte", "{:.2%}"), ("byte_token_rate", "byte tok", "{:.1%}"), ("roundtrip_exact", "round trip", "{:.1%}"),
+    ("fallback_rate", "unk/byte", "{:.2%}"), ("byte_token_rate", "byte tok", "{:.1%}"),
+    ("roundtrip_exact", "round trip", "{:.1%}"),
     ("renyi_efficiency", "Rényi 2.5", "{:.3f}"), ("morph_f1", "morph F1", "{:.2f}"),
     ("encode_mb_s", "MB/s", "{:.2f}"),
 ]

@@ -82,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from dataclasses import asdict
+
     from qazlm.tokenizer.charts import write_charts
     from qazlm.tokenizer.compare import CompareOptions, compare, cost_table, markdown_table, write_outputs
     from qazlm.tokenizer.loaders import load_tokenizer
@@ -112,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     print(report)
     if args.out or args.charts_dir:
         meta = {"source": source, "lines": n_lines, "parallel": parallel, "seconds": round(seconds, 2),
-                "options": {k: v for k, v in vars(opts).items() if k != "names"}}
+                "options": asdict(opts)}
         if args.out:
             paths = write_outputs(rows, args.out, meta, report)
             console.print(f"wrote {', '.join(str(p) for p in paths.values())}")
