@@ -188,3 +188,12 @@ def test_cli_bad_inputs_give_one_line_errors(case, tmp_path, tiny_tokenizer_dir,
     assert main(["tokenizer", "compare", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and "\n" not in err and "Traceback" not in err
+
+
+def test_flores_report_for_other_stages(tmp_path, tiny_tokenizer_dir, shared):
+    from qazlm.tokenizer.compare import CompareOptions, flores_report
+
+    md = flores_report([f"tiny={tiny_tokenizer_dir}"], "dev", tmp_path, limit=10,
+                       opts=CompareOptions(morphology=False))
+    assert "| tiny | 1,000 | kk |" in md and (tmp_path / "compare.json").exists()
+    assert (tmp_path / "tokenizer_compare_premium.png").exists()

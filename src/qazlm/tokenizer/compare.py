@@ -191,3 +191,25 @@ def write_outputs(rows: list[dict], out_dir: str | Path, meta: dict, report_md: 
     write_json(paths["json"], {**meta, "rows": clean})
     write_text(paths["md"], report_md)
     return paths
+
+
+def flores_report(specs: list[str], split: str = "devtest", out_dir: str | Path | None = None,
+                  limit: int | None = None, opts: CompareOptions | None = None) -> str:
+    """One call for other stages (e.g. the pipeline's tokenizer stage): compare `specs` ([NAME=]path) on
+    FLORES+ `split`, write compare.{csv,json,md} + charts into `out_dir` (if given), return the markdown."""
+    from qazlm.tokenizer.charts import write_charts
+    from qazlm.tokenizer.loaders import load_tokenizer
+
+    opts = opts or CompareOptions()
+    texts = read_parallel(flores_files(split), limit)
+    rows: list[dict] = []
+    for spec in specs:
+        head, sep, tail = spec.partition("=")
+        named = sep and head and "/" not in head and not Path(spec).exists()
+        rows += compare([load_tokenizer(tail if named else spec, head if named else None)], texts, True, opts)
+    report = "\n\n".join([f"Text: FLORES+ {split} ({len(texts['kk'])} lines per language)",
+                          markdown_table(rows), cost_table(rows, opts)]) + "\n"
+    if out_dir is not None:
+        write_outputs(rows, out_dir, {"source": f"FLORES+ {split}", "parallel": True}, report)
+        write_charts(rows, out_dir)
+    return report
