@@ -246,3 +246,14 @@ def test_pipeline_stage_writes_into_run_dirs(tmp_path, tiny_tokenizer_dir):
     mtime = (data / "tokens" / "meta.json").stat().st_mtime
     run_stage({"decontaminate": [], "executor": {"tasks": 1, "workers": 1}, "sources": srcs}, ctx)
     assert (data / "tokens" / "meta.json").stat().st_mtime == mtime  # complete outputs: skipped
+
+
+def test_report_cli(prepared, capsys):
+    from qazlm.cli import main
+
+    _, out, s = prepared
+    assert main(["data", "report", str(out)]) == 0
+    md = capsys.readouterr().out
+    assert md.startswith("# Corpus report") and "| minhash | near_duplicate |" in md and "Final mixture" in md
+    assert main(["data", "report", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["documents_in"] == s["documents_in"]

@@ -175,3 +175,24 @@ def test_recipes_load():
         cfg = load_config(DataConfig, path)
         cfg.validate()
         assert cfg.sources
+
+
+def test_reader_formats_striping_and_gutenberg_flag(tmp_path):
+    import dataclasses
+
+    from qazlm.data.readers import CorpusReader
+
+    book = ("Title: A Book\n\nFirst paragraph line one\nline two.\n\nSecond paragraph.\n\n"
+            "*** END OF THE PROJECT GUTENBERG EBOOK A BOOK ***\n\nLicence paragraph.\n\nMore licence.\n")
+    (tmp_path / "book.txt").write_text(book, encoding="utf-8")
+    src = dataclasses.asdict(SourceConfig(name="b", paths=[str(tmp_path / "book.txt")], format="txt_blank", lang="en"))
+    docs = [d for rank in (0, 1) for d in CorpusReader([src]).run(rank=rank, world_size=2)]
+    by_text = {d.text: d for d in docs}
+    assert len(docs) == 6 and "First paragraph line one\nline two." in by_text
+    assert by_text["Licence paragraph."].metadata.get("gutenberg_licence")
+    assert by_text["More licence."].metadata.get("gutenberg_licence")  # flagged in the other task too
+    assert not by_text["Second paragraph."].metadata.get("gutenberg_licence")
+    (tmp_path / "t.csv").write_text("id,body\n1,hello\n", encoding="utf-8")
+    bad = dataclasses.asdict(SourceConfig(name="c", paths=[str(tmp_path / "t.csv")]))
+    with pytest.raises(QazlmError, match="no column 'text'"):
+        list(CorpusReader([bad]).run())
