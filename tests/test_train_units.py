@@ -220,3 +220,26 @@ def test_estimate_table_mentions_presets():
         pytest.skip("no ModelConfig")
     e = estimate("tiny", vocab_size=1000, tokens=10**9, gpus=2)
     assert e.flops > 6 * e.non_embedding * 1e9 and e.hours > 0 and e.mem_fsdp_gb < e.mem_ddp_gb
+
+
+def test_pipeline_stage_reads_data_stage_and_skips_when_done(tmp_path, tokens_dir, capsys):
+    import shutil
+
+    from qazlm.pipeline import RunConfig, RunContext
+    from qazlm.train.stage import run_stage
+
+    run = tmp_path / "run"
+    shutil.copytree(tokens_dir, run / "data" / "tokens")
+    ctx = RunContext(run=RunConfig(out_dir=str(run), seed=3), recipe_path=tmp_path / "r.toml")
+    section = dict(seq_len=32, global_batch_tokens=256, micro_batch=8, steps=2, eval_every=-1, ckpt_every=0,
+                   tensorboard=False, model_overrides={"n_layers": 1})
+    run_stage(section, ctx)
+    out = run / "pretrain"
+    assert (out / "final" / "model.safetensors").exists() and (out / "plots" / "loss.png").exists()
+    assert (out / "checkpoints" / "step_000002").is_dir()          # the final step is always checkpointed
+    mtime = (out / "final" / "model.safetensors").stat().st_mtime
+    run_stage(section, ctx)
+    assert "skipping" in capsys.readouterr().out
+    assert (out / "final" / "model.safetensors").stat().st_mtime == mtime
+    with pytest.raises(QazlmError, match=r"\[pretrain\]: unknown key 'stepz'"):
+        run_stage({**section, "stepz": 3}, ctx)
