@@ -16,6 +16,7 @@ import glob
 import gzip
 import io
 import json
+import os
 import re
 from pathlib import Path
 
@@ -216,10 +217,11 @@ class CorpusReader(BaseReader):
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         if data:
             yield from data
-        n_files = sum(1 for _, u in self.units if u != "hf")
-        # Few files for many tasks (one big KazSAnDRA file): every task reads every file and keeps
-        # records i ≡ rank (mod tasks), so work is balanced; reading is ~20x cheaper than filtering.
-        stripe = n_files < 4 * world_size
+        sizes = [os.path.getsize(u) for _, u in self.units if u != "hf"]
+        # Few files for many tasks, or one file holding a big share of the data (KazSAnDRA in the
+        # sample): every task reads every file and keeps records i ≡ rank (mod tasks), so the work is
+        # balanced; reading is ~20x cheaper than filtering.
+        stripe = world_size > 1 and bool(sizes) and (len(sizes) < 4 * world_size or max(sizes) > 0.25 * sum(sizes))
         for i, (si, unit) in enumerate(self.units):
             src = self.sources[si]
             if unit != "hf" and not stripe and i % world_size != rank:
