@@ -55,8 +55,8 @@ def model_name(path: str | Path) -> str:
     """A short display name: `run/final` or `run/step_000100` for checkpoints, the folder name otherwise."""
     path = Path(path).resolve()
     if path.name == "final" or path.name.startswith(("step", "ckpt", "checkpoint")):
-        parent = path.parent.parent.name if path.parent.name in ("pretrain", "checkpoints") else path.parent.name
-        return f"{parent}/{path.name}"
+        run = next((p.name for p in path.parents if p.name not in ("pretrain", "checkpoints")), "")
+        return f"{run}/{path.name}"
     return path.name
 
 
