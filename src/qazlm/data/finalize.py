@@ -132,12 +132,13 @@ def finalize(cfg: DataConfig, out: Path) -> dict:
         for d in tqdm(iter_deduped(out / "work" / "deduped"), desc="tokenize", unit="doc", mininterval=2):
             key = _exact_key(d["text"])
             lang, src = d["metadata"]["lang"], d["metadata"]["source"]
-            if key in seen:
+            if cfg.exact_dedup and key in seen:
                 exact_removed += 1
                 d["metadata"]["filter_reason"] = "exact_duplicate"
                 rej.write(json.dumps(d, ensure_ascii=False) + "\n")
                 continue
-            seen.add(key)
+            if cfg.exact_dedup:
+                seen.add(key)
             counts["5_exact"][lang][src].update(docs=1, chars=len(d["text"]))
             is_val = (_hash01(d["text"], f"val{cfg.seed}") < cfg.mixture.val_fraction
                       and val_docs[lang] < cfg.mixture.val_max_docs)
