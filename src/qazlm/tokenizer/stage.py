@@ -1,4 +1,9 @@
-"""Pipeline stage `[tokenizer]`: train the run's tokenizer into `<run>/tokenizer/` (skipped when complete)."""
+"""Pipeline stage `[tokenizer]`: train the run's tokenizer into `<run>/tokenizer/` (skipped when complete),
+then print its comparison with reference tokenizers on FLORES+ devtest (`<run>/tokenizer/compare/`).
+
+`compare_with` (stage-only key) names reference tokenizer folders under `../shared/tokenizers` (or paths);
+the ones that are absent are left out, so the demo runs without the shared data too.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import json
 from pathlib import Path
 
 from qazlm.config import from_dict
-from qazlm.paths import REPO_ROOT
+from qazlm.paths import REPO_ROOT, shared_dir
 from qazlm.tokenizer.train import TokenizerTrainConfig, is_complete, train_tokenizer
 
 
@@ -23,7 +28,24 @@ def _resolve(inputs: list[str]) -> list[str]:
     return out
 
 
+DEFAULT_REFERENCES = ["qwen3", "llama3", "gpt4o"]
+
+
+def print_comparison(tok_dir: Path, references: list[str], limit: int | None = None) -> None:
+    """Ours vs the available references on FLORES+ devtest: table on stdout, files in tok_dir/compare."""
+    from qazlm.tokenizer.compare import flores_report
+
+    specs = [f"ours={tok_dir}"]
+    for ref in references:
+        path = Path(ref) if Path(ref).exists() else shared_dir() / "tokenizers" / ref
+        if path.exists():
+            specs.append(f"{path.name}={path}")
+    print(flores_report(specs, "devtest", tok_dir / "compare", limit=limit))
+
+
 def run_stage(section: dict, ctx) -> None:
+    section = dict(section)
+    references = list(section.pop("compare_with", DEFAULT_REFERENCES))
     cfg = from_dict(TokenizerTrainConfig, section, f"{ctx.recipe_path}[tokenizer]")
     cfg.validate()
     cfg.inputs = _resolve(cfg.inputs)
@@ -32,8 +54,11 @@ def run_stage(section: dict, ctx) -> None:
         done = json.loads((out / "training_info.json").read_text(encoding="utf-8")).get("config", {})
         if done == dataclasses.asdict(cfg):
             print(f"tokenizer: {out} is complete; skipping (use --force to retrain)")
+            if not (out / "compare" / "compare.md").exists():
+                print_comparison(out, references)
             return
         print(f"tokenizer: settings changed since {out} was trained; retraining")
     info = train_tokenizer(cfg, out)
     used = ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in info["bytes_used"].items())
     print(f"tokenizer: {info['vocab_size']} tokens, {info['mix_spec']} (used {used}) in {info['seconds']:.1f}s")
+    print_comparison(out, references)
