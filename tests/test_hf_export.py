@@ -1,5 +1,6 @@
 """HF export/import: the exported folder loads in transformers without remote code, logits match ours."""
 
+import json
 import subprocess
 import sys
 
@@ -32,6 +33,9 @@ def test_export_parity_on_real_text(tmp_path, tiny_tokenizer_dir, sample_lines, 
             ids = ids[ids != tok.pad_token_id][None]
             assert (ours(ids) - hf(ids).logits).abs().max().item() < 1e-4
     assert hf.config.eos_token_id == tok.eos_token_id
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["architectures"] == [arch] and config["torch_dtype"] == "float32" and config["rope_theta"] > 0
+    assert (tmp_path / "hf" / "generation_config.json").exists() and (tmp_path / "hf" / "tokenizer.json").exists()
     # round trip back into our format
     import_hf(tmp_path / "hf", tmp_path / "back")
     back = load_model_folder(tmp_path / "back")
@@ -53,7 +57,6 @@ def test_cli_export_errors_are_one_line(tmp_path):
 
 
 def test_import_rejects_mismatched_weights_and_missing_files(tmp_path):
-    import json
 
     save_model_folder(build_model(preset("tiny", 300, n_layers=1, max_seq_len=32), seed=0), tmp_path / "ours")
     export_hf(tmp_path / "ours", tmp_path / "hf")

@@ -46,6 +46,15 @@ def hf_config(cfg: ModelConfig, special_ids: dict):
     return hf
 
 
+def _add_legacy_keys(config_path: Path, cfg: ModelConfig) -> None:
+    """Also write the transformers-4.x spellings (`torch_dtype`, top-level `rope_theta`): converters such as
+    llama.cpp's convert_hf_to_gguf.py and older vLLM releases read those; transformers 5 ignores them."""
+    c = json.loads(config_path.read_text())
+    c.setdefault("torch_dtype", c.get("dtype", "float32"))
+    c.setdefault("rope_theta", cfg.rope_theta)
+    config_path.write_text(json.dumps(c, indent=2, sort_keys=True) + "\n")
+
+
 def export_hf(model_folder: str | Path, out_dir: str | Path) -> Path:
     """Write config.json, model.safetensors, generation_config.json and tokenizer files into `out_dir`."""
     from safetensors.torch import save_file
@@ -58,6 +67,7 @@ def export_hf(model_folder: str | Path, out_dir: str | Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         hf_config(model.cfg, ids).save_pretrained(tmp)
+        _add_legacy_keys(tmp / "config.json", model.cfg)
         sd = {(k if k.startswith("lm_head") else f"model.{k}"): v for k, v in state_dict_for_saving(model).items()}
         save_file(sd, str(tmp / WEIGHTS), metadata={"format": "pt"})
         GenerationConfig(**{k: v for k, v in ids.items() if v is not None}).save_pretrained(tmp)
