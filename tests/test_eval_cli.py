@@ -84,3 +84,26 @@ def test_stage_writes_report_and_skips_when_done(hf_dir, tmp_path, shared):
     assert report.stat().st_mtime_ns == first  # complete output: skipped
     with pytest.raises(QazlmError, match="did you mean 'limit'"):
         run_stage({"limitt": 3}, ctx)
+
+
+def test_stage_on_our_checkpoints_draws_the_curve(tiny_tokenizer_dir, tmp_path, shared):
+    from test_eval_helpers import have_our_model, make_our_folder
+
+    if not have_our_model():
+        pytest.skip("qazlm.model is not available yet")
+    from qazlm.eval.stage import run_stage
+    from qazlm.pipeline import RunConfig, RunContext
+
+    ctx = RunContext(run=RunConfig(out_dir=str(tmp_path / "run")), recipe_path=tmp_path / "r.toml")
+    pre = ctx.stage_dir("pretrain")
+    for step, seed in (("step_000010", 1), ("step_000020", 2)):
+        make_our_folder(tiny_tokenizer_dir, pre / "checkpoints" / step, seed=seed)
+    make_our_folder(tiny_tokenizer_dir, pre / "final", seed=2)
+    run_stage({"bpb_limit": 2, "tasks": ["kkcopa_kk"], "limit": 2, "max_len": 64, "sample_tokens": 4,
+               "checkpoints": True}, ctx)
+    rep = json.loads((ctx.stage_dir("eval") / "report.json").read_text())
+    assert [m["name"] for m in rep["models"]] == ["run/step_000010", "run/step_000020", "run/final"]
+    assert [bool(m["tasks"]) for m in rep["models"]] == [False, False, True]  # checkpoints: bpb only
+    assert rep["models"][1]["bpb"]["flores-devtest:kk"]["bpb"] == pytest.approx(
+        rep["models"][2]["bpb"]["flores-devtest:kk"]["bpb"])  # same weights, same score
+    assert (ctx.stage_dir("eval") / "bpb_curve.png").exists()
