@@ -11,8 +11,12 @@ Layout of `out_dir`:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import shutil
+import sys
+import time
 from pathlib import Path
 
 from qazlm.data.config import DataConfig
@@ -119,6 +123,25 @@ class RankFileReader:
         return _Reader(folder, compression="gzip")
 
 
+@contextlib.contextmanager
+def _stderr_to(path: Path):
+    """Send file descriptor 2 (datatrove's per-task console logging, in worker processes too) to `path`.
+
+    datatrove also writes full per-task logs and stats under logs/<stage>/; the console keeps one line per stage.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as f:
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def prepare(cfg: DataConfig, *, force: bool = False) -> dict:
     """Run every stage (skipping completed work unless `force`) and return the summary dict."""
     from qazlm.data.finalize import finalize
@@ -142,8 +165,14 @@ def prepare(cfg: DataConfig, *, force: bool = False) -> dict:
             build_index(cfg.decontaminate, cfg.decontam_ngram).save(index)
     executors = build_executors(cfg, out, str(index) if index else None)
     if cfg.executor.kind == "local":
-        for ex in executors:
-            ex.run()
+        console_log = out / "logs" / "console.log"
+        for i, (name, ex) in enumerate(zip(DATATROVE_STAGES, executors), 1):
+            t0 = time.time()
+            print(f"data: [{i}/{len(executors)}] {name} ({ex.world_size} tasks, log: {console_log}) ...",
+                  end="", flush=True)
+            with _stderr_to(console_log):
+                ex.run()
+            print(f" {time.time() - t0:.0f}s", flush=True)
     else:  # Slurm/Ray: the last stage launches its dependencies
         if cfg.executor.kind == "ray" and cfg.executor.ray_address:
             import ray
