@@ -188,7 +188,7 @@ def train(cfg: PretrainConfig, log=print) -> Path | None:
         f"{' bf16' if use_bf16 else ' fp32'}, peak {peak / 1e12:.2f} TFLOP/s ({peak_src})")
 
     logger = None
-    texts, counts = {}, None
+    texts = {}
     if info.is_main:
         logger = MetricsLogger(out, tensorboard=cfg.tensorboard, wandb=cfg.wandb, run_name=out.name,
                                config=dataclasses.asdict(cfg), resume_step=start_step if last else None)
@@ -196,12 +196,15 @@ def train(cfg: PretrainConfig, log=print) -> Path | None:
     do_eval_here = info.is_main or (info.enabled and cfg.parallel == "fsdp")  # FSDP forward is collective
     if need_eval and do_eval_here:
         texts = val_texts(cfg)
-    if need_eval and info.is_main and start_step == 0:
-        counts = token_counts(tokens, vocab)
-        base = {f"unigram_bpb/{lang}": unigram_bpb(counts, tokenizer, t) for lang, t in texts.items()}
-        logger.log(0, {**base, "params": n_params, "params_embedding": n_embed, "flops_per_token": flops_tok,
+    if info.is_main and start_step == 0:
+        logger.log(0, {"params": n_params, "params_embedding": n_embed, "flops_per_token": flops_tok,
                        "peak_flops": peak, "peak_source": peak_src, "world_size": info.world,
                        "tokens_per_step": p.tokens_per_step, "steps": p.steps})
+    if need_eval and info.is_main and start_step < p.steps:
+        # logged at every (re)start: a resumed run may score other held-out texts (eval_docs changed)
+        counts = token_counts(tokens, vocab)
+        base = {f"unigram_bpb/{lang}": unigram_bpb(counts, tokenizer, t) for lang, t in texts.items()}
+        logger.log(start_step, base)
         say("pretrain: unigram baseline bpb " + ", ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in base.items()))
 
     def evaluate(step: int, final: bool = False) -> None:
