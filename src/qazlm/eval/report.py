@@ -48,7 +48,7 @@ def markdown(result: dict) -> str:
             lines += ["", "Skipped:"] + [f"- {t}: {why}" for t, why in skipped.items()]
     if any(m["samples"] for m in models):
         lines += ["", "## Generation samples (greedy, repetition penalty 1.3)"]
-        for m in models:
+        for m in (m for m in models if m["samples"]):
             lines += ["", f"### {m['name']}"]
             for lang, items in m["samples"].items():
                 for it in items:
@@ -60,8 +60,11 @@ def markdown(result: dict) -> str:
 
 
 def _curve_models(models: list[dict]) -> list[dict]:
-    with_step = [m for m in models if m["step"] is not None and m["bpb"]]
-    return sorted(with_step, key=lambda m: m["step"]) if len(with_step) >= 2 else []
+    by_step: dict[int, dict] = {}
+    for m in models:  # one point per step (a final model may repeat its last checkpoint's step)
+        if m["step"] is not None and m["bpb"]:
+            by_step.setdefault(m["step"], m)
+    return [by_step[s] for s in sorted(by_step)] if len(by_step) >= 2 else []
 
 
 def plots(result: dict, out_dir: Path) -> list[Path]:
