@@ -61,3 +61,11 @@ def have_our_model() -> bool:
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+def test_sib_limit_takes_a_mix_of_topics(shared):
+    """SIB-200 files are grouped by topic; `--limit 50` must not score one topic only."""
+    from qazlm.eval.tasks.utils import load_sib
+
+    first = load_sib(lang="kaz_Cyrl")["test"][:50]["label"]
+    assert len(set(first)) >= 5
