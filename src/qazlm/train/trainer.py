@@ -105,17 +105,10 @@ class _Scorer:
 
 
 def build_model(mcfg, device: str, seed: int):
-    """Construct on the meta device, materialise on `device`, explicit init (seeded: identical on all ranks)."""
-    import torch
+    """The model engine's meta-device build, seeded so that every rank starts from identical weights."""
+    from qazlm.model.transformer import build_model as build
 
-    from qazlm.model.transformer import Transformer
-
-    torch.manual_seed(seed)
-    with torch.device("meta"):
-        model = Transformer(mcfg)
-    model.to_empty(device=device)
-    model.init_weights()
-    return model
+    return build(mcfg, device=device, seed=seed)
 
 
 def train(cfg: PretrainConfig, log=print) -> Path | None:
