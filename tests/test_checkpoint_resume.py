@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from test_train_support import ensure_model, losses, make_tokens, write_recipe
+from test_train_support import losses, make_tokens, write_recipe
 
-ensure_model()
 HERE = Path(__file__).parent
 SETTINGS = dict(seq_len=64, global_batch_tokens=1024, micro_batch=8, steps=24, warmup_steps=2, lr=3e-3,
                 eval_every=-1, ckpt_every=4, keep_last_k=2, log_every=1, tensorboard=False, num_threads=1)

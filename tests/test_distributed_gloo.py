@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from test_train_support import ensure_model, losses, make_tokens, write_recipe
+from test_train_support import losses, make_tokens, write_recipe
 
-ensure_model()
 HERE = Path(__file__).parent
 SETTINGS = dict(seq_len=32, global_batch_tokens=512, micro_batch=8, steps=4, warmup_steps=1, lr=3e-3,
                 eval_every=-1, ckpt_every=2, log_every=1, tensorboard=False, num_threads=1, prefetch=1,

@@ -9,10 +9,9 @@ import os
 import numpy as np
 import pytest
 
-from test_train_support import ensure_model, losses, make_tokens, write_recipe
+from test_train_support import losses, make_tokens, write_recipe
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ensure_model()
 
 from qazlm.errors import QazlmError  # noqa: E402
 from qazlm.train.config import PretrainConfig  # noqa: E402
