@@ -76,8 +76,9 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)
-        if mask is None:  # training/prefill: SDPA's native GQA, no expanded copies of k/v (as transformers)
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_kv_heads != self.n_heads)
+        if mask is None:  # training/prefill (causal), or one new token that sees every cached key: no mask,
+            # SDPA's native GQA without expanded copies of k/v (as transformers)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=self.n_kv_heads != self.n_heads)
         else:  # masked GQA falls back to the math kernel on CUDA: expand k/v once instead
             if self.n_kv_heads != self.n_heads:
                 rep = self.n_heads // self.n_kv_heads
@@ -175,11 +176,12 @@ class Transformer(nn.Module):
 
     @staticmethod
     def _attention_mask(attention_mask, past: int, T: int, device) -> torch.Tensor | None:
-        """None (plain causal: the fast path) or a boolean [B, 1, T, past+T] mask for cache/padding.
+        """None (plain causal, or a single new token without padding: the fast paths) or a boolean
+        [B, 1, T, past+T] mask for cache/padding.
 
         Every position may attend to itself, so rows of left padding stay finite (no NaN leaks into v).
         """
-        if attention_mask is None and past == 0:
+        if attention_mask is None and (past == 0 or T == 1):
             return None
         S = past + T
         q_pos = torch.arange(past, S, device=device).unsqueeze(1)
