@@ -127,3 +127,14 @@ def write_json(path: str | Path, obj) -> None:
     with atomic_write(path) as f:
         json.dump(obj, f, ensure_ascii=False, indent=2)
         f.write("\n")
+
+
+def save_png(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Write a matplotlib figure atomically (a half-written PNG never replaces a good one) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=dpi)
+    plt.close(fig)
+    return path

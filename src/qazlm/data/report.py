@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from qazlm.errors import QazlmError
-from qazlm.io import write_json, write_text
+from qazlm.io import save_png, write_json, write_text
 
 STEP_NAMES = {  # datatrove step name fragment -> report name (order = pipeline order)
     "unreadable": "unreadable", "language id": "langid", "boilerplate": "boilerplate",
@@ -102,8 +102,7 @@ def _plots(out: Path, summary: dict) -> list[str]:
         ax.legend()
         ax.set_title("Document lengths after cleaning")
         fig.tight_layout()
-        fig.savefig(out / "report" / "data_lengths.png", dpi=110)
-        plt.close(fig)
+        save_png(fig, out / "report" / "data_lengths.png")
         files.append("data_lengths.png")
     steps = summary["steps"]
     labels = [s for s in STEP_LABELS if s in steps and s != "6_val"]
@@ -117,8 +116,7 @@ def _plots(out: Path, summary: dict) -> list[str]:
         ax.set_title("Documents per language through the pipeline")
         ax.legend()
         fig.tight_layout()
-        fig.savefig(out / "report" / "data_funnel.png", dpi=110)
-        plt.close(fig)
+        save_png(fig, out / "report" / "data_funnel.png")
         files.append("data_funnel.png")
     return files
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qazlm.io import write_json, write_text
+from qazlm.io import save_png, write_json, write_text
 
 
 def _fmt(v, digits=3) -> str:
@@ -89,8 +89,7 @@ def plots(result: dict, out_dir: Path) -> list[Path]:
         ax.set_title("Bits per byte per language")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(out_dir / "bpb.png", dpi=110)
-        plt.close(fig)
+        save_png(fig, out_dir / "bpb.png")
         written.append(out_dir / "bpb.png")
     tasks = [t for t in dict.fromkeys(t for m in models for t in m["tasks"])
              if any("value" in m["tasks"].get(t, {}) and m["tasks"][t]["metric"] == "acc" for m in models)]
@@ -111,8 +110,7 @@ def plots(result: dict, out_dir: Path) -> list[Path]:
         ax.legend(fontsize=8)
         ax.set_title("Downstream tasks (lm-eval-harness)")
         fig.tight_layout()
-        fig.savefig(out_dir / "tasks.png", dpi=110)
-        plt.close(fig)
+        save_png(fig, out_dir / "tasks.png")
         written.append(out_dir / "tasks.png")
     curve = _curve_models(models)
     if curve:
@@ -127,8 +125,7 @@ def plots(result: dict, out_dir: Path) -> list[Path]:
         ax.set_title("Bits per byte over training")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(out_dir / "bpb_curve.png", dpi=110)
-        plt.close(fig)
+        save_png(fig, out_dir / "bpb_curve.png")
         written.append(out_dir / "bpb_curve.png")
     return written
 

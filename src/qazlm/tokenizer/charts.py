@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from qazlm.io import save_png
+
 
 def _grouped_bars(rows: list[dict], key: str, title: str, ylabel: str, path: Path, langs: list[str],
                   ref_line: float | None = None) -> Path | None:
@@ -33,12 +35,7 @@ def _grouped_bars(rows: list[dict], key: str, title: str, ylabel: str, path: Pat
     ax.legend(title="language")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)  # atomic: a half-written PNG never replaces a good one
-    return path
+    return save_png(fig, path, dpi=120)
 
 
 def write_charts(rows: list[dict], out_dir: str | Path, prefix: str = "tokenizer_compare") -> list[Path]:

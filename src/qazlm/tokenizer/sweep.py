@@ -15,13 +15,12 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from qazlm.errors import QazlmError
-from qazlm.io import atomic_write, read_lines, write_json, write_text
+from qazlm.io import read_lines, save_png, write_json, write_text
 
 DEFAULT_MIXES = ("kk=0.34,ru=0.33,en=0.33", "kk=0.4,ru=0.3,en=0.3", "kk=0.25,ru=0.375,en=0.375",
                  "kk=0.3,ru=0.4,en=0.3", "kk=0.5,ru=0.3,en=0.2", "kk=0.35,ru=0.45,en=0.2", "kk=0.3,ru=0.5,en=0.2",
@@ -266,7 +265,4 @@ def plot_sweep(rows: list[dict], path: str | Path) -> None:
     handles, labels = axes[-1].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.12, 1, 1))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, path)

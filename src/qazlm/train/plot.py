@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qazlm.errors import QazlmError
+from qazlm.io import save_png
 
 LANG_COLORS = {"kk": "tab:blue", "ru": "tab:red", "en": "tab:green"}
 
@@ -56,8 +57,7 @@ def plot_run(run: str | Path, out_dir: str | Path | None = None) -> list[Path]:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(out / fname, dpi=110)
-        plt.close(fig)
+        save_png(fig, out / fname)
         written.append(out / fname)
 
     simple("loss", "training loss (nats/token)", "loss.png")
@@ -79,7 +79,6 @@ def plot_run(run: str | Path, out_dir: str | Path | None = None) -> list[Path]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(out / "val_bpb.png", dpi=110)
-        plt.close(fig)
+        save_png(fig, out / "val_bpb.png")
         written.append(out / "val_bpb.png")
     return written

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
@@ -113,7 +112,6 @@ def build_model(mcfg, device: str, seed: int):
 
 def train(cfg: PretrainConfig, log=print) -> Path | None:
     """Run (or resume) pretraining into `cfg.out_dir`; returns the final model folder (None if stopped early)."""
-    import numpy as np
     import torch
 
     from qazlm.train import distributed as D
