@@ -1,6 +1,7 @@
 """Normalization: entities, NFC, invisibles and Kazakh homoglyph repair on real corpus lines."""
 
 import gzip
+import html
 import itertools
 import re
 import unicodedata
@@ -38,10 +39,13 @@ def test_single_script_words_untouched(text):
 
 
 def test_english_sample_words_never_change():
-    """Every Latin-script word of the bundled English corpus survives normalization unchanged."""
+    """Every Latin-script word of the bundled English corpus survives normalization unchanged (HTML
+    entities aside: the Python docs quote `&gt;`, which normalization decodes on purpose)."""
     for path in sorted((SAMPLE_DIR / "en").glob("*.txt.gz")):
         with gzip.open(path, "rt", encoding="utf-8") as f:
             for line in itertools.islice(f, 3000):
+                if html.unescape(line) != line:
+                    continue  # quotes an entity (decoded on purpose): not a homoglyph question
                 before = WORD.findall(unicodedata.normalize("NFC", line))
                 assert WORD.findall(normalize_text(line)) == before, line
 
