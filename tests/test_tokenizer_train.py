@@ -63,12 +63,16 @@ def test_special_tokens_reserved_with_fixed_ids(hf_tok, trained):
     assert hf_tok.decode(hf_tok.encode("hi<|im_end|>", add_special_tokens=False), skip_special_tokens=True) == "hi"
 
 
-def test_no_normalizer_and_qwen2_split(trained, hf_tok):
+def test_no_normalizer_and_llama3_split(trained, hf_tok):
     data = json.loads((trained[0] / "tokenizer.json").read_text(encoding="utf-8"))
     assert data["normalizer"] is None
     assert data["model"]["type"] == "BPE" and not data["model"].get("byte_fallback")
     assert data["decoder"]["type"] == "ByteLevel"
-    assert len(hf_tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str("2024")) == 4  # digits one by one
+    pieces = [p for p, _ in hf_tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str("2024")]
+    assert pieces == ["202", "4"]  # Llama-3 split: numbers in groups of up to 3 digits
+    from qazlm.tokenizer.train import pre_tokenizer
+
+    assert len(pre_tokenizer("qwen2").pre_tokenize_str("2024")) == 4  # the qwen2 option: digits one by one
     # no normalizer: NFD text stays NFD through a round trip
     nfd = "Қазақ".encode().decode() + "\u0301"
     assert hf_tok.decode(hf_tok.encode(nfd, add_special_tokens=False)) == nfd

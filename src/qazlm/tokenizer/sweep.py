@@ -23,8 +23,8 @@ from qazlm.errors import QazlmError
 from qazlm.io import read_lines, save_png, write_json, write_text
 
 DEFAULT_MIXES = ("kk=0.34,ru=0.33,en=0.33", "kk=0.4,ru=0.3,en=0.3", "kk=0.25,ru=0.375,en=0.375",
-                 "kk=0.3,ru=0.4,en=0.3", "kk=0.5,ru=0.3,en=0.2", "kk=0.35,ru=0.45,en=0.2", "kk=0.3,ru=0.5,en=0.2",
-                 "kk=0.4,ru=0.45,en=0.15")
+                 "kk=0.3,ru=0.4,en=0.3", "kk=0.35,ru=0.45,en=0.2", "kk=0.2,ru=0.45,en=0.35", "kk=0.2,ru=0.4,en=0.4",
+                 "kk=0.25,ru=0.4,en=0.35")
 DEFAULT_VOCABS = (16000, 32000, 48000, 64000)
 EVAL_LANGS = ("kk", "ru", "en")
 # issue 2 targets (measured on devtest; drawn as dotted lines on the dev charts for orientation)
@@ -36,7 +36,7 @@ class SweepConfig:
     inputs: list[str] = dataclasses.field(default_factory=lambda: ["data/sample"])
     mixes: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_MIXES))
     vocab_sizes: list[int] = dataclasses.field(default_factory=lambda: list(DEFAULT_VOCABS))
-    pattern: str = "qwen2"
+    pattern: str = "llama3"
     min_frequency: int = 2
     max_bytes: int | None = None
     balance: str = "upsample"

@@ -41,7 +41,7 @@ class TokenizerTrainConfig:
     inputs: list[str] = dataclasses.field(default_factory=lambda: ["data/sample"])
     vocab_size: int = 64000        # recommended (docs/tokenizer_sweep.md); the tiny recipe uses less
     mix: str = DEFAULT_MIX
-    pattern: str = "qwen2"
+    pattern: str = "llama3"       # numbers in groups of up to 3 digits: fewer tokens, same in all languages
     min_frequency: int = 2
     max_bytes: int | None = None   # cap on the total training bytes (None: as much as the mixture allows)
     morph: bool = False
@@ -60,7 +60,7 @@ class TokenizerTrainConfig:
             raise QazlmError(f"min_frequency {self.min_frequency}: must be >= 1")
 
 
-def pre_tokenizer(pattern: str = "qwen2", morph: bool = False):
+def pre_tokenizer(pattern: str = "llama3", morph: bool = False):
     from tokenizers import Regex, pre_tokenizers
 
     steps = [pre_tokenizers.Split(Regex(PATTERNS[pattern]), behavior="isolated", invert=False),
@@ -70,7 +70,7 @@ def pre_tokenizer(pattern: str = "qwen2", morph: bool = False):
     return pre_tokenizers.Sequence(steps)
 
 
-def new_tokenizer(pattern: str = "qwen2", morph: bool = False):
+def new_tokenizer(pattern: str = "llama3", morph: bool = False):
     from tokenizers import Tokenizer, decoders, models
 
     tok = Tokenizer(models.BPE())

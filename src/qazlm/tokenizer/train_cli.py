@@ -18,8 +18,9 @@ SWEEP_EPILOG = """examples:
 def _add_common(p) -> None:
     p.add_argument("inputs", nargs="+", help="text files/folders (txt, jsonl, gz); language from a kk/ru/en "
                                              "folder name or as lang=path")
-    p.add_argument("--pattern", default="qwen2", choices=["qwen2", "llama3"],
-                   help="pre-tokenizer split regex (both native in llama.cpp; qwen2 splits digits one by one)")
+    p.add_argument("--pattern", default="llama3", choices=["llama3", "qwen2"],
+                   help="pre-tokenizer split regex, both native in llama.cpp: llama3 groups up to 3 digits, "
+                        "qwen2 splits digits one by one")
     p.add_argument("--min-frequency", type=int, default=2, help="minimum pair count for a merge")
     p.add_argument("--max-bytes", type=int, default=None, help="cap on total training bytes")
     p.add_argument("--balance", default="upsample", choices=["upsample", "downsample"],
