@@ -1,4 +1,4 @@
-"""The model: shapes, init, KV cache == full forward, left-padded batches, presets and parameter counts."""
+"""The model: shapes, init, fused decoder + KV cache == full forward, left-padded batches, presets and parameter counts."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ import torch
 from qazlm.errors import QazlmError
 from qazlm.model.flops import flops_per_token, param_counts
 from qazlm.model.io import load_model_folder, save_model_folder
-from qazlm.model.kv_cache import KVCache
+from qazlm.model.decode import Decoder
 from qazlm.model.presets import PRESETS, preset
 from qazlm.model.transformer import build_model
 
@@ -33,29 +33,35 @@ def test_loss_near_uniform_at_init(model):
 
 
 @torch.no_grad()
-def test_kv_cache_incremental_equals_full(model):
+def test_decoder_incremental_equals_full_forward(model):
+    """Prefill + one token at a time through the fused Decoder == the training forward's logits."""
     x = torch.randint(0, 500, (2, 20), generator=torch.Generator().manual_seed(0))
     full = model(x)
-    cache = KVCache(2, 32, model.cfg)
-    steps = [model(x[:, :12], kv_cache=cache)] + [model(x[:, t:t + 1], kv_cache=cache) for t in range(12, 20)]
-    assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
+    dec = Decoder.for_model(model)
+    cache = dec.new_cache(2, 32)
+    steps = [dec(x[:, :12], cache)] + [dec(x[:, t:t + 1], cache) for t in range(12, 20)]
+    assert torch.allclose(torch.stack(steps, 1), full[:, 11:], atol=1e-5)
+    assert Decoder.for_model(model) is dec  # cached while the weights are unchanged...
+    model.norm.weight.add_(0.0)
+    assert Decoder.for_model(model) is not dec  # ...and rebuilt after an in-place update
 
 
 @torch.no_grad()
-def test_left_padded_batch_equals_single(model):
+def test_decoder_left_padded_batch_equals_single(model):
     a = torch.randint(1, 500, (1, 10), generator=torch.Generator().manual_seed(2))
     b = torch.randint(1, 500, (1, 6), generator=torch.Generator().manual_seed(3))
     batch = torch.cat([a, torch.cat([torch.zeros(1, 4, dtype=torch.long), b], 1)])
     mask = torch.ones_like(batch)
     mask[1, :4] = 0
-    cache = KVCache(2, 16, model.cfg)
-    out = model(batch, kv_cache=cache, attention_mask=mask)
+    dec = Decoder.for_model(model)
+    cache = dec.new_cache(2, 16)
+    out = dec(batch, cache, mask)
     nxt = torch.tensor([[7], [9]])
-    mask2 = torch.cat([mask, torch.ones(2, 1, dtype=torch.long)], 1)
-    step = model(nxt, kv_cache=cache, attention_mask=mask2)
-    assert torch.allclose(out[0], model(a)[0], atol=1e-5)
-    assert torch.allclose(out[1, 4:], model(b)[0], atol=1e-5)
-    assert torch.allclose(step[1, 0], model(torch.cat([b, nxt[1:]], 1))[0, -1], atol=1e-5)
+    step = dec(nxt, cache, torch.cat([mask, torch.ones(2, 1, dtype=torch.long)], 1))
+    assert torch.allclose(out[0], model(a)[0, -1], atol=1e-5)
+    assert torch.allclose(out[1], model(b)[0, -1], atol=1e-5)
+    assert torch.allclose(step[1], model(torch.cat([b, nxt[1:]], 1))[0, -1], atol=1e-5)
+    assert torch.allclose(step[0], model(torch.cat([a, nxt[:1]], 1))[0, -1], atol=1e-5)
     assert torch.isfinite(out).all()
 
 

@@ -1,8 +1,8 @@
 """Text generation with a KV cache for our Transformer and for Hugging Face causal LMs.
 
-Why our own loop instead of `transformers.generate`: it works on our checkpoints directly (preallocated
-`qazlm.model.kv_cache.KVCache`, no export), and its per-token Python overhead is small (one forward call,
-a few tensor ops, no per-step re-tokenization). For greedy decoding it returns exactly what
+Why our own loop instead of `transformers.generate`: it works on our checkpoints directly (no export),
+through `qazlm.model.decode.Decoder` (fused weights, preallocated KV cache, ~19 kernels per layer), and
+its per-token Python overhead is small (one decoder call, a few tensor ops, no per-step re-tokenization). For greedy decoding it returns exactly what
 `transformers.generate` returns on the exported model (tested).
 
 Batches of prompts are left-padded; the attention mask marks the padding so each row sees only its own
@@ -44,41 +44,28 @@ def is_hf_model(model) -> bool:
 
 
 class _OurStepper:
-    """Incremental decoding for qazlm's Transformer: preallocated KVCache, attention mask for left padding."""
+    """Incremental decoding for qazlm's Transformer through `qazlm.model.decode.Decoder` (fused weights,
+    preallocated KV cache); the attention mask is used only when the batch has left padding."""
 
     def __init__(self, model, batch: int, max_len: int, device):
         import torch
 
-        from qazlm.model.kv_cache import KVCache
+        from qazlm.model.decode import Decoder
 
-        dtype = next(model.parameters()).dtype
-        self.model = model
-        self.cache = KVCache(batch, max_len, model.cfg, device, dtype)
+        self.decoder = Decoder.for_model(model)
+        self.cache = self.decoder.new_cache(batch, max_len)
         self.mask = torch.zeros(batch, max_len, dtype=torch.long, device=device)
         self.length = 0
         self.padded = None  # no left padding in the batch: skip the mask entirely (cheaper attention)
-
-    @staticmethod
-    def _last_position(module, inputs, output):
-        """Forward hook on the final norm: only the last position goes through the output head (the prompt's
-        other [T-1, vocab] logits are never used; HF's `logits_to_keep=1` does the same)."""
-        return output[:, -1:, :]
 
     def __call__(self, ids, mask_new):
         t = ids.shape[1]
         if self.padded is None:
             self.padded = not bool(mask_new.all())
-        self.mask[:, self.length:self.length + t] = mask_new
+        if self.padded:
+            self.mask[:, self.length:self.length + t] = mask_new
         self.length += t
-        mask = self.mask[:, :self.length] if self.padded else None
-        hook = self.model.norm.register_forward_hook(self._last_position) if t > 1 and hasattr(self.model, "norm") \
-            else None
-        try:
-            logits = self.model(ids, kv_cache=self.cache, attention_mask=mask)
-        finally:
-            if hook is not None:
-                hook.remove()
-        return logits[:, -1, :]
+        return self.decoder(ids, self.cache, self.mask[:, :self.length] if self.padded else None)
 
 
 class _HFStepper:

@@ -10,7 +10,7 @@ from qazlm.model.config import ModelConfig
 class KVCache:
     """Keys/values of past positions: [batch, n_kv_heads, max_len, head_dim] per layer.
 
-    The model writes the new positions of every layer, then advances `length` once per forward.
+    `qazlm.model.decode.Decoder` writes the new positions of every layer, then advances `length` once per forward.
     """
 
     def __init__(self, batch: int, max_len: int, cfg: ModelConfig, device="cpu", dtype=torch.float32):
@@ -31,11 +31,3 @@ class KVCache:
 
     def advance(self, n: int) -> None:
         self.length += n
-
-    def reorder(self, index: torch.Tensor) -> None:
-        """Keep only the batch rows in `index` (e.g. drop finished sequences)."""
-        self.k = self.k[:, index]
-        self.v = self.v[:, index]
-
-    def reset(self) -> None:
-        self.length = 0

@@ -3,6 +3,9 @@
 Module names are those of transformers' Qwen3ForCausalLM (minus the `model.` prefix), so export is a
 rename-free copy of the state dict and a parity test can compare logits directly.
 
+Training and scoring use this module's forward (whole sequences, causal); generation goes through
+`qazlm.model.decode.Decoder`, a fused-weight copy with a KV cache.
+
 Build big models on the meta device and materialise them where they will live:
 
     with torch.device("meta"):
@@ -20,7 +23,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from qazlm.model.config import ModelConfig
-from qazlm.model.kv_cache import KVCache
 
 
 class RMSNorm(nn.Module):
@@ -57,9 +59,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig, layer_idx: int):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.layer_idx = layer_idx
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         self.q_proj = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=False)
         self.k_proj = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=False)
@@ -68,22 +69,14 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_eps) if cfg.qk_norm else nn.Identity()
         self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_eps) if cfg.qk_norm else nn.Identity()
 
-    def forward(self, x, cos, sin, kv_cache: KVCache | None = None, mask: torch.Tensor | None = None):
+    def forward(self, x, cos, sin):
         B, T, _ = x.shape
         q = self.q_norm(self.q_proj(x).view(B, T, self.n_heads, self.head_dim)).transpose(1, 2)
         k = self.k_norm(self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)).transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if kv_cache is not None:
-            k, v = kv_cache.update(self.layer_idx, k, v)
-        if mask is None:  # training/prefill (causal), or one new token that sees every cached key: no mask,
-            # SDPA's native GQA without expanded copies of k/v (as transformers)
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=self.n_kv_heads != self.n_heads)
-        else:  # masked GQA falls back to the math kernel on CUDA: expand k/v once instead
-            if self.n_kv_heads != self.n_heads:
-                rep = self.n_heads // self.n_kv_heads
-                k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        # SDPA's native GQA: no expanded copies of k/v (as transformers)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_kv_heads != self.n_heads)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -101,15 +94,15 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig, layer_idx: int):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.input_layernorm = RMSNorm(cfg.d_model, cfg.rms_eps)
-        self.self_attn = Attention(cfg, layer_idx)
+        self.self_attn = Attention(cfg)
         self.post_attention_layernorm = RMSNorm(cfg.d_model, cfg.rms_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, kv_cache=None, mask=None):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, kv_cache, mask)
+    def forward(self, x, cos, sin):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -118,7 +111,7 @@ class Transformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model, cfg.rms_eps)
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         cos, sin = rope_tables(cfg)
@@ -145,51 +138,21 @@ class Transformer(nn.Module):
     def output_weight(self) -> torch.Tensor:
         return self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
 
-    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None, *,
-                kv_cache: KVCache | None = None, attention_mask: torch.Tensor | None = None):
-        """Logits [B, T, V] (float32), or the mean cross-entropy when `targets` is given (-100 = ignore).
-
-        `attention_mask` [B, S_past + T] (1 = token, 0 = left padding) enables batched generation; positions
-        then count real tokens only, as in transformers.
-        """
-        B, T = input_ids.shape
-        past = kv_cache.length if kv_cache is not None else 0
-        if attention_mask is not None:
-            positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:past + T]
-        else:
-            positions = torch.arange(past, past + T, device=input_ids.device).unsqueeze(0)
-        cos, sin = self.rope_cos[positions], self.rope_sin[positions]
-        mask = self._attention_mask(attention_mask, past, T, input_ids.device)
+    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None):
+        """Logits [B, T, V] (float32), or the mean cross-entropy when `targets` is given (-100 = ignore)."""
+        T = input_ids.shape[1]
+        cos, sin = self.rope_cos[:T].unsqueeze(0), self.rope_sin[:T].unsqueeze(0)
         x = self.embed_tokens(input_ids)
         for layer in self.layers:
             if self.activation_checkpointing and self.training:
-                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, None, mask, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, use_reentrant=False)
             else:
-                x = layer(x, cos, sin, kv_cache, mask)
-        if kv_cache is not None:
-            kv_cache.advance(T)
+                x = layer(x, cos, sin)
         x = self.norm(x)
         logits = F.linear(x, self.output_weight())
         if targets is None:
             return logits.float()
         return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
-
-    @staticmethod
-    def _attention_mask(attention_mask, past: int, T: int, device) -> torch.Tensor | None:
-        """None (plain causal, or a single new token without padding: the fast paths) or a boolean
-        [B, 1, T, past+T] mask for cache/padding.
-
-        Every position may attend to itself, so rows of left padding stay finite (no NaN leaks into v).
-        """
-        if attention_mask is None and (past == 0 or T == 1):
-            return None
-        S = past + T
-        q_pos = torch.arange(past, S, device=device).unsqueeze(1)
-        k_pos = torch.arange(S, device=device).unsqueeze(0)
-        allowed = (k_pos <= q_pos).unsqueeze(0)  # [1, T, S]
-        if attention_mask is not None:
-            allowed = (allowed & attention_mask[:, None, :S].bool()) | (k_pos == q_pos)
-        return allowed.unsqueeze(1)
 
     def num_params(self, non_embedding: bool = False) -> int:
         """All parameters, or those outside the token embedding and (untied) output head."""
