@@ -1,10 +1,12 @@
-"""Generation speed on CPU: `qazlm.eval.generation` (our Transformer + preallocated KVCache) vs
+"""Generation speed on CPU: `qazlm.eval.generation` (our fused `Decoder` + preallocated KV cache) vs
 `transformers.generate` on the SAME weights exported with `qazlm.model.hf.export_hf`, same run.
 
-Greedy decoding, a random `small`-preset model, fixed prompt and output lengths (no early EOS).
-Target: ours >= 1.5x the tokens/s of transformers. Prints a table; the last line is one JSON object.
+Greedy decoding, a random `small`-preset model, fixed prompt and output lengths (no early EOS), each
+batch size at torch's default thread count (all cores) and at 1 thread. Target: ours >= 1.5x the
+tokens/s of transformers at the default thread count; the JSON also says whether every row meets it.
+Prints a table; the last line is one JSON object.
 
-    python benchmarks/bench_generate.py [--preset small] [--new-tokens 48] [--repeats 3] [--threads 1]
+    python benchmarks/bench_generate.py [--preset small] [--new-tokens 48] [--repeats 5] [--threads 1,2]
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ TARGET = 1.5
 
 def build(preset_name: str, vocab: int, folder: Path):
     import torch
+
     from transformers import AutoModelForCausalLM
 
     from qazlm.model.hf import export_hf
@@ -66,19 +69,22 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=32)
     ap.add_argument("--new-tokens", type=int, default=48)
     ap.add_argument("--batches", default="1,4", help="batch sizes to measure")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared CPU)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", default=None, help="torch thread counts to measure (default: 1 and torch's default)")
     args = ap.parse_args()
 
     import torch
 
-    torch.set_num_threads(args.threads)
+    default_threads = torch.get_num_threads()  # intra-op threads = cores: what both tools use unless told
+    args.threads = args.threads or f"1,{default_threads}"
     with tempfile.TemporaryDirectory() as tmp:
         ours, ref = build(args.preset, args.vocab, Path(tmp))
     n_params = sum(p.numel() for p in ours.parameters())
     rows, figures = [], {}
     g = torch.Generator().manual_seed(0)
-    for batch in (int(b) for b in args.batches.split(",")):
+    configs = [(int(t), int(b)) for t in dict.fromkeys(args.threads.split(",")) for b in args.batches.split(",")]
+    for threads, batch in configs:
+        torch.set_num_threads(threads)
         prompts = torch.randint(5, args.vocab, (batch, args.prompt_tokens), generator=g).tolist()
         time_ours(ours, prompts, 4)  # warm-up both (allocator, kernels)
         time_hf(ref, prompts, 4)
@@ -91,18 +97,22 @@ def main() -> None:
             same &= a == b
         toks = batch * args.new_tokens
         ours_tps, hf_tps = toks / statistics.median(t_ours), toks / statistics.median(t_hf)
-        rows.append((batch, ours_tps, hf_tps, ours_tps / hf_tps, same))
-        figures[f"batch{batch}"] = {"ours_tok_s": round(ours_tps, 1), "transformers_tok_s": round(hf_tps, 1),
+        rows.append((threads, batch, ours_tps, hf_tps, ours_tps / hf_tps, same))
+        figures[f"threads{threads}_batch{batch}"] = {"ours_tok_s": round(ours_tps, 1), "transformers_tok_s": round(hf_tps, 1),
                                     "speedup": round(ours_tps / hf_tps, 3), "identical_greedy_output": same}
     print(f"generate: preset={args.preset} ({n_params / 1e6:.1f}M params, vocab {args.vocab}), prompt "
-          f"{args.prompt_tokens} + {args.new_tokens} new tokens, greedy, {args.threads} threads, median of "
-          f"{args.repeats} (measured under CPU contention)")
-    print(f"{'batch':>5} | {'qazlm tok/s':>11} | {'transformers tok/s':>18} | {'speedup':>7} | identical")
-    for batch, a, b, r, same in rows:
-        print(f"{batch:>5} | {a:>11.1f} | {b:>18.1f} | {r:>6.2f}x | {same}")
-    speedup = rows[0][3]
+          f"{args.prompt_tokens} + {args.new_tokens} new tokens, greedy, median of {args.repeats}")
+    print(f"{'threads':>7} | {'batch':>5} | {'qazlm tok/s':>11} | {'transformers tok/s':>18} | {'speedup':>7} | identical")
+    for threads, batch, a, b, r, same in rows:
+        print(f"{threads:>7} | {batch:>5} | {a:>11.1f} | {b:>18.1f} | {r:>6.2f}x | {same}")
+    identical = all(r[5] for r in rows)
+    default = [r[4] for r in rows if r[0] == default_threads] or [r[4] for r in rows]
+    worst = min(r[4] for r in rows)
     print(json.dumps({"bench": "generate", "preset": args.preset, "params": n_params, **figures,
-                      "target_speedup": TARGET, "target_met": bool(speedup >= TARGET and all(r[4] for r in rows))}))
+                      "min_speedup": round(worst, 3), "target_speedup": TARGET, "identical_greedy_output": identical,
+                      # both tools at torch's default thread count (all cores): what a user runs
+                      "target_met_default_threads": bool(min(default) >= TARGET and identical),
+                      "target_met_every_row": bool(worst >= TARGET and identical)}))
 
 
 if __name__ == "__main__":
