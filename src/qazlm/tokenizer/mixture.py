@@ -22,7 +22,7 @@ from qazlm.errors import QazlmError
 from qazlm.io import expand_inputs, iter_lines
 from qazlm.paths import LANGS
 
-DEFAULT_MIX = "kk=0.2,ru=0.45,en=0.35"  # the sweep's recommendation (docs/tokenizer_sweep.md)
+DEFAULT_MIX = "kk=0.35,ru=0.5,en=0.15"  # the sweep's recommendation (docs/tokenizer_sweep.md)
 
 
 def parse_mix(spec: str | dict[str, float]) -> dict[str, float]:

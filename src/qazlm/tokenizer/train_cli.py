@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from qazlm.errors import QazlmError
+
 TRAIN_EPILOG = """examples:
   qazlm tokenizer train data/sample --vocab-size 32000 --mix kk=0.4,ru=0.3,en=0.3 -o runs/tok
   qazlm tokenizer train kk=my_kazakh.jsonl.gz ru=ru_texts/ en=en.txt --vocab-size 48000 -o runs/tok48k
@@ -46,8 +48,13 @@ def _cmd_sweep(args) -> int:
     cfg = SweepConfig(inputs=list(args.inputs), mixes=list(args.mixes), vocab_sizes=list(args.vocab_sizes),
                       pattern=args.pattern, min_frequency=args.min_frequency, max_bytes=args.max_bytes,
                       balance=args.balance, morph_variant=args.morph_variant, workers=args.workers, split=args.split,
-                      recommend_vocab=args.recommend_vocab,
-                      max_en_loss=args.max_en_loss, truncate=not args.no_truncate)
+                      recommend_vocab=args.recommend_vocab, truncate=not args.no_truncate)
+    for spec in args.target or ():
+        key, _, value = spec.partition("=")
+        try:
+            cfg.targets[key.strip()] = float(value)
+        except ValueError:
+            raise QazlmError(f"--target {spec!r}: expected METRIC=NUMBER, e.g. fertility_en=1.45") from None
     run_sweep(cfg, args.output, docs_dir=args.docs, cache_dir=args.cache)
     return 0
 
@@ -75,7 +82,8 @@ def register(tsub) -> None:
                         formatter_class=HelpFormatter,
                         description="Grid of language mixtures x vocab sizes (one training per mixture at the "
                                     "largest vocab, truncated to smaller ones), evaluated on FLORES+ dev; writes a "
-                                    "table, PNG charts and the recommended mixture (lowest worst-case premium).",
+                                    "table, PNG charts and the recommended mixture (the one meeting the "
+                                    "tokens/word and premium targets with the largest margin).",
                         epilog=SWEEP_EPILOG)
     _add_common(s)
     s.add_argument("-o", "--output", default="runs/tokenizer_sweep", help="output folder (results + tokenizers)")
@@ -86,8 +94,9 @@ def register(tsub) -> None:
     s.add_argument("--split", default="dev", choices=["dev", "devtest"],
                    help="FLORES+ split to evaluate (dev: choose; devtest only to report)")
     s.add_argument("--recommend-vocab", type=int, default=None, help="vocab for the recommendation (default: largest)")
-    s.add_argument("--max-en-loss", type=float, default=0.05,
-                   help="recommend only mixtures with English fertility within this fraction of the best (0: off)")
+    s.add_argument("--target", action="append", metavar="METRIC=BOUND",
+                   help="change a target of the recommendation, e.g. premium_ru=1.1 (repeatable; defaults: "
+                        "fertility_kk=1.75, fertility_ru=1.85, fertility_en=1.45, premium_kk=1.0, premium_ru=1.15)")
     s.add_argument("--no-truncate", action="store_true", help="train every grid cell separately (slow)")
     s.add_argument("--docs", default=None, help="also write tokenizer_sweep.md + img/*.png into this docs folder")
     s.add_argument("--cache", default=None, help="cache folder for trained tokenizers (default: OUTPUT/cache)")
