@@ -2,13 +2,13 @@
 
 Why a second forward: training keeps the module layout of transformers' Qwen3 (separate q/k/v and
 gate/up weights, so export is a copy). Decoding one token at a time on a CPU is bound by per-op overhead
-and by how fast the weights stream through the matmuls, not by FLOPs. This path runs over fused weights —
-one q|k|v and one gate|up matmul per layer, q and k normed and rotated together, fused RMSNorm — about 19
-kernels per layer instead of ~47, in a flat loop without module calls. Weights are stored transposed
-([in, out]): BLAS then runs `x @ W` without a transposed operand, ~1.3x faster for a few rows on CPU.
-The element-wise math is the training forward's and transformers' Qwen3 in the same order; only the
-matmul kernels may round differently in the last bit, so greedy output matches `transformers.generate`
-(tested) as closely as two BLAS calls can. The copies cost memory (the q|k|v, gate|up and head weights
+and by how fast the weights stream through the matmuls, not by FLOPs. This path runs over fused weights:
+one q|k|v and one gate|up matmul per layer (4 matmuls instead of 7), q and k normed and rotated together,
+RMSNorm in one call — about 33 kernels per layer instead of ~48, in a flat loop without module calls.
+Weights are stored transposed ([in, out]): BLAS then runs `x @ W` without a transposed operand, ~1.3x
+faster for a few rows on CPU. The element-wise math is the training forward's and transformers' Qwen3 in
+the same order; only the matmul kernels may round differently in the last bit, so greedy output matches
+`transformers.generate` (tested) as closely as two BLAS calls can. The copies cost memory (all matrices
 once more), which is why the training model does not keep them.
 
     dec = Decoder.for_model(model)          # cached on the model until its weights change
