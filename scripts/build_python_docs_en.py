@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import ast
-import gzip
 import re
 import sysconfig
 from pathlib import Path
+
+from qazlm.io import write_gzip_lines
 
 SKIP_PREFIXES = ("test/", "idlelib/", "lib2to3/", "site-packages/", "tkinter/test/", "unittest/test/",
                  "ctypes/test/", "distutils/tests/", "sqlite3/test/", "turtledemo/")
@@ -72,10 +73,7 @@ def main() -> None:
             if text and text not in seen:
                 seen.add(text)
                 kept.append(text)
-    tmp = args.out.with_suffix(".tmp")
-    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
-        f.write(("\n".join(kept) + "\n").encode("utf-8"))
-    tmp.replace(args.out)
+    write_gzip_lines(args.out, kept)
     print(f"{args.out}: {len(kept)} paragraphs, {sum(map(len, kept)) / 1e6:.2f} MB of text")
 
 

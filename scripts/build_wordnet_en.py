@@ -16,9 +16,10 @@ The WordNet database is Debian's `wordnet-base` package (no installation needed)
 from __future__ import annotations
 
 import argparse
-import gzip
 import re
 from pathlib import Path
+
+from qazlm.io import write_gzip_lines
 
 POS_FILES = ("data.noun", "data.verb", "data.adj", "data.adv")
 
@@ -60,10 +61,7 @@ def main() -> None:
                 if text not in seen:
                     seen.add(text)
                     kept.append(text)
-    tmp = args.out.with_suffix(".tmp")
-    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
-        f.write(("\n".join(kept) + "\n").encode("utf-8"))
-    tmp.replace(args.out)
+    write_gzip_lines(args.out, kept)
     print(f"{args.out}: {len(kept)} lines from {index // args.keep_every} synsets, "
           f"{sum(map(len, kept)) / 1e6:.2f} MB of text")
 

@@ -10,7 +10,7 @@ import pytest
 
 from qazlm.config import load_config
 from qazlm.errors import QazlmError
-from qazlm.io import atomic_write, expand_inputs, iter_lines
+from qazlm.io import atomic_write, expand_inputs, iter_lines, write_gzip_lines
 
 
 @dataclasses.dataclass
@@ -62,6 +62,16 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
             raise RuntimeError("killed")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]  # no temp file left
+
+
+def test_write_gzip_lines_is_reproducible(tmp_path):
+    """Bundled data files are rebuilt by scripts: the same lines must give the same bytes (gzip mtime 0)."""
+    a, b = tmp_path / "a" / "x.txt.gz", tmp_path / "b" / "x.txt.gz"
+    write_gzip_lines(a, ["Сәлем, әлем!", "hello"])
+    write_gzip_lines(b, iter(["Сәлем, әлем!", "hello"]))
+    assert a.read_bytes() == b.read_bytes()
+    assert list(iter_lines(a)) == ["Сәлем, әлем!", "hello"]
+    assert [f.name for f in a.parent.iterdir()] == ["x.txt.gz"]  # no temp file left behind
 
 
 def test_iter_lines_errors_name_the_file(tmp_path):

@@ -129,6 +129,15 @@ def write_json(path: str | Path, obj) -> None:
         f.write("\n")
 
 
+def write_gzip_lines(path: str | Path, lines: Iterable[str]) -> None:
+    """One line per item, gzip with mtime 0 (the same text gives the same bytes: reproducible data files)."""
+    import gzip
+
+    with atomic_write(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
+        for line in lines:
+            f.write((line + "\n").encode("utf-8"))
+
+
 def save_png(fig, path: str | Path, dpi: int = 110) -> Path:
     """Write a matplotlib figure atomically (a half-written PNG never replaces a good one) and close it."""
     import matplotlib.pyplot as plt
