@@ -47,6 +47,18 @@ def test_decoder_incremental_equals_full_forward(model):
 
 
 @torch.no_grad()
+def test_decoder_llama_style_untied(model):
+    """No QK-norm, untied head (the `qazlm import hf` Llama case): the decoder still equals the full forward."""
+    llama = build_model(preset("tiny", 500, n_layers=2, max_seq_len=64, qk_norm=False, tie_embeddings=False),
+                        seed=1).eval()
+    x = torch.randint(0, 500, (1, 16), generator=torch.Generator().manual_seed(4))
+    dec = Decoder.for_model(llama)
+    cache = dec.new_cache(1, 16)
+    steps = [dec(x[:, :10], cache)] + [dec(x[:, t:t + 1], cache) for t in range(10, 16)]
+    assert torch.allclose(torch.stack(steps, 1), llama(x)[:, 9:], atol=1e-5)
+
+
+@torch.no_grad()
 def test_decoder_left_padded_batch_equals_single(model):
     a = torch.randint(1, 500, (1, 10), generator=torch.Generator().manual_seed(2))
     b = torch.randint(1, 500, (1, 6), generator=torch.Generator().manual_seed(3))
