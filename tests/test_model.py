@@ -44,6 +44,8 @@ def test_decoder_incremental_equals_full_forward(model):
     assert Decoder.for_model(model) is dec  # cached while the weights are unchanged...
     model.norm.weight.add_(0.0)
     assert Decoder.for_model(model) is not dec  # ...and rebuilt after an in-place update
+    Decoder.release(model)
+    assert "_qazlm_decoder" not in model.__dict__  # a training loop frees the copies after sampling
 
 
 @torch.no_grad()

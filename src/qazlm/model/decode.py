@@ -73,6 +73,11 @@ class Decoder:
             object.__setattr__(model, "_qazlm_decoder", cached)  # not a submodule: no state-dict entry
         return cached[1]
 
+    @staticmethod
+    def release(model) -> None:
+        """Drop the cached Decoder (its weight copies): a training loop that samples between steps calls this."""
+        model.__dict__.pop("_qazlm_decoder", None)
+
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         return KVCache(batch, max_len, self.cfg, self.device, self.dtype)
 

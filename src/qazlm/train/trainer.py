@@ -218,12 +218,16 @@ def train(cfg: PretrainConfig, log=print) -> Path | None:
                 if info.is_main and not (cfg.parallel == "fsdp" and info.enabled):
                     from qazlm.eval.generation import generate
 
+                    from qazlm.model.decode import Decoder
+
                     try:
                         outs = generate(raw, tokenizer, list(SAMPLE_PROMPTS.values()),
                                         max_new_tokens=cfg.sample_tokens, repetition_penalty=1.3, device=device)
                     except Exception as e:  # noqa: BLE001 - a sampling bug must not kill a long run
                         say(f"  samples skipped ({type(e).__name__}: {e})")
                         outs = []
+                    finally:
+                        Decoder.release(raw)  # the next step changes the weights: keep no stale copy in memory
                     for (lang, prompt), text in zip(SAMPLE_PROMPTS.items(), outs):
                         rec[f"sample/{lang}"] = prompt + text
         finally:
