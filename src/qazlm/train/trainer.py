@@ -217,7 +217,6 @@ def train(cfg: PretrainConfig, log=print) -> Path | None:
             if final or (cfg.sample_every and step % cfg.sample_every == 0):
                 if info.is_main and not (cfg.parallel == "fsdp" and info.enabled):
                     from qazlm.eval.generation import generate
-
                     from qazlm.model.decode import Decoder
 
                     try:
