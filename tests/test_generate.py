@@ -153,3 +153,18 @@ def test_generate_cli(hf, capsys):
     assert capsys.readouterr().out.startswith(">>> The cat\n")
     assert main(["generate", path + "_missing", "x"]) == 2
     assert "model folder not found" in capsys.readouterr().err
+
+
+def test_argmax_rows_equals_torch_argmax_with_ties_and_nan():
+    import torch
+
+    from qazlm.eval.generation import argmax_rows
+
+    g = torch.Generator().manual_seed(0)
+    for V in (32000, 640, 1000, 7):  # blocks of 256, of 128, then plain argmax
+        x = torch.randn(5, V, generator=g)
+        x[1, V // 3] = x[1, V - 1] = 50.0          # tie: the first index wins
+        x[2, :] = 1.0                               # all equal
+        x[3, V // 2] = float("nan")                 # NaN counts as the maximum, as in torch.argmax
+        x[4, V - 1] = 99.0                          # maximum in the last block
+        assert torch.equal(argmax_rows(x), x.argmax(-1)), V

@@ -41,6 +41,9 @@ def test_decoder_incremental_equals_full_forward(model):
     cache = dec.new_cache(2, 32)
     steps = [dec(x[:, :12], cache)] + [dec(x[:, t:t + 1], cache) for t in range(12, 20)]
     assert torch.allclose(torch.stack(steps, 1), full[:, 11:], atol=1e-5)
+    dec(x[:, :12], cache)  # 32 positions: full
+    with pytest.raises(ValueError, match="KV cache full: 33 positions > max_len 32"):
+        dec(x[:, :1], cache)
     assert Decoder.for_model(model) is dec  # cached while the weights are unchanged...
     model.norm.weight.add_(0.0)
     assert Decoder.for_model(model) is not dec  # ...and rebuilt after an in-place update

@@ -4,12 +4,14 @@ Why a second forward: training keeps the module layout of transformers' Qwen3 (s
 gate/up weights, so export is a copy). Decoding one token at a time on a CPU is bound by per-op overhead
 and by how fast the weights stream through the matmuls, not by FLOPs. This path runs over fused weights:
 one q|k|v and one gate|up matmul per layer (4 matmuls instead of 7), q and k normed and rotated together,
-RMSNorm in one call — about 33 kernels per layer instead of ~48, in a flat loop without module calls.
-Weights are stored transposed ([in, out]): BLAS then runs `x @ W` without a transposed operand, ~1.3x
-faster for a few rows on CPU. The element-wise math is the training forward's and transformers' Qwen3 in
-the same order; only the matmul kernels may round differently in the last bit, so greedy output matches
-`transformers.generate` (tested) as closely as two BLAS calls can. The copies cost memory (all matrices
-once more), which is why the training model does not keep them.
+RMSNorm weights folded into the next matmul's rows (RMSNorm(x) @ W == rms(x) @ (diag(w) W)), residual
+adds folded into the matmul (`addmm`), the KV cache written through per-layer views: ~30 kernels per
+layer instead of ~48, in a flat loop without module calls. Weights are stored transposed ([in, out]):
+BLAS then runs `x @ W` without a transposed operand, ~1.3x faster for a few rows on CPU. The element-wise
+math otherwise follows transformers' Qwen3 in the same order; the folded norm weights and the BLAS
+kernels round differently in the last bit, so greedy output matches `transformers.generate` token for
+token (tested, and checked in every benchmark row) but logits are equal only to ~1e-6. The copies cost
+memory (all matrices once more), which is why the training model does not keep them.
 
     dec = Decoder.for_model(model)          # cached on the model until its weights change
     cache = dec.new_cache(batch, max_len)
@@ -28,11 +30,9 @@ from qazlm.model.kv_cache import KVCache
 
 @dataclass
 class _Layer:
-    ln1: torch.Tensor
     wqkv: torch.Tensor     # [d, (H + 2*KV) * hd]: q, k, v projections side by side (all weights are [in, out])
     qk_norm: torch.Tensor | None  # [H + KV, hd]: q_norm weight per q head, then k_norm weight per kv head
     wo: torch.Tensor
-    ln2: torch.Tensor
     wgu: torch.Tensor      # [d, 2 * ffn]: gate then up
     wdown: torch.Tensor
 
@@ -52,15 +52,16 @@ class Decoder:
                 if cfg.qk_norm:
                     qk_norm = torch.cat([att.q_norm.weight.expand(self.H, -1), att.k_norm.weight.expand(self.KV, -1)])
                 self.layers.append(_Layer(
-                    ln1=block.input_layernorm.weight.detach(),
-                    wqkv=_in_out(att.q_proj.weight, att.k_proj.weight, att.v_proj.weight),
+                    wqkv=_in_out(att.q_proj.weight, att.k_proj.weight, att.v_proj.weight,
+                                 norm=block.input_layernorm.weight),
                     qk_norm=qk_norm, wo=_in_out(att.o_proj.weight),
-                    ln2=block.post_attention_layernorm.weight.detach(),
-                    wgu=_in_out(mlp.gate_proj.weight, mlp.up_proj.weight), wdown=_in_out(mlp.down_proj.weight)))
+                    wgu=_in_out(mlp.gate_proj.weight, mlp.up_proj.weight, norm=block.post_attention_layernorm.weight),
+                    wdown=_in_out(mlp.down_proj.weight)))
             self.embed = model.embed_tokens.weight.detach()
-            self.norm = model.norm.weight.detach()
-            self.head = _in_out(model.output_weight())
-            self.cos, self.sin = model.rope_cos, model.rope_sin
+            self.head = _in_out(model.output_weight(), norm=model.norm.weight)
+            half = self.hd // 2
+            self.cos = model.rope_cos.to(self.embed.dtype)
+            self.sin = torch.cat((-model.rope_sin[:, :half], model.rope_sin[:, half:]), dim=-1).to(self.embed.dtype)
         self.dtype, self.device = self.embed.dtype, self.embed.device
 
     @staticmethod
@@ -88,46 +89,61 @@ class Decoder:
         padding; positions then count real tokens only, as in transformers.
         """
         B, T = ids.shape
-        H, KV, hd, eps, d = self.H, self.KV, self.hd, self.cfg.rms_eps, self.cfg.d_model
+        H, KV, hd, eps = self.H, self.KV, self.hd, self.cfg.rms_eps
         past = cache.length
+        cache.check_room(T)
         if attention_mask is not None:
             positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:past + T]
+            cos, sin = self.cos[positions].unsqueeze(2), self.sin[positions].unsqueeze(2)  # [B, T, 1, hd]
         else:
-            positions = torch.arange(past, past + T, device=ids.device).unsqueeze(0)
+            cos, sin = self.cos[past:past + T, None], self.sin[past:past + T, None]  # [T, 1, hd]
         half = hd // 2
-        cos = self.cos[positions].unsqueeze(1).to(self.dtype)  # [B or 1, 1, T, hd]
-        sin = self.sin[positions].unsqueeze(1).to(self.dtype)
-        sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)  # rotate_half's minus sign, folded in once
         mask = attention_bias(attention_mask, past, T, ids.device)
-        x = F.embedding(ids, self.embed)
-        for i, layer in enumerate(self.layers):
-            h = F.rms_norm(x, (d,), layer.ln1, eps)
-            qkv = (h @ layer.wqkv).view(B, T, H + 2 * KV, hd)
-            qk = qkv[:, :, :H + KV]
-            if layer.qk_norm is not None:
-                qk = F.rms_norm(qk, (hd,), None, eps) * layer.qk_norm
-            qk = qk.transpose(1, 2)  # [B, H + KV, T, hd]
-            qk = qk * cos + torch.cat((qk[..., half:], qk[..., :half]), dim=-1) * sin
-            k, v = cache.update(i, qk[:, H:], qkv[:, :, H + KV:].transpose(1, 2))
-            q = qk[:, :H]
-            if mask is None:  # no padding: prefill is causal, a single new token sees every cached key
-                y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=KV != H)
-            else:  # masked GQA falls back to the math kernel on CUDA: expand k/v once instead
-                if KV != H:
-                    k, v = k.repeat_interleave(H // KV, dim=1), v.repeat_interleave(H // KV, dim=1)
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-            x = x + y.transpose(1, 2).reshape(B, T, H * hd) @ layer.wo
-            h = F.rms_norm(x, (d,), layer.ln2, eps)
-            gate, up = (h @ layer.wgu).chunk(2, dim=-1)
-            x = x + (F.silu(gate) * up) @ layer.wdown
+        x = F.embedding(ids.reshape(-1), self.embed)  # [B*T, d]: 2-D, so residual adds fold into addmm
+        for layer, k_all, v_all in zip(self.layers, cache.k_layers, cache.v_layers):
+            x = _block(x, layer, k_all, v_all, past, cos, sin, mask, B, H, KV, hd, eps)
         cache.advance(T)
-        x = F.rms_norm(x[:, -1], (d,), self.norm, eps)  # only the last position goes through the head
-        return (x @ self.head).float()
+        x = x.view(B, T, -1)[:, -1]  # only the last position goes through the head
+        return (_rms(x, eps) @ self.head).float()
 
 
-def _in_out(*weights: torch.Tensor) -> torch.Tensor:
-    """nn.Linear weights ([out, in]) stacked along `out`, stored as one contiguous [in, sum(out)] matrix."""
-    return torch.cat([w.detach() for w in weights]).t().contiguous()
+def _block(x, layer: _Layer, k_all, v_all, past: int, cos, sin, mask, B: int, H: int, KV: int, hd: int,
+           eps: float) -> torch.Tensor:
+    """One transformer block on x [B*T, d]; writes this step's k/v into the layer's cache at `past`."""
+    T = x.shape[0] // B
+    half = hd // 2
+    qkv = (_rms(x, eps) @ layer.wqkv).view(B, T, H + 2 * KV, hd)
+    qk = qkv[:, :, :H + KV]
+    if layer.qk_norm is not None:
+        qk = _rms(qk, eps) * layer.qk_norm
+    qk = qk * cos + torch.cat((qk[..., half:], qk[..., :half]), dim=-1) * sin
+    qk = qk.transpose(1, 2)  # [B, H + KV, T, hd]
+    k_all[:, :, past:past + T] = qk[:, H:]
+    v_all[:, :, past:past + T] = qkv[:, :, H + KV:].transpose(1, 2)
+    k, v, q = k_all[:, :, :past + T], v_all[:, :, :past + T], qk[:, :H]
+    if mask is None:  # no padding: prefill is causal, a single new token sees every cached key
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=KV != H)
+    else:  # masked GQA falls back to the math kernel on CUDA: expand k/v once instead
+        if KV != H:
+            k, v = k.repeat_interleave(H // KV, dim=1), v.repeat_interleave(H // KV, dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    x = torch.addmm(x, y.transpose(1, 2).reshape(B * T, H * hd), layer.wo)
+    gate, up = (_rms(x, eps) @ layer.wgu).chunk(2, dim=-1)
+    return torch.addmm(x, F.silu(gate) * up, layer.wdown)
+
+
+def _rms(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm without its weight (folded into the next matmul), in transformers' Qwen3 order."""
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+
+
+def _in_out(*weights: torch.Tensor, norm: torch.Tensor | None = None) -> torch.Tensor:
+    """nn.Linear weights ([out, in]) stacked along `out`, stored as one contiguous [in, sum(out)] matrix;
+    `norm`, the weight of the RMSNorm before them, scales the rows (RMSNorm(x) @ W == rms(x) @ (w * W))."""
+    w = torch.cat([w.detach() for w in weights])
+    if norm is not None:
+        w = w * norm.detach()
+    return w.t().contiguous()
 
 
 def attention_bias(attention_mask: torch.Tensor | None, past: int, T: int, device) -> torch.Tensor | None:

@@ -10,24 +10,22 @@ from qazlm.model.config import ModelConfig
 class KVCache:
     """Keys/values of past positions: [batch, n_kv_heads, max_len, head_dim] per layer.
 
-    `qazlm.model.decode.Decoder` writes the new positions of every layer, then advances `length` once per forward.
+    `qazlm.model.decode.Decoder` writes each layer's new positions at `length` (through the per-layer
+    views `k_layers`/`v_layers`, made once: indexing the 5-D tensor every step costs more than the copy),
+    then advances `length` once per forward.
     """
 
     def __init__(self, batch: int, max_len: int, cfg: ModelConfig, device="cpu", dtype=torch.float32):
         shape = (cfg.n_layers, batch, cfg.n_kv_heads, max_len, cfg.head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.k_layers, self.v_layers = self.k.unbind(0), self.v.unbind(0)
         self.max_len = max_len
         self.length = 0
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store this step's k/v ([B, KV, T, hd]) for `layer`; return all keys/values so far."""
-        end = self.length + k.shape[2]
-        if end > self.max_len:
-            raise ValueError(f"KV cache full: {end} positions > max_len {self.max_len}")
-        self.k[layer, :, :, self.length:end] = k
-        self.v[layer, :, :, self.length:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+    def check_room(self, n: int) -> None:
+        if self.length + n > self.max_len:
+            raise ValueError(f"KV cache full: {self.length + n} positions > max_len {self.max_len}")
 
     def advance(self, n: int) -> None:
         self.length += n
