@@ -168,3 +168,46 @@ def test_argmax_rows_equals_torch_argmax_with_ties_and_nan():
         x[3, V // 2] = float("nan")                 # NaN counts as the maximum, as in torch.argmax
         x[4, V - 1] = 99.0                          # maximum in the last block
         assert torch.equal(argmax_rows(x), x.argmax(-1)), V
+
+
+def _fresh_tiny_model(seed=0):
+    from qazlm.model.presets import preset
+    from qazlm.model.transformer import build_model
+
+    return build_model(preset("tiny", 500, n_layers=2, max_seq_len=64), seed=seed).eval()
+
+
+def test_compiled_decode_step_equals_eager():
+    """`compile=True` (inductor, C++ wrapper) gives the eager tokens, unpadded and left-padded batches."""
+    from qazlm.eval.generation import SamplingParams, generate_ids
+    from qazlm.model.decode import Decoder
+
+    model = _fresh_tiny_model()
+    prompts = [[5, 17, 42, 99, 3], [8, 250, 7], [300, 301, 302, 303, 304]]
+    params = SamplingParams(max_new_tokens=8)
+    # batch 1, then 2 without padding (the batch size turns dynamic), then 3 with left padding (the masked path)
+    batches = [prompts[:1], [prompts[0], prompts[2]], prompts]
+    eager = [generate_ids(model, b, params) for b in batches]
+    compiled = [generate_ids(model, b, params, compile=True) for b in batches]
+    assert Decoder.for_model(model)._compiled  # the compiled step ran; it did not fall back to eager
+    assert compiled == eager
+
+
+def test_compile_failure_falls_back_to_eager_with_one_line(monkeypatch, capsys):
+    import torch
+
+    from qazlm.eval.generation import SamplingParams, generate_ids
+
+    def broken_compile(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError("no C++ compiler found\ndetails...")
+        return run
+
+    model = _fresh_tiny_model(seed=1)
+    eager = generate_ids(model, [[5, 17, 42]], SamplingParams(max_new_tokens=5))
+    from qazlm.model.decode import Decoder
+    Decoder.release(model)
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    assert generate_ids(model, [[5, 17, 42]], SamplingParams(max_new_tokens=5), compile=True) == eager
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "compiling the decode step failed (no C++ compiler found)" in err

@@ -18,6 +18,7 @@ GENERATE_EPILOG = """examples:
   qazlm generate runs/tiny/pretrain/final "Қазақстан Республикасы" --max-new-tokens 40
   qazlm generate /models/Qwen3-0.6B "Сәлем! Қалың қалай?" --chat --stream --temperature 0.7 --top-p 0.9
   qazlm generate runs/tiny/pretrain/final --prompts-file prompts.txt --stop "\\n" --json
+  qazlm generate runs/small/pretrain/final --prompts-file prompts.txt --max-new-tokens 512 --compile
 """
 
 
@@ -70,10 +71,13 @@ def _read_prompts(args) -> list[str]:
 
 def _cmd_generate(args) -> int:
     prompts = _read_prompts(args)
-    from qazlm.eval.generation import generate
+    from qazlm.eval.generation import generate, is_hf_model, unwrap
     from qazlm.eval.loading import load_for_eval
 
     loaded = load_for_eval(args.model, device=args.device, tokenizer=args.tokenizer)
+    if args.compile and is_hf_model(unwrap(loaded.model)):
+        raise QazlmError(f"generate: --compile applies to qazlm model folders; {args.model} is a Hugging Face "
+                         "model (drop --compile)")
     stop = [s.encode().decode("unicode_escape") for s in args.stop or []]  # allow "\n" on the command line
     stream = None
     if args.stream and not args.json:
@@ -89,7 +93,8 @@ def _cmd_generate(args) -> int:
         texts = generate(loaded.model, loaded.tokenizer, batch, max_new_tokens=args.max_new_tokens,
                          temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                          repetition_penalty=args.repetition_penalty, stop=stop, stop_token_ids=args.stop_token or [],
-                         seed=args.seed, chat=args.chat, system=args.system, device=args.device, stream=stream)
+                         seed=args.seed, chat=args.chat, system=args.system, device=args.device, stream=stream,
+                         compile=args.compile)
         outputs += texts
         if stream:
             sys.stdout.write("\n")
@@ -153,4 +158,7 @@ def register(sub) -> None:
     g.add_argument("--tokenizer", help="tokenizer folder if the model folder has none")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="cpu")
+    g.add_argument("--compile", action="store_true",
+                   help="compile the decode step (qazlm models): ~1.35x faster per token after a one-off compile "
+                        "of ~30 s (~3 s once cached); for long outputs or many prompts")
     g.set_defaults(func=_cmd_generate)

@@ -48,12 +48,14 @@ class _OurStepper:
     """Incremental decoding for qazlm's Transformer through `qazlm.model.decode.Decoder` (fused weights,
     preallocated KV cache); the attention mask is used only when the batch has left padding."""
 
-    def __init__(self, model, batch: int, max_len: int, device):
+    def __init__(self, model, batch: int, max_len: int, device, compile: bool = False):
         import torch
 
         from qazlm.model.decode import Decoder
 
         self.decoder = Decoder.for_model(model)
+        if compile:
+            self.decoder.compile()
         self.cache = self.decoder.new_cache(batch, max_len)
         self.mask = torch.zeros(batch, max_len, dtype=torch.long, device=device)
         self.length = 0
@@ -99,12 +101,12 @@ class _HFStepper:
         return out.logits[:, -1, :]
 
 
-def make_stepper(model, batch: int, max_len: int, device):
+def make_stepper(model, batch: int, max_len: int, device, compile: bool = False):
     model = unwrap(model)
     if is_hf_model(model):
-        return _HFStepper(model, batch, max_len, device)
+        return _HFStepper(model, batch, max_len, device)  # `compile` applies to our Decoder only
     if hasattr(model, "cfg"):
-        return _OurStepper(model, batch, max_len, device)
+        return _OurStepper(model, batch, max_len, device, compile)
     raise QazlmError(f"generate: unsupported model type {type(model).__name__}; "
                      "pass a qazlm Transformer or a transformers causal LM")
 
@@ -182,9 +184,11 @@ def stop_ids_for(tokenizer, params: SamplingParams) -> list[int]:
 
 def generate_ids(model, prompt_ids: list[list[int]], params: SamplingParams, *, pad_id: int = 0,
                  stop_token_ids: Sequence[int] = (), device: str = "cpu",
-                 on_step: Callable[[list[int], list[int]], bool] | None = None) -> list[list[int]]:
+                 on_step: Callable[[list[int], list[int]], bool] | None = None,
+                 compile: bool = False) -> list[list[int]]:
     """Core loop: new token ids per prompt (stop token excluded). `on_step(rows, tokens)` may return True
-    to finish a row early (used for stop strings and streaming)."""
+    to finish a row early (used for stop strings and streaming). `compile`: see `Decoder.compile` (our
+    models only; worth it for long generations or many calls in one process)."""
     import torch
 
     batch, longest = len(prompt_ids), max(len(p) for p in prompt_ids)
@@ -207,7 +211,7 @@ def generate_ids(model, prompt_ids: list[list[int]], params: SamplingParams, *, 
     seen = ids.clone() if params.repetition_penalty != 1.0 else None
     ones = torch.ones(batch, 1, dtype=torch.long, device=device)
     module = unwrap(model)
-    step = make_stepper(module, batch, max_len, device)
+    step = make_stepper(module, batch, max_len, device, compile)
     was_training = getattr(module, "training", False)
     module.eval()
     try:
@@ -242,7 +246,8 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 128, te
              top_k: int | None = None, top_p: float | None = None, *, repetition_penalty: float = 1.0,
              stop: Sequence[str] = (), stop_token_ids: Sequence[int] = (), seed: int = 0, chat: bool = False,
              system: str | None = None, add_bos: bool = True, device: str = "cpu",
-             max_prompt_tokens: int | None = None, stream: Callable[[int, str], None] | None = None) -> list[str]:
+             max_prompt_tokens: int | None = None, stream: Callable[[int, str], None] | None = None,
+             compile: bool = False) -> list[str]:
     """Generate a continuation for each prompt (the prompt itself is not repeated).
 
     Stops at EOS (and `<|im_end|>`), any `stop_token_ids`, any `stop` string (cut off before it), or after
@@ -285,7 +290,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 128, te
 
     need_hook = bool(params.stop) or stream is not None
     ids = generate_ids(model, prompt_ids, params, pad_id=pad, stop_token_ids=stop_ids_for(tokenizer, params),
-                       device=device, on_step=on_step if need_hook else None)
+                       device=device, on_step=on_step if need_hook else None, compile=compile)
     results = []
     for r, row in enumerate(ids):
         text = tokenizer.decode(row, skip_special_tokens=True)
