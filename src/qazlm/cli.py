@@ -31,10 +31,10 @@ EPILOG = """examples:
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps example blocks as written and shows defaults (unless the help already names one, or it is None)."""
+    """Keeps example blocks as written and shows defaults (unless the help already names one, or it is None/False)."""
 
     def _get_help_string(self, action):
-        if action.default is None or "(default:" in (action.help or ""):
+        if action.default is None or action.default is False or "(default:" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 
