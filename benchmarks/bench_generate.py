@@ -123,9 +123,8 @@ def main() -> None:
     print(f"{'threads':>7} | {'batch':>5} | {'qazlm tok/s':>11} | {'compiled':>8} | {'transformers tok/s':>18} | "
           f"{'speedup':>7} | {'compiled':>8} | identical")
     for threads, batch, a, c, b, r, same in rows:
-        comp = f"{c:>8.1f} | {c / b:>7.2f}x" if c else f"{'-':>8} | {'-':>8}"
-        print(f"{threads:>7} | {batch:>5} | {a:>11.1f} | {comp.split(' | ')[0]} | {b:>18.1f} | {r:>6.2f}x | "
-              f"{comp.split(' | ')[1]} | {same}")
+        comp_tps, comp_ratio = (f"{c:>8.1f}", f"{c / b:>7.2f}x") if c else (f"{'-':>8}", f"{'-':>8}")
+        print(f"{threads:>7} | {batch:>5} | {a:>11.1f} | {comp_tps} | {b:>18.1f} | {r:>6.2f}x | {comp_ratio} | {same}")
     if compile_s is not None:
         print(f"compiled: `generate_ids(..., compile=True)`; its first call, compile included, took {compile_s:.1f} s")
     identical = all(r[6] for r in rows)

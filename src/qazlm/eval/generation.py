@@ -1,7 +1,7 @@
 """Text generation with a KV cache for our Transformer and for Hugging Face causal LMs.
 
 Why our own loop instead of `transformers.generate`: it works on our checkpoints directly (no export),
-through `qazlm.model.decode.Decoder` (fused weights, preallocated KV cache, ~33 kernels per layer instead
+through `qazlm.model.decode.Decoder` (fused weights, preallocated KV cache, ~30 kernels per layer instead
 of ~48), and its per-token Python overhead is small (one decoder call, a few tensor ops, no per-step
 re-tokenization). For greedy decoding it returns what `transformers.generate` returns on the exported
 model (tested).

@@ -127,36 +127,30 @@ class Decoder:
         else:
             cos, sin = self.cos[past:past + T, None], self.sin[past:past + T, None]  # [T, 1, hd]
         mask = attention_bias(attention_mask, past, T, ids.device)
+        half = hd // 2
         x = F.embedding(ids.reshape(-1), self.embed)  # [B*T, d]: 2-D, so residual adds fold into addmm
         for layer, k_all, v_all in zip(self.layers, cache.k_layers, cache.v_layers):
-            x = _block(x, layer, k_all, v_all, past, cos, sin, mask, B, T, H, KV, hd, eps)
+            qkv = (_rms(x, eps) @ layer.wqkv).view(B, T, H + 2 * KV, hd)
+            qk = qkv[:, :, :H + KV]
+            if layer.qk_norm is not None:
+                qk = _rms(qk, eps) * layer.qk_norm
+            qk = qk * cos + torch.cat((qk[..., half:], qk[..., :half]), dim=-1) * sin
+            qk = qk.transpose(1, 2)  # [B, H + KV, T, hd]
+            k_all[:, :, past:past + T] = qk[:, H:]  # this step's keys/values into the layer's cache
+            v_all[:, :, past:past + T] = qkv[:, :, H + KV:].transpose(1, 2)
+            k, v, q = k_all[:, :, :past + T], v_all[:, :, :past + T], qk[:, :H]
+            if mask is None:  # no padding: prefill is causal, a single new token sees every cached key
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=KV != H)
+            else:  # masked GQA falls back to the math kernel on CUDA: expand k/v once instead
+                if KV != H:
+                    k, v = k.repeat_interleave(H // KV, dim=1), v.repeat_interleave(H // KV, dim=1)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            x = torch.addmm(x, y.transpose(1, 2).reshape(B * T, H * hd), layer.wo)
+            gate, up = (_rms(x, eps) @ layer.wgu).chunk(2, dim=-1)
+            x = torch.addmm(x, F.silu(gate) * up, layer.wdown)
         cache.advance(T)
         x = x.view(B, T, -1)[:, -1]  # only the last position goes through the head
         return (_rms(x, eps) @ self.head).float()
-
-
-def _block(x, layer: _Layer, k_all, v_all, past: int, cos, sin, mask, B: int, T: int, H: int, KV: int, hd: int,
-           eps: float) -> torch.Tensor:
-    """One transformer block on x [B*T, d]; writes this step's k/v into the layer's cache at `past`."""
-    half = hd // 2
-    qkv = (_rms(x, eps) @ layer.wqkv).view(B, T, H + 2 * KV, hd)
-    qk = qkv[:, :, :H + KV]
-    if layer.qk_norm is not None:
-        qk = _rms(qk, eps) * layer.qk_norm
-    qk = qk * cos + torch.cat((qk[..., half:], qk[..., :half]), dim=-1) * sin
-    qk = qk.transpose(1, 2)  # [B, H + KV, T, hd]
-    k_all[:, :, past:past + T] = qk[:, H:]
-    v_all[:, :, past:past + T] = qkv[:, :, H + KV:].transpose(1, 2)
-    k, v, q = k_all[:, :, :past + T], v_all[:, :, :past + T], qk[:, :H]
-    if mask is None:  # no padding: prefill is causal, a single new token sees every cached key
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=KV != H)
-    else:  # masked GQA falls back to the math kernel on CUDA: expand k/v once instead
-        if KV != H:
-            k, v = k.repeat_interleave(H // KV, dim=1), v.repeat_interleave(H // KV, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    x = torch.addmm(x, y.transpose(1, 2).reshape(B * T, H * hd), layer.wo)
-    gate, up = (_rms(x, eps) @ layer.wgu).chunk(2, dim=-1)
-    return torch.addmm(x, F.silu(gate) * up, layer.wdown)
 
 
 def _rms(x: torch.Tensor, eps: float) -> torch.Tensor:

@@ -17,9 +17,8 @@ class KVCache:
 
     def __init__(self, batch: int, max_len: int, cfg: ModelConfig, device="cpu", dtype=torch.float32):
         shape = (cfg.n_layers, batch, cfg.n_kv_heads, max_len, cfg.head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.k_layers, self.v_layers = self.k.unbind(0), self.v.unbind(0)
+        self.k_layers = torch.zeros(shape, device=device, dtype=dtype).unbind(0)  # one allocation each
+        self.v_layers = torch.zeros(shape, device=device, dtype=dtype).unbind(0)
         self.max_len = max_len
         self.length = 0
 
