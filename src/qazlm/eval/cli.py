@@ -160,5 +160,5 @@ def register(sub) -> None:
     g.add_argument("--device", default="cpu")
     g.add_argument("--compile", action="store_true",
                    help="compile the decode step (qazlm models): ~1.35x faster per token after a one-off compile "
-                        "of ~30 s (~3 s once cached); for long outputs or many prompts")
+                        "of ~30 s (~4 s once cached); for long outputs or many prompts")
     g.set_defaults(func=_cmd_generate)

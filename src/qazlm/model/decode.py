@@ -90,7 +90,7 @@ class Decoder:
 
         The eager step spends ~1 ms per token launching ~250 small kernels between the matmuls; compiled,
         they are fused (`small`, 2 cores: 3.3 -> 2.4 ms per token). The price is a one-off compile of
-        ~30 s on 2 cores (~3 s in later processes: inductor keeps its cache on disk) plus one recompile
+        ~30 s on 2 cores (~4 s in later processes: inductor keeps its cache on disk) plus one recompile
         when the context length first changes. Prompts (several tokens) stay eager. The C++ kernels keep
         the torch thread count they were compiled with, so a call under another count runs eagerly. Needs
         a C++ compiler on CPU; if compiling fails, one line on stderr and the eager step from then on.
