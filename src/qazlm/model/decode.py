@@ -60,6 +60,8 @@ class Decoder:
                     wdown=_in_out(mlp.down_proj.weight)))
             self.embed = model.embed_tokens.weight.detach()
             self.head = _in_out(model.output_weight(), norm=model.norm.weight)
+            # `transformer.apply_rope` with its rotate_half minus sign folded into the sin table (first half
+            # negated): the step then rotates with x * cos + swap_halves(x) * sin, one kernel less per layer
             half = self.hd // 2
             self.cos = model.rope_cos.to(self.embed.dtype)
             self.sin = torch.cat((-model.rope_sin[:, :half], model.rope_sin[:, half:]), dim=-1).to(self.embed.dtype)
