@@ -47,7 +47,7 @@ def test_unknown_key_suggests_the_right_one(tmp_path):
 
 
 def test_wrong_type_and_missing_file(tmp_path):
-    with pytest.raises(QazlmError, match="expected int"):
+    with pytest.raises(QazlmError, match="expected a whole number"):
         load_config(Cfg, overrides=["steps=many"])
     with pytest.raises(QazlmError, match="not found"):
         load_config(Cfg, tmp_path / "nope.toml")
@@ -77,7 +77,7 @@ def test_write_gzip_lines_is_reproducible(tmp_path):
 def test_iter_lines_errors_name_the_file(tmp_path):
     bad_utf8 = tmp_path / "bad.txt"
     bad_utf8.write_bytes(b"ok\n\xff\xfe broken\n")
-    with pytest.raises(QazlmError, match=r"bad.txt: invalid UTF-8"):
+    with pytest.raises(QazlmError, match=r"bad.txt:2: invalid UTF-8"):
         list(iter_lines(bad_utf8))
     bad_json = tmp_path / "bad.jsonl"
     bad_json.write_text('{"text": "a"}\n{"text": \n')
@@ -98,4 +98,4 @@ def test_cli_help_and_one_line_errors(tmp_path):
     bad.write_text("[tokeniser]\nvocab_size = 10\n")
     out = subprocess.run([sys.executable, "-m", "qazlm.cli", "run", str(bad)], capture_output=True, text=True)
     assert out.returncode == 2
-    assert out.stderr.strip().count("\n") == 0 and "unknown table(s) ['tokeniser']" in out.stderr
+    assert out.stderr.strip().count("\n") == 0 and "unknown table [tokeniser]; did you mean [tokenizer]?" in out.stderr

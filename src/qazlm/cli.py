@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
+from pathlib import Path
 
 from qazlm import __version__
 from qazlm.errors import QazlmError
@@ -20,7 +23,8 @@ STAGE_CLIS = (
     "qazlm.data.cli",        # data prepare|report
     "qazlm.train.cli",       # pretrain, plot
     "qazlm.model.cli",       # export hf, import
-    "qazlm.eval.cli",        # eval, generate
+    "qazlm.eval.cli",        # eval
+    "qazlm.infer.cli",       # generate
 )
 
 EPILOG = """examples:
@@ -45,13 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"qazlm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in STAGE_CLIS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:  # stage not built yet
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 
@@ -69,6 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("qazlm: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - a bug: one line for the user, the traceback on request
+        if os.environ.get("QAZLM_DEBUG"):
+            raise
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        print(f"qazlm: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+              f"(at {Path(where.filename).name}:{where.lineno}); this is a bug - rerun with QAZLM_DEBUG=1 "
+              "for the traceback and report it", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

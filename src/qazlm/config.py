@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import tomllib
 import types
 import typing
@@ -74,9 +76,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, bool):
             raise QazlmError(f"{where}: expected a number, got {value!r}")
         try:
-            return tp(float(value)) if tp is int and isinstance(value, str) and "e" in value.lower() else tp(value)
-        except (TypeError, ValueError):
-            raise QazlmError(f"{where}: expected {tp.__name__}, got {value!r}") from None
+            number = float(value) if tp is int and isinstance(value, (str, float)) else tp(value)
+            if tp is int and isinstance(number, float):
+                if not number.is_integer():  # 1e6 is fine; 2.5 or nan for a count is not
+                    raise ValueError
+                number = int(number)
+            return number
+        except (TypeError, ValueError, OverflowError):
+            raise QazlmError(f"{where}: expected {'a whole number' if tp is int else 'a number'}, got {value!r}") from None
     if tp is str:
         return str(value)
     return value
@@ -95,7 +102,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
         kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
     try:
         return cls(**kwargs)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise QazlmError(f"{where}: {e}") from None
 
 
@@ -133,3 +140,33 @@ def load_config(cls: type[T], path: str | Path | None = None, section: str | Non
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+_RULE = re.compile(r"^\s*(>=|<=|>|<)\s*(-?[0-9.e+-]+)\s*$")
+_OPS = {">": lambda v, b: v > b, ">=": lambda v, b: v >= b, "<": lambda v, b: v < b, "<=": lambda v, b: v <= b}
+
+
+def check_value(where: str, value: Any, rules: str) -> None:
+    """One clear error unless `value` is a finite number meeting every comma-separated rule (`"> 0"`,
+    `">= 1, <= 64"`). None passes (optional settings), booleans and NaN/inf never do.
+
+    The single range/NaN check behind every config dataclass and CLI flag."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise QazlmError(f"{where} = {value!r}: expected a finite number ({rules})")
+    for rule in rules.split(","):
+        m = _RULE.match(rule)
+        if m is None:
+            raise ValueError(f"bad rule {rule!r}")
+        if not _OPS[m.group(1)](value, float(m.group(2))):
+            raise QazlmError(f"{where} = {value!r}: must be {rules.replace(',', ' and')}")
+
+
+def check_fields(obj: Any, where: str, rules: dict[str, str]) -> None:
+    """`check_value` for each named field of a config dataclass: `{"lr": "> 0", "workers": ">= 1"}`.
+
+    Call it from the dataclass's `__post_init__`, so a bad value is refused however the config was built
+    (TOML, `--set`, CLI flags or code)."""
+    for name, rule in rules.items():
+        check_value(f"{where}{name}", getattr(obj, name), rule)

@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -16,20 +17,40 @@ from qazlm.errors import QazlmError
 TEXT_SUFFIXES = (".txt", ".jsonl", ".json", ".gz", ".zst", ".tsv")
 
 
-def open_text(path: str | Path):
-    """Open a possibly compressed text file for strict UTF-8 reading (.gz, .zst or plain)."""
+def open_binary(path: str | Path):
+    """Open a possibly compressed file (.gz, .zst or plain) for reading decompressed bytes."""
     path = Path(path)
     if not path.exists():
         raise QazlmError(f"{path}: file not found; check the path")
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="strict")
+        return gzip.open(path, "rb")
     if path.suffix == ".zst":
         try:
             import zstandard
         except ImportError as e:  # pragma: no cover - optional
             raise QazlmError(f"{path}: reading .zst needs `pip install zstandard`") from e
-        return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(open(path, "rb")), encoding="utf-8")
-    return open(path, encoding="utf-8", errors="strict")
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb")))
+    return open(path, "rb")
+
+
+def iter_text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number, line without its newline), decoding each line on its own as strict UTF-8.
+
+    Line by line (not a TextIOWrapper, which decodes 8 KB chunks) so that an encoding error names the exact
+    line. Invalid UTF-8, unreadable gzip and I/O errors raise one QazlmError naming the file.
+    """
+    path = Path(path)
+    lineno = 0
+    try:
+        with open_binary(path) as f:
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    yield lineno, raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as e:
+                    raise QazlmError(f"{path}:{lineno}: invalid UTF-8 (byte {e.start + 1} of the line); "
+                                     "re-encode the file as UTF-8") from None
+    except (OSError, EOFError) as e:
+        raise QazlmError(f"{path}: cannot read after line {lineno} ({e}); is it a valid text/gzip file?") from None
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
@@ -63,59 +84,124 @@ def iter_lines(path: str | Path, text_key: str = "text") -> Iterator[str]:
     """
     path = Path(path)
     jsonl = _is_jsonl(path)
-    lineno = 0
-    try:
-        with open_text(path) as f:
-            for lineno, line in enumerate(f, 1):
-                if jsonl:
-                    if not line.strip():
-                        continue
-                    try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise QazlmError(f"{path}:{lineno}: malformed JSON line ({e.msg}); fix or remove it") from None
-                    text = obj.get(text_key) if isinstance(obj, dict) else None
-                    if not isinstance(text, str):
-                        raise QazlmError(f"{path}:{lineno}: JSON line has no string field {text_key!r}")
-                    if text.strip():
-                        yield text
-                else:
-                    line = line.rstrip("\n")
-                    if line.strip():
-                        yield line
-    except UnicodeDecodeError:
-        raise QazlmError(f"{path}: invalid UTF-8 after line {lineno}; re-encode the file as UTF-8") from None
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        if isinstance(e, QazlmError):
-            raise
-        raise QazlmError(f"{path}: cannot read ({e}); is it a valid text/gzip file?") from None
+    for lineno, line in iter_text_lines(path):
+        if not line.strip():
+            continue
+        if not jsonl:
+            yield line
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise QazlmError(f"{path}:{lineno}: malformed JSON line ({e.msg}); fix or remove it") from None
+        text = obj.get(text_key) if isinstance(obj, dict) else None
+        if not isinstance(text, str):
+            raise QazlmError(f"{path}:{lineno}: JSON line has no string field {text_key!r}")
+        if text.strip():
+            yield text
 
 
 def read_lines(path: str | Path) -> list[str]:
     """All lines of a (small) file, keeping empty lines so parallel files stay aligned."""
+    return [line for _, line in iter_text_lines(path)]
+
+
+# Every temporary file or folder qazlm writes starts with this prefix, so a stage can remove what a killed
+# run left behind (`clean_temp`) without touching anything else in its output folder.
+TMP_PREFIX = ".qazlm-tmp-"
+
+
+def current_umask() -> int:
+    """The process umask (read from /proc where possible: os.umask can only be read by setting it)."""
     try:
-        with open_text(path) as f:
-            return [line.rstrip("\n") for line in f]
-    except UnicodeDecodeError:
-        raise QazlmError(f"{path}: invalid UTF-8; re-encode the file as UTF-8") from None
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _ordinary_mode(path: Path, is_dir: bool) -> None:
+    """mkstemp/mkdtemp create 0600/0700 entries; give them the mode an ordinary write would (umask applied)."""
+    os.chmod(path, (0o777 if is_dir else 0o666) & ~current_umask())
 
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-8"):
-    """Write to a temp file in the same folder, fsync, then rename: a kill never leaves a half file."""
+    """Write to a temp file in the same folder, fsync, then rename: a kill never leaves a half file.
+    The file gets the permissions of an ordinary write (0666 minus the umask), not mkstemp's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        _ordinary_mode(Path(tmp), is_dir=False)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path):
+    """Build a folder under a temp name beside `path`, then swap it into place (replacing an old one).
+
+    Yields the temp folder to fill. A kill leaves either the old folder or the new one (plus, at worst, a
+    `TMP_PREFIX` leftover that `clean_temp` removes); the folder gets ordinary permissions (0777 - umask).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        _ordinary_mode(tmp, is_dir=True)
+        fsync_dir(tmp)
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}old-{path.name}.", dir=path.parent))
+            os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make a rename inside `path` durable (no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def clean_temp(folder: str | Path, recursive: bool = False) -> list[Path]:
+    """Remove the `TMP_PREFIX` files/folders a killed write left in `folder` (call it holding the folder's
+    run lock, so no live writer is using them). Returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = list(folder.rglob(f"{TMP_PREFIX}*") if recursive else folder.glob(f"{TMP_PREFIX}*"))
+    removed = []
+    for p in sorted(found, key=lambda p: len(p.parts)):
+        if not p.exists() and not p.is_symlink():
+            continue  # inside a folder removed just before
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -7,64 +7,23 @@ also run alone with its own subcommand. Stages whose outputs are already complet
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import time
 from pathlib import Path
 
-from qazlm.config import apply_overrides, from_dict, read_toml
-from qazlm.errors import QazlmError
-
-# section name -> module with `run_stage(section: dict, ctx: RunContext) -> None`
-STAGES = {
-    "tokenizer": "qazlm.tokenizer.stage",
-    "data": "qazlm.data.stage",
-    "pretrain": "qazlm.train.stage",
-    "eval": "qazlm.eval.stage",
-}
-
-
-@dataclasses.dataclass
-class RunConfig:
-    name: str = "run"
-    out_dir: str = "runs/run"
-    seed: int = 1337
-
-
-@dataclasses.dataclass
-class RunContext:
-    """What every stage knows: where the run lives and where each stage's artifacts go."""
-
-    run: RunConfig
-    recipe_path: Path
-    force: bool = False
-
-    @property
-    def out_dir(self) -> Path:
-        return Path(self.run.out_dir)
-
-    def stage_dir(self, stage: str) -> Path:
-        return self.out_dir / stage
-
+from qazlm.config import from_dict
+from qazlm.runs import STAGES, RunConfig, RunContext, read_recipe
 
 def run_recipe(path: str | Path, overrides: list[str] | None = None, only: list[str] | None = None,
                force: bool = False) -> RunContext:
-    data = apply_overrides(read_toml(path), overrides)
-    unknown = set(data) - set(STAGES) - {"run"}
-    if unknown:
-        raise QazlmError(f"{path}: unknown table(s) {sorted(unknown)}; valid: run, {', '.join(STAGES)}")
+    data = read_recipe(path, overrides)
     ctx = RunContext(run=from_dict(RunConfig, data.get("run", {}), f"{path}[run]"), recipe_path=Path(path),
                      force=force)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     for stage, module_name in STAGES.items():
         if stage not in data or (only and stage not in only):
             continue
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name == module_name:
-                raise QazlmError(f"{path}: stage [{stage}] is not available in this qazlm version") from None
-            raise
+        module = importlib.import_module(module_name)
         t0 = time.time()
         print(f"\n=== qazlm run: stage '{stage}' -> {ctx.stage_dir(stage)}", flush=True)
         module.run_stage(data[stage], ctx)
