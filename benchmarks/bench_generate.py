@@ -1,4 +1,4 @@
-"""Generation speed on CPU: `qazlm.eval.generation` (our fused `Decoder` + preallocated KV cache) vs
+"""Generation speed on CPU: `qazlm.infer.engine` (our fused `Decoder` + preallocated KV cache) vs
 `transformers.generate` on the SAME weights exported with `qazlm.model.hf.export_hf`, same run.
 
 Greedy decoding, a random `small`-preset model, fixed prompt and output lengths (no early EOS), each
@@ -45,7 +45,7 @@ def build(preset_name: str, vocab: int, folder: Path):
 
 
 def time_ours(model, prompts, new_tokens, compile=False):
-    from qazlm.eval.generation import SamplingParams, generate_ids
+    from qazlm.infer.engine import SamplingParams, generate_ids
 
     t0 = time.perf_counter()
     out = generate_ids(model, prompts, SamplingParams(max_new_tokens=new_tokens), pad_id=0, stop_token_ids=(),

@@ -5,16 +5,16 @@ from __future__ import annotations
 import math
 
 import pytest
-from test_eval_helpers import have_our_model, make_hf_folder, make_our_folder
+from test_eval_helpers import make_hf_folder, make_our_folder
 
 from qazlm.errors import QazlmError
 
 
 @pytest.fixture(scope="module")
 def hf(tmp_path_factory, tiny_tokenizer_dir):
-    from qazlm.eval.loading import load_for_eval
+    from qazlm.infer.loading import load_model
 
-    return load_for_eval(make_hf_folder(tiny_tokenizer_dir, tmp_path_factory.mktemp("hf")))
+    return load_model(make_hf_folder(tiny_tokenizer_dir, tmp_path_factory.mktemp("hf")))
 
 
 def lm_eval_bpb(hf_model, tokenizer, task: str, limit: int, max_len: int) -> float:
@@ -31,7 +31,7 @@ def lm_eval_bpb(hf_model, tokenizer, task: str, limit: int, max_len: int) -> flo
 
 
 def flores(lang: str, n: int) -> list[str]:
-    from qazlm.eval.texts import flores_texts
+    from qazlm.heldout import flores_texts
 
     return flores_texts("devtest", [lang])[f"flores-devtest:{lang}"][:n]
 
@@ -46,22 +46,20 @@ def test_bpb_equals_lm_eval_hf(hf, lang, shared):
 
 
 def bits_per_byte_of(loaded, texts, **kw):
-    from qazlm.eval.bpb import bits_per_byte
+    from qazlm.infer.scoring import bits_per_byte
 
     return bits_per_byte(loaded.model, loaded.tokenizer, texts, batch_size=3, **kw)
 
 
 def test_bpb_our_model_equals_lm_eval_on_export(tiny_tokenizer_dir, tmp_path, shared):
-    if not have_our_model():
-        pytest.skip("qazlm.model is not available yet")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from qazlm.eval.loading import load_for_eval
+    from qazlm.infer.loading import load_model
     from qazlm.model.hf import export_hf
 
     folder = make_our_folder(tiny_tokenizer_dir, tmp_path / "final")
     export_hf(folder, tmp_path / "hf")
-    ours = bits_per_byte_of(load_for_eval(folder), flores("kk", 8), max_len=32)
+    ours = bits_per_byte_of(load_model(folder), flores("kk", 8), max_len=32)
     hf_model = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", local_files_only=True)
     ref = lm_eval_bpb(hf_model, AutoTokenizer.from_pretrained(tmp_path / "hf"), "qazlm_flores_bpb_kk", 8, 32)
     assert ours["bpb"] == pytest.approx(ref, rel=1e-4)
@@ -83,7 +81,7 @@ def test_bpb_by_hand(hf):
 
 
 def test_rolling_windows_predict_every_token_once():
-    from qazlm.eval.bpb import rolling_windows
+    from qazlm.infer.scoring import rolling_windows
 
     ids = list(range(10, 47))
     wins = rolling_windows(ids, 0, 8)
@@ -94,7 +92,7 @@ def test_rolling_windows_predict_every_token_once():
 
 
 def test_bpb_restores_training_mode_and_rejects_empty(hf):
-    from qazlm.eval.bpb import bits_per_byte
+    from qazlm.infer.scoring import bits_per_byte
 
     hf.model.module.train()
     bits_per_byte(hf.model.module, hf.tokenizer, ["сәлем әлем"], max_len=16)
@@ -105,7 +103,7 @@ def test_bpb_restores_training_mode_and_rejects_empty(hf):
 
 
 def test_text_sets_and_bad_files(tmp_path, shared):
-    from qazlm.eval.texts import char_unigram_bpb, load_bpb_sets, unigram_baselines
+    from qazlm.heldout import char_unigram_bpb, load_bpb_sets, unigram_baselines
 
     good = tmp_path / "kk.txt"
     good.write_text("бір\nекі үш\n", encoding="utf-8")
@@ -127,16 +125,3 @@ def test_text_sets_and_bad_files(tmp_path, shared):
         load_bpb_sets([str(tmp_path / "missing.txt")])
     with pytest.raises(QazlmError, match="val/"):
         load_bpb_sets([str(tmp_path)])
-
-
-def test_in_training_hook(hf, shared):
-    from qazlm.eval.hook import InTrainingEval
-
-    hook = InTrainingEval(hf.tokenizer, every=10, max_len=32, texts_by_lang={})
-    assert set(hook.texts_by_lang) == {"kk", "ru", "en"} and len(hook.texts_by_lang["kk"]) == 64
-    hook.texts_by_lang = {k: v[:4] for k, v in hook.texts_by_lang.items()}
-    raw = hf.model.module  # the training loop passes its raw module
-    assert hook.maybe_run(5, raw) is None
-    scores = hook.maybe_run(20, raw)
-    assert set(scores) == {"kk", "ru", "en"} and all(0 < v < 20 for v in scores.values())
-    assert hook.final_tasks(raw, ["kkcopa_kk"], limit=3)["qazlm_kkcopa_kk"]["n"] == 3

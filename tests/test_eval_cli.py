@@ -70,7 +70,7 @@ def test_list_tasks_and_help(capsys):
 def test_stage_writes_report_and_skips_when_done(hf_dir, tmp_path, shared):
     from qazlm.errors import QazlmError
     from qazlm.eval.stage import run_stage
-    from qazlm.pipeline import RunConfig, RunContext
+    from qazlm.runs import RunConfig, RunContext
 
     ctx = RunContext(run=RunConfig(out_dir=str(tmp_path / "run")), recipe_path=tmp_path / "r.toml")
     with pytest.raises(QazlmError, match="run the pretrain stage first"):
@@ -87,12 +87,10 @@ def test_stage_writes_report_and_skips_when_done(hf_dir, tmp_path, shared):
 
 
 def test_stage_on_our_checkpoints_draws_the_curve(tiny_tokenizer_dir, tmp_path, shared):
-    from test_eval_helpers import have_our_model, make_our_folder
+    from test_eval_helpers import make_our_folder
 
-    if not have_our_model():
-        pytest.skip("qazlm.model is not available yet")
     from qazlm.eval.stage import run_stage
-    from qazlm.pipeline import RunConfig, RunContext
+    from qazlm.runs import RunConfig, RunContext
 
     ctx = RunContext(run=RunConfig(out_dir=str(tmp_path / "run")), recipe_path=tmp_path / "r.toml")
     pre = ctx.stage_dir("pretrain")

@@ -12,9 +12,9 @@ from qazlm.errors import QazlmError
 
 @pytest.fixture(scope="module")
 def hf(tmp_path_factory, tiny_tokenizer_dir):
-    from qazlm.eval.loading import load_for_eval
+    from qazlm.infer.loading import load_model
 
-    return load_for_eval(make_hf_folder(tiny_tokenizer_dir, tmp_path_factory.mktemp("hf")))
+    return load_model(make_hf_folder(tiny_tokenizer_dir, tmp_path_factory.mktemp("hf")))
 
 
 def hand_loglik(loaded, context: str, continuation: str) -> tuple[float, bool]:

@@ -48,16 +48,6 @@ def make_our_folder(tokenizer_dir: Path, out: Path, seed: int = 0) -> Path:
     return out
 
 
-def have_our_model() -> bool:
-    try:
-        import qazlm.model.io  # noqa: F401
-        import qazlm.model.kv_cache  # noqa: F401
-        import qazlm.model.transformer  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_eval_helpers import have_our_model, make_hf_folder, make_our_folder
+from test_eval_helpers import make_hf_folder, make_our_folder
 
 from qazlm.errors import QazlmError
 
@@ -12,19 +12,17 @@ PROMPTS = ["Қазақстан Республикасы", "Россия явля
 
 @pytest.fixture(scope="module")
 def hf(tmp_path_factory, tiny_tokenizer_dir):
-    from qazlm.eval.loading import load_for_eval
+    from qazlm.infer.loading import load_model
 
-    return load_for_eval(make_hf_folder(tiny_tokenizer_dir, tmp_path_factory.mktemp("hf")))
+    return load_model(make_hf_folder(tiny_tokenizer_dir, tmp_path_factory.mktemp("hf")))
 
 
 @pytest.fixture(scope="module")
 def ours(tmp_path_factory, tiny_tokenizer_dir):
-    if not have_our_model():
-        pytest.skip("qazlm.model is not available yet")
-    from qazlm.eval.loading import load_for_eval
+    from qazlm.infer.loading import load_model
 
     folder = make_our_folder(tiny_tokenizer_dir, tmp_path_factory.mktemp("ours") / "final")
-    return folder, load_for_eval(folder)
+    return folder, load_model(folder)
 
 
 def hf_greedy(hf_model, tok, prompt_ids, n):
@@ -36,7 +34,7 @@ def hf_greedy(hf_model, tok, prompt_ids, n):
 
 
 def test_greedy_matches_transformers_generate_hf(hf):
-    from qazlm.eval.generation import SamplingParams, encode_prompts, generate_ids
+    from qazlm.infer.engine import SamplingParams, encode_prompts, generate_ids
 
     ids = encode_prompts(hf.tokenizer, PROMPTS)
     got = generate_ids(hf.model, ids, SamplingParams(max_new_tokens=12), pad_id=hf.tokenizer.pad_token_id)
@@ -48,7 +46,7 @@ def test_greedy_matches_transformers_on_exported_model(ours, tmp_path):
     """Our Transformer + KVCache vs transformers.generate on the `export_hf` copy: identical tokens."""
     from transformers import AutoModelForCausalLM
 
-    from qazlm.eval.generation import SamplingParams, encode_prompts, generate_ids
+    from qazlm.infer.engine import SamplingParams, encode_prompts, generate_ids
     from qazlm.model.hf import export_hf
 
     folder, loaded = ours
@@ -63,7 +61,7 @@ def test_greedy_matches_transformers_on_exported_model(ours, tmp_path):
 
 @pytest.mark.parametrize("which", ["hf", "ours"])
 def test_batch_equals_single(which, request):
-    from qazlm.eval.generation import generate
+    from qazlm.infer.engine import generate
 
     loaded = request.getfixturevalue(which)
     loaded = loaded[1] if which == "ours" else loaded
@@ -74,7 +72,7 @@ def test_batch_equals_single(which, request):
 
 
 def test_sampling_is_seeded_and_top_k_1_is_greedy(hf):
-    from qazlm.eval.generation import generate
+    from qazlm.infer.engine import generate
 
     kw = dict(max_new_tokens=12, temperature=1.0)
     a = generate(hf.model, hf.tokenizer, PROMPTS, seed=1, **kw)
@@ -88,7 +86,7 @@ def test_sampling_is_seeded_and_top_k_1_is_greedy(hf):
 def test_pick_next_filters():
     import torch
 
-    from qazlm.eval.generation import SamplingParams, pick_next
+    from qazlm.infer.sampling import SamplingParams, pick_next
 
     logits = torch.tensor([[2.0, 1.0, 0.5, -1.0]])
     seen = torch.tensor([[0]])
@@ -102,7 +100,7 @@ def test_pick_next_filters():
 
 
 def test_repetition_penalty_reduces_repeats(hf):
-    from qazlm.eval.generation import encode_prompts, generate_ids, SamplingParams
+    from qazlm.infer.engine import encode_prompts, generate_ids, SamplingParams
 
     ids = encode_prompts(hf.tokenizer, PROMPTS)
     plain = generate_ids(hf.model, ids, SamplingParams(max_new_tokens=30), pad_id=1)
@@ -112,7 +110,7 @@ def test_repetition_penalty_reduces_repeats(hf):
 
 
 def test_stop_strings_tokens_and_streaming(hf):
-    from qazlm.eval.generation import generate
+    from qazlm.infer.engine import generate
 
     full = generate(hf.model, hf.tokenizer, [PROMPTS[0]], max_new_tokens=20)[0]
     assert len(full) > 6
@@ -128,14 +126,14 @@ def test_stop_strings_tokens_and_streaming(hf):
 
 
 def test_chat_template_fallback_is_chatml(hf):
-    from qazlm.eval.generation import format_chat
+    from qazlm.infer.chat import format_chat
 
     text = format_chat(hf.tokenizer, "Сәлем", system="Сен көмекшісің")
     assert text == "<|im_start|>system\nСен көмекшісің<|im_end|>\n<|im_start|>user\nСәлем<|im_end|>\n<|im_start|>assistant\n"
 
 
 def test_generate_errors(hf):
-    from qazlm.eval.generation import generate
+    from qazlm.infer.engine import generate
 
     with pytest.raises(QazlmError, match="max_new_tokens"):
         generate(hf.model, hf.tokenizer, ["x"], max_new_tokens=0)
@@ -158,7 +156,7 @@ def test_generate_cli(hf, capsys):
 def test_argmax_rows_equals_torch_argmax_with_ties_and_nan():
     import torch
 
-    from qazlm.eval.generation import argmax_rows
+    from qazlm.infer.sampling import argmax_rows
 
     g = torch.Generator().manual_seed(0)
     for V in (32000, 640, 1000, 7):  # blocks of 256, of 128, then plain argmax
@@ -179,7 +177,7 @@ def _fresh_tiny_model(seed=0):
 
 def test_compiled_decode_step_equals_eager():
     """`compile=True` (inductor, C++ wrapper) gives the eager tokens, unpadded and left-padded batches."""
-    from qazlm.eval.generation import SamplingParams, generate_ids
+    from qazlm.infer.engine import SamplingParams, generate_ids
     from qazlm.model.decode import Decoder
 
     model = _fresh_tiny_model()
@@ -196,7 +194,7 @@ def test_compiled_decode_step_equals_eager():
 def test_compile_failure_falls_back_to_eager_with_one_line(monkeypatch, capsys):
     import torch
 
-    from qazlm.eval.generation import SamplingParams, generate_ids
+    from qazlm.infer.engine import SamplingParams, generate_ids
 
     def broken_compile(fn, **kwargs):
         def run(*args):

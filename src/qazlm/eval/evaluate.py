@@ -11,13 +11,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qazlm.config import check_fields
 from qazlm.errors import QazlmError
-
-SAMPLE_PROMPTS = {
-    "kk": ["Қазақстан Республикасы", "Ертеде бір бай болыпты."],
-    "ru": ["Россия является", "Однажды утром я"],
-    "en": ["The capital of Kazakhstan is", "Once upon a time"],
-}
 
 
 @dataclass
@@ -36,6 +31,10 @@ class EvalSettings:
     sample_tokens: int = 48
     device: str = "cpu"
     seed: int = 1234
+
+    def __post_init__(self):
+        check_fields(self, "eval: ", {"bpb_limit": ">= 1", "num_fewshot": ">= 0", "limit": ">= 1", "max_len": ">= 2",
+                                      "batch_size": ">= 1", "samples": ">= 0", "sample_tokens": ">= 1"})
 
 
 def checkpoint_step(path: str | Path) -> int | None:
@@ -64,20 +63,22 @@ def evaluate_model(path: str | Path, s: EvalSettings, texts: dict[str, list[str]
     """All evaluations of one model folder -> {"name", "path", "kind", "step", "bpb", "tasks", "samples"}."""
     import torch
 
-    from qazlm.eval.bpb import bits_per_byte
-    from qazlm.eval.generation import generate
     from qazlm.eval.harness import run_tasks
-    from qazlm.eval.loading import load_for_eval
+    from qazlm.infer.engine import SAMPLE_PROMPTS, generate
+    from qazlm.infer.loading import load_model
+    from qazlm.infer.scoring import bits_per_byte
 
     torch.manual_seed(s.seed)
     if tokenizer is None and fallback_tokenizer and not (Path(path) / "tokenizer.json").exists():
         tokenizer = fallback_tokenizer  # e.g. a checkpoint saved without its tokenizer: use the run's
-    loaded = load_for_eval(path, device=s.device, tokenizer=tokenizer)
+    loaded = load_model(path, device=s.device, tokenizer=tokenizer)
     model, tok = loaded.model, loaded.tokenizer
     max_len = min(s.max_len, model.max_len)
+    if max_len < s.max_len:
+        log(f"  {loaded.name}: scoring windows of {max_len} tokens, the model's context (max_len {s.max_len} asked)")
     n_params = sum(p.numel() for p in model.module.parameters())
     out = {"name": loaded.name, "path": str(path), "kind": model.kind, "step": checkpoint_step(path),
-           "params": n_params, "bpb": {}, "tasks": {}, "samples": {}}
+           "params": n_params, "max_len": max_len, "bpb": {}, "tasks": {}, "samples": {}}
     for name, docs in texts.items():
         t0 = time.time()
         out["bpb"][name] = bits_per_byte(model, tok, docs, max_len=max_len, batch_size=s.batch_size,
@@ -106,10 +107,12 @@ def evaluate_models(paths: list[str | Path], s: EvalSettings, *, tokenizer=None,
     import dataclasses
 
     from qazlm.eval.tasks import TASKS, expand_tasks
-    from qazlm.eval.texts import load_bpb_sets, unigram_baselines
+    from qazlm.heldout import load_bpb_sets, unigram_baselines
 
     if not paths:
         raise QazlmError("eval: no model folders given")
+    if not (s.bpb or s.tasks or s.samples):
+        raise QazlmError("eval: nothing to do (no --bpb sets, no --tasks, --samples 0); ask for at least one")
     texts = load_bpb_sets(s.bpb, s.bpb_limit) if s.bpb else {}
     models = []
     for n, path in enumerate(paths, 1):
@@ -118,6 +121,9 @@ def evaluate_models(paths: list[str | Path], s: EvalSettings, *, tokenizer=None,
         models.append(evaluate_model(path, light, texts, tokenizer=tokenizer, fallback_tokenizer=fallback_tokenizer,
                                      log=log))
     tasks = expand_tasks(s.tasks) if s.tasks else []
+    if not s.samples and not any(m["bpb"] or any("value" in r for r in m["tasks"].values()) for m in models):
+        reasons = "; ".join(f"{t}: {r['skipped']}" for t, r in models[0]["tasks"].items() if "skipped" in r)
+        raise QazlmError(f"eval: no scores produced, every task was skipped ({reasons}); check --data-dir")
     return {"format": "qazlm-eval-v1", "settings": {k: v for k, v in vars(s).items()},
             "baselines": {"unigram_bpb": unigram_baselines(texts),
                           "chance": {t: TASKS[t].chance for t in tasks}},

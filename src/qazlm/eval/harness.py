@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from qazlm.errors import QazlmError
-from qazlm.eval.bpb import logits_of, prefix_token_id, rolling_windows, score_windows
+from qazlm.infer.scoring import prefix_token_id, rolling_windows, score_windows
 from qazlm.eval.tasks import TASK_DIR, TASKS, expand_tasks, missing_data
 
 log = logging.getLogger(__name__)
@@ -58,30 +58,13 @@ def make_lm(model, tokenizer, *, batch_size: int = 8, max_len: int | None = None
             return self.tokenizer.decode(ids, skip_special_tokens=True)
 
         def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):
-            import torch
-
             windows = []
             for _, ctx, cont in requests:
                 if not cont:
                     raise QazlmError("lm-eval task: an empty continuation; check the task's doc_to_choice")
                 whole = (ctx + cont)[-(self._max_len + 1):]
                 windows.append((whole[:-1], cont[-(len(whole) - 1):]))  # over-long: score what fits
-            order = sorted(range(len(windows)), key=lambda i: -len(windows[i][0]))
-            out = [None] * len(windows)
-            with torch.inference_mode():
-                for start in range(0, len(order), self._batch_size):
-                    batch = order[start:start + self._batch_size]
-                    width = max(len(windows[i][0]) for i in batch)
-                    inp = torch.zeros(len(batch), width, dtype=torch.long)
-                    for row, i in enumerate(batch):
-                        inp[row, :len(windows[i][0])] = torch.tensor(windows[i][0])
-                    logp = torch.log_softmax(logits_of(self.model, inp.to(self._device)).float(), dim=-1)
-                    for row, i in enumerate(batch):
-                        n_in, cont = len(windows[i][0]), windows[i][1]
-                        part = logp[row, n_in - len(cont):n_in]
-                        tgt = torch.tensor(cont, device=part.device)
-                        greedy = bool((part.argmax(-1) == tgt).all())
-                        out[i] = (float(part.gather(1, tgt[:, None]).sum()), greedy)
+            out = score_windows(self.model, windows, batch_size=self._batch_size, device=self._device, greedy=True)
             for (key, _, _), res in zip(requests, out):
                 self.cache_hook.add_partial("loglikelihood", key, res)
             return out
@@ -96,12 +79,12 @@ def make_lm(model, tokenizer, *, batch_size: int = 8, max_len: int | None = None
                     owner.append(n)
             scores = score_windows(self.model, windows, batch_size=self._batch_size, device=self._device)
             totals = [0.0] * len(requests)
-            for n, s in zip(owner, scores):
-                totals[n] += s
+            for n, (logprob, _) in zip(owner, scores):
+                totals[n] += logprob
             return totals
 
         def generate_until(self, requests, disable_tqdm: bool = False):
-            from qazlm.eval.generation import generate
+            from qazlm.infer.engine import generate
 
             groups: dict[str, list[int]] = {}
             for n, req in enumerate(requests):

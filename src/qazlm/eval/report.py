@@ -19,9 +19,9 @@ def markdown(result: dict) -> str:
     models, base = result["models"], result["baselines"]
     sets = list(dict.fromkeys(k for m in models for k in m["bpb"]))
     lines = ["# qazlm evaluation", ""]
-    lines += ["| model | kind | params | step |", "|---|---|---:|---:|"]
-    lines += [f"| {m['name']} | {m['kind']} | {m['params'] / 1e6:.2f}M | {m['step'] if m['step'] is not None else '—'} |"
-              for m in models]
+    lines += ["| model | kind | params | step | window (tokens) |", "|---|---|---:|---:|---:|"]
+    lines += [f"| {m['name']} | {m['kind']} | {m['params'] / 1e6:.2f}M | {m['step'] if m['step'] is not None else '—'} "
+              f"| {m.get('max_len', '—')} |" for m in models]
     if sets:
         lines += ["", "## Bits per byte (lower is better)", "",
                   "Total negative log-likelihood over the UTF-8 bytes of each set, in bits: comparable across "

@@ -35,30 +35,46 @@ def _checkpoints(pretrain: Path) -> list[Path]:
     return sorted(found, key=checkpoint_step)
 
 
+def model_fingerprint(folder: Path) -> str:
+    """Identifies a model folder's contents cheaply (its config file, weight sizes and times): the eval
+    stage is redone when the model it scored was retrained."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(folder.glob("*")):
+        if f.is_file() and (f.suffix == ".safetensors" or f.name in ("qazlm_model.json", "config.json")):
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+            if f.suffix == ".json":
+                h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def run_stage(section: dict, ctx) -> None:
-    cfg = from_dict(EvalStageConfig, section, f"{ctx.recipe_path}[eval]")
+    import dataclasses
+
+    from qazlm.eval.evaluate import evaluate_models
+    from qazlm.eval.report import write_report
+    from qazlm.runs import output_lock, write_record
+
+    cfg = from_dict(EvalStageConfig, ctx.with_run_defaults(section), f"{ctx.recipe_path}[eval]")
     out_dir = ctx.stage_dir("eval")
-    if (out_dir / "report.json").exists() and not ctx.force:
-        print(f"eval: {out_dir / 'report.json'} exists; skipping (use --force to redo)")
-        return
     model = Path(cfg.model) if cfg.model else ctx.stage_dir("pretrain") / "final"
     if not model.exists():
         raise QazlmError(f"{model}: no model to evaluate; run the pretrain stage first or set eval.model")
     steps = [p for p in _checkpoints(ctx.stage_dir("pretrain")) if p.resolve() != model.resolve()] \
         if cfg.checkpoints else []
-    models = steps + [model] + [Path(p) for p in cfg.compare]
+    models = list(dict.fromkeys(steps + [model] + [Path(p) for p in cfg.compare]))
     val = ctx.stage_dir("data") / "val"
     if cfg.use_val and val.is_dir() and any(val.glob("*.jsonl.gz")) and str(ctx.stage_dir("data")) not in cfg.bpb:
         cfg.bpb = [*cfg.bpb, str(ctx.stage_dir("data"))]
+    record = {**dataclasses.asdict(cfg), "models": {str(m): model_fingerprint(m) for m in models}}
+    if ctx.skip("eval", record, out_dir):
+        return
     settings = EvalSettings(**{k: getattr(cfg, k) for k in EvalSettings.__dataclass_fields__})
-    if settings.seed == EvalSettings.seed:
-        settings.seed = ctx.run.seed
-    from qazlm.eval.evaluate import evaluate_models
-    from qazlm.eval.report import write_report
-
-    tok_stage = next(iter(sorted(ctx.stage_dir("tokenizer").rglob("tokenizer.json"))), None) \
-        if ctx.stage_dir("tokenizer").is_dir() else None
-    result = evaluate_models(list(dict.fromkeys(models)), settings, bpb_only=tuple(steps),
-                             fallback_tokenizer=tok_stage.parent if tok_stage else None)
-    for path in write_report(result, out_dir):
-        print(f"eval: wrote {path}")
+    tok_stage = ctx.stage_dir("tokenizer") if (ctx.stage_dir("tokenizer") / "tokenizer.json").exists() else None
+    with output_lock(out_dir, "eval"):
+        result = evaluate_models(models, settings, bpb_only=tuple(steps), fallback_tokenizer=tok_stage)
+        for path in write_report(result, out_dir):
+            print(f"eval: wrote {path}")
+        write_record(out_dir, "eval", record)

@@ -7,7 +7,7 @@ one q|k|v and one gate|up matmul per layer (4 matmuls instead of 7), q and k nor
 RMSNorm weights folded into the next matmul's rows (RMSNorm(x) @ W == rms(x) @ (diag(w) W)), residual
 adds folded into the matmul (`addmm`), the KV cache written through per-layer views: ~30 kernels per
 layer instead of ~48, in a flat loop without module calls. Weights are stored transposed ([in, out]):
-BLAS then runs `x @ W` without a transposed operand, ~1.3x faster for a few rows on CPU. The element-wise
+BLAS then runs `x @ W` without a transposed operand, faster for a few rows on CPU. The element-wise
 math otherwise follows transformers' Qwen3 in the same order; the folded norm weights and the BLAS
 kernels round differently in the last bit, so greedy output matches `transformers.generate` token for
 token (tested, and checked in every benchmark row) but logits are equal only to ~1e-6. The copies cost
@@ -90,10 +90,9 @@ class Decoder:
     def compile(self) -> Decoder:
         """Compile the one-token step with inductor (C++ wrapper), for long generations and servers.
 
-        The eager step spends ~1 ms per token launching ~250 small kernels between the matmuls; compiled,
-        they are fused (`small`, 2 cores: 3.3 -> 2.4 ms per token). The price is a one-off compile of
-        ~30 s on 2 cores (~4 s in later processes: inductor keeps its cache on disk) plus one recompile
-        when the context length first changes. Prompts (several tokens) stay eager. The C++ kernels keep
+        The eager step launches ~250 small kernels between the matmuls; compiled, they are fused. The price
+        is a one-off compile (much shorter in later processes: inductor keeps its cache on disk) plus one
+        recompile when the context length first changes; figures in docs/benchmarks.md. Prompts (several tokens) stay eager. The C++ kernels keep
         the torch thread count they were compiled with, so a call under another count runs eagerly. Needs
         a C++ compiler on CPU; if compiling fails, one line on stderr and the eager step from then on.
         """

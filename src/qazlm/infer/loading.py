@@ -1,8 +1,8 @@
 """Open any model folder for evaluation: ours (`qazlm_model.json`) or Hugging Face (`config.json`).
 
-Everything downstream (bpb, lm-eval tasks, generation) sees the same `EvalModel`: a callable
-`input_ids -> logits [B, T, V]` plus the torch module behind it, so our checkpoints and existing HF models
-are scored by the same code, side by side.
+Everything downstream (bits per byte, lm-eval tasks, generation, and later chat and the server) sees the
+same `LoadedLM`: a callable `input_ids -> float32 logits [B, T, V]` plus the torch module behind it, so our
+checkpoints and existing HF models are scored and sampled by the same code, side by side.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from qazlm.errors import QazlmError
 
 
 @dataclass
-class EvalModel:
+class LoadedLM:
     """A causal LM as a function from token ids to float32 logits."""
 
     module: Any
@@ -23,9 +23,9 @@ class EvalModel:
     max_len: int     # longest sequence the model accepts
 
     def __call__(self, input_ids):
-        out = self.module(input_ids)
-        logits = out.logits if hasattr(out, "logits") else out
-        return logits.float()
+        from qazlm.infer.scoring import logits
+
+        return logits(self.module, input_ids)
 
     @property
     def device(self):
@@ -33,7 +33,7 @@ class EvalModel:
 
 
 class Loaded(NamedTuple):
-    model: EvalModel
+    model: LoadedLM
     tokenizer: Any
     name: str
 
@@ -73,7 +73,7 @@ def load_tokenizer(path: str | Path):
     return tok
 
 
-def load_for_eval(path: str | Path, device: str = "cpu", tokenizer: str | Path | None = None) -> Loaded:
+def load_model(path: str | Path, device: str = "cpu", tokenizer: str | Path | None = None) -> Loaded:
     """(model, tokenizer, name) for our model folder or an HF folder, in eval mode on `device`."""
     path = Path(path)
     kind = model_kind(path)
@@ -95,8 +95,15 @@ def load_for_eval(path: str | Path, device: str = "cpu", tokenizer: str | Path |
         module.to(device)
         max_len = int(getattr(module.config, "max_position_embeddings", 2048) or 2048)
         vocab = int(module.config.vocab_size)
-    if len(tok) > vocab:
-        raise QazlmError(f"{tokenizer or path}: tokenizer has {len(tok)} tokens but the model only {vocab}; "
-                         "this tokenizer belongs to another model, pass the model's own --tokenizer")
+    check_vocab_match(tok, vocab, tokenizer or path)
     module.eval()
-    return Loaded(EvalModel(module, kind, max_len), tok, model_name(path))
+    return Loaded(LoadedLM(module, kind, max_len), tok, model_name(path))
+
+
+def check_vocab_match(tokenizer, model_vocab: int, where) -> None:
+    """A tokenizer and a model belong together when every token id has an embedding and the model has few
+    unused rows (models pad their vocabulary to a round size: Qwen2.5 keeps ~400 spare rows of 152k)."""
+    n = len(tokenizer)
+    if n > model_vocab or n < 0.95 * model_vocab:
+        raise QazlmError(f"{where}: tokenizer has {n:,} tokens but the model {model_vocab:,}; this tokenizer "
+                         "belongs to another model, pass the model's own --tokenizer")

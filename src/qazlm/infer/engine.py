@@ -13,30 +13,22 @@ tokens, and positions are counted from each row's first real token, so a batch e
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 from qazlm.errors import QazlmError
+from qazlm.infer.chat import format_chat
+from qazlm.infer.sampling import SamplingParams, pick_next
+from qazlm.tokenizer.special_tokens import IM_END
 
-CHATML_FALLBACK = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}" \
-                  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-
-
-@dataclass
-class SamplingParams:
-    """How the next token is picked. temperature 0 = greedy (deterministic)."""
-
-    max_new_tokens: int = 128
-    temperature: float = 0.0
-    top_k: int | None = None
-    top_p: float | None = None
-    repetition_penalty: float = 1.0
-    stop: list[str] = field(default_factory=list)          # stop strings (not included in the output)
-    stop_token_ids: list[int] = field(default_factory=list)  # extra stop tokens besides EOS
-    seed: int = 0
+# What training samples and the eval report show a model (one prompt list per language; training uses the first).
+SAMPLE_PROMPTS = {
+    "kk": ["Қазақстан Республикасы", "Ертеде бір бай болыпты."],
+    "ru": ["Россия является", "Однажды утром я"],
+    "en": ["The capital of Kazakhstan is", "Once upon a time"],
+}
 
 
 def unwrap(model):
-    """The torch module behind an `EvalModel` (qazlm.eval.loading) or the model itself."""
+    """The torch module behind a `qazlm.infer.loading.LoadedLM` or the model itself."""
     return getattr(model, "module", model)
 
 
@@ -111,56 +103,6 @@ def make_stepper(model, batch: int, max_len: int, device, compile: bool = False)
                      "pass a qazlm Transformer or a transformers causal LM")
 
 
-def pick_next(logits, seen, params: SamplingParams, generator):
-    """Next token per row from last-position logits [B, V], with repetition penalty, temperature, top-k/p."""
-    import torch
-
-    logits = logits.float()
-    if params.repetition_penalty != 1.0:
-        # HF semantics: a seen token's logit is divided by the penalty if positive, multiplied if negative.
-        prev = logits.gather(1, seen)
-        prev = torch.where(prev > 0, prev / params.repetition_penalty, prev * params.repetition_penalty)
-        logits = logits.scatter(1, seen, prev)
-    if params.temperature <= 0:
-        return argmax_rows(logits)
-    logits = logits / params.temperature
-    if params.top_k:
-        kth = torch.topk(logits, min(params.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if params.top_p is not None and params.top_p < 1.0:
-        sorted_logits, idx = torch.sort(logits, descending=True, dim=-1)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cum - sorted_logits.softmax(-1) >= params.top_p  # keep the smallest set reaching top_p
-        logits = logits.masked_fill(drop.scatter(1, idx, drop), float("-inf"))
-    probs = logits.softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-
-
-def argmax_rows(logits):
-    """`logits.argmax(-1)` for [B, V], same index (the first maximum), 3-6x faster on CPU.
-
-    torch's CPU argmax is scalar code (~1.7 ns per element: 56 us per row of a 32k vocab, 220 us for 4 rows,
-    every decoding step); a vectorized max over blocks, then an argmax inside the first block that holds
-    it, reads the row once more but in SIMD."""
-    import torch
-
-    B, V = logits.shape
-    block = next((b for b in (256, 128, 64) if V % b == 0 and V >= 4 * b), None)
-    if block is None or logits.device.type != "cpu":
-        return logits.argmax(-1)
-    blocks = logits.view(B, V // block, block)
-    first = blocks.amax(-1).argmax(-1)  # [B]: the first block holding the row's maximum
-    return first * block + blocks[torch.arange(B), first].argmax(-1)
-
-
-def format_chat(tokenizer, prompt: str, system: str | None = None) -> str:
-    """Wrap a user prompt with the tokenizer's chat template (ChatML if the tokenizer has none)."""
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    template = getattr(tokenizer, "chat_template", None) or CHATML_FALLBACK
-    return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
-                                         add_generation_prompt=True)
-
-
 def encode_prompts(tokenizer, prompts: Sequence[str], add_bos: bool = True) -> list[list[int]]:
     """Token ids per prompt; a document-boundary token first, as every document was seen in pretraining."""
     ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
@@ -176,9 +118,8 @@ def stop_ids_for(tokenizer, params: SamplingParams) -> list[int]:
     ids = set(params.stop_token_ids)
     if tokenizer.eos_token_id is not None:
         ids.add(int(tokenizer.eos_token_id))
-    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else None
-    if im_end is not None:
-        ids.add(int(im_end))
+    if IM_END in tokenizer.get_vocab():  # the end of a chat turn
+        ids.add(int(tokenizer.convert_tokens_to_ids(IM_END)))
     return sorted(ids)
 
 
@@ -254,13 +195,11 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 128, te
     `max_new_tokens`. `stream(row, text_delta)` receives text as it is produced. `max_prompt_tokens` keeps
     only the last tokens of longer prompts.
     """
-    if not prompts:
-        return []
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                             repetition_penalty=repetition_penalty, stop=list(stop),
                             stop_token_ids=list(stop_token_ids), seed=seed)
-    if max_new_tokens < 1:
-        raise QazlmError(f"generate: max_new_tokens must be >= 1, got {max_new_tokens}")
+    if not prompts:
+        return []
     texts = [format_chat(tokenizer, p, system) for p in prompts] if chat else list(prompts)
     prompt_ids = encode_prompts(tokenizer, texts, add_bos=add_bos and not chat)
     if max_prompt_tokens:  # keep the end of an over-long prompt: it is what the continuation depends on

@@ -18,10 +18,11 @@ from collections.abc import Callable, Sequence
 from qazlm.errors import QazlmError
 
 
-def logits_of(model: Callable, input_ids):
-    """Logits [B, T, V] from our Transformer (returns a tensor) or an HF model (returns an output object)."""
+def logits(model: Callable, input_ids):
+    """Float32 logits [B, T, V] from our Transformer (returns a tensor), an HF model (returns an output
+    object) or a `LoadedLM` wrapping either."""
     out = model(input_ids)
-    return out.logits if hasattr(out, "logits") else out
+    return (out.logits if hasattr(out, "logits") else out).float()
 
 
 def prefix_token_id(tokenizer) -> int:
@@ -44,29 +45,34 @@ def rolling_windows(ids: list[int], prefix: int, max_len: int) -> list[tuple[lis
 
 
 def score_windows(model: Callable, windows: Sequence[tuple[list[int], list[int]]], *, batch_size: int = 8,
-                  device: str = "cpu", progress: bool = False) -> list[float]:
-    """Sum of log-probabilities (nats) of each window's predicted tokens. Right padding is harmless: causal."""
+                  device: str = "cpu", progress: bool = False,
+                  greedy: bool = False) -> list[tuple[float, bool | None]]:
+    """Per window: (sum of the log-probabilities in nats of its predicted tokens, whether each of them is the
+    model's argmax — computed only when `greedy`, lm-eval's `is_greedy`; else None).
+
+    Windows of similar length are batched together; right padding is harmless (the model is causal)."""
     import torch
 
-    order = sorted(range(len(windows)), key=lambda i: -len(windows[i][0]))  # similar lengths together
-    result = [0.0] * len(windows)
+    order = sorted(range(len(windows)), key=lambda i: -len(windows[i][0]))
+    result: list[tuple[float, bool | None]] = [(0.0, None)] * len(windows)
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     if progress:
         from tqdm import tqdm
 
-        batches = tqdm(batches, desc="bpb", unit="batch", leave=False)
+        batches = tqdm(batches, desc="score", unit="batch", leave=False)
     with torch.inference_mode():
         for batch in batches:
             width = max(len(windows[i][0]) for i in batch)
             inp = torch.zeros(len(batch), width, dtype=torch.long)
             for row, i in enumerate(batch):
                 inp[row, :len(windows[i][0])] = torch.tensor(windows[i][0])
-            logp = torch.log_softmax(logits_of(model, inp.to(device)).float(), dim=-1)
+            logp = torch.log_softmax(logits(model, inp.to(device)), dim=-1)
             for row, i in enumerate(batch):
                 n_in, pred = len(windows[i][0]), windows[i][1]
-                pos = torch.arange(n_in - len(pred), n_in, device=logp.device)
+                part = logp[row, n_in - len(pred):n_in]
                 tgt = torch.tensor(pred, device=logp.device)
-                result[i] = float(logp[row, pos, tgt].sum())
+                is_greedy = bool((part.argmax(-1) == tgt).all()) if greedy else None
+                result[i] = (float(part.gather(1, tgt[:, None]).sum()), is_greedy)
     return result
 
 
@@ -93,11 +99,11 @@ def bits_per_byte(model, tokenizer, texts: list[str], *, max_len: int = 512, bat
     if hasattr(model, "eval"):
         model.eval()
     try:
-        logprobs = score_windows(model, windows, batch_size=batch_size, device=device, progress=progress)
+        scores = score_windows(model, windows, batch_size=batch_size, device=device, progress=progress)
     finally:
         if was_training:
             model.train()
-    nll = -sum(logprobs)
+    nll = -sum(logprob for logprob, _ in scores)
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
     return {"bpb": nll / n_bytes / math.log(2), "nll_nats": nll, "n_bytes": n_bytes,
             "n_tokens": sum(len(ids) for ids in encoded), "n_docs": len(texts)}

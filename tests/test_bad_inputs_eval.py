@@ -1,0 +1,90 @@
+"""Bad inputs to `qazlm eval` and `qazlm generate`, through the real CLI: one error line each, exit 2, no
+traceback, and no silently wrong result."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cli_harness import assert_one_line_error, run_cli
+from test_eval_helpers import make_our_folder
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory, tiny_tokenizer_dir):
+    return make_our_folder(tiny_tokenizer_dir, tmp_path_factory.mktemp("bad_eval") / "model")
+
+
+GENERATE = [
+    (["--batch-size", "0"], r"--batch-size = 0: must be >= 1"),
+    (["--temperature", "nan"], r"temperature = nan: expected a finite number"),
+    (["--temperature", "-0.5"], r"temperature = -0.5: must be >= 0"),
+    (["--top-p", "0"], r"top_p = 0(\.0)?: must be > 0 and <= 1"),
+    (["--top-p", "1.5"], r"top_p = 1.5"),
+    (["--top-k", "-1"], r"top_k = -1: must be >= 1"),
+    (["--repetition-penalty", "0"], r"repetition_penalty = 0(\.0)?: must be > 0"),
+    (["--repetition-penalty", "nan"], r"repetition_penalty = nan"),
+    (["--max-new-tokens", "0"], r"max_new_tokens = 0: must be >= 1"),
+    (["--max-new-tokens", "5000"], r"exceeds the model's max_seq_len"),
+    (["--stop", ""], r"stop strings must be non-empty"),
+]
+
+
+@pytest.mark.parametrize("extra, match", GENERATE, ids=[" ".join(c[0]) for c in GENERATE])
+def test_bad_generate_flags(model, capfd, extra, match):
+    assert_one_line_error(["generate", model, "Сәлем", *extra], capfd, match=match)
+
+
+def test_tokenizer_of_another_model_is_refused(model, tmp_path, capfd, tiny_tokenizer_dir):
+    """A 1,000-token tokenizer with a 16,000-token model used to generate nonsense silently."""
+    import torch
+
+    from qazlm.model.io import save_model_folder
+    from qazlm.model.presets import preset
+    from qazlm.model.transformer import build_model
+
+    big = save_model_folder(build_model(preset("tiny", 16000), seed=0).eval(), tmp_path / "big")
+    assert_one_line_error(["generate", big, "Сәлем", "--tokenizer", tiny_tokenizer_dir], capfd,
+                          match=r"tokenizer has 1,000 tokens but the model 16,000")
+    del torch
+
+
+EVAL = [
+    (["--batch-size", "0"], r"batch_size = 0: must be >= 1"),
+    (["--limit", "-1", "--tasks", "kkcopa_kk"], r"limit = -1: must be >= 1"),
+    (["--bpb-limit", "-5"], r"bpb_limit = -5: must be >= 1"),
+    (["--bpb-limit", "0"], r"bpb_limit = 0: must be >= 1"),
+    (["--max-len", "1"], r"max_len = 1: must be >= 2"),
+    (["--num-fewshot", "-1"], r"num_fewshot = -1: must be >= 0"),
+    (["--samples", "-2"], r"samples = -2: must be >= 0"),
+    (["--no-bpb", "--samples", "0"], r"nothing to do"),
+    (["--bpb", "flores:test"], r"FLORES\+ split must be dev or devtest"),
+]
+
+
+@pytest.mark.parametrize("extra, match", EVAL, ids=[" ".join(c[0]) for c in EVAL])
+def test_bad_eval_flags(model, tmp_path, capfd, extra, match):
+    assert_one_line_error(["eval", model, "-o", tmp_path / "report", *extra], capfd, match=match)
+    assert not (tmp_path / "report" / "report.json").exists()
+
+
+def test_eval_into_an_unwritable_folder(model, tmp_path, capfd):
+    (tmp_path / "a_file").write_text("x")
+    assert_one_line_error(["eval", model, "-o", tmp_path / "a_file" / "report", "--bpb-limit", "2"], capfd,
+                          match="cannot write to the output folder")
+
+
+def test_eval_with_only_skipped_tasks_fails(model, tmp_path, capfd):
+    assert_one_line_error(["eval", model, "-o", tmp_path / "r", "--no-bpb", "--samples", "0", "--tasks", "kkcopa_kk",
+                           "--data-dir", tmp_path / "no_data"], capfd, match=r"no scores produced.*kkcopa_kk")
+
+
+def test_max_len_above_the_model_context_is_said_and_recorded(model, tmp_path, capfd):
+    """`--max-len 4096` on a 512-token model used to be capped silently while the report said 4096."""
+    code, out, _ = run_cli(["eval", model, "-o", tmp_path / "r", "--bpb-limit", "2", "--samples", "0",
+                            "--max-len", "4096"], capfd)
+    assert code == 0
+    assert "scoring windows of 512 tokens, the model's context (max_len 4096 asked)" in out
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["models"][0]["max_len"] == 512
+    assert "| 512 |" in (tmp_path / "r" / "report.md").read_text()
