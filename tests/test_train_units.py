@@ -60,10 +60,11 @@ def test_no_weight_decay_on_norms_embeddings_biases():
     import torch
 
     from qazlm.train.optim import build_optimizer, param_groups
-    from qazlm.train.trainer import build_model, model_config
+    from qazlm.model.transformer import build_model
+    from qazlm.train.trainer import model_config
 
     cfg = PretrainConfig(weight_decay=0.1)
-    model = build_model(model_config(cfg, 500), "cpu", 0)
+    model = build_model(model_config(cfg, 500), "cpu", seed=0)
     model.extra_bias = torch.nn.Parameter(torch.zeros(4))  # a bias-like 1-D parameter
     decay, no_decay = param_groups(model, 0.1)
     names = {id(p): n for n, p in model.named_parameters()}
@@ -212,13 +213,39 @@ def test_unigram_bpb_matches_hand_computation(tiny_tokenizer_dir):
 
 
 def test_estimate_table_mentions_presets():
-    pytest.importorskip("qazlm.model.presets")
-    from qazlm.train.estimate import estimate
+    """The cost table (docs/pretraining.md) has one row per preset and GPU count, with the numbers of
+    `estimate`, which follow the documented formulas from the model's own parameter and FLOP counts."""
+    from qazlm.model.flops import flops_per_token, param_counts
+    from qazlm.model.presets import PRESETS, preset
+    from qazlm.train.estimate import H100_BF16, estimate, table
 
-    if not dataclasses.is_dataclass(__import__("qazlm.model.config", fromlist=["ModelConfig"]).ModelConfig):
-        pytest.skip("no ModelConfig")
-    e = estimate("tiny", vocab_size=1000, tokens=10**9, gpus=2)
-    assert e.flops > 6 * e.non_embedding * 1e9 and e.hours > 0 and e.mem_fsdp_gb < e.mem_ddp_gb
+    text = table()
+    rows = [r for r in text.splitlines()[2:] if r.strip()]
+    names = list(dict.fromkeys(r.split("|")[1].strip() for r in rows))
+    assert names == ["small", "200m", "350m", "500m"] and set(names) <= set(PRESETS)
+    assert len(rows) == len(names) * 3                                   # GPU counts 1, 8, 16
+    for name in names:
+        mcfg = preset(name, 65536)
+        counts = param_counts(mcfg)
+        e1, e8 = estimate(name, gpus=1), estimate(name, gpus=8)
+        assert (e1.params, e1.non_embedding) == (counts["total"], counts["non_embedding"])
+        assert e1.tokens == e8.tokens == 20 * counts["total"]           # Chinchilla default
+        assert e1.flops == pytest.approx(flops_per_token(mcfg, 2048) * e1.tokens)
+        assert e1.flops > 6 * e1.non_embedding * e1.tokens
+        assert e1.hours == pytest.approx(e1.flops / (H100_BF16 * 0.40) / 3600)
+        assert e8.hours == pytest.approx(e1.hours / 8)
+        states = 16 * counts["total"] / 1e9                               # fp32 params + grads + 2 Adam moments
+        assert e8.mem_ddp_gb == pytest.approx(e1.mem_ddp_gb)                # DDP replicates everything
+        assert e1.mem_fsdp_gb == pytest.approx(e1.mem_ddp_gb)               # one GPU: nothing to shard
+        assert e8.mem_ddp_gb - e8.mem_fsdp_gb == pytest.approx(states * 7 / 8)  # FSDP shards the states
+        assert e1.mem_ddp_gb > states
+        row = (f"| {name} | {e8.params / 1e6:.0f}M ({e8.non_embedding / 1e6:.0f}M) | {e8.tokens / 1e9:.1f}B | "
+               f"{e8.flops:.2e} | 8 | {e8.hours:.2f} | {e8.mem_ddp_gb:.0f} GB | {e8.mem_fsdp_gb:.0f} GB |")
+        assert row in rows
+    params = [estimate(n).params for n in names]
+    assert params == sorted(params) and params[-1] > 10 * params[0]
+    custom = estimate("tiny", vocab_size=1000, tokens=10**9, gpus=2, seq_len=256, mfu=0.5, peak=1e15)
+    assert custom.tokens == 10**9 and custom.hours == pytest.approx(custom.flops / (2 * 1e15 * 0.5) / 3600)
 
 
 def test_pipeline_stage_reads_data_stage_and_skips_when_done(tmp_path, tokens_dir, capsys):

@@ -1,12 +1,17 @@
 """Resumable checkpoints: `<out>/checkpoints/step_NNNNNN/` = a loadable model folder + `train_state.pt`.
 
-- model: `qazlm.model.io.save_model_folder` (model.safetensors + qazlm_model.json), so every checkpoint can be
+- model: `qazlm.model.io.write_model_files` (model.safetensors + qazlm_model.json), so every checkpoint can be
   evaluated or exported like the final model;
 - train_state.pt: optimizer, step, data-loader position, RNG states, the model config (to refuse a
-  checkpoint of another model) and the training config.
+  checkpoint of another model) and the training config, as tensors and plain Python data only. It is read
+  with `torch.load(weights_only=True)`, so a crafted file placed in an output folder cannot run code.
+- qazlm_model.json records the sha256 of model.safetensors and of train_state.pt; resume verifies both, so
+  a damaged checkpoint is one clear error instead of a run that dies later with a NaN loss.
 
-Atomic: everything is written into a hidden temp folder which is renamed into place, so a `kill -9` leaves
-either the previous checkpoint or the new one, never half of one. Keep-last-K deletes older ones.
+Atomic: everything is written into one `qazlm.io.atomic_dir` temp folder which is renamed into place, so a
+`kill -9` leaves either the previous checkpoint or the new one, never half of one; the next run's
+`clean_partial` removes the temp leftover. Keep-last-K deletes older ones (renamed away first, so a kill
+during the deletion never leaves a half checkpoint under a step name).
 
 Distributed: DDP ranks hold identical copies, rank 0 writes. FSDP2 state is *gathered* to a full,
 CPU-offloaded state dict (`torch.distributed.checkpoint.state_dict`, full_state_dict=True) and written by
@@ -23,12 +28,15 @@ import os
 import random
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 from qazlm.errors import QazlmError
 
 STEP_RE = re.compile(r"^step_(\d+)$")
 STATE_FILE = "train_state.pt"
+# temp names of checkpoint writes before the shared `qazlm.io.TMP_PREFIX`; removed by `clean_partial` too
+LEGACY_TEMP = (".tmp_step_*", "..tmp_step_*", ".old_step_*")
 
 
 def step_dirs(ckpt_root: str | Path) -> list[Path]:
@@ -46,24 +54,57 @@ def latest(ckpt_root: str | Path) -> Path | None:
 
 
 def rng_state() -> dict:
+    """Python, numpy, torch (and CUDA) RNG states as ints, lists and tensors: loadable with weights_only."""
     import numpy as np
     import torch
 
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    version, internal, gauss_next = random.getstate()
+    kind, key, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": [version, list(internal), gauss_next],
+             "numpy": {"kind": str(kind), "key": [int(k) for k in key], "pos": int(pos),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)},
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def _numpy_state(saved) -> tuple:
+    """np.random.set_state's tuple from our dict (or from a checkpoint that stored numpy's tuple itself)."""
+    import numpy as np
+
+    if isinstance(saved, dict):
+        return (saved["kind"], np.asarray(saved["key"], dtype=np.uint32), saved["pos"], saved["has_gauss"],
+                saved["gauss"])
+    return tuple(saved)
 
 
 def set_rng_state(state: dict) -> None:
     import numpy as np
     import torch
 
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    np.random.set_state(_numpy_state(state["numpy"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def check_plain(obj, where: str = "train_state") -> None:
+    """Refuse (as a bug, before writing) anything `torch.load(weights_only=True)` would refuse on resume."""
+    import torch
+
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            check_plain(k, where)
+            check_plain(v, f"{where}[{k!r}]")
+    elif isinstance(obj, list | tuple):
+        for i, v in enumerate(obj):
+            check_plain(v, f"{where}[{i}]")
+    elif not isinstance(obj, str | int | float | bool | type(None) | torch.Tensor | torch.Size | torch.dtype
+                        | torch.device):
+        raise TypeError(f"{where} is a {type(obj).__name__}: a checkpoint holds only tensors and plain data")
 
 
 def _is_fsdp(model) -> bool:
@@ -85,81 +126,117 @@ def full_state_dicts(model, raw_model, optimizer) -> tuple[dict, dict]:
 
 
 def _cpu_model_with(raw_model, model_sd: dict):
-    """A plain CPU copy of the model holding `model_sd` (for writing the model folder under FSDP)."""
-    from qazlm.model.transformer import Transformer
+    """A plain CPU copy of the model holding `model_sd` (for writing the model folder under FSDP); building
+    it leaves the global RNG untouched, so checkpointing never changes the training run."""
+    import torch
 
-    copy = Transformer(raw_model.cfg)
+    from qazlm.model.transformer import build_model
+
+    with torch.random.fork_rng(devices=[]):
+        copy = build_model(raw_model.cfg, "cpu")
     copy.load_state_dict(model_sd)
     return copy
 
 
-def save(ckpt_root: str | Path, step: int, *, model, raw_model, optimizer, extra: dict, is_main: bool,
-         keep_last_k: int = 0, tokenizer_dir: str | Path | None = None) -> Path:
-    """Write checkpoint `step_{step:06d}` atomically (rank 0), then prune to the newest `keep_last_k`."""
+def write_state(path: Path, state: dict) -> None:
     import torch
 
-    from qazlm.model.io import save_model_folder
+    check_plain(state)
+    with open(path, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def save(ckpt_root: str | Path, step: int, *, model, raw_model, optimizer, extra: dict, is_main: bool,
+         keep_last_k: int = 0, tokenizer_dir: str | Path | None = None) -> Path:
+    """Write checkpoint `step_{step:06d}` atomically (rank 0), then prune to the newest `keep_last_k`.
+    Collective under FSDP (the state is gathered): call it on every rank."""
+    from qazlm.io import atomic_dir
+    from qazlm.model.io import write_model_files
 
     model_sd, optim_sd = full_state_dicts(model, raw_model, optimizer)
     root = Path(ckpt_root)
     final = root / f"step_{step:06d}"
     if not is_main:
         return final
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp_step_{step:06d}_{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     to_save = raw_model if not _is_fsdp(model) else _cpu_model_with(raw_model, model_sd)
-    save_model_folder(to_save, tmp, tokenizer_dir=tokenizer_dir)
     state = {"step": step, "optimizer": optim_sd, "rng": rng_state(),
              "model_config": dataclasses.asdict(raw_model.cfg), **extra}
-    with open(tmp / STATE_FILE, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    if final.exists():  # same step written again after a resume: replace it
-        old = root / f".old_step_{step:06d}_{os.getpid()}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    _fsync_dir(root)
+    with atomic_dir(final) as tmp:  # same step written again after a resume: replaced as a whole
+        write_state(tmp / STATE_FILE, state)
+        write_model_files(to_save, tmp, tokenizer_dir, also_checksum=(STATE_FILE,))
     if keep_last_k > 0:
-        for old in step_dirs(root)[:-keep_last_k]:
-            shutil.rmtree(old, ignore_errors=True)
+        prune(root, keep_last_k)
     return final
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def prune(root: Path, keep_last_k: int) -> None:
+    """Delete all but the newest `keep_last_k` checkpoints: each is renamed to a temp name first, so a kill
+    mid-deletion leaves a leftover for `clean_partial`, never a half checkpoint that looks complete."""
+    from qazlm.io import TMP_PREFIX
+
+    for old in step_dirs(root)[:-keep_last_k]:
+        doomed = root / f"{TMP_PREFIX}old-{old.name}-{os.getpid()}"
+        os.replace(old, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
 
 
-def clean_partial(ckpt_root: str | Path) -> None:
-    """Remove temp folders left by a checkpoint write that was killed."""
+def clean_partial(ckpt_root: str | Path) -> list[Path]:
+    """Remove what checkpoint writes killed midway left behind (temp folders, each up to a full model copy):
+    the shared temp prefix and the older names. Call on rank 0 before training. Returns what was removed."""
+    from qazlm.io import clean_temp
+
     root = Path(ckpt_root)
-    if root.is_dir():
-        for p in root.glob(".tmp_step_*"):
-            shutil.rmtree(p, ignore_errors=True)
+    removed = clean_temp(root)
+    for pattern in LEGACY_TEMP:
+        for p in sorted(root.glob(pattern)) if root.is_dir() else []:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def _legacy_numpy_globals() -> list:
+    """What a train_state.pt written before plain RNG states needs (numpy's RNG key array): data types only,
+    allowlisted for `weights_only` loading; nothing that can call code."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    return [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 def read_state(path: str | Path) -> dict:
+    """The train state of checkpoint `path`, checksum-verified and loaded with weights_only=True."""
+    import pickle
+
     import torch
 
+    from qazlm.model.io import read_model_meta, verify_checksum
+
     path = Path(path)
+    file = path / STATE_FILE
+    if not file.is_file():
+        raise QazlmError(f"{path}: no {STATE_FILE}; not a qazlm training checkpoint")
+    verify_checksum(path, STATE_FILE, read_model_meta(path))
     try:
-        return torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise QazlmError(f"{path}: no {STATE_FILE}; not a qazlm training checkpoint") from None
+        with torch.serialization.safe_globals(_legacy_numpy_globals()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on foreign pickle protocols: the error below says it
+            state = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        detail = f"it refers to {found.group(1)}" if found else "not a torch tensor file"
+        raise QazlmError(f"{file}: cannot read: holds more than tensors and plain data ({detail}); qazlm never "
+                         "loads code from a checkpoint: delete this step folder to resume from the previous "
+                         "one") from None
     except Exception as e:  # noqa: BLE001 - torch raises many types for a corrupt file
-        raise QazlmError(f"{path}/{STATE_FILE}: cannot read ({type(e).__name__}: {e}); delete this checkpoint "
+        first = (str(e).splitlines() or [""])[0]
+        raise QazlmError(f"{file}: cannot read ({type(e).__name__}: {first}); delete this step folder "
                          "to resume from the previous one") from None
+    missing = [k for k in ("step", "optimizer", "rng") if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise QazlmError(f"{file}: not a qazlm train state (no {', '.join(missing)}); delete this step folder "
+                         "to resume from the previous one")
+    return state
 
 
 def check_same_model(path: str | Path, saved: dict, current: dict) -> None:
@@ -192,8 +269,9 @@ def load(path: str | Path, *, model, raw_model, optimizer) -> dict:
     else:
         try:
             raw_model.load_state_dict(model_sd)
-        except RuntimeError as e:
-            raise QazlmError(f"{path}: weights do not fit this model ({str(e).splitlines()[0]})") from None
-        optimizer.load_state_dict(state["optimizer"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise QazlmError(f"{path}: weights or optimizer state do not fit this model "
+                             f"({(str(e).splitlines() or [''])[0]})") from None
     set_rng_state(state["rng"])
     return state

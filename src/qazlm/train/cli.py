@@ -17,24 +17,28 @@ PLOT_EPILOG = """example:
 
 def load_pretrain_config(path: str, overrides: list[str] | None = None, *, data: str | None = None,
                          out: str | None = None):
-    """[pretrain] of a recipe + `key=value` overrides; paths default to the recipe's [run] folder layout."""
+    """[pretrain] of a recipe + overrides (`lr=1e-3` or `pretrain.lr=1e-3`, `run.out_dir=...`); paths and the
+    seed default to the recipe's [run] table, as in `qazlm run`."""
     from pathlib import Path
 
-    from qazlm.config import apply_overrides, from_dict, read_toml
+    from qazlm.config import from_dict
+    from qazlm.errors import QazlmError
+    from qazlm.runs import RunConfig, read_recipe
     from qazlm.train.config import PretrainConfig
     from qazlm.train.stage import fill_run_paths
 
-    recipe = read_toml(path)
-    section = apply_overrides(dict(recipe.get("pretrain", {})), overrides)
+    scoped = [o if o.split("=", 1)[0].startswith(("run.", "pretrain.")) else f"pretrain.{o}" for o in overrides or []]
+    recipe = read_recipe(path, scoped)
+    if "pretrain" not in recipe:
+        raise QazlmError(f"{path}: no [pretrain] table; use a run recipe such as recipes/tiny.toml")
+    section = dict(recipe["pretrain"])
     if data:
         section["data"] = data
     if out:
         section["out_dir"] = out
-    cfg = from_dict(PretrainConfig, section, f"{path}[pretrain]")
-    run = recipe.get("run", {})
-    if "seed" not in section and "seed" in run:
-        cfg.seed = int(run["seed"])
-    return fill_run_paths(cfg, Path(run.get("out_dir", "runs/run")))
+    run = from_dict(RunConfig, recipe.get("run", {}), f"{path}[run]")
+    cfg = from_dict(PretrainConfig, {"seed": run.seed, **section}, f"{path}[pretrain]")
+    return fill_run_paths(cfg, Path(run.out_dir))
 
 
 def _cmd_pretrain(args) -> int:

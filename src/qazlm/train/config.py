@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from qazlm.config import check_fields
+from qazlm.errors import QazlmError
+
+SCHEDULES = ("cosine", "wsd")
+TRI_STATE = ("auto", "true", "false")  # compile / activation_checkpointing (TOML booleans read as "true"/"false")
 
 
 @dataclass
@@ -57,9 +64,25 @@ class PretrainConfig:
     resume: bool = True                 # continue from the latest checkpoint in out_dir
     max_steps_this_run: int = 0         # stop (after checkpointing) after this many steps; for tests/preemption
 
+    def __post_init__(self):
+        check_fields(self, "[pretrain] ", {
+            "seq_len": ">= 2", "global_batch_tokens": ">= 1", "micro_batch": ">= 1", "lr": "> 0", "min_lr": ">= 0",
+            "warmup_steps": ">= 0", "decay_fraction": ">= 0, <= 1", "weight_decay": ">= 0", "beta1": ">= 0, < 1",
+            "beta2": ">= 0, < 1", "eps": "> 0", "grad_clip": ">= 0", "steps": ">= 0", "token_budget": ">= 0",
+            "log_every": ">= 0", "eval_every": ">= -1", "ckpt_every": ">= 0", "keep_last_k": ">= 0",
+            "sample_every": ">= 0", "sample_tokens": ">= 1", "eval_docs": ">= 1", "eval_max_len": ">= 2",
+            "num_threads": ">= 0", "prefetch": ">= 0", "max_steps_this_run": ">= 0"})
+        if self.min_lr > self.lr:
+            raise QazlmError(f"[pretrain] min_lr = {self.min_lr} is above lr = {self.lr}; lower min_lr")
+        for name, allowed in (("schedule", SCHEDULES), ("parallel", ("ddp", "fsdp")), ("dtype", ("auto", "fp32", "bf16")),
+                              ("compile", TRI_STATE), ("activation_checkpointing", TRI_STATE),
+                              ("data_dtype", ("uint16", "uint32", "int32", "int64"))):
+            if str(getattr(self, name)).lower() not in allowed:
+                raise QazlmError(f"[pretrain] {name} = {getattr(self, name)!r}: use one of {', '.join(allowed)}")
+        if self.device != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
+            raise QazlmError(f"[pretrain] device = {self.device!r}: use auto, cpu, cuda or cuda:N")
 
-SCHEDULES = ("cosine", "wsd")
-TRI_STATE = ("auto", "true", "false")
+
 
 
 def tri_state(value: str, auto: bool) -> bool:

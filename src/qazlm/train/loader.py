@@ -41,6 +41,7 @@ class PlainTokens:
             if path.stat().st_size % item:
                 raise QazlmError(f"{path}: size is not a multiple of {item} bytes; wrong data_dtype ({dtype})?")
             self._data = np.memmap(path, dtype=PLAIN_DTYPES[dtype], mode="r")
+        self.path = path
         self.num_tokens = int(self._data.size)
         self.vocab_size = 0
         self.doc_sep_id = None
@@ -62,8 +63,8 @@ def open_tokens(path: str | Path, split: str = "train", dtype: str = "uint16"):
 class WindowSampler:
     """Maps a global row index to a token window; epoch permutations are seeded and cached."""
 
-    def __init__(self, tokens, seq_len: int, seed: int):
-        self.tokens, self.seq_len, self.seed = tokens, seq_len, seed
+    def __init__(self, tokens, seq_len: int, seed: int, vocab_size: int = 0):
+        self.tokens, self.seq_len, self.seed, self.vocab_size = tokens, seq_len, seed, vocab_size
         self.n_windows = (tokens.num_tokens - 1) // seq_len
         if self.n_windows < 1:
             raise QazlmError(f"training data has {tokens.num_tokens} tokens, fewer than one window of "
@@ -84,6 +85,12 @@ class WindowSampler:
             epoch, pos = divmod(g, self.n_windows)
             start = int(self._permutation(epoch)[pos]) * self.seq_len
             out[i] = self.tokens.window(start, self.seq_len + 1)
+        if self.vocab_size and count and int(out.max()) >= self.vocab_size:
+            row = int(out.max(axis=1).argmax())
+            raise QazlmError(f"{getattr(self.tokens, 'folder', None) or getattr(self.tokens, 'path', 'training data')}: "
+                             f"token id {int(out[row].max())} is outside the model's vocabulary ({self.vocab_size}) "
+                             f"in the window of row {first + row}; the tokens were made with another tokenizer, "
+                             "rerun `qazlm data prepare` with the model's tokenizer")
         return out
 
     def epoch_of_step(self, step: int, rows_per_step: int) -> float:

@@ -9,6 +9,8 @@ import os
 import time
 from pathlib import Path
 
+from qazlm.errors import QazlmError
+
 def peak_flops(device: str) -> tuple[float, str]:
     """(peak FLOP/s, source) for MFU: the bf16 table of qazlm.model.flops, else a 0.3 s fp32 matmul measurement (CPU)."""
     import torch
@@ -66,7 +68,11 @@ def token_counts(tokens, vocab_size: int, max_tokens: int = 50_000_000):
     counts = np.zeros(vocab_size, dtype=np.int64)
     for start in range(0, n, 10_000_000):
         chunk = tokens.window(start, min(10_000_000, n - start))
-        counts += np.bincount(chunk, minlength=vocab_size)[:vocab_size]
+        found = np.bincount(chunk, minlength=vocab_size)
+        if found.size > vocab_size:
+            raise QazlmError(f"training tokens hold id {found.size - 1}, outside the vocabulary ({vocab_size}); "
+                             "rerun `qazlm data prepare` with the model's tokenizer")
+        counts += found
     return counts
 
 

@@ -1,5 +1,7 @@
 """Pipeline stage `[pretrain]`: train on `<run>/data/tokens`, write `<run>/pretrain/` (checkpoints/,
-metrics.jsonl, tensorboard/, plots/, final/). Skipped when `final/` exists, unless --force."""
+metrics.jsonl, tensorboard/, plots/, final/). Skipped when `final/` exists and was trained with the same
+settings, unless --force; with other settings the run resumes from its checkpoints (which refuse another model
+shape or batch geometry with one line)."""
 
 from __future__ import annotations
 
@@ -23,21 +25,20 @@ def fill_run_paths(cfg: PretrainConfig, run_out: Path) -> PretrainConfig:
 
 
 def run_stage(section: dict, ctx) -> None:
+    from qazlm.runs import output_lock, write_record
     from qazlm.train.plot import plot_run
     from qazlm.train.trainer import train
 
-    cfg = from_dict(PretrainConfig, section, f"{ctx.recipe_path}[pretrain]")
-    if "seed" not in section:
-        cfg.seed = ctx.run.seed
-    cfg = fill_run_paths(cfg, ctx.out_dir)
-    cfg = dataclasses.replace(cfg, out_dir=str(ctx.stage_dir("pretrain")))
-    final = Path(cfg.out_dir) / "final"
-    if (final / "qazlm_model.json").exists() and not ctx.force:
-        print(f"pretrain: {final} exists; skipping (use --force to retrain)")
+    cfg = from_dict(PretrainConfig, ctx.with_run_defaults(section), f"{ctx.recipe_path}[pretrain]")
+    cfg = dataclasses.replace(fill_run_paths(cfg, ctx.out_dir), out_dir=str(ctx.stage_dir("pretrain")))
+    out = Path(cfg.out_dir)
+    if (out / "final" / "qazlm_model.json").exists() and ctx.skip("pretrain", dataclasses.asdict(cfg), out):
         return
-    if ctx.force:
-        shutil.rmtree(Path(cfg.out_dir) / "checkpoints", ignore_errors=True)
-        shutil.rmtree(final, ignore_errors=True)
-    if train(cfg) is not None:
-        for p in plot_run(cfg.out_dir):
-            print(f"pretrain: wrote {p}")
+    with output_lock(out, "pretrain"):
+        if ctx.force:
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)
+            shutil.rmtree(out / "final", ignore_errors=True)
+        if train(cfg) is not None:
+            for p in plot_run(cfg.out_dir):
+                print(f"pretrain: wrote {p}")
+            write_record(out, "pretrain", dataclasses.asdict(cfg))
