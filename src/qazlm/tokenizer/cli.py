@@ -14,9 +14,5 @@ def register(sub) -> None:
                        description=__doc__)
     tsub = p.add_subparsers(dest="tokenizer_command", metavar="SUBCOMMAND")
     for name in SUBCOMMAND_MODULES:
-        try:
-            importlib.import_module(name).register(tsub)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
+        importlib.import_module(name).register(tsub)
     p.set_defaults(func=lambda args: p.print_help())
