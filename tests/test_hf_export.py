@@ -71,3 +71,51 @@ def test_import_rejects_mismatched_weights_and_missing_files(tmp_path):
         import_hf(tmp_path / "hf", tmp_path / "out")
     with pytest.raises(QazlmError, match="no config.json"):
         import_hf(tmp_path / "ours", tmp_path / "out")
+
+
+def _modes(folder):
+    """{name: permission bits} of a folder and everything in it."""
+    import os
+    import stat
+
+    return {p.name: stat.S_IMODE(os.stat(p).st_mode) for p in [folder, *folder.iterdir()]}
+
+
+@pytest.mark.parametrize("umask, dir_mode, file_mode", [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600)],
+                         ids=["umask022", "umask077"])
+def test_written_folders_follow_the_umask(tmp_path, tiny_tokenizer_dir, umask, dir_mode, file_mode):
+    """mkdtemp (0700) and safetensors (0600) used to make every model owner-only, whatever the umask."""
+    import os
+
+    from qazlm.train import checkpoint as ckpt
+
+    model = build_model(preset("tiny", 1000, n_layers=1, d_model=32, n_heads=2, n_kv_heads=1, head_dim=16,
+                               ffn_dim=64, max_seq_len=16), seed=0)
+    opt = torch.optim.AdamW(model.parameters())
+    old = os.umask(umask)
+    try:
+        folders = [save_model_folder(model, tmp_path / "m", tiny_tokenizer_dir),
+                   export_hf(tmp_path / "m", tmp_path / "hf"),
+                   ckpt.save(tmp_path / "ckpts", 1, model=model, raw_model=model, optimizer=opt, extra={},
+                             is_main=True, tokenizer_dir=tiny_tokenizer_dir)]
+    finally:
+        os.umask(old)
+    for folder in folders:
+        modes = _modes(folder)
+        assert modes.pop(folder.name) == dir_mode, folder
+        assert "model.safetensors" in modes and "tokenizer.json" in modes
+        assert set(modes.values()) == {file_mode}, (folder, {k: oct(v) for k, v in modes.items()})
+
+
+def test_export_refuses_to_replace_a_folder_that_is_not_an_export(tmp_path):
+    """The atomic swap replaces the whole output folder: `-o runs/tiny` must not delete a run."""
+    save_model_folder(build_model(preset("tiny", 300, n_layers=1, max_seq_len=32), seed=0), tmp_path / "ours")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text("{}\n")
+    with pytest.raises(QazlmError, match=r"run: folder exists and is not a Hugging Face model folder"):
+        export_hf(tmp_path / "ours", tmp_path / "run")
+    assert (tmp_path / "run" / "metrics.jsonl").exists()
+    export_hf(tmp_path / "ours", tmp_path / "hf")
+    export_hf(tmp_path / "ours", tmp_path / "hf")  # an earlier export is replaced
+    with pytest.raises(QazlmError, match=r"run: folder exists and is not a qazlm model folder"):
+        import_hf(tmp_path / "hf", tmp_path / "run")

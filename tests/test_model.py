@@ -1,5 +1,8 @@
 """The model: shapes, init, fused decoder + KV cache == full forward, left-padded batches, presets and parameter counts."""
 
+import dataclasses
+import json
+
 import pytest
 import torch
 
@@ -88,7 +91,9 @@ def test_save_load_roundtrip_and_foreign_weights(model, tmp_path):
     assert torch.equal(load_model_folder(tmp_path / "m")(x), model(x))
     other = build_model(preset("tiny", 500, n_layers=2, d_model=128, max_seq_len=64))
     save_model_folder(other, tmp_path / "other")
-    (tmp_path / "other" / "qazlm_model.json").write_text((tmp_path / "m" / "qazlm_model.json").read_text())
+    meta = json.loads((tmp_path / "m" / "qazlm_model.json").read_text())
+    del meta["sha256"]  # as a folder written before checksums: the shape check still catches it
+    (tmp_path / "other" / "qazlm_model.json").write_text(json.dumps(meta))
     with pytest.raises(QazlmError, match="another model configuration"):
         load_model_folder(tmp_path / "other")
     with pytest.raises(QazlmError, match="not a qazlm model folder"):
@@ -117,6 +122,77 @@ def test_bad_model_folders_are_one_clear_error(model, tmp_path):
     (tmp_path / "m" / "model.safetensors").unlink()
     with pytest.raises(QazlmError, match="no model.safetensors"):
         load_model_folder(tmp_path / "m")
+
+
+def overwrite_middle(path, n=64):
+    """Damage a file the way a bad disk or copy does: bytes overwritten in place, size unchanged."""
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + n] = bytes(255 - b for b in data[mid:mid + n])
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_weights_are_refused_by_checksum(model, tmp_path):
+    """Same-size corruption used to load silently (eval: bpb nan, exit 0); the recorded sha256 catches it."""
+    save_model_folder(model, tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "qazlm_model.json").read_text())
+    assert set(meta["sha256"]) == {"model.safetensors"}
+    size = (tmp_path / "m" / "model.safetensors").stat().st_size
+    overwrite_middle(tmp_path / "m" / "model.safetensors")
+    assert (tmp_path / "m" / "model.safetensors").stat().st_size == size
+    with pytest.raises(QazlmError, match=r"m/model.safetensors: checksum mismatch.*copy or export the model again"):
+        load_model_folder(tmp_path / "m")
+
+
+def test_folder_without_checksums_loads_and_a_truncated_file_is_one_error(model, tmp_path):
+    save_model_folder(model, tmp_path / "m")
+    meta_path = tmp_path / "m" / "qazlm_model.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["sha256"]  # as written before checksums existed
+    meta_path.write_text(json.dumps(meta))
+    x = torch.randint(0, 500, (1, 8))
+    assert torch.equal(load_model_folder(tmp_path / "m")(x), model(x))
+    weights = tmp_path / "m" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(QazlmError, match=r"model.safetensors: cannot read the weights \(SafetensorError"):
+        load_model_folder(tmp_path / "m")
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("n_layers", 0, r"model n_layers = 0: must be >= 1"),
+    ("vocab_size", 0, r"vocab_size = 0: must be >= 1"),
+    ("d_model", -4, r"d_model = -4: must be >= 1"),
+    ("n_heads", 0, r"n_heads = 0: must be >= 1"),
+    ("n_kv_heads", 0, r"n_kv_heads = 0: must be >= 1"),
+    ("ffn_dim", 0, r"ffn_dim = 0: must be >= 1"),
+    ("head_dim", 0, r"head_dim = 0: must be >= 2"),
+    ("max_seq_len", 1, r"max_seq_len = 1: must be >= 2"),
+    ("rope_theta", 0.0, r"rope_theta = 0.0: must be > 0"),
+    ("rope_theta", float("nan"), r"rope_theta = nan: expected a finite number"),
+    ("rms_eps", -1e-6, r"rms_eps = -1e-06: must be > 0"),
+    ("n_kv_heads", 2, r"n_heads = 3 must be a multiple of n_kv_heads = 2"),
+    ("head_dim", 63, r"head_dim = 63 must be even"),
+    ("n_layers", 2.5, r"n_layers = 2.5: expected a whole number"),
+    ("qk_norm", "no", r"qk_norm = 'no': expected true or false"),
+])
+def test_model_config_refuses_bad_values(field, value, match):
+    with pytest.raises(QazlmError, match=match):
+        dataclasses.replace(preset("tiny", 500), **{field: value})  # as model_overrides are applied
+
+
+def test_bad_config_in_a_model_folder_names_the_file(model, tmp_path):
+    save_model_folder(model, tmp_path / "m")
+    meta_path = tmp_path / "m" / "qazlm_model.json"
+    meta = json.loads(meta_path.read_text())
+    meta["config"]["n_layers"] = 0
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(QazlmError, match=r"m/qazlm_model.json: model n_layers = 0: must be >= 1"):
+        load_model_folder(tmp_path / "m")
+    meta_path.write_text('{"format": "qazlm-model-v1", "config": 3}')
+    with pytest.raises(QazlmError, match=r"qazlm_model.json: not a qazlm model description"):
+        load_model_folder(tmp_path / "m")
+    with pytest.raises(QazlmError, match=r"nowhere: no such model folder"):
+        load_model_folder(tmp_path / "nowhere")
 
 
 def test_training_forward_compiles_without_graph_breaks(model):

@@ -7,13 +7,12 @@ renaming the prefix only; `AutoModelForCausalLM.from_pretrained(folder)` loads w
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 from qazlm.errors import QazlmError
 from qazlm.model.config import ModelConfig
-from qazlm.model.io import TOKENIZER_FILES, WEIGHTS, copy_tokenizer, load_model_folder, state_dict_for_saving
+from qazlm.model.io import (MODEL_JSON, TOKENIZER_FILES, WEIGHTS, copy_tokenizer, load_model_folder, read_weights,
+                            save_weights, state_dict_for_saving)
 
 SUPPORTED = {"qwen3": "Qwen3ForCausalLM", "llama": "LlamaForCausalLM"}
 
@@ -24,7 +23,11 @@ def _special_ids(folder: Path) -> dict:
         return {"bos_token_id": None, "eos_token_id": None, "pad_token_id": None}
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError, TypeError) as e:
+        reason = (str(e).splitlines() or [type(e).__name__])[0]
+        raise QazlmError(f"{folder}: cannot load the tokenizer ({reason}); check tokenizer.json") from None
     return {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
 
 
@@ -55,37 +58,57 @@ def _add_legacy_keys(config_path: Path, cfg: ModelConfig) -> None:
     config_path.write_text(json.dumps(c, indent=2, sort_keys=True) + "\n")
 
 
+def check_replaceable(out_dir: Path, marker: str, what: str) -> None:
+    """Refuse an output folder that holds something other than an earlier output of the same kind: the
+    atomic swap replaces the whole folder, and `-o runs/tiny` must not delete a run."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise QazlmError(f"{out_dir}: exists and is not a folder; choose another -o")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / marker).exists():
+        raise QazlmError(f"{out_dir}: folder exists and is not {what} (no {marker}); it would be replaced, so "
+                         "choose a new or empty -o folder")
+
+
 def export_hf(model_folder: str | Path, out_dir: str | Path) -> Path:
-    """Write config.json, model.safetensors, generation_config.json and tokenizer files into `out_dir`."""
-    from safetensors.torch import save_file
+    """Write config.json, model.safetensors, generation_config.json and tokenizer files into `out_dir`
+    (built in a temp folder and swapped in; ordinary umask permissions)."""
     from transformers import GenerationConfig
+
+    from qazlm.io import atomic_dir
 
     model_folder, out_dir = Path(model_folder), Path(out_dir)
     model = load_model_folder(model_folder)
+    check_replaceable(out_dir, "config.json", "a Hugging Face model folder")
     ids = _special_ids(model_folder)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         hf_config(model.cfg, ids).save_pretrained(tmp)
         _add_legacy_keys(tmp / "config.json", model.cfg)
         sd = {(k if k.startswith("lm_head") else f"model.{k}"): v for k, v in state_dict_for_saving(model).items()}
-        save_file(sd, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        save_weights(sd, tmp / WEIGHTS)
         GenerationConfig(**{k: v for k, v in ids.items() if v is not None}).save_pretrained(tmp)
         if (model_folder / "tokenizer.json").exists():
             copy_tokenizer(model_folder, tmp)
-        shutil.rmtree(out_dir, ignore_errors=True)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
+
+
+def read_hf_config(hf_folder: Path) -> dict:
+    """config.json of an HF folder as a dict; a missing or half-downloaded file is one clear error."""
+    path = hf_folder / "config.json"
+    if not hf_folder.is_dir():
+        raise QazlmError(f"{hf_folder}: no such folder; check the path")
+    if not path.exists():
+        raise QazlmError(f"{hf_folder}: no config.json; not a Hugging Face model folder")
+    try:
+        c = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise QazlmError(f"{path}: invalid JSON ({getattr(e, 'msg', e)}); is the download complete?") from None
+    if not isinstance(c, dict):
+        raise QazlmError(f"{path}: expected a JSON object")
+    return c
 
 
 def config_from_hf(hf_folder: Path) -> ModelConfig:
     path = hf_folder / "config.json"
-    if not path.exists():
-        raise QazlmError(f"{hf_folder}: no config.json; not a Hugging Face model folder")
-    c = json.loads(path.read_text())
+    c = read_hf_config(hf_folder)
     if c.get("model_type") not in SUPPORTED:
         raise QazlmError(f"{path}: model_type {c.get('model_type')!r} is not supported; "
                          f"qazlm imports {', '.join(SUPPORTED)} models")
@@ -95,38 +118,40 @@ def config_from_hf(hf_folder: Path) -> ModelConfig:
     theta = rope.get("rope_theta", c.get("rope_theta", 10000.0))
     if rope.get("rope_type", "default") != "default" or c.get("rope_scaling"):
         raise QazlmError(f"{path}: RoPE scaling {rope.get('rope_type') or c.get('rope_scaling')} is not supported")
+    missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                           "intermediate_size") if k not in c]
+    if missing:
+        raise QazlmError(f"{path}: missing {', '.join(missing)}; not a complete {c['model_type']} config")
     n_heads = c["num_attention_heads"]
-    return ModelConfig(vocab_size=c["vocab_size"], d_model=c["hidden_size"], n_layers=c["num_hidden_layers"],
-                       n_heads=n_heads, n_kv_heads=c.get("num_key_value_heads") or n_heads,
-                       head_dim=c.get("head_dim") or c["hidden_size"] // n_heads, ffn_dim=c["intermediate_size"],
-                       max_seq_len=c.get("max_position_embeddings", 2048), rope_theta=float(theta),
-                       rms_eps=c.get("rms_norm_eps", 1e-6), tie_embeddings=bool(c.get("tie_word_embeddings")),
-                       qk_norm=c["model_type"] == "qwen3")
+    try:
+        return ModelConfig(vocab_size=c["vocab_size"], d_model=c["hidden_size"], n_layers=c["num_hidden_layers"],
+                           n_heads=n_heads, n_kv_heads=c.get("num_key_value_heads") or n_heads,
+                           head_dim=c.get("head_dim") or c["hidden_size"] // max(int(n_heads), 1),
+                           ffn_dim=c["intermediate_size"], max_seq_len=c.get("max_position_embeddings", 2048),
+                           rope_theta=theta, rms_eps=c.get("rms_norm_eps", 1e-6),
+                           tie_embeddings=bool(c.get("tie_word_embeddings")), qk_norm=c["model_type"] == "qwen3")
+    except (QazlmError, TypeError, ValueError) as e:
+        raise QazlmError(f"{path}: {e}") from None
 
 
 def import_hf(hf_folder: str | Path, out_dir: str | Path) -> Path:
     """An HF Qwen3/Llama folder (single or sharded safetensors) -> our model folder."""
-    import torch
-    from safetensors.torch import load_file
-
     from qazlm.model.io import load_state_dict_checked, save_model_folder
-    from qazlm.model.transformer import Transformer
+    from qazlm.model.transformer import build_model
 
-    hf_folder = Path(hf_folder)
+    hf_folder, out_dir = Path(hf_folder), Path(out_dir)
     cfg = config_from_hf(hf_folder)
     files = sorted(hf_folder.glob("*.safetensors"))
     if not files:
         raise QazlmError(f"{hf_folder}: no *.safetensors weights (convert .bin checkpoints with transformers first)")
+    check_replaceable(out_dir, MODEL_JSON, "a qazlm model folder")
     sd = {}
     for f in files:
-        sd.update(load_file(str(f)))
+        sd.update(read_weights(f))
     sd = {k.removeprefix("model."): v.float() for k, v in sd.items()}
     if cfg.tie_embeddings:
         sd.pop("lm_head.weight", None)
-    with torch.device("meta"):
-        model = Transformer(cfg)
-    model.to_empty(device="cpu")
-    model.init_weights()
+    model = build_model(cfg, "cpu")
     load_state_dict_checked(model, sd, str(hf_folder))
     tok_dir = hf_folder if (hf_folder / "tokenizer.json").exists() else None
     return save_model_folder(model, out_dir, tok_dir)

@@ -1,11 +1,18 @@
-"""Our model folder: `model.safetensors` + `qazlm_model.json` (+ tokenizer files), written atomically."""
+"""Our model folder: `model.safetensors` + `qazlm_model.json` (+ tokenizer files), written atomically.
+
+`qazlm_model.json` = {"format": "qazlm-model-v1", "config": the ModelConfig, "sha256": {file: hex digest}}
+(+ extra keys). The digest of every weight file is checked on load, so bytes damaged on disk (a size-keeping
+overwrite, a bad copy) are one clear error naming the file instead of a model that silently scores NaN.
+Folders written before checksums existed have no "sha256" and load unchecked.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from qazlm.errors import QazlmError
@@ -15,6 +22,32 @@ WEIGHTS = "model.safetensors"
 FORMAT = "qazlm-model-v1"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                    "training_info.json")
+DAMAGED_FIX = ("the file is damaged: copy or export the model again, or for a training checkpoint delete this "
+               "step folder to resume from the previous one")
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_weights(state_dict: dict, path: str | Path) -> None:
+    """safetensors file with ordinary permissions (safetensors creates 0600 whatever the umask, which hides
+    a model from teammates and serving users), flushed before its folder is renamed into place."""
+    from safetensors.torch import save_file
+
+    from qazlm.io import current_umask
+
+    save_file(state_dict, str(path), metadata={"format": "pt"})
+    os.chmod(path, 0o666 & ~current_umask())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def state_dict_for_saving(model) -> dict:
@@ -24,59 +57,87 @@ def state_dict_for_saving(model) -> dict:
 
 
 def copy_tokenizer(tokenizer_dir: str | Path, out_dir: Path) -> None:
+    """Copy the tokenizer files' content only (not their mode bits: the folder's own permissions apply)."""
     tokenizer_dir = Path(tokenizer_dir)
     if not (tokenizer_dir / "tokenizer.json").exists():
         raise QazlmError(f"{tokenizer_dir}: no tokenizer.json; pass a tokenizer folder (qazlm tokenizer train -o DIR)")
     for name in TOKENIZER_FILES:
         if (tokenizer_dir / name).exists():
-            shutil.copy2(tokenizer_dir / name, out_dir / name)
+            shutil.copyfile(tokenizer_dir / name, out_dir / name)
+
+
+def write_model_files(model, folder: str | Path, tokenizer_dir: str | Path | None = None, extra: dict | None = None,
+                      also_checksum: tuple[str, ...] = ()) -> None:
+    """Weights, `qazlm_model.json` (with the sha256 of the weights and of the files named in `also_checksum`,
+    already in `folder`) and the tokenizer into an existing folder. Not atomic by itself: callers write into
+    a `qazlm.io.atomic_dir` temp folder (`save_model_folder`, training checkpoints)."""
+    folder = Path(folder)
+    save_weights(state_dict_for_saving(model), folder / WEIGHTS)
+    sums = {name: sha256_file(folder / name) for name in (WEIGHTS, *also_checksum)}
+    meta = {"format": FORMAT, "config": dataclasses.asdict(model.cfg), **(extra or {}), "sha256": sums}
+    with open(folder / MODEL_JSON, "w", encoding="utf-8") as f:
+        f.write(json.dumps(meta, indent=2) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    if tokenizer_dir is not None:
+        copy_tokenizer(tokenizer_dir, folder)
 
 
 def save_model_folder(model, out_dir: str | Path, tokenizer_dir: str | Path | None = None,
                       extra: dict | None = None) -> Path:
-    """Write the folder into a temp dir beside `out_dir`, then swap it in: a kill never leaves half a model."""
-    from safetensors.torch import save_file
+    """Write the folder under a temp name beside `out_dir`, then swap it in: a kill never leaves half a model
+    (only a `qazlm.io.TMP_PREFIX` leftover that `clean_temp` removes). Ordinary permissions (umask)."""
+    from qazlm.io import atomic_dir
 
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        save_file(state_dict_for_saving(model), str(tmp / WEIGHTS), metadata={"format": "pt"})
-        meta = {"format": FORMAT, "config": dataclasses.asdict(model.cfg), **(extra or {})}
-        (tmp / MODEL_JSON).write_text(json.dumps(meta, indent=2) + "\n")
-        if tokenizer_dir is not None:
-            copy_tokenizer(tokenizer_dir, tmp)
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    with atomic_dir(out_dir) as tmp:
+        write_model_files(model, tmp, tokenizer_dir, extra)
+    return Path(out_dir)
 
 
-def read_model_config(path: str | Path):
-    from qazlm.config import from_dict
-    from qazlm.model.config import ModelConfig
-
+def read_model_meta(path: str | Path) -> dict:
+    """The parsed `qazlm_model.json` of a model folder (one clear error when absent or malformed)."""
     path = Path(path)
+    if not path.is_dir():
+        raise QazlmError(f"{path}: no such model folder; check the path")
     meta_path = path / MODEL_JSON
     if not meta_path.exists():
         hint = " (an HF folder: use `qazlm import hf`)" if (path / "config.json").exists() else ""
         raise QazlmError(f"{path}: not a qazlm model folder, no {MODEL_JSON}{hint}")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise QazlmError(f"{meta_path}: invalid JSON ({e.msg})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise QazlmError(f"{meta_path}: cannot read ({e}); {DAMAGED_FIX}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict) \
+            or not isinstance(meta.get("sha256", {}), dict):
+        raise QazlmError(f"{meta_path}: not a qazlm model description (needs a \"config\" table); {DAMAGED_FIX}")
+    return meta
+
+
+def model_config_from_meta(meta: dict, meta_path: Path):
+    from qazlm.config import from_dict
+    from qazlm.model.config import ModelConfig
+
     try:
         return from_dict(ModelConfig, meta["config"], where=str(meta_path))
-    except (KeyError, ValueError) as e:
-        raise QazlmError(f"{meta_path}: bad model config ({e})") from None
+    except QazlmError as e:  # a range error from ModelConfig does not know the file: name it
+        raise QazlmError(str(e) if str(meta_path) in str(e) else f"{meta_path}: {e}") from None
+
+
+def read_model_config(path: str | Path):
+    path = Path(path)
+    return model_config_from_meta(read_model_meta(path), path / MODEL_JSON)
+
+
+def verify_checksum(folder: str | Path, name: str, meta: dict) -> None:
+    """Refuse `folder/name` when its sha256 differs from the one recorded in qazlm_model.json (if any)."""
+    expected = meta.get("sha256", {}).get(name)
+    if expected is None:
+        return  # written before checksums were recorded
+    path = Path(folder) / name
+    if sha256_file(path) != expected:
+        raise QazlmError(f"{path}: checksum mismatch (sha256 differs from the one in {MODEL_JSON}); {DAMAGED_FIX}")
 
 
 def load_state_dict_checked(model, state_dict: dict, source: str) -> None:
@@ -93,20 +154,27 @@ def load_state_dict_checked(model, state_dict: dict, source: str) -> None:
     model.load_state_dict(state_dict, strict=False)
 
 
-def load_model_folder(path: str | Path, device="cpu"):
-    """Our Transformer from a model folder (fp32, eval mode)."""
-    import torch
+def read_weights(path: Path, device="cpu") -> dict:
+    """The tensors of a safetensors file; a damaged file is one QazlmError naming it."""
     from safetensors.torch import load_file
 
-    from qazlm.model.transformer import Transformer
+    try:
+        return load_file(str(path), device=str(device))
+    except Exception as e:  # noqa: BLE001 - safetensors/torch raise many types for a damaged file
+        first = (str(e).splitlines() or [""])[0]
+        raise QazlmError(f"{path}: cannot read the weights ({type(e).__name__}: {first}); {DAMAGED_FIX}") from None
+
+
+def load_model_folder(path: str | Path, device="cpu"):
+    """Our Transformer from a model folder (fp32, eval mode), its weights' checksum verified first."""
+    from qazlm.model.transformer import build_model
 
     path = Path(path)
-    cfg = read_model_config(path)
+    meta = read_model_meta(path)
+    cfg = model_config_from_meta(meta, path / MODEL_JSON)
     if not (path / WEIGHTS).exists():
         raise QazlmError(f"{path}: no {WEIGHTS}; the folder is incomplete")
-    with torch.device("meta"):
-        model = Transformer(cfg)
-    model.to_empty(device=device)
-    model.init_weights()  # rope tables; weights are overwritten below
-    load_state_dict_checked(model, load_file(str(path / WEIGHTS), device=str(device)), str(path / WEIGHTS))
+    verify_checksum(path, WEIGHTS, meta)
+    model = build_model(cfg, device)  # rope tables; the weights are overwritten below
+    load_state_dict_checked(model, read_weights(path / WEIGHTS, device), str(path / WEIGHTS))
     return model.eval()

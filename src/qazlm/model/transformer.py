@@ -6,12 +6,8 @@ rename-free copy of the state dict and a parity test can compare logits directly
 Training and scoring use this module's forward (whole sequences, causal); generation goes through
 `qazlm.model.decode.Decoder`, a fused-weight copy with a KV cache.
 
-Build big models on the meta device and materialise them where they will live:
-
-    with torch.device("meta"):
-        model = Transformer(cfg)
-    model.to_empty(device="cuda")
-    model.init_weights()
+Build models with `build_model(cfg, device, seed)`: the one place that constructs on the meta device and
+materialises where the model will live (training, loading a folder, HF import and checkpoints all use it).
 """
 
 from __future__ import annotations
@@ -170,7 +166,9 @@ class Transformer(nn.Module):
 
 
 def build_model(cfg: ModelConfig, device="cpu", seed: int | None = None) -> Transformer:
-    """Construct on the meta device, materialise on `device`, and initialise explicitly."""
+    """Construct on the meta device, materialise on `device`, and initialise explicitly (`seed`: reseed torch
+    first). Meta construction allocates nothing twice, so a 500M model never exists in CPU memory before
+    it reaches the GPU; loaders overwrite the initial weights but need the rope tables it computes."""
     if seed is not None:
         torch.manual_seed(seed)
     with torch.device("meta"):

@@ -91,20 +91,23 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def check_plain(obj, where: str = "train_state") -> None:
-    """Refuse (as a bug, before writing) anything `torch.load(weights_only=True)` would refuse on resume."""
+def to_plain(obj, where: str = "train_state"):
+    """`obj` as `torch.load(weights_only=True)` will accept it on resume: numpy scalars/arrays become Python
+    numbers/lists, tensors and plain data stay; anything else is refused before writing (a bug)."""
+    import numpy as np
     import torch
 
     if isinstance(obj, dict):
-        for k, v in obj.items():
-            check_plain(k, where)
-            check_plain(v, f"{where}[{k!r}]")
-    elif isinstance(obj, list | tuple):
-        for i, v in enumerate(obj):
-            check_plain(v, f"{where}[{i}]")
-    elif not isinstance(obj, str | int | float | bool | type(None) | torch.Tensor | torch.Size | torch.dtype
-                        | torch.device):
-        raise TypeError(f"{where} is a {type(obj).__name__}: a checkpoint holds only tensors and plain data")
+        return {to_plain(k, where): to_plain(v, f"{where}[{k!r}]") for k, v in obj.items()}
+    if isinstance(obj, torch.Size):
+        return obj
+    if isinstance(obj, list | tuple):
+        return type(obj)(to_plain(v, f"{where}[{i}]") for i, v in enumerate(obj))
+    if isinstance(obj, np.generic | np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, str | int | float | bool | type(None) | torch.Tensor | torch.dtype | torch.device):
+        return obj
+    raise TypeError(f"{where} is a {type(obj).__name__}: a checkpoint holds only tensors and plain data")
 
 
 def _is_fsdp(model) -> bool:
@@ -141,9 +144,8 @@ def _cpu_model_with(raw_model, model_sd: dict):
 def write_state(path: Path, state: dict) -> None:
     import torch
 
-    check_plain(state)
     with open(path, "wb") as f:
-        torch.save(state, f)
+        torch.save(to_plain(state), f)
         f.flush()
         os.fsync(f.fileno())
 

@@ -57,7 +57,7 @@ def model_config(cfg: PretrainConfig, vocab_size: int):
         raise QazlmError(f"[pretrain] model_overrides: unknown key(s) {bad}; valid: {', '.join(sorted(fields))}")
     try:
         mcfg = dataclasses.replace(mcfg, **cfg.model_overrides)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, QazlmError) as e:
         raise QazlmError(f"[pretrain] model_overrides: {e}") from None
     if mcfg.max_seq_len < cfg.seq_len:
         mcfg = dataclasses.replace(mcfg, max_seq_len=cfg.seq_len)
@@ -258,7 +258,8 @@ class Trainer:
         from qazlm.train import distributed as D
 
         if self.info.is_main:
-            ckpt.clean_partial(self.ckpt_root)
+            for leftover in ckpt.clean_partial(self.ckpt_root):
+                self.say(f"pretrain: removed {leftover} (left by a checkpoint write that was killed)")
         D.barrier(self.info)
         last = ckpt.latest(self.ckpt_root) if self.cfg.resume else None
         if last is None:
