@@ -182,7 +182,7 @@ def test_cli_bad_inputs_give_one_line_errors(case, tmp_path, tiny_tokenizer_dir,
         files = _parallel(tmp_path, good)
         with open(files[0], "wb") as f:
             f.write(b"\xff\xfe bad\n")
-        args, needle = [tok, "--parallel", *files], "kaz_Cyrl.txt: invalid UTF-8"
+        args, needle = [tok, "--parallel", *files], "kaz_Cyrl.txt:1: invalid UTF-8"
     else:
         args, needle = [tok], "give exactly one text source"
     assert main(["tokenizer", "compare", *args]) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def parse_tokenizer_arg(arg: str) -> tuple[str | None, str]:
     return None, arg
 
 
-def gather_text(args) -> tuple[dict[str, list[str]], bool, str]:
+def gather_text(args, limit: int | None) -> tuple[dict[str, list[str]], bool, str]:
     from qazlm.errors import QazlmError
     from qazlm.tokenizer.compare import flores_files, read_mono, read_parallel, split_lang_arg
 
@@ -58,7 +59,7 @@ def gather_text(args) -> tuple[dict[str, list[str]], bool, str]:
     if len(chosen) != 1:
         raise QazlmError("give exactly one text source: --flores dev|devtest, --parallel FILES or --mono LANG=PATH")
     if args.flores:
-        return read_parallel(flores_files(args.flores), args.limit), True, f"FLORES+ {args.flores}"
+        return read_parallel(flores_files(args.flores), limit), True, f"FLORES+ {args.flores}"
     if args.parallel:
         files: dict[str, str] = {}
         for item in args.parallel:
@@ -66,7 +67,7 @@ def gather_text(args) -> tuple[dict[str, list[str]], bool, str]:
             if lang in files:
                 raise QazlmError(f"{path}: a second file for language {lang!r} ({files[lang]}); one per language")
             files[lang] = path
-        return read_parallel(files, args.limit), True, "parallel: " + ", ".join(files.values())
+        return read_parallel(files, limit), True, "parallel: " + ", ".join(files.values())
     mono: dict[str, list[str]] = {}
     for item in args.mono:
         lang, sep, path = item.partition("=")
@@ -75,23 +76,34 @@ def gather_text(args) -> tuple[dict[str, list[str]], bool, str]:
         from qazlm.io import expand_inputs
 
         mono.setdefault(lang, []).extend(str(f) for f in expand_inputs([path]))
-    return read_mono(mono, args.limit), False, "monolingual: " + ", ".join(args.mono)
+    return read_mono(mono, limit), False, "monolingual: " + ", ".join(args.mono)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Options and text are checked first, then `--out`'s run lock is taken (proving it writable), then the
+    tokenizers are loaded and measured."""
+    from qazlm.runs import output_lock
+    from qazlm.tokenizer.compare import CompareOptions
+
+    t0 = time.perf_counter()
+    opts = CompareOptions(d_model=args.d_model, tied=not args.untied, byte_budget=args.byte_budget,
+                          context=args.context, morphology=not args.no_morph, lexicon=args.lexicon, limit=args.limit)
+    text = gather_text(args, opts.limit)
+    with output_lock(args.out, "tokenizer compare") if args.out else contextlib.nullcontext():
+        return _measure(args, opts, text, t0)
+
+
+def _measure(args: argparse.Namespace, opts, text: tuple[dict[str, list[str]], bool, str], t0: float) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from dataclasses import asdict
 
     from qazlm.tokenizer.charts import write_charts
-    from qazlm.tokenizer.compare import CompareOptions, compare, cost_table, markdown_table, write_outputs
+    from qazlm.tokenizer.compare import compare, cost_table, markdown_table, write_outputs
     from qazlm.tokenizer.loaders import load_tokenizer
 
-    t0 = time.perf_counter()
-    texts, parallel, source = gather_text(args)
-    opts = CompareOptions(d_model=args.d_model, tied=not args.untied, byte_budget=args.byte_budget,
-                          context=args.context, morphology=not args.no_morph, lexicon=args.lexicon)
+    texts, parallel, source = text
     specs = [parse_tokenizer_arg(a) for a in args.tokenizers]
     console = Console(stderr=True)
     rows: list[dict] = []

@@ -1,5 +1,7 @@
-"""Pipeline stage `[tokenizer]`: train the run's tokenizer into `<run>/tokenizer/` (skipped when complete),
-then print its comparison with reference tokenizers on FLORES+ devtest (`<run>/tokenizer/compare/`).
+"""Pipeline stage `[tokenizer]`: train the run's tokenizer into `<run>/tokenizer/`, then print its comparison
+with reference tokenizers on FLORES+ devtest (`<run>/tokenizer/compare/`). The stage record
+(`qazlm_stage.json`, written last) holds the training settings: a rerun skips training only when they are
+unchanged (and the comparison too, unless its output is missing).
 
 `compare_with` (stage-only key) names reference tokenizer folders under `../shared/tokenizers` (or paths);
 the ones that are absent are left out, so the demo runs without the shared data too.
@@ -8,11 +10,11 @@ the ones that are absent are left out, so the demo runs without the shared data 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 from qazlm.config import from_dict
 from qazlm.paths import REPO_ROOT, shared_dir
+from qazlm.runs import output_lock, write_record
 from qazlm.tokenizer.train import TokenizerTrainConfig, is_complete, train_tokenizer
 
 
@@ -47,18 +49,16 @@ def run_stage(section: dict, ctx) -> None:
     section = dict(section)
     references = list(section.pop("compare_with", DEFAULT_REFERENCES))
     cfg = from_dict(TokenizerTrainConfig, section, f"{ctx.recipe_path}[tokenizer]")
-    cfg.validate()
     cfg.inputs = _resolve(cfg.inputs)
     out = ctx.stage_dir("tokenizer")
-    if is_complete(out) and not ctx.force:
-        done = json.loads((out / "training_info.json").read_text(encoding="utf-8")).get("config", {})
-        if done == dataclasses.asdict(cfg):
-            print(f"tokenizer: {out} is complete; skipping (use --force to retrain)")
+    config = dataclasses.asdict(cfg)
+    with output_lock(out, "tokenizer"):
+        if is_complete(out) and ctx.skip("tokenizer", config, out):
             if not (out / "compare" / "compare.md").exists():
                 print_comparison(out, references)
             return
-        print(f"tokenizer: settings changed since {out} was trained; retraining")
-    info = train_tokenizer(cfg, out)
-    used = ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in info["bytes_used"].items())
-    print(f"tokenizer: {info['vocab_size']} tokens, {info['mix_spec']} (used {used}) in {info['seconds']:.1f}s")
-    print_comparison(out, references)
+        info = train_tokenizer(cfg, out)
+        used = ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in info["bytes_used"].items())
+        print(f"tokenizer: {info['vocab_size']} tokens, {info['mix_spec']} (used {used}) in {info['seconds']:.1f}s")
+        print_comparison(out, references)
+        write_record(out, "tokenizer", config)

@@ -24,8 +24,10 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
+from qazlm.config import check_fields, check_value
 from qazlm.errors import QazlmError
 from qazlm.io import read_lines, save_png, write_json, write_text
+from qazlm.runs import output_lock
 
 DEFAULT_MIXES = ("kk=0.34,ru=0.33,en=0.33", "kk=0.4,ru=0.3,en=0.3", "kk=0.2,ru=0.45,en=0.35",
                  "kk=0.25,ru=0.5,en=0.25", "kk=0.3,ru=0.5,en=0.2", "kk=0.35,ru=0.5,en=0.15",
@@ -53,6 +55,13 @@ class SweepConfig:
     targets: dict[str, float] = dataclasses.field(default_factory=lambda: dict(TARGETS))  # upper bounds
     truncate: bool = True
 
+    def __post_init__(self) -> None:
+        from qazlm.tokenizer.train import BASE_VOCAB
+
+        check_fields(self, "sweep ", {"workers": ">= 1", "recommend_vocab": f"> {BASE_VOCAB}"})
+        for v in self.vocab_sizes:
+            check_value("sweep vocab size", v, f"> {BASE_VOCAB}")
+
 
 def cache_key(cfg_dict: dict, fingerprint: str) -> str:
     """Training options + the inputs' fingerprint (paths, sizes, mtimes): new or edited text retrains."""
@@ -79,10 +88,10 @@ def _job(cfg_dict: dict, out_dir: str, counts: dict[str, int] | None, vocabs: li
     """Train (unless cached) and evaluate the first-k-ids tokenizer for every k in `vocabs` (cached too)."""
     from tokenizers import Tokenizer
 
-    from qazlm.tokenizer.train import truncate_tokenizer
+    from qazlm.tokenizer.train import is_complete, truncate_tokenizer
 
     folder = Path(out_dir)
-    if not (folder / "tokenizer.json").exists():
+    if not is_complete(folder):
         _train_job(cfg_dict, out_dir, counts)
     cache = _eval_cache(folder, split)
     done = json.loads(cache.read_text(encoding="utf-8")) if cache.exists() else {}
@@ -127,14 +136,19 @@ def evaluate_tokenizer(tok, texts: dict[str, list[str]]) -> dict:
 
 def run_sweep(cfg: SweepConfig, out_dir: str | Path, docs_dir: str | Path | None = None,
               cache_dir: str | Path | None = None) -> dict:
+    """The whole sweep, holding OUTPUT's run lock (each cached training locks its own cache folder)."""
+    with output_lock(out_dir, "tokenizer sweep"):
+        return _run_sweep(cfg, Path(out_dir), docs_dir, cache_dir)
+
+
+def _run_sweep(cfg: SweepConfig, out: Path, docs_dir: str | Path | None, cache_dir: str | Path | None) -> dict:
     from tokenizers import Tokenizer
     from tqdm import tqdm
 
     from qazlm.tokenizer.mixture import count_bytes, files_by_language, inputs_fingerprint, parse_mix
-    from qazlm.tokenizer.train import TokenizerTrainConfig, save_tokenizer_folder, truncate_tokenizer
+    from qazlm.tokenizer.train import TokenizerTrainConfig, is_complete, save_tokenizer_folder, truncate_tokenizer
 
     t0 = time.time()
-    out = Path(out_dir)
     cache = Path(cache_dir) if cache_dir else out / "cache"
     if not cfg.mixes or not cfg.vocab_sizes:
         raise QazlmError("sweep: give at least one mixture and one vocab size")
@@ -155,10 +169,9 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, docs_dir: str | Path | None
                 tc = TokenizerTrainConfig(inputs=[str(x) for x in cfg.inputs], vocab_size=v, mix=mix,
                                           pattern=cfg.pattern, min_frequency=cfg.min_frequency,
                                           max_bytes=cfg.max_bytes, morph=morph, balance=cfg.balance)
-                tc.validate()
                 d = dataclasses.asdict(tc)
                 jobs[(mix, morph, v)] = (d, cache / cache_key(d, fingerprint))
-    trained = sum((p / "tokenizer.json").exists() for _, p in jobs.values())
+    trained = sum(is_complete(p) for _, p in jobs.values())
     todo = {k for k, (_, p) in jobs.items() if not _is_done(p, cfg.split, vocabs)}
     print(f"sweep: {len(jobs)} trainings ({trained} cached), {len(vocabs)} vocab sizes, FLORES+ {cfg.split}",
           flush=True)
