@@ -159,7 +159,7 @@ def _check_eval(section: dict, run, where: str):
 
 @pytest.mark.parametrize("path", RUN_RECIPES, ids=_id)
 def test_run_recipe_loads_and_plans(path):
-    from qazlm.pipeline import STAGES, RunConfig
+    from qazlm.runs import STAGES, RunConfig
     from qazlm.tokenizer.train import TokenizerTrainConfig
 
     recipe = read_toml(path)

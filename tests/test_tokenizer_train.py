@@ -190,7 +190,7 @@ def test_cli_train_tiny(tmp_path, corpus, capsys):
 
 
 def test_stage_trains_then_skips(tmp_path, corpus, capsys):
-    from qazlm.pipeline import RunConfig, RunContext
+    from qazlm.runs import RunConfig, RunContext
     from qazlm.tokenizer.stage import run_stage
 
     ctx = RunContext(run=RunConfig(out_dir=str(tmp_path / "run")), recipe_path=tmp_path / "r.toml")

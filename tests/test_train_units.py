@@ -3,7 +3,6 @@ errors, plots. Tiny model, a few steps each."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import numpy as np
@@ -251,7 +250,7 @@ def test_estimate_table_mentions_presets():
 def test_pipeline_stage_reads_data_stage_and_skips_when_done(tmp_path, tokens_dir, capsys):
     import shutil
 
-    from qazlm.pipeline import RunConfig, RunContext
+    from qazlm.runs import RunConfig, RunContext
     from qazlm.train.stage import run_stage
 
     run = tmp_path / "run"
