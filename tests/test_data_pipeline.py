@@ -162,7 +162,11 @@ def test_shards_val_and_report(prepared, tiny_tokenizer_dir):
             assert tok.decode(first.tolist()) == raw[0]
     shares = {lang: v["share"] for lang, v in s["languages"].items()}
     assert abs(shares["kk"] - 0.5) < 0.1
-    assert (out / "report" / "report.md").read_text().startswith("# Corpus report")
+    report = (out / "report" / "report.md").read_text()
+    assert report.startswith("# Corpus report")
+    used = s["decontamination"]["used"]
+    assert list(used) == ["flores"] and used["flores"] > 4000 and s["decontamination"]["missing"] == []
+    assert f"Decontaminated against: flores ({used['flores']:,} items)." in report
     assert (out / "report" / "data_lengths.png").stat().st_size > 1000
     assert (out / "report" / "data_funnel.png").exists()
 
@@ -233,6 +237,7 @@ def test_pipeline_stage_writes_into_run_dirs(tmp_path, tiny_tokenizer_dir):
     from qazlm.data.stage import run_stage, sample_sources
     from qazlm.data.shards import TokenDataset
     from qazlm.pipeline import RunConfig, RunContext
+    from qazlm.runs import read_record
 
     ctx = RunContext(run=RunConfig(out_dir=str(tmp_path / "run")), recipe_path=Path("recipes/tiny.toml"))
     shutil.copytree(tiny_tokenizer_dir, ctx.stage_dir("tokenizer"))
@@ -243,9 +248,81 @@ def test_pipeline_stage_writes_into_run_dirs(tmp_path, tiny_tokenizer_dir):
     data = ctx.stage_dir("data")
     assert TokenDataset(data / "tokens", "train").num_tokens > 0
     assert all((data / "val" / f"{lang}.jsonl.gz").exists() for lang in ("kk", "ru", "en"))
-    mtime = (data / "tokens" / "meta.json").stat().st_mtime
+    mtime = (data / "tokens" / "meta.json").stat().st_mtime_ns
     run_stage({"decontaminate": [], "executor": {"tasks": 1, "workers": 1}, "sources": srcs}, ctx)
-    assert (data / "tokens" / "meta.json").stat().st_mtime == mtime  # complete outputs: skipped
+    assert (data / "tokens" / "meta.json").stat().st_mtime_ns == mtime  # complete outputs: skipped
+    # other settings: redone from scratch (with force), not skipped and not refused
+    run_stage({"decontaminate": [], "executor": {"tasks": 1, "workers": 1}, "sources": srcs,
+               "mixture": {"max_epochs": 1.0}}, ctx)
+    assert (data / "tokens" / "meta.json").stat().st_mtime_ns != mtime
+    assert read_record(data)["mixture"]["max_epochs"] == 1.0 and read_record(data)["seed"] == ctx.run.seed
+
+
+def test_killed_finalize_leaves_a_folder_pretraining_refuses(tmp_path, tiny_tokenizer_dir, monkeypatch, prepared):
+    """A `data prepare` killed while writing train shards leaves meta.json listing only some of them: the
+    folder is not marked complete, so the pretraining reader refuses it; the rerun completes it identically."""
+    from qazlm.data import finalize
+    from qazlm.data.prepare import prepare
+    from qazlm.errors import QazlmError
+    from qazlm.runs import read_record
+    from qazlm.train.loader import open_tokens
+
+    root, clean_out, _ = prepared
+    cfg = data_cfg(root, tmp_path / "out", tiny_tokenizer_dir)
+    cfg.shard_tokens = 2000  # several train shards, so some are listed before the kill
+    calls, original = [], finalize.copy_epochs
+
+    def killed_on_second_source(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("simulated kill")
+        return original(*args)
+
+    monkeypatch.setattr(finalize, "copy_epochs", killed_on_second_source)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        prepare(cfg)
+    tokens = tmp_path / "out" / "tokens"
+    assert json.loads((tokens / "meta.json").read_text())["splits"]["train"]  # partial shards are listed
+    with pytest.raises(QazlmError, match="incomplete.*rerun the same `qazlm data prepare`"):
+        open_tokens(tokens)
+    assert read_record(tmp_path / "out") is None
+    monkeypatch.setattr(finalize, "copy_epochs", original)
+    prepare(cfg)
+    stream = open_tokens(tokens).window(0, open_tokens(tokens).num_tokens)
+    clean = open_tokens(clean_out / "tokens")
+    assert np.array_equal(stream, clean.window(0, clean.num_tokens))
+    assert read_record(tmp_path / "out")["shard_tokens"] == 2000
+
+
+def test_record_follows_the_tokenizer_files(tmp_path, tiny_tokenizer_dir):
+    """A tokenizer retrained in place (same path, other vocabulary) changes the recorded settings, so the
+    data stage is redone rather than skipped with shards of the old tokenizer."""
+    import shutil
+
+    from qazlm.data.prepare import run_record
+
+    tok = tmp_path / "tok"
+    shutil.copytree(tiny_tokenizer_dir, tok)
+    cfg = from_dict(DataConfig, {"tokenizer": str(tok), "sources": [{"name": "a", "paths": ["x"]}]})
+    before = run_record(cfg)
+    (tok / ".qazlm.lock").write_text("not a tokenizer file")
+    assert run_record(cfg) == before
+    (tok / "tokenizer.json").write_text((tok / "tokenizer.json").read_text() + " ")
+    assert run_record(cfg)["tokenizer_sha256"] != before["tokenizer_sha256"]
+    assert "out_dir" not in before and before["executor"] == {"tasks": 2}  # where it runs is not a setting
+
+
+def test_record_follows_the_evaluation_files(tmp_path, tiny_tokenizer_dir):
+    """An evaluation set that changed means another decontamination index: the recorded settings change."""
+    from qazlm.data.prepare import run_record
+
+    evalset = tmp_path / "heldout.txt"
+    evalset.write_text("one two three four five six seven eight nine ten eleven twelve thirteen\n")
+    cfg = from_dict(DataConfig, {"tokenizer": str(tiny_tokenizer_dir), "decontaminate": [str(evalset)],
+                                 "sources": [{"name": "a", "paths": ["x"]}]})
+    before = run_record(cfg)
+    evalset.write_text("another held-out sentence that is long enough to be indexed as a whole item\n")
+    assert run_record(cfg)["decontam_sha256"] != before["decontam_sha256"]
 
 
 def test_report_cli(prepared, capsys):

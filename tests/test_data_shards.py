@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from qazlm.data.shards import TokenDataset, TokenShardWriter, dtype_for_vocab, read_meta
+from qazlm.data.shards import TokenDataset, TokenShardWriter, dtype_for_vocab, is_complete, mark_complete, read_meta
 from qazlm.errors import QazlmError
 
 
@@ -16,6 +16,7 @@ def _write(folder, docs, shard_tokens=7, dtype="uint16", split="train"):
                           doc_sep_id=0, tokenizer="tok") as w:
         for d in docs:
             w.add_document(d)
+    mark_complete(folder)
     return w
 
 
@@ -83,3 +84,24 @@ def test_splits_coexist_and_errors(tmp_path):
     (tmp_path / "bad" / "meta.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(QazlmError, match="not a qazlm-tokens-v1"):
         TokenDataset(tmp_path / "bad")
+
+
+def test_incomplete_folder_is_refused(tmp_path):
+    """A folder whose writer never called mark_complete (a killed `data prepare`) lists only some shards:
+    reading it must fail with one line saying to rerun, not train on part of the data."""
+    from qazlm.train.loader import open_tokens
+
+    w = TokenShardWriter(tmp_path, "train", "uint16", 4, vocab_size=100, doc_sep_id=0)
+    for d in ([1, 2, 3], [4, 5, 6], [7, 8, 9]):
+        w.add_document(d)  # shards flushed, meta.json lists them, but the run "dies" before close
+    assert read_meta(tmp_path)["splits"]["train"] and not is_complete(tmp_path)
+    for reader in (lambda: TokenDataset(tmp_path, "train"), lambda: open_tokens(tmp_path)):
+        with pytest.raises(QazlmError, match="incomplete.*rerun the same `qazlm data prepare`"):
+            reader()
+    w.close()
+    mark_complete(tmp_path)
+    assert TokenDataset(tmp_path, "train").num_documents() == 3
+    w = TokenShardWriter(tmp_path, "train", "uint16", vocab_size=100)  # a rewrite reopens it before deleting
+    assert not is_complete(tmp_path)
+    w.close()
+    assert not is_complete(tmp_path)

@@ -11,7 +11,7 @@ from datatrove.data import Document
 
 from qazlm.config import from_dict
 from qazlm.data import pii
-from qazlm.data.config import DataConfig, ExecutorConfig, SourceConfig
+from qazlm.data.config import DataConfig, ExecutorConfig, MixtureConfig, SourceConfig
 from qazlm.data.finalize import compute_epochs
 from qazlm.data.langid import detect_language, kazakh_word_ratio
 from qazlm.errors import QazlmError
@@ -153,8 +153,10 @@ def test_config_errors_and_executor_configs(tmp_path):
     src = [SourceConfig(name="a", paths=["data/sample/kk"], lang="kk")]
     with pytest.raises(QazlmError, match="needs executor.partition"):
         DataConfig(sources=src, executor=ExecutorConfig(kind="slurm")).validate()
-    with pytest.raises(QazlmError, match="format 'xml' unknown"):
-        DataConfig(sources=[SourceConfig(name="a", paths=["x"], format="xml")]).validate()
+    with pytest.raises(QazlmError, match="format = 'xml': unknown"):  # refused when built, however built
+        SourceConfig(name="a", paths=["x"], format="xml")
+    with pytest.raises(QazlmError, match="max_epochs = nan"):
+        MixtureConfig(max_epochs=float("nan"))
     with pytest.raises(QazlmError, match="not in langs"):
         DataConfig(sources=[SourceConfig(name="a", paths=["x"], lang="de")]).validate()
     from qazlm.data.prepare import build_executors

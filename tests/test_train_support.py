@@ -24,7 +24,7 @@ def make_tokens(folder: Path, tokenizer_dir: Path, lines_by_lang: dict[str, list
     """Tokenize `lines_by_lang` into a qazlm-tokens-v1 folder (one document per line)."""
     from transformers import AutoTokenizer
 
-    from qazlm.data.shards import TokenShardWriter
+    from qazlm.data.shards import TokenShardWriter, mark_complete
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     w = TokenShardWriter(folder, "train", "uint16", 10**9, vocab_size=len(tok), doc_sep_id=tok.eos_token_id,
@@ -33,6 +33,7 @@ def make_tokens(folder: Path, tokenizer_dir: Path, lines_by_lang: dict[str, list
         for ids in tok(lines, add_special_tokens=False)["input_ids"]:
             w.add_document(ids)
     w.close()
+    mark_complete(folder)
     return folder
 
 

@@ -8,8 +8,12 @@ PREPARE_EPILOG = """examples:
   qazlm data prepare --config recipes/data/sample.toml --set tokenizer=runs/tiny/tokenizer
   qazlm data prepare --config recipes/data/fineweb2_kk_ru_en.toml --set executor.tasks=64
   qazlm data prepare --config recipes/data/sample.toml --force     # redo everything
+  qazlm data prepare --config recipes/tiny.toml --section data     # a run recipe's [data] stage alone
 
-Reruns skip datatrove tasks that completed; a killed run picks up where it stopped.
+Reruns skip datatrove tasks that completed; a killed run picks up where it stopped. A folder made with
+other settings is refused (the changes are listed): use --force, or another out_dir.
+With --section data (a run recipe's stage table), defaults are those of `qazlm run`: out_dir <run>/data,
+tokenizer <run>/tokenizer, the bundled sample as sources; `--set run.out_dir=...` sets the run folder.
 Outputs: <out_dir>/tokens (shards), val/, rejects/, report/ (report.md, summary.json, PNGs)."""
 
 REPORT_EPILOG = """examples:
@@ -17,12 +21,27 @@ REPORT_EPILOG = """examples:
   qazlm data report runs/tiny/data --json         # the JSON summary"""
 
 
-def _prepare(args) -> int:
-    from qazlm.config import load_config
+def load_prepare_config(path: str, section: str | None, overrides: list[str] | None):
+    """The DataConfig of `data prepare`: a data recipe (optionally one table of it) plus `--set`, or, for
+    `--section data`, a run recipe's [data] stage with the run layout's defaults (the same as `qazlm run`)."""
+    from qazlm.config import from_dict, load_config
     from qazlm.data.config import DataConfig
+    from qazlm.data.stage import stage_config
+    from qazlm.runs import RunConfig, RunContext, read_recipe
+
+    if section != "data":
+        return load_config(DataConfig, path, section=section, overrides=overrides)
+    # keys are relative to [data] unless they name a table: run.out_dir=..., data.tokenizer=...
+    scoped = [o if o.startswith(("run.", "data.")) else f"data.{o}" for o in overrides or []]
+    recipe = read_recipe(path, scoped)
+    ctx = RunContext(run=from_dict(RunConfig, recipe.get("run", {}), f"{path}[run]"), recipe_path=Path(path))
+    return stage_config(recipe.get("data", {}), ctx, f"{path}[data]")
+
+
+def _prepare(args) -> int:
     from qazlm.data.prepare import prepare
 
-    cfg = load_config(DataConfig, args.config, section=args.section, overrides=args.set)
+    cfg = load_prepare_config(args.config, args.section, args.set)
     summary = prepare(cfg, force=args.force)
     if summary.get("status") == "submitted":
         return 0
@@ -55,7 +74,8 @@ def register(sub) -> None:
                                      "MinHash/exact dedup, scrub PII, decontaminate, mix and tokenize (datatrove).",
                          epilog=PREPARE_EPILOG)
     pp.add_argument("--config", required=True, help="data recipe TOML, e.g. recipes/data/sample.toml")
-    pp.add_argument("--section", default=None, help="read the config from this table (e.g. data in recipes/tiny.toml)")
+    pp.add_argument("--section", default=None, help="read the config from this table; `data`: a run recipe's "
+                    "[data] stage, e.g. recipes/tiny.toml, with the defaults of `qazlm run`")
     pp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. executor.tasks=8")
     pp.add_argument("--force", action="store_true", help="delete previous outputs and redo every step")
     pp.set_defaults(func=_prepare)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from qazlm.config import check_fields, check_value
 from qazlm.errors import QazlmError
 
 FORMATS = ("auto", "txt", "txt_blank", "jsonl", "parquet", "csv", "hf")
@@ -28,6 +29,14 @@ class SourceConfig:
     hf_config: str = ""         # e.g. "kaz_Cyrl"
     hf_split: str = "train"
     limit: int = -1             # max records read from each file of this source (HF: per task); -1 = all
+
+    def __post_init__(self):
+        where = f"data config: sources[{self.name or 'unnamed'}]."
+        check_fields(self, where, {"weight": ">= 0", "limit": ">= -1"})
+        if self.limit == 0:
+            raise QazlmError(f"{where}limit = 0 reads nothing: use -1 (all records) or a positive number")
+        if self.format not in FORMATS:
+            raise QazlmError(f"{where}format = {self.format!r}: unknown; use one of {', '.join(FORMATS)}")
 
 
 @dataclass
@@ -50,6 +59,22 @@ class QualityConfig:
     min_stopword_ratio: float = 0.0       # share of words that are stopwords (kk list bundled)
     min_stopword_words: int = 20          # stopword rule only applies to docs with at least this many words
 
+    def __post_init__(self):
+        where = "data config: quality."
+        share = ">= 0, <= 1"
+        check_fields(self, where, {
+            "min_doc_words": ">= 0", "max_doc_words": ">= 1", "min_avg_word_length": ">= 0",
+            "max_avg_word_length": "> 0", "max_symbol_word_ratio": ">= 0", "max_bullet_lines_ratio": share,
+            "max_non_alpha_words_ratio": share, "min_words_repetition": ">= 0", "dup_line_frac": share,
+            "dup_line_char_frac": share, "top_2gram_frac": share, "max_short_line_ratio": share,
+            "max_char_dup_ratio": share, "min_stopword_ratio": share, "min_stopword_words": ">= 0"})
+        if self.min_doc_words > self.max_doc_words:
+            raise QazlmError(f"{where}min_doc_words = {self.min_doc_words} exceeds max_doc_words = "
+                             f"{self.max_doc_words}; every document would be removed")
+        if self.min_avg_word_length > self.max_avg_word_length:
+            raise QazlmError(f"{where}min_avg_word_length = {self.min_avg_word_length} exceeds max_avg_word_length "
+                             f"= {self.max_avg_word_length}; every document would be removed")
+
 
 @dataclass
 class MixtureConfig:
@@ -60,6 +85,15 @@ class MixtureConfig:
     max_train_tokens: int = 0   # 0 = as many as the caps allow
     val_fraction: float = 0.02  # of documents per language, chosen by hash of the text (deterministic)
     val_max_docs: int = 2000
+
+    def __post_init__(self):
+        check_fields(self, "data config: mixture.", {"max_epochs": "> 0", "max_train_tokens": ">= 0",
+                                                     "val_fraction": ">= 0, < 1", "val_max_docs": ">= 0"})
+        for lang, ratio in self.ratios.items():
+            check_value(f"data config: mixture.ratios.{lang}", ratio, ">= 0")
+        if not any(self.ratios.values()):
+            raise QazlmError("data config: mixture.ratios gives no language a share; set at least one ratio > 0, "
+                             "e.g. ratios = { kk = 0.4, ru = 0.3, en = 0.3 }")
 
 
 @dataclass
@@ -77,6 +111,12 @@ class ExecutorConfig:
     venv_path: str = ""
     sbatch_args: dict[str, str] = field(default_factory=dict)
     ray_address: str = ""       # ray: "" = start/attach locally
+
+    def __post_init__(self):
+        if self.kind not in ("local", "slurm", "ray"):
+            raise QazlmError(f"data config: executor.kind = {self.kind!r}: use local, slurm or ray")
+        check_fields(self, "data config: executor.", {"tasks": ">= 1", "workers": ">= 1", "cpus_per_task": ">= 1",
+                                                      "mem_per_cpu_gb": ">= 1"})
 
 
 @dataclass
@@ -102,7 +142,15 @@ class DataConfig:
     shard_tokens: int = 50_000_000
     seed: int = 1337
 
+    def __post_init__(self):
+        check_fields(self, "data config: ", {
+            "max_doc_chars": ">= 1", "min_doc_chars": ">= 0", "lang_kk_ratio": ">= 0, <= 1",
+            "boilerplate_min_docs": ">= 1", "decontam_ngram": ">= 1", "minhash_ngram": ">= 1",
+            "minhash_buckets": ">= 1", "minhash_hashes_per_bucket": ">= 1", "shard_tokens": ">= 1",
+            "seed": f">= 0, <= {2**32 - 1}"})
+
     def validate(self) -> None:
+        """Checks across fields and tables (each table checks its own numbers when it is built)."""
         if not self.sources:
             raise QazlmError("data config: no [[sources]]; add at least one source (see recipes/data/)")
         names = [s.name for s in self.sources]
@@ -110,25 +158,20 @@ class DataConfig:
             where = f"data config: sources[{i}] ({s.name or 'unnamed'})"
             if not s.name:
                 raise QazlmError(f"{where}: missing name; give every source a short unique name")
-            if s.format not in FORMATS:
-                raise QazlmError(f"{where}: format {s.format!r} unknown; one of {', '.join(FORMATS)}")
             if not s.paths and not s.hf:
                 raise QazlmError(f"{where}: needs `paths` (local files) or `hf` (dataset name)")
             if s.lang and s.lang not in self.langs:
                 raise QazlmError(f"{where}: lang {s.lang!r} not in langs {self.langs}")
-            if s.weight < 0:
-                raise QazlmError(f"{where}: weight must be ≥ 0")
         if len(set(names)) != len(names):
             raise QazlmError("data config: source names must be unique")
         bad = set(self.mixture.ratios) - set(self.langs)
         if bad:
             raise QazlmError(f"data config: mixture.ratios has languages {sorted(bad)} not in langs {self.langs}")
-        if self.executor.kind not in ("local", "slurm", "ray"):
-            raise QazlmError(f"data config: executor.kind {self.executor.kind!r}; use local, slurm or ray")
         if self.executor.kind == "slurm" and not self.executor.partition:
             raise QazlmError("data config: executor.kind = 'slurm' needs executor.partition")
-        if not 0 <= self.mixture.val_fraction < 1:
-            raise QazlmError("data config: mixture.val_fraction must be in [0, 1)")
+        if self.min_doc_chars > self.max_doc_chars:
+            raise QazlmError(f"data config: min_doc_chars = {self.min_doc_chars} exceeds max_doc_chars = "
+                             f"{self.max_doc_chars}; every document would be removed")
 
     def quality_for(self, lang: str) -> QualityConfig:
         return self.quality.get(lang) or DEFAULT_QUALITY.get(lang, QualityConfig())

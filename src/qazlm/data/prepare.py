@@ -7,12 +7,16 @@ Layout of `out_dir`:
   rejects/<step>/     every removed document with metadata.filter_reason
   logs/<stage>/       datatrove logs, per-task stats and completion markers (reruns skip done tasks)
   tokens/             training shards (qazlm.data.shards), val/ raw held-out text, report/ summary
+  qazlm_requested.json  the settings of the latest run (written first); qazlm_stage.json: the same, written
+                      last, once the run completed (qazlm.runs); .qazlm.lock: one run per folder
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 import os
 import shutil
 import sys
@@ -20,7 +24,10 @@ import time
 from pathlib import Path
 
 from qazlm.data.config import DataConfig
+from qazlm.data.shards import is_complete
 from qazlm.errors import QazlmError
+from qazlm.io import clean_temp, write_json
+from qazlm.runs import STAGE_RECORD, config_changes, output_lock, read_record, write_record
 
 DATATROVE_STAGES = ("filter", "minhash_buckets", "minhash_cluster", "dedup")
 
@@ -59,6 +66,7 @@ def build_executors(cfg: DataConfig, out: Path, decontam_index: str | None) -> l
     from datatrove.utils.hashing import HashConfig
 
     from qazlm.data import steps
+    from qazlm.data.report import AFTER_DECONTAM, AFTER_LANGID, AFTER_MINHASH, AFTER_QUALITY, READ
     from qazlm.data.readers import CorpusReader
     from qazlm.data.wordtok import RegexWordTokenizer
 
@@ -73,20 +81,20 @@ def build_executors(cfg: DataConfig, out: Path, decontam_index: str | None) -> l
     quality = {lang: dataclasses.asdict(cfg.quality_for(lang)) for lang in cfg.langs}
     pipeline = [
         CorpusReader(sources, cfg.min_doc_chars, cfg.max_doc_chars),
-        steps.Tally("0_read"),
+        steps.Tally(READ),
         steps.RejectFilter(exclusion_writer=_writer(rej, "unreadable")),
         steps.NormalizeStep(),
         steps.LangIdFilter(cfg.langs, cfg.lang_kk_ratio, exclusion_writer=_writer(rej, "langid")),
-        steps.Tally("1_langid"),
+        steps.Tally(AFTER_LANGID),
         steps.BoilerplateLines(cfg.boilerplate_min_docs, exclusion_writer=_writer(rej, "boilerplate")),
         steps.QualityFilter(quality, exclusion_writer=_writer(rej, "quality")),
-        steps.Tally("2_quality"),
+        steps.Tally(AFTER_QUALITY),
     ]
     if cfg.pii:
         pipeline.append(steps.PIIScrubber())
     if decontam_index:
         pipeline += [steps.DecontamFilter(decontam_index, exclusion_writer=_writer(rej, "decontam")),
-                     steps.Tally("3_decontam")]
+                     steps.Tally(AFTER_DECONTAM)]
     pipeline += [_writer(work, "filtered"),
                  MinhashDedupSignature(str(work / "minhash" / "sigs"), config=mh, language=RegexWordTokenizer())]
     s1 = _executor(cfg, pipeline, "filter", tasks, logs)
@@ -96,7 +104,7 @@ def build_executors(cfg: DataConfig, out: Path, decontam_index: str | None) -> l
                                              config=mh)], "minhash_cluster", 1, logs, s2)
     s4 = _executor(cfg, [RankFileReader(str(work / "filtered")),
                          MinhashDedupFilter(str(work / "minhash" / "remove"), exclusion_writer=_writer(rej, "minhash")),
-                         steps.Tally("4_minhash"), _writer(work, "deduped")], "dedup", tasks, logs, s3)
+                         steps.Tally(AFTER_MINHASH), _writer(work, "deduped")], "dedup", tasks, logs, s3)
     return [s1, s2, s3, s4]
 
 
@@ -142,27 +150,106 @@ def _stderr_to(path: Path):
             os.close(saved)
 
 
-def prepare(cfg: DataConfig, *, force: bool = False) -> dict:
-    """Run every stage (skipping completed work unless `force`) and return the summary dict."""
-    from qazlm.data.finalize import finalize
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
+                   "merges.txt", "tokenizer.model")
+REQUESTED = "qazlm_requested.json"  # the settings of the run in progress (the stage record marks completion)
 
+
+def tokenizer_fingerprint(folder: str | Path) -> str:
+    """sha256 over the files an HF tokenizer is loaded from: a tokenizer retrained in place (same path,
+    other tokens) must not be answered with the old shards."""
+    h = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        path = Path(folder) / name
+        if path.is_file():
+            h.update(name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def run_record(cfg: DataConfig) -> dict:
+    """The settings that decide a run's outputs, as recorded in its folder: the whole config except where it
+    runs (out_dir; executor settings other than `tasks`, which partitions the datatrove work), plus the
+    tokenizer's fingerprint."""
+    record = dataclasses.asdict(cfg)
+    del record["out_dir"]
+    record["sources"] = {s["name"]: s for s in record["sources"]}  # so a change is listed as sources.<name>.<key>
+    record["executor"] = {"tasks": cfg.executor.tasks}
+    record["tokenizer_sha256"] = tokenizer_fingerprint(cfg.tokenizer)
+    if cfg.decontaminate:  # an evaluation file that changed means another index: redo the run
+        from qazlm.data.decontam import index_fingerprint
+
+        record["decontam_sha256"] = index_fingerprint(cfg.decontaminate, cfg.decontam_ngram)
+    return record
+
+
+def previous_settings(out: Path) -> dict | None:
+    """The settings of the run that last wrote `out`: the completed run's record, else those of a run that
+    was killed or submitted (its datatrove completion markers would be reused by a rerun); None if new."""
+    record = read_record(out)
+    if record is None:
+        with contextlib.suppress(OSError, ValueError):
+            record = json.loads((out / REQUESTED).read_text(encoding="utf-8"))
+    return record if isinstance(record, dict) else None
+
+
+def refuse_other_settings(out: Path, record: dict) -> None:
+    """One line listing what changed, instead of silently mixing old outputs with new settings."""
+    old = previous_settings(out)
+    changes = config_changes(old, record) if old is not None else []
+    if changes:
+        shown = "; ".join(changes[:4]) + ("; ..." if len(changes) > 4 else "")
+        raise QazlmError(f"{out}: holds a data run made with other settings ({shown}); rerun with --force to "
+                         "redo it with the new ones, or choose another out_dir")
+
+
+def completed_summary(out: Path, record: dict) -> dict | None:
+    """The summary of a run that completed in `out` with exactly `record`'s settings (nothing to do), else None."""
+    summary = out / "report" / "summary.json"
+    if read_record(out) != json.loads(json.dumps(record)) or not is_complete(out / "tokens") or not summary.exists():
+        return None
+    print(f"data: {out} is complete with these settings; skipping (use --force to redo)")
+    return json.loads(summary.read_text(encoding="utf-8"))
+
+
+def prepare(cfg: DataConfig, *, force: bool = False) -> dict:
+    """Run every stage (skipping completed work unless `force`) and return the summary dict.
+
+    Holds the output folder's run lock throughout (one run per folder; an unwritable folder fails here, before
+    any work). A folder made with other settings is refused unless `force`; the stage record is written last."""
     cfg.validate()
     out = Path(cfg.out_dir)
     if not cfg.tokenizer or not Path(cfg.tokenizer).is_dir():
         raise QazlmError(f"{cfg.tokenizer or '(empty)'}: tokenizer folder not found; set `tokenizer` to an HF "
                          "tokenizer folder (e.g. runs/tiny/tokenizer from `qazlm tokenizer train`)")
+    record = run_record(cfg)
+    with output_lock(out, "data"):
+        if not force:
+            refuse_other_settings(out, record)
+            if (done := completed_summary(out, record)) is not None:
+                return done
+        (out / STAGE_RECORD).unlink(missing_ok=True)  # the outputs are about to change
+        clean_temp(out)
+        write_json(out / REQUESTED, record)
+        summary = run_stages(cfg, out, force)
+        if summary.get("status") != "submitted":
+            write_record(out, "data", record)
+    return summary
+
+
+def run_stages(cfg: DataConfig, out: Path, force: bool) -> dict:
+    """The datatrove stages under the configured executor, then finalize (mix, tokenize, report)."""
+    from qazlm.data.finalize import finalize
+
     if force:
-        for sub in ("work", "rejects", "logs", "tokens", "val", "report", "decontam.pkl"):
+        for sub in ("work", "rejects", "logs", "tokens", "val", "report", "decontam"):
             p = out / sub
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     index = None
-    if cfg.decontaminate:
-        from qazlm.data.decontam import build_index
+    if cfg.decontaminate:  # <out>/decontam/index.npz, rebuilt when the sets, n or eval files change
+        from qazlm.data.decontam import prepare_index
 
-        index = out / "decontam.pkl"
-        if not index.exists():
-            build_index(cfg.decontaminate, cfg.decontam_ngram).save(index)
+        index = prepare_index(out, cfg.decontaminate, cfg.decontam_ngram)
     executors = build_executors(cfg, out, str(index) if index else None)
     if cfg.executor.kind == "local":
         console_log = out / "logs" / "console.log"

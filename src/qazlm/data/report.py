@@ -19,9 +19,17 @@ STEP_NAMES = {  # datatrove step name fragment -> report name (order = pipeline 
     "unreadable": "unreadable", "language id": "langid", "boilerplate": "boilerplate",
     "quality": "quality", "decontamination": "decontam", "MinHash stage 4": "minhash",
 }
-STEP_LABELS = {"0_read": "read", "1_langid": "after langid", "2_quality": "after boilerplate+quality",
-               "3_decontam": "after decontam", "4_minhash": "after minhash", "5_exact": "after exact dedup",
-               "6_train": "train (unique)", "6_val": "val"}
+# Count points: documents/chars (and tokens, at the last two) per language and source after each step. The
+# values are the keys of summary.json's "steps" and of the datatrove `Tally` counters; their digit prefix keeps
+# pipeline order. READ..AFTER_MINHASH are counted by `steps.Tally` inside datatrove, the rest by finalize.
+READ, AFTER_LANGID, AFTER_QUALITY = "0_read", "1_langid", "2_quality"
+AFTER_DECONTAM, AFTER_MINHASH = "3_decontam", "4_minhash"
+AFTER_EXACT, TRAIN, VAL = "5_exact", "6_train", "6_val"
+FINALIZE_STEPS = (AFTER_EXACT, TRAIN, VAL)
+KEPT_STEPS = (TRAIN, VAL)  # every kept document is counted in exactly one of these
+STEP_LABELS = {READ: "read", AFTER_LANGID: "after langid", AFTER_QUALITY: "after boilerplate+quality",
+               AFTER_DECONTAM: "after decontam", AFTER_MINHASH: "after minhash", AFTER_EXACT: "after exact dedup",
+               TRAIN: "train (unique)", VAL: "val"}
 
 
 def _load_stats(folder: Path) -> list[dict]:
@@ -105,10 +113,11 @@ def _plots(out: Path, summary: dict) -> list[str]:
         save_png(fig, out / "report" / "data_lengths.png")
         files.append("data_lengths.png")
     steps = summary["steps"]
-    labels = [s for s in STEP_LABELS if s in steps and s != "6_val"]
-    if labels:
+    labels = [s for s in STEP_LABELS if s in steps and s != VAL]
+    langs = sorted({lang for s in labels for lang in steps[s]})
+    if langs:
         fig, ax = plt.subplots(figsize=(7, 3.5))
-        for lang in sorted({lang for s in labels for lang in steps[s]}):
+        for lang in langs:
             ax.plot(range(len(labels)), [sum(v.get("docs", 0) for v in steps[s].get(lang, {}).values()) for s in labels],
                     marker="o", label=lang)
         ax.set_xticks(range(len(labels)), [STEP_LABELS[s] for s in labels], rotation=25, ha="right")
@@ -133,7 +142,7 @@ def build_report(out: Path, summary: dict) -> dict:
     if summary.get("exact_duplicates_removed"):
         removed["exact_dedup"]["exact_duplicate"] = summary["exact_duplicates_removed"]
     n_removed = sum(sum(r.values()) for r in removed.values())
-    kept = sum(v.get("docs", 0) for s in ("6_train", "6_val") for by_src in steps.get(s, {}).values()
+    kept = sum(v.get("docs", 0) for s in KEPT_STEPS for by_src in steps.get(s, {}).values()
                for v in by_src.values())
     summary.update({
         "documents_in": c["documents_in"], "documents_kept": kept, "documents_removed": n_removed,
@@ -178,6 +187,10 @@ def to_markdown(s: dict) -> str:
                      f"{val.get('tokens', 0):,} |")
     lines += ["", f"Tokenizer: `{s['tokenizer']}` (vocab {s['vocab_size']:,}, {s['dtype']}, document separator id "
               f"{s['doc_sep_id']}).", ""]
+    decontam = s.get("decontamination") or {}
+    used = ", ".join(f"{name} ({n:,} items)" for name, n in decontam.get("used", {}).items()) or "none"
+    lines += [f"Decontaminated against: {used}" + (f"; asked for but absent here: {', '.join(decontam['missing'])}"
+                                                    if decontam.get("missing") else "") + ".", ""]
     lines += [f"![{p}]({p})" for p in s.get("plots", [])]
     return "\n".join(lines) + "\n"
 
@@ -193,7 +206,7 @@ def regenerate(out: str | Path) -> dict:
     """Rebuild report.md/PNGs from a finished run (e.g. after editing this module)."""
     s = load_summary(out)
     if "steps" in s:
-        s["final_counts"] = {k: v for k, v in s["steps"].items() if k.startswith(("5_", "6_"))}
+        s["final_counts"] = {k: v for k, v in s["steps"].items() if k in FINALIZE_STEPS}
     s = build_report(Path(out), s)
     write_json(Path(out) / "report" / "summary.json", s)
     return s

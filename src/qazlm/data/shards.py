@@ -7,7 +7,10 @@ Layout of `<data_out>/tokens/`:
   <split>_NNNNN.idx.npy  int64 start offset of every document inside the .bin
 
 Shards are written to a temp name and renamed, and meta.json is rewritten after each shard, so a
-killed writer never leaves a shard that the reader would trust.
+killed writer never leaves a shard that the reader would trust. The writer of the folder adds
+`"complete": true` to meta.json last (`mark_complete`), once every split is closed: a folder left by a
+killed `qazlm data prepare` lists only the shards written so far, and `TokenDataset` refuses it rather
+than let pretraining run on part of the data.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from qazlm.io import atomic_write, write_json
 
 FORMAT = "qazlm-tokens-v1"
 DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
+COMPLETE = "complete"  # meta.json key set by `mark_complete`, once the whole folder is written
 
 
 def dtype_for_vocab(vocab_size: int) -> str:
@@ -45,8 +49,30 @@ def read_meta(folder: str | Path) -> dict:
     return meta
 
 
+def mark_complete(folder: str | Path) -> None:
+    """Declare the token folder finished (every split closed): call it last; a rewrite by any writer drops it."""
+    path = Path(folder) / "meta.json"
+    write_json(path, {**read_meta(folder), COMPLETE: True})
+
+
+def is_complete(folder: str | Path) -> bool:
+    """True when `folder` holds a readable token folder that its writer marked complete."""
+    try:
+        return read_meta(folder).get(COMPLETE) is True
+    except QazlmError:
+        return False
+
+
+def _unmark_complete(folder: Path) -> None:
+    """A writer reopening a finished folder makes it incomplete before it deletes or writes any shard."""
+    if is_complete(folder):
+        meta = read_meta(folder)
+        del meta[COMPLETE]
+        write_json(folder / "meta.json", meta)
+
+
 def _update_meta(folder: Path, split: str, shards: list[dict], base: dict) -> None:
-    """Merge this split's shard list into meta.json (other splits are kept)."""
+    """Merge this split's shard list into meta.json (other splits are kept; the folder is incomplete again)."""
     path = folder / "meta.json"
     meta = dict(base)
     if path.exists():
@@ -81,6 +107,7 @@ class TokenShardWriter:
         self._n = 0
         self.total_tokens = 0
         self.total_docs = 0
+        _unmark_complete(self.folder)
         for old in self.folder.glob(f"{split}_*.bin"):  # a rerun replaces the split wholesale
             old.unlink()
         for old in self.folder.glob(f"{split}_*.idx.npy"):
@@ -135,6 +162,9 @@ class TokenDataset:
     def __init__(self, folder: str | Path, split: str = "train"):
         self.folder = Path(folder)
         self.meta = read_meta(self.folder)
+        if self.meta.get(COMPLETE) is not True:
+            raise QazlmError(f"{self.folder}: token folder is incomplete (its `qazlm data prepare` was killed or "
+                             "is still running); rerun the same `qazlm data prepare` command to finish it")
         if split not in self.meta["splits"]:
             raise QazlmError(f"{self.folder}/meta.json: no split {split!r}; have {sorted(self.meta['splits'])}")
         self.split = split

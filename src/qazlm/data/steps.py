@@ -273,7 +273,10 @@ class PIIScrubber(PIIFormatter):
 
 
 class DecontamFilter(BaseFilter):
-    """Drops documents sharing a long word n-gram with an evaluation set (see qazlm.data.decontam)."""
+    """Drops documents sharing a long word n-gram with an evaluation set (see qazlm.data.decontam).
+
+    Takes the index by path (`<out>/decontam/index.npz`, plain arrays, never unpickled), so that each
+    datatrove worker process loads it once, on its first document."""
 
     name = "🧪 decontamination"
 
