@@ -40,6 +40,16 @@ def sample_lines() -> dict[str, list[str]]:
 
 
 @pytest.fixture(scope="session")
+def corpus(tmp_path_factory, sample_lines) -> Path:
+    """100 real lines per language under kk/ ru/ en/: a tokenizer-training input read in milliseconds."""
+    root = tmp_path_factory.mktemp("corpus")
+    for lang, lines in sample_lines.items():
+        (root / lang).mkdir()
+        (root / lang / "part.txt").write_text("\n".join(lines[:100]) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="session")
 def tiny_tokenizer_dir(tmp_path_factory, sample_lines) -> Path:
     """A 1,000-token byte-level BPE trained in a second on sample text, saved as an HF tokenizer folder.
 

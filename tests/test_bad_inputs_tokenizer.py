@@ -20,16 +20,6 @@ from qazlm.runs import LOCK_NAME
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory, sample_lines) -> Path:
-    """100 real lines per language under kk/ ru/ en/ (reading it takes milliseconds)."""
-    root = tmp_path_factory.mktemp("corpus")
-    for lang, lines in sample_lines.items():
-        (root / lang).mkdir()
-        (root / lang / "part.txt").write_text("\n".join(lines[:100]) + "\n", encoding="utf-8")
-    return root
-
-
-@pytest.fixture(scope="module")
 def no_pairs(tmp_path_factory) -> Path:
     """Text with no byte pair at all (one-letter ASCII words): BPE can learn no merge from it."""
     root = tmp_path_factory.mktemp("no_pairs")

@@ -14,15 +14,6 @@ from qazlm.tokenizer import train as train_mod
 from qazlm.tokenizer.train import TokenizerTrainConfig, is_complete, train_tokenizer
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory, sample_lines) -> Path:
-    root = tmp_path_factory.mktemp("corpus")
-    for lang, lines in sample_lines.items():
-        (root / lang).mkdir()
-        (root / lang / "part.txt").write_text("\n".join(lines[:100]) + "\n", encoding="utf-8")
-    return root
-
-
 def _cfg(corpus: Path, vocab: int = 400) -> TokenizerTrainConfig:
     return TokenizerTrainConfig(inputs=[str(corpus)], vocab_size=vocab)
 
