@@ -86,6 +86,6 @@ class PretrainConfig:
 
 
 def tri_state(value: str, auto: bool) -> bool:
-    """'auto' | 'true' | 'false' (also bools from TOML) -> bool."""
+    """'auto' | 'true' | 'false' (also bools from TOML; anything else is refused by PretrainConfig) -> bool."""
     v = str(value).lower()
-    return auto if v == "auto" else v in ("true", "1", "yes", "on")
+    return auto if v == "auto" else v == "true"
