@@ -1,19 +1,54 @@
 """Chat rendering: messages -> prompt text through the tokenizer's chat template.
 
 There is one chat template in qazlm, `qazlm.tokenizer.special_tokens.CHAT_TEMPLATE` (ChatML, as Qwen
-uses it); a tokenizer without a template of its own is rendered with it.
+uses it); a tokenizer without a template of its own is rendered with it. `assistant_mask` gives the
+tokens a chat model is trained on, through the template's `{% generation %}` markers.
 """
 
 from __future__ import annotations
 
+import re
+
+from qazlm.errors import QazlmError
 from qazlm.tokenizer.special_tokens import CHAT_TEMPLATE
+
+GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
+
+
+def chat_template_of(tokenizer) -> str:
+    """The tokenizer's own chat template, or qazlm's when it has none (a base model's tokenizer)."""
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):  # several named templates: the default one
+        template = template.get("default")
+    return template or CHAT_TEMPLATE
 
 
 def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = True) -> str:
     """`messages` ([{"role", "content"}, ...]) as prompt text, ending with an open assistant turn."""
-    template = getattr(tokenizer, "chat_template", None) or CHAT_TEMPLATE
-    return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
+    return tokenizer.apply_chat_template(messages, chat_template=chat_template_of(tokenizer), tokenize=False,
                                          add_generation_prompt=add_generation_prompt)
+
+
+def assistant_mask(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> tuple[list[int], list[int]]:
+    """(input_ids, mask) of a whole conversation; mask is 1 on the tokens a model learns to produce.
+
+    transformers computes the mask from the template's `{% generation %}` spans (what TRL's
+    `assistant_only_loss` uses): with qazlm's template, each assistant turn's content, tool calls and
+    `<|im_end|>` are 1; system/user/tool turns, the `<|im_start|>assistant\\n` header and the newline after
+    `<|im_end|>` are 0. A template without markers, or a conversation without assistant tokens, would
+    train on nothing without a word, so both are errors.
+    """
+    template = chat_template_of(tokenizer)
+    if not GENERATION_MARKER.search(template):
+        raise QazlmError("chat template is not training-compatible: it has no {% generation %} markers; "
+                         "use qazlm's template (qazlm.tokenizer.special_tokens.CHAT_TEMPLATE)")
+    out = tokenizer.apply_chat_template(messages, tools=tools, chat_template=template, tokenize=True,
+                                        return_dict=True, return_assistant_tokens_mask=True)
+    ids, mask = list(out["input_ids"]), [int(m) for m in out["assistant_masks"]]
+    if not any(mask):
+        raise QazlmError("conversation has no assistant tokens to train on (it has no assistant turn); "
+                         "give each conversation at least one assistant reply")
+    return ids, mask
 
 
 def format_chat(tokenizer, prompt: str, system: str | None = None) -> str:

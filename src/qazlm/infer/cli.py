@@ -1,4 +1,7 @@
-"""`qazlm generate`: text from a model folder (ours or Hugging Face) through the inference engine."""
+"""`qazlm generate`: text from a model folder (ours or Hugging Face) through the inference engine.
+
+`register` also adds `qazlm chat` (`qazlm.infer.chat_cli`).
+"""
 
 from __future__ import annotations
 
@@ -99,3 +102,7 @@ def register(sub) -> None:
                    help="compile the decode step (qazlm models): faster per token after a one-off compile "
                         "(see docs/benchmarks.md); for long outputs or many prompts")
     g.set_defaults(func=_cmd_generate)
+
+    from qazlm.infer.chat_cli import register as register_chat
+
+    register_chat(sub)  # `qazlm chat`, listed right after `generate`

@@ -24,7 +24,13 @@ SPECIAL_TOKENS: list[str] = [EOS, PAD, IM_START, IM_END, *TOOL_CALL, *TOOL_RESPO
 
 # ChatML (as Qwen2.5/Qwen3 use it): tools go into the system turn as JSON schemas; an assistant's tool calls
 # are JSON objects inside <tool_call>...</tool_call>; tool results come back as a user-side turn wrapped in
-# <tool_response>. `add_generation_prompt` opens the assistant turn.
+# <tool_response>. `add_generation_prompt` opens the assistant turn. Arguments given as a JSON string are
+# emitted as they are (never quoted again); any other value is rendered with `tojson`.
+# `{% generation %}` marks what a model is trained to produce (transformers' `return_assistant_tokens_mask`,
+# TRL's `assistant_only_loss`): each assistant turn's content and tool calls plus its `<|im_end|>` (so the model
+# learns to stop). The `<|im_start|>assistant\n` header (the prompt opens it at inference) and the newline after
+# `<|im_end|>` (never generated: decoding stops at `<|im_end|>`) are outside, as in TRL's Qwen training templates.
+# The markers emit no text.
 CHAT_TEMPLATE = """\
 {%- if tools %}
 {{- '<|im_start|>system\\n' }}
@@ -41,8 +47,10 @@ CHAT_TEMPLATE = """\
 {%- if loop.first or messages[loop.index0 - 1].role != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}
 {{- '\\n<tool_response>\\n' + message.content + '\\n</tool_response>' }}
 {%- if loop.last or messages[loop.index0 + 1].role != 'tool' %}{{- '<|im_end|>\\n' }}{%- endif %}
-{%- else %}
-{{- '<|im_start|>' + message.role + '\\n' + (message.content or '') }}
+{%- elif message.role == 'assistant' %}
+{{- '<|im_start|>assistant\\n' }}
+{%- generation %}
+{{- message.content or '' }}
 {%- if message.tool_calls %}
 {%- for call in message.tool_calls %}
 {%- set fn = call.function if call.function is defined else call %}
@@ -52,7 +60,11 @@ CHAT_TEMPLATE = """\
 {{- '}\\n</tool_call>' }}
 {%- endfor %}
 {%- endif %}
-{{- '<|im_end|>\\n' }}
+{{- '<|im_end|>' }}
+{%- endgeneration %}
+{{- '\\n' }}
+{%- else %}
+{{- '<|im_start|>' + message.role + '\\n' + (message.content or '') + '<|im_end|>\\n' }}
 {%- endif %}
 {%- endfor %}
 {%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}
