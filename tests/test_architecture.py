@@ -21,6 +21,7 @@ ALLOWED = {  # unit -> units it may import (besides itself and the foundation)
     "infer": {"model", "tokenizer"},
     "train": {"model", "infer", "data"},
     "eval": {"model", "infer"},
+    "sft": {"data", "tokenizer"},
     "pipeline": {"tokenizer", "data", "model", "infer", "train", "eval"},
     "cli": {"pipeline", "tokenizer", "data", "model", "infer", "train", "eval"},
     "experiments": {"tokenizer", "data", "model", "infer", "train", "eval"},

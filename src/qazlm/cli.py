@@ -25,6 +25,7 @@ STAGE_CLIS = (
     "qazlm.model.cli",       # export hf, import
     "qazlm.eval.cli",        # eval
     "qazlm.infer.cli",       # generate
+    "qazlm.sft.cli",         # sft-data
 )
 
 EPILOG = """examples:

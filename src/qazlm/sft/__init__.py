@@ -1,0 +1,1 @@
+"""Instruction tuning: `qazlm sft-data` builds chat instruction data (docs/sft.md)."""

@@ -1,0 +1,85 @@
+"""Exact deduplication and decontamination of the built conversations (the corpus pipeline's own index).
+
+Decontamination indexes only the evaluation splits: FLORES+ devtest (dev is a training source here),
+SIB-200 test, kkCOPA and KazQAD, through `qazlm.data.decontam.build_index`/`NgramIndex.match` (word
+13-grams; shorter items matched whole from 8 words). A conversation sharing one with any of them is set
+aside. Sets absent on this machine are listed in the card.
+"""
+
+from __future__ import annotations
+
+import re
+
+from qazlm.data.decontam import KNOWN_SETS, NgramIndex, build_index
+from qazlm.errors import QazlmError
+from qazlm.paths import FLORES_CODES, flores_path, shared_dir
+from qazlm.sft.sources import warn
+from qazlm.text.normalize import normalize_text
+
+_SPACE = re.compile(r"\s+")
+
+
+def _plain(it: dict, reason: str) -> dict:
+    return {"messages": it["messages"], "task": it["task"], "lang": it["lang"], "source": it["source"], "reason": reason}
+
+
+def norm_key(it: dict) -> str:
+    """Case- and space-insensitive NFC text of all turns (roles included)."""
+    return "\n".join(f"{m['role']}:{_SPACE.sub(' ', normalize_text(m['content'])).strip().lower()}"
+                     for m in it["messages"])
+
+
+def dedup(items: list[dict]) -> tuple[list[dict], list[dict]]:
+    """First occurrence of each normalized conversation kept; later copies set aside as duplicates."""
+    seen, kept, removed = set(), [], []
+    for it in items:
+        key = norm_key(it)
+        if key in seen:
+            removed.append(_plain(it, "duplicate"))
+        else:
+            seen.add(key)
+            kept.append(it)
+    return kept, removed
+
+
+def eval_split_files(name: str) -> list:
+    """The evaluation-split files of a known set (training splits left out: they are sources here)."""
+    base = shared_dir() / "data" / "eval"
+    if name == "flores":
+        paths = [flores_path("devtest", lang) for lang in FLORES_CODES]
+    elif name == "sib200":
+        paths = [base / "sib200" / code / "test.tsv" for code in FLORES_CODES.values()]
+    elif name == "kkcopa":
+        paths = [base / "kk" / "kkcopa.jsonl"]
+    else:
+        paths = [base / "kk" / "kazqad_rc_validation.jsonl.gz"]
+    return [p for p in paths if p.is_file()]
+
+
+def eval_index(sets: list[str]) -> tuple[NgramIndex | None, list[str]]:
+    """(index of the evaluation splits present, notes on sets absent here)."""
+    for name in sets:
+        if name not in KNOWN_SETS:
+            raise QazlmError(f"[sft_data] decontaminate: unknown set {name!r}; choose from {', '.join(KNOWN_SETS)}")
+    files = {name: eval_split_files(name) for name in sets}
+    missing = [name for name, paths in files.items() if not paths]
+    notes = [f"decontamination: {', '.join(missing)} not found on this machine, not checked"] if missing else []
+    if missing:
+        warn(notes[0])
+    found = {k: v for k, v in files.items() if v}
+    return (build_index(found) if found else None), notes
+
+
+def decontaminate(items: list[dict], sets: list[str]) -> tuple[list[dict], list[dict], list[str]]:
+    """(kept, set aside with the matching set named, notes)."""
+    index, notes = eval_index(sets)
+    if index is None:
+        return items, [], notes
+    kept, removed = [], []
+    for it in items:
+        hit = next((h for m in it["messages"] if (h := index.match(m["content"]))), None)
+        if hit:
+            removed.append(_plain(it, f"contaminated: {hit}"))
+        else:
+            kept.append(it)
+    return kept, removed, notes

@@ -1,0 +1,66 @@
+"""`qazlm sft-data`: build the trilingual chat instruction set (see docs/sft.md)."""
+
+from __future__ import annotations
+
+EPILOG = """examples:
+  qazlm sft-data -o runs/sft-data                                  # every default task, 200 each
+  qazlm sft-data -o runs/sft-small --per-task 20 --tasks translation,topic,script_latin
+  qazlm sft-data -o runs/sft --lang-shares kk=0.6,ru=0.2,en=0.2 --external my_chats.jsonl
+  qazlm sft-data --config sft.toml --set seed=1                    # an [sft_data] table, one key changed
+
+Outputs: train.jsonl, heldout.jsonl (chat `messages` + task, lang, source), rejected.jsonl (set aside, with
+the reason), card.md / card.json (counts per task x language x source, licences), qazlm_stage.json.
+A rerun with the same config is skipped; --force rebuilds. alpaca_en (CC BY-NC 4.0) is off by default."""
+
+FLAGS = {  # CLI flag dest -> SftDataConfig field
+    "out_dir": "out_dir", "tasks": "tasks", "per_task": "per_task", "lang_shares": "lang_shares",
+    "heldout_fraction": "heldout_fraction", "seed": "seed", "model_name": "model_name",
+    "external": "external", "decontaminate": "decontaminate",
+}
+
+
+def load_sft_data_config(args):
+    """[sft_data] of --config, then the flags, then --set (later wins); validated by SftDataConfig."""
+    from qazlm.config import apply_overrides, from_dict, read_toml
+    from qazlm.sft.data import SftDataConfig
+
+    data = dict(read_toml(args.config).get("sft_data", {})) if args.config else {}
+    for dest, key in FLAGS.items():
+        value = getattr(args, dest)
+        if value is not None:
+            data[key] = value
+    data = apply_overrides(data, args.set)
+    return from_dict(SftDataConfig, data, where=f"{args.config}[sft_data]" if args.config else "sft-data")
+
+
+def _run(args) -> int:
+    from qazlm.sft.data import run
+
+    cfg = load_sft_data_config(args)
+    card = run(cfg, force=args.force)
+    c = card["conversations"]
+    print(f"sft-data: {c['train']:,} train, {c['heldout']:,} held-out conversations, {c['rejected']:,} set aside "
+          f"-> {cfg.out_dir} (card: {cfg.out_dir}/card.md)")
+    return 0
+
+
+def register(sub) -> None:
+    from qazlm.cli import HelpFormatter
+
+    p = sub.add_parser("sft-data", help="build trilingual chat instruction data (messages JSONL + card)",
+                       formatter_class=HelpFormatter, description=__doc__, epilog=EPILOG)
+    p.add_argument("-o", "--out-dir", default=None, help="output folder (default: runs/sft-data)")
+    p.add_argument("--config", default=None, help="TOML file with an [sft_data] table")
+    p.add_argument("--tasks", default=None, help="comma-separated task names (default: all but alpaca_en)")
+    p.add_argument("--per-task", default=None, help="conversations per task (default: 200)")
+    p.add_argument("--lang-shares", default=None, help="e.g. kk=0.5,ru=0.25,en=0.25 (the default)")
+    p.add_argument("--heldout-fraction", default=None, help="held-out share per task (default: 0.1)")
+    p.add_argument("--seed", default=None, help="random seed (default: 0)")
+    p.add_argument("--model-name", default=None, help="name the identity task answers with (default: Qazlm)")
+    p.add_argument("--external", action="append", default=None, metavar="FILE|hf:NAME",
+                   help="extra instruction data: messages / ShareGPT / Alpaca JSONL, or a Hub dataset (repeatable)")
+    p.add_argument("--decontaminate", default=None,
+                   help="evaluation sets to decontaminate against (default: flores,sib200,kkcopa,kazqad)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any [sft_data] key, e.g. lexicon=...")
+    p.add_argument("--force", action="store_true", help="rebuild even when the folder matches the config")
+    p.set_defaults(func=_run)

@@ -1,0 +1,219 @@
+"""`qazlm sft-data`: script conversion, morphology, formats, dedup/decontamination and the output folder."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from cli_harness import run_cli  # noqa: E402
+
+from qazlm.errors import QazlmError  # noqa: E402
+from qazlm.paths import SAMPLE_DIR, flores_path  # noqa: E402
+from qazlm.sft.data import SftDataConfig, split_counts  # noqa: E402
+from qazlm.sft.formats import to_messages  # noqa: E402
+from qazlm.sft.script import convertible, inject_homoglyphs, to_cyrillic, to_latin  # noqa: E402
+from qazlm.text.normalize import repair_homoglyphs  # noqa: E402
+
+FAST = ["--set", "decontaminate=[]"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """The first 300 lines of each bundled sample file (a small real kk/ru/en corpus)."""
+    root = tmp_path_factory.mktemp("corpus")
+    for f in SAMPLE_DIR.glob("*/*.txt.gz"):
+        (root / f.parent.name).mkdir(exist_ok=True)
+        with gzip.open(f, "rt", encoding="utf-8") as src, gzip.open(root / f.parent.name / f.name, "wt") as dst:
+            dst.writelines(line for _, line in zip(range(300), src))
+    return root
+
+
+def build(out: Path, corpus: Path, capfd, *extra: str) -> list[dict]:
+    code, _, err = run_cli(["sft-data", "-o", out, "--per-task", "6", "--set", f"corpus_dir={corpus}", *extra], capfd)
+    assert code == 0, err
+    return [json.loads(line) for line in (out / "train.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def kk_sentences(n: int) -> list[str]:
+    with gzip.open(SAMPLE_DIR / "kk" / "kaznerd_news_sentences.txt.gz", "rt", encoding="utf-8") as f:
+        return [line.strip() for _, line in zip(range(n), f)]
+
+
+def test_latin_letters_of_the_2021_alphabet():
+    assert to_latin("Қазақстан Республикасы") == "Qazaqstan Respublikasy"
+    assert to_latin("Ұлттық ғылым, шешім, өнер, күн, ең, ит, ой, Іле") == "Ūlttyq ğylym, şeşım, öner, kün, eñ, it, oi, Ile"
+    assert to_latin("Ілияс") == "Iliias" and to_latin("Ит") == "İt"
+    assert to_latin("ЧЕМПИОН чемпион") == "CHEMPİON chempion"
+
+
+def test_script_round_trip_on_real_kazakh_sentences():
+    sentences = kk_sentences(300)
+    usable = [s for s in sentences if convertible(s)]
+    assert len(usable) > 100  # most news sentences qualify
+    for s in usable:
+        assert to_cyrillic(to_latin(s)) == s
+    assert not convertible("Чемпионат")  # ч -> ch cannot be read back: never offered as a reverse item
+
+
+def test_injected_homoglyphs_are_what_the_normalizer_repairs():
+    rng = random.Random(0)
+    s = "Бұндай ыстықта балалар ғана өз ермегін тапқан секілді."
+    dirty = inject_homoglyphs(s, rng)
+    assert dirty != s and any(ch.isascii() and ch.isalpha() for ch in dirty)
+    assert repair_homoglyphs(dirty) == s
+
+
+def test_morphology_only_unambiguous_words(shared):
+    from qazlm.sft.morph import lemma_of, unambiguous_analysis
+    from qazlm.tokenizer.morphology import get_segmenter
+
+    seg = get_segmenter()
+    assert unambiguous_analysis(seg, "балықшылардың") == ["балықшы", "лар", "дың"]
+    assert unambiguous_analysis(seg, "алқ") is None  # one-letter suffix: the lexicon's usual false split
+    assert unambiguous_analysis(seg, "бала") is None  # a dictionary entry has no suffix to find
+    assert lemma_of(seg, "жүрег") == "жүрек"
+
+
+def test_language_shares_split_counts():
+    shares = {"kk": 0.5, "ru": 0.25, "en": 0.25}
+    assert split_counts(10, shares, ("kk", "ru", "en")) == {"kk": 5, "ru": 2, "en": 3}
+    assert split_counts(7, shares, ("ru", "en")) == {"ru": 3, "en": 4}  # renormalized to the task's languages
+    assert split_counts(5, {"kk": 1.0, "ru": 0.0, "en": 0.0}, ("ru", "en")) == {}
+
+
+def test_config_refuses_bad_values_however_built():
+    for kwargs in ({"per_task": 0}, {"heldout_fraction": float("nan")}, {"tasks": ["translate"]},
+                   {"lang_shares": {"kk": 0.9, "ru": 0.9}}, {"lang_shares": {"de": 1.0}}):
+        with pytest.raises(QazlmError):
+            SftDataConfig(**kwargs)
+
+
+@pytest.mark.parametrize("record, expected", [
+    ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}, 2),
+    ({"conversations": [{"from": "system", "value": "s"}, {"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}]}, 3),
+    ({"instruction": "i", "input": "x", "output": "o"}, 2),
+    ({"messages": [{"role": "user", "content": "a"}]}, "no assistant turn"),
+    ({"messages": [{"role": "assistant", "content": "b"}, {"role": "user", "content": "a"}]}, "roles out of order"),
+    ({"messages": [{"role": "user", "content": " "}, {"role": "assistant", "content": "b"}]}, "empty content"),
+    ({"conversations": [{"from": "bot", "value": "a"}]}, "unknown role"),
+    ({"text": "plain"}, "unknown format"),
+])
+def test_external_formats(record, expected):
+    result = to_messages(record)
+    if isinstance(expected, int):
+        assert isinstance(result, list) and len(result) == expected and result[-1]["role"] == "assistant"
+    else:
+        assert isinstance(result, str) and result.startswith(expected)
+
+
+def test_output_folder_is_complete_and_deterministic(tmp_path, corpus, capfd):
+    rows = build(tmp_path / "a", corpus, capfd, *FAST)
+    build(tmp_path / "b", corpus, capfd, *FAST)
+    for name in ("train.jsonl", "heldout.jsonl", "rejected.jsonl", "card.md"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert {"messages", "task", "lang", "source"} == set(rows[0])
+    assert all(m["role"] in ("system", "user", "assistant") for r in rows for m in r["messages"])
+    card = json.loads((tmp_path / "a" / "card.json").read_text(encoding="utf-8"))
+    assert card["lang_shares"]["kk"] >= 0.4
+    assert "alpaca_en" not in card["train"] and card["non_commercial_tasks"] == []
+    assert all(card["licences"].values())
+    assert json.loads((tmp_path / "a" / "qazlm_stage.json").read_text())["stage"] == "sft-data"
+    held = {r["task"] for r in map(json.loads, (tmp_path / "a" / "heldout.jsonl").read_text().splitlines())}
+    assert {"translation", "script_latin"} <= held
+    code, out, _ = run_cli(["sft-data", "-o", tmp_path / "a", "--per-task", "6", "--set", f"corpus_dir={corpus}",
+                            *FAST], capfd)
+    assert code == 0 and "up to date" in out
+
+
+def test_translation_answers_are_the_aligned_flores_dev_lines(tmp_path, corpus, capfd):
+    rows = build(tmp_path / "t", corpus, capfd, "--tasks", "translation,multiturn", *FAST)
+    dev = {lang: gzip.open(flores_path("dev", lang), "rt", encoding="utf-8").read().splitlines()
+           for lang in ("kk", "ru", "en")}
+    for r in rows:
+        src_line = r["messages"][0]["content"].split("\n", 1)[1]
+        i = dev[r["lang"]].index(src_line)
+        for m in r["messages"][1::2]:
+            assert any(m["content"] == dev[x][i] for x in dev)
+
+
+def test_english_alpaca_is_marked_non_commercial_when_on(tmp_path, corpus, capfd, shared):
+    build(tmp_path / "o", corpus, capfd, "--tasks", "alpaca_en,identity", *FAST)
+    card = (tmp_path / "o" / "card.md").read_text(encoding="utf-8")
+    assert "Non-commercial" in card and "CC BY-NC 4.0" in card
+
+
+def test_external_rejects_duplicates_and_contamination(tmp_path, corpus, capfd):
+    devtest = gzip.open(flores_path("devtest", "en"), "rt", encoding="utf-8").readline().strip()
+    good = {"messages": [{"role": "user", "content": "Say hi"}, {"role": "assistant", "content": "Hi!"}]}
+    leak = {"instruction": "Repeat", "output": devtest}
+    lines = [json.dumps(good), json.dumps(good), json.dumps(leak), "{not json",
+             json.dumps({"messages": [{"role": "user", "content": "no reply"}]})]
+    (tmp_path / "ext.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    build(tmp_path / "x", corpus, capfd, "--tasks", "identity", "--external", tmp_path / "ext.jsonl",
+          "--decontaminate", "flores")
+    reasons = [json.loads(x)["reason"] for x in (tmp_path / "x" / "rejected.jsonl").read_text().splitlines()]
+    assert "duplicate" in reasons and "contaminated: flores" in reasons and "no assistant turn" in reasons
+    assert any(r.startswith("malformed JSON") for r in reasons)
+    card = json.loads((tmp_path / "x" / "card.json").read_text())
+    assert card["removed"]["duplicate"]["external"] == 1
+
+
+def test_hub_dataset_path_loads_through_datasets(tmp_path, corpus, capfd, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "hub").mkdir()
+    rows = [{"conversations": [{"from": "human", "value": f"q{i}"}, {"from": "gpt", "value": f"a{i}"}]} for i in range(3)]
+    (tmp_path / "hub" / "train.jsonl").write_text("\n".join(map(json.dumps, rows)) + "\n")
+    out = build(tmp_path / "h", corpus, capfd, "--tasks", "identity", "--external", f"hf:{tmp_path / 'hub'}", *FAST)
+    held = (tmp_path / "h" / "heldout.jsonl").read_text().splitlines()
+    assert sum(r["task"] == "external" for r in out) + sum('"external"' in x for x in held) == 3
+
+
+def test_missing_shared_folder_skips_topic_with_a_note(tmp_path, corpus, capfd, monkeypatch):
+    monkeypatch.setenv("QAZLM_SHARED", str(tmp_path / "nowhere"))
+    from qazlm.sft import sources
+    sources.sib_rows.cache_clear()
+    try:
+        build(tmp_path / "n", corpus, capfd, "--tasks", "topic,identity", *FAST)
+    finally:
+        sources.sib_rows.cache_clear()
+    card = json.loads((tmp_path / "n" / "card.json").read_text())
+    assert "topic" not in card["train"] and any("topic" in n for n in card["notes"])
+
+
+def test_missing_sib_is_one_warning_line(tmp_path, capfd, monkeypatch):
+    monkeypatch.setenv("QAZLM_SHARED", str(tmp_path / "nowhere"))
+    from qazlm.sft import sources
+    from qazlm.sft.data import SftDataConfig, build_task
+    sources.sib_rows.cache_clear()
+    try:
+        capfd.readouterr()
+        assert build_task(SftDataConfig(tasks=["topic"], per_task=3), "topic") == []
+    finally:
+        sources.sib_rows.cache_clear()
+    warnings = [ln for ln in capfd.readouterr().err.splitlines() if "warning" in ln]
+    assert len(warnings) == 1 and "SIB-200" in warnings[0]
+
+
+def test_help_shows_an_example(capfd):
+    code, out, _ = run_cli(["sft-data", "--help"], capfd)
+    assert code == 0 and "qazlm sft-data -o runs/sft-data" in out
+
+
+def test_reorder_never_uses_a_paragraph_of_identical_sentences(tmp_path, capfd):
+    """A paragraph like "Да. Да. Да." cannot be shuffled into a different order (it used to loop forever)."""
+    for lang, word in (("kk", "Иә, солай болды."), ("ru", "Да, так и было."), ("en", "Yes, it was so.")):
+        text = " ".join([word] * 3)
+        (tmp_path / "c" / lang).mkdir(parents=True)
+        with gzip.open(tmp_path / "c" / lang / "x.txt.gz", "wt", encoding="utf-8") as f:
+            f.write((text + "\n") * 3 + "One sentence here. Another one follows it. And a third ends it.\n")
+    from qazlm.sft.data import build_task
+    rows = build_task(SftDataConfig(tasks=["reorder"], per_task=3, corpus_dir=str(tmp_path / "c")), "reorder")
+    assert rows and all("One sentence here." in r["messages"][-1]["content"] for r in rows)
