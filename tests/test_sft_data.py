@@ -217,3 +217,174 @@ def test_reorder_never_uses_a_paragraph_of_identical_sentences(tmp_path, capfd):
     from qazlm.sft.data import build_task
     rows = build_task(SftDataConfig(tasks=["reorder"], per_task=3, corpus_dir=str(tmp_path / "c")), "reorder")
     assert rows and all("One sentence here." in r["messages"][-1]["content"] for r in rows)
+
+
+# --- issue 13: inflection, title, keywords, sentence counts, follow-ups, the [sft_data] stage ----------------
+
+NEW_TASKS = ["morph_inflect", "title", "keywords", "count_sentences", "followup_shorter", "followup_latin",
+             "followup_count"]
+
+
+def task_rows(name: str, corpus: Path, per_task: int = 9) -> list[dict]:
+    from qazlm.sft.data import build_task
+    return build_task(SftDataConfig(tasks=[name], per_task=per_task, corpus_dir=str(corpus), decontaminate=[]), name)
+
+
+def test_inflection_rules_give_the_textbook_forms():
+    from qazlm.sft.morph import inflect
+    expected = {("кітап", "pl"): "кітаптар", ("бала", "gen"): "баланың", ("адам", "acc"): "адамды",
+                ("кітап", "dat"): "кітапқа", ("мектеп", "dat"): "мектепке", ("көл", "loc"): "көлде",
+                ("адам", "abl"): "адамнан", ("жер", "abl"): "жерден", ("қыз", "ins"): "қызбен",
+                ("күн", "ins"): "күнмен", ("мектеп", "ins"): "мектеппен", ("бала", "pl_gen"): "балалардың",
+                ("сөз", "pl_dat"): "сөздерге", ("бала", "poss3"): "баласы", ("ауыл", "poss1"): "ауылым"}
+    assert {k: inflect(*k) for k in expected} == expected
+    # where the rules do not fix the form, nothing is offered
+    assert inflect("кітап", "poss3") is None  # кітабы: the final consonant voices
+    assert inflect("бала", "poss1") is None  # балам is also a word of its own
+    assert inflect("вагон", "pl") is None and inflect("тау", "dat") is None and inflect("үй", "pl") is None
+
+
+def test_inflection_pool_needs_noun_evidence_and_real_forms():
+    from qazlm.sft.morph import inflection_pool
+    stems = {"бала", "балалар", "кел", "адам"}
+    attested = {"балалар", "балаға", "баланың", "келді", "келдің", "келге", "адамға"}
+    pool = inflection_pool(stems, attested)
+    # бала: two noun-only forms attested; балалар is an inflected entry, not a lemma; кел has only verb-like
+    # forms (келді, келдің) and one noun form; адам has one: neither counts as a noun
+    assert sorted(pool) == [("бала", "dat", "балаға"), ("бала", "gen", "баланың"), ("бала", "pl", "балалар")]
+
+
+def test_morph_inflect_items_on_real_text(corpus, shared):
+    from qazlm.sft import sources
+    from qazlm.sft.morph import FEATURES, inflect
+    from qazlm.sft.prompts import FORM_NAMES, P
+    rows = task_rows("morph_inflect", corpus)
+    words = {w for _, t in sources.corpus_lines(str(corpus), "kk") for w in t.lower().split()}
+    assert {r["lang"] for r in rows} == {"kk", "ru", "en"} and len(rows) == 9
+    for r in rows:
+        lemma = r["key"].removeprefix("word:")
+        feature = next(f for f in FEATURES if r["messages"][0]["content"]
+                       == P[r["lang"]]["inflect"].format(lemma=lemma, form=FORM_NAMES[r["lang"]][f]))
+        answer = r["messages"][1]["content"]
+        assert answer == inflect(lemma, feature)
+        assert any(answer in w for w in words)  # the form occurs in the corpus
+    pinned = next(r for r in rows if r["key"] == "word:адам")
+    assert pinned["messages"][1]["content"] == "адамдарға" and "көпше түр, барыс септік" in pinned["messages"][0]["content"]
+
+
+def test_title_answers_are_the_real_article_titles(corpus):
+    rows = task_rows("title", corpus)
+    titles = {"Ахмет Байтұрсынұлы", "Махамбет Өтемісұлы", "Міржақып Дулатұлы", "Мұхтар Омарханұлы Әуезов",
+              "Мұқағали Сүлейменұлы Мақатаев", "Ыбырай Алтынсарин"}
+    with gzip.open(corpus / "kk" / "apertium_wiki_texts.txt.gz", "rt", encoding="utf-8") as f:
+        text = f.read()
+    assert {r["lang"] for r in rows} == {"kk", "ru", "en"} and len(rows) == 9
+    for r in rows:
+        answer, paragraph = r["messages"][1]["content"], r["messages"][0]["content"].split("\n", 1)[1]
+        assert answer in titles and r["source"] == "corpus:apertium_wiki_texts"
+        start = text.index(answer + "\n")  # the paragraph belongs to that article: after its title, before the next
+        after = [text.index(t + "\n") for t in titles if text.index(t + "\n") > start]
+        assert start < text.index(paragraph) < min(after, default=len(text))
+
+
+def test_keywords_are_the_most_frequent_content_words():
+    from qazlm.sft.sources import stopwords
+    from qazlm.sft.tasks import keywords_of
+    kk = stopwords("kk")
+    assert keywords_of("Кітап оқыдым. Кітап жақсы екен. Оқушы кітап алды, оқушы кетті.", kk) == ["кітап", "оқушы"]
+    assert keywords_of("The cat saw the dog. The dog saw a cat and the bird.", stopwords("en")) == ["cat", "dog"]
+    assert keywords_of("Cats like fish. Dogs like bones.", stopwords("en")) is None  # nothing occurs twice
+    # four words twice each: the cut after three would be arbitrary, so no item
+    assert keywords_of("red blue green pink red blue green pink", frozenset()) is None
+
+
+def test_keyword_items_on_real_text(corpus):
+    from qazlm.sft.sources import stopwords
+    from qazlm.sft.tasks import keywords_of
+    rows = task_rows("keywords", corpus)
+    assert {r["lang"] for r in rows} == {"kk", "ru", "en"}
+    for r in rows:
+        text = r["messages"][0]["content"].split("\n", 1)[1]
+        assert r["messages"][1]["content"] == ", ".join(keywords_of(text, stopwords(r["lang"])))
+    pinned = next(r for r in rows if r["messages"][0]["content"].endswith("тарих ұмытпайтын істер болатын."))
+    assert pinned["messages"][1]["content"] == "ахаң, қазақ"
+
+
+def test_sentence_counts_only_where_unambiguous(corpus):
+    from qazlm.sft.tasks import sentences_of
+    assert sentences_of("Ол келді. Біз кеттік!") == ["Ол келді.", "Біз кеттік!"]
+    assert sentences_of("One sentence here. Another one follows it.") == ["One sentence here.", "Another one follows it."]
+    for unclear in ("Абай М. Ю. Лермонтовты аударды. Ол ақын.", "1909 ж. Санкт-Петербургте шықты. Кітап.",
+                    "Mr. Smith came. He sat.", "Ол т.б. келді. Біз кеттік.", "Wait... What? Yes!"):
+        assert sentences_of(unclear) is None, unclear
+    rows = task_rows("count_sentences", corpus)
+    assert {r["lang"] for r in rows} == {"kk", "ru", "en"}
+    for r in rows:
+        text = r["messages"][0]["content"].split("\n", 1)[1]
+        assert r["messages"][1]["content"] == str(len(sentences_of(text))) and 2 <= len(sentences_of(text)) <= 6
+
+
+def test_followups_refer_back_to_the_first_answer(corpus):
+    from qazlm.sft.followups import countable_words
+    dev = {lang: gzip.open(flores_path("dev", lang), "rt", encoding="utf-8").read().splitlines()
+           for lang in ("kk", "ru", "en")}
+    for name in ("followup_shorter", "followup_latin", "followup_count"):
+        rows = task_rows(name, corpus)
+        assert {r["lang"] for r in rows} == {"kk", "ru", "en"} and all(len(r["messages"]) == 4 for r in rows), name
+        for r in rows:
+            first, second = r["messages"][1]["content"], r["messages"][3]["content"]
+            if name == "followup_shorter":
+                assert first.startswith(second) and second[-1] in ".!?" and len(second) < len(first)
+            elif name == "followup_latin":
+                assert first in dev["kk"] and to_latin(first) == second and to_cyrillic(second) == first
+            else:
+                assert any(first in d for d in dev.values()) and second == str(countable_words(first))
+    assert countable_words("Он умер во вторник в Осаке.") == 6 and countable_words("Flight CG4684 landed.") is None
+
+
+def test_heldout_split_is_disjoint_per_task_for_the_new_tasks(corpus):
+    from qazlm.sft.data import build
+    result = build(SftDataConfig(tasks=NEW_TASKS, per_task=30, corpus_dir=str(corpus), decontaminate=[]))
+    for name in NEW_TASKS:
+        train = {it["key"] for it in result["train"] if it["task"] == name}
+        held = {it["key"] for it in result["heldout"] if it["task"] == name}
+        assert train and held and not train & held, name
+    # title has few units (one per article): the held-out one takes all of its paragraphs with it
+    assert len({it["key"] for it in result["heldout"] if it["task"] == "title"}) >= 1
+
+
+def test_default_mix_is_mostly_kazakh():
+    from qazlm.sft.data import TASKS
+    cfg = SftDataConfig()
+    planned = {lang: 0 for lang in ("kk", "ru", "en")}
+    for name in cfg.tasks:
+        for lang, n in split_counts(cfg.per_task, cfg.lang_shares, TASKS[name][1]).items():
+            planned[lang] += n
+    assert planned["kk"] / sum(planned.values()) >= 0.5
+    assert set(NEW_TASKS) <= set(cfg.tasks)
+
+
+def test_sft_data_pipeline_stage(tmp_path, corpus, capsys):
+    from qazlm.runs import RunConfig, RunContext
+    from qazlm.sft.data_stage import run_stage
+    ctx = RunContext(run=RunConfig(out_dir=str(tmp_path / "run"), seed=5), recipe_path=tmp_path / "r.toml")
+    section = {"tasks": ["title", "count_sentences"], "per_task": 4, "corpus_dir": str(corpus), "decontaminate": []}
+    run_stage(section, ctx)
+    out = tmp_path / "run" / "sft_data"
+    record = json.loads((out / "qazlm_stage.json").read_text())
+    assert record["stage"] == "sft-data" and record["config"]["seed"] == 5
+    assert record["config"]["out_dir"] == str(out)
+    lines = (out / "train.jsonl").read_text().splitlines() + (out / "heldout.jsonl").read_text().splitlines()
+    assert {json.loads(x)["task"] for x in lines} == {"title", "count_sentences"}
+    first = (out / "train.jsonl").read_bytes()
+    capsys.readouterr()
+    run_stage(section, ctx)
+    assert "skipping" in capsys.readouterr().out
+    run_stage({**section, "seed": 6}, ctx)  # a changed setting redoes the stage
+    assert "redoing" in capsys.readouterr().out and json.loads((out / "qazlm_stage.json").read_text())["config"]["seed"] == 6
+    run_stage({**section, "seed": 5}, RunContext(run=ctx.run, recipe_path=ctx.recipe_path, force=True))
+    assert (out / "train.jsonl").read_bytes() == first  # same config and seed: byte-identical
+    with pytest.raises(QazlmError, match="out_dir"):
+        run_stage({**section, "out_dir": str(tmp_path / "elsewhere")}, ctx)
+    with pytest.raises(QazlmError, match="per_task"):
+        run_stage({**section, "per_task": 0}, ctx)

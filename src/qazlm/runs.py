@@ -197,6 +197,7 @@ STAGES = {
     "data": "qazlm.data.stage",
     "pretrain": "qazlm.train.stage",
     "eval": "qazlm.eval.stage",
+    "sft_data": "qazlm.sft.data_stage",
 }
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from qazlm.config import check_fields, check_value
 from qazlm.errors import QazlmError
 from qazlm.paths import LANGS
-from qazlm.sft import kazakh, tasks
+from qazlm.sft import followups, kazakh, tasks
 from qazlm.sft.card import write_card
 from qazlm.sft.clean import dedup, decontaminate
 from qazlm.sft.formats import read_external
@@ -34,7 +34,11 @@ TASKS = {  # name -> (function, languages it is built in)
     "reorder": (tasks.reorder, LANGS),
     "script_latin": (kazakh.script_latin, ("kk",)), "script_cyrillic": (kazakh.script_cyrillic, ("kk",)),
     "homoglyph": (kazakh.homoglyph, ("kk",)), "morph_segment": (kazakh.morph_segment, ("kk",)),
-    "morph_lemma": (kazakh.morph_lemma, ("kk",)),
+    "morph_lemma": (kazakh.morph_lemma, ("kk",)), "morph_inflect": (kazakh.morph_inflect, LANGS),
+    "title": (tasks.title, LANGS), "keywords": (tasks.keywords, LANGS),
+    "count_sentences": (tasks.count_sentences, LANGS),
+    "followup_shorter": (followups.followup_shorter, LANGS), "followup_latin": (followups.followup_latin, LANGS),
+    "followup_count": (followups.followup_count, LANGS),
     "alpaca_ru": (lambda c, n: tasks.alpaca(c, n, "ru"), ("ru",)),
     "alpaca_en": (lambda c, n: tasks.alpaca(c, n, "en"), ("en",)),
 }
@@ -132,15 +136,17 @@ def is_heldout(key: str, fraction: float) -> bool:
 
 
 def split_heldout(items: list[dict], fraction: float) -> tuple[list[dict], list[dict]]:
-    """Per task: items whose source unit hashes below `fraction`; at least one when the task has 2+ items."""
+    """Per task: items whose source unit hashes below `fraction`; at least one unit when the task has 2+
+    units (all items of a unit go to the same side)."""
     train, held = [], []
     by_task: dict[str, list[dict]] = {}
     for it in items:
         by_task.setdefault(it["task"], []).append(it)
     for group in by_task.values():
         h = [it for it in group if is_heldout(it["key"], fraction)]
-        if fraction > 0 and not h and len(group) >= 2:
-            h = [min(group, key=lambda it: hashlib.blake2b(it["key"].encode()).digest())]
+        if fraction > 0 and not h and len({it["key"] for it in group}) >= 2:
+            first = min((it["key"] for it in group), key=lambda k: hashlib.blake2b(k.encode()).digest())
+            h = [it for it in group if it["key"] == first]
         ids = {id(x) for x in h}
         held += h
         train += [it for it in group if id(it) not in ids]

@@ -1,22 +1,23 @@
-"""Kazakh-only tasks: script conversion, homoglyph repair, morphology (answers checked before use)."""
+"""Kazakh tasks: script conversion, homoglyph repair, morphology (segment, lemma, inflect); answers checked before use."""
 
 from __future__ import annotations
 
+import functools
 import re
 
+from qazlm.paths import SAMPLE_DIR
 from qazlm.sft import sources
-from qazlm.sft.morph import lemma_of, unambiguous_analysis
-from qazlm.sft.prompts import KK
+from qazlm.sft.morph import inflection_pool, lemma_of, unambiguous_analysis
+from qazlm.sft.prompts import FORM_NAMES, KK, P
 from qazlm.sft.script import convertible, inject_homoglyphs, to_cyrillic, to_latin
-from qazlm.sft.tasks import TaskContext, _corpus, _pick, item
+from qazlm.sft.tasks import TaskContext, _corpus, _pick, _pick_where, item
 from qazlm.text.normalize import repair_homoglyphs
 
 _WORD = re.compile(r"[^\W\d_]+")
 
 
 def _kk_sentences(ctx: TaskContext, n: int, keep) -> list[tuple[str, str]]:
-    pool = [(s, t) for s, t in _corpus(ctx, "kk") if len(t) <= 300 and keep(t)]
-    return _pick(ctx.rng, pool, n)
+    return _pick_where(ctx.rng, _corpus(ctx, "kk"), n, lambda st: len(st[1]) <= 300 and keep(st[1]))
 
 
 def script_latin(ctx: TaskContext, counts: dict[str, int]) -> list[dict]:
@@ -43,14 +44,21 @@ def homoglyph(ctx: TaskContext, counts: dict[str, int]) -> list[dict]:
     return out
 
 
-def _analysed_words(ctx: TaskContext, n: int) -> list[tuple[str, str, list[str], str]]:
+def _segmenter(ctx: TaskContext):
+    """The Hunspell segmenter of `ctx.lexicon` (default ../shared), or None with one warning when absent."""
     from qazlm.tokenizer.morphology import default_lexicon, get_segmenter
 
     dic = ctx.lexicon or str(default_lexicon())
     if ctx.lexicon is None and not default_lexicon().exists():
         sources.warn(f"{dic}: Kazakh Hunspell lexicon not found; morphology tasks skipped")
+        return None
+    return get_segmenter(dic)
+
+
+def _analysed_words(ctx: TaskContext, n: int) -> list[tuple[str, str, list[str], str]]:
+    seg = _segmenter(ctx)
+    if seg is None:
         return []
-    seg = get_segmenter(dic)
     words = sorted({(src, w) for src, t in _corpus(ctx, "kk") for w in _WORD.findall(t)})
     found = []
     for src, w in _pick(ctx.rng, words, n * 20):
@@ -70,3 +78,26 @@ def morph_lemma(ctx: TaskContext, counts: dict[str, int]) -> list[dict]:
     """The dictionary stem of an inflected word (voicing undone: жүрегі -> жүрек)."""
     return [item("morph_lemma", "kk", "hunspell_kk", f"word:{w}", KK["lemma"].format(word=w), lemma)
             for _, w, _, lemma in _analysed_words(ctx, counts.get("kk", 0))]
+
+
+@functools.lru_cache(maxsize=4)
+def _inflections(dic: str, corpus_dir: str) -> tuple[tuple[str, str, str], ...]:
+    from qazlm.data.steps import load_stopwords
+    from qazlm.tokenizer.morphology import get_segmenter
+
+    attested = {w for _, t in sources.corpus_lines(corpus_dir, "kk") for w in _WORD.findall(t) if w.islower()}
+    return tuple(inflection_pool(get_segmenter(dic).stems, attested, load_stopwords("kk")))
+
+
+def morph_inflect(ctx: TaskContext, counts: dict[str, int]) -> list[dict]:
+    """A noun lemma and a case / number / possessive -> the form the suffix rules give (`morph.inflect`),
+    kept only when that form occurs in the Kazakh corpus. Asked in kk, ru and en; the answer is Kazakh."""
+    seg = _segmenter(ctx)
+    if seg is None:
+        return []
+    from qazlm.tokenizer.morphology import default_lexicon
+
+    pool = _inflections(ctx.lexicon or str(default_lexicon()), ctx.corpus_dir or str(SAMPLE_DIR))
+    return [item("morph_inflect", lang, "hunspell_kk", f"word:{lemma}",
+                 P[lang]["inflect"].format(lemma=lemma, form=FORM_NAMES[lang][feature]), form)
+            for lang, n in counts.items() for lemma, feature, form in _pick(ctx.rng, pool, n)]

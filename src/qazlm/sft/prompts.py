@@ -30,6 +30,15 @@ P = {
         "your_name": ["Сенің атың кім?", "Есіміңді айтшы."],
         "persona": "Сенің атың {name}. Сен көмекші ассистентсің.",
         "my_name": "Менің атым {name}.",
+        "title": "Бұл үзінді энциклопедиялық мақаладан алынған. Мақаланың тақырыбы қандай? Тек тақырыпты жазыңыз.\n{text}",
+        "keywords": ("Мәтіннің түйінді сөздерін жазыңыз: мәтінде кемінде екі рет кездесетін мағыналы сөздер (көмекші "
+                     "сөздер емес), ең жиісі бірінші (тең болса, мәтінде бұрын кездескені), ең көбі үшеуі, кіші "
+                     "әріппен, үтір арқылы.\n{text}"),
+        "count_sentences": "Мәтінде неше сөйлем бар? Тек санды жазыңыз.\n{text}",
+        "shorter": "Қысқарақ: тек бірінші сөйлемін жазыңыз.",
+        "in_latin": "Енді соны латын әліпбиімен (2021) жазыңыз.",
+        "count_answer": "Сол жауабыңызда неше сөз бар? Тек санды жазыңыз.",
+        "inflect": "«{lemma}» сөзін мына түрге қойыңыз: {form}. Тек сөзді жазыңыз.",
     },
     "ru": {
         "lang": {"kk": "казахский", "ru": "русский", "en": "английский"},
@@ -48,6 +57,15 @@ P = {
         "your_name": ["Как тебя зовут?", "Назови своё имя."],
         "persona": "Тебя зовут {name}. Ты полезный ассистент.",
         "my_name": "Меня зовут {name}.",
+        "title": "Этот отрывок взят из энциклопедической статьи. Как называется статья? Напишите только название.\n{text}",
+        "keywords": ("Назовите ключевые слова текста: знаменательные слова (не служебные), которые встречаются в нём "
+                     "не меньше двух раз, самое частое первым (при равенстве — то, что встречается раньше), не больше "
+                     "трёх, строчными буквами, через запятую.\n{text}"),
+        "count_sentences": "Сколько предложений в тексте? Напишите только число.\n{text}",
+        "shorter": "Короче: только первое предложение.",
+        "in_latin": "Теперь запишите это казахским латинским алфавитом (2021).",
+        "count_answer": "Сколько слов в вашем ответе? Напишите только число.",
+        "inflect": "Поставьте казахское слово «{lemma}» в форму: {form}. Напишите только слово.",
     },
     "en": {
         "lang": {"kk": "Kazakh", "ru": "Russian", "en": "English"},
@@ -66,6 +84,15 @@ P = {
         "your_name": ["What is your name?", "Tell me your name."],
         "persona": "Your name is {name}. You are a helpful assistant.",
         "my_name": "My name is {name}.",
+        "title": "This passage is from an encyclopedia article. What is the article's title? Write only the title.\n{text}",
+        "keywords": ("List the keywords of the text: the content words (not function words) that occur in it at "
+                     "least twice, the most frequent first (ties: the one that comes first in the text), at most "
+                     "three, in lowercase, separated by commas.\n{text}"),
+        "count_sentences": "How many sentences are in the text? Write only the number.\n{text}",
+        "shorter": "Shorter, please: only the first sentence.",
+        "in_latin": "Now write it in the Kazakh Latin alphabet (2021).",
+        "count_answer": "How many words are in your answer? Write only the number.",
+        "inflect": "Put the Kazakh word «{lemma}» into this form: {form}. Write only the word.",
     },
 }
 
@@ -76,3 +103,26 @@ KK = {
     "segment": "«{word}» сөзін түбір мен қосымшаларға бөліңіз (сызықша арқылы).",
     "lemma": "«{word}» сөзінің түбірі қандай? Тек түбірді жазыңыз.",
 }
+
+# grammatical forms of `qazlm.sft.morph.FEATURES`, named in each language (the Kazakh case name added in ru/en)
+_CASES = {
+    "kk": {"gen": "ілік септік", "acc": "табыс септік", "dat": "барыс септік", "loc": "жатыс септік",
+           "abl": "шығыс септік", "ins": "көмектес септік"},
+    "ru": {"gen": "родительный падеж (ілік септік)", "acc": "винительный падеж (табыс септік)",
+           "dat": "дательно-направительный падеж (барыс септік)", "loc": "местный падеж (жатыс септік)",
+           "abl": "исходный падеж (шығыс септік)", "ins": "творительный падеж (көмектес септік)"},
+    "en": {"gen": "genitive case (ілік септік)", "acc": "accusative case (табыс септік)",
+           "dat": "dative case (барыс септік)", "loc": "locative case (жатыс септік)",
+           "abl": "ablative case (шығыс септік)", "ins": "instrumental case (көмектес септік)"},
+}
+_OTHER = {
+    "kk": {"pl": "көпше түр", "poss3": "III жақ тәуелдік жалғауы (оның ...)",
+           "poss1": "I жақ жекеше тәуелдік жалғауы (менің ...)"},
+    "ru": {"pl": "множественное число", "poss3": "притяжательная форма 3-го лица (его/её ...)",
+           "poss1": "притяжательная форма 1-го лица ед. ч. (мой ...)"},
+    "en": {"pl": "plural", "poss3": "3rd person possessive (his/her/its ...)",
+           "poss1": "1st person singular possessive (my ...)"},
+}
+FORM_NAMES = {lang: {**_OTHER[lang], **_CASES[lang], **{f"pl_{c}": f"{_OTHER[lang]['pl']}, {name}"
+                                                        for c, name in _CASES[lang].items()}}
+              for lang in _CASES}

@@ -92,6 +92,62 @@ def corpus_lines(corpus_dir: str, lang: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+_TITLE_END = ".!?:;,»\"…"
+
+
+def _starts_document(lines: list[str], i: int) -> bool:
+    """A line followed by two blank lines opens a document in the Wikipedia-style article files
+    (apertium_wiki_texts); paragraphs inside one are separated by a single blank line."""
+    return bool(lines[i]) and i + 3 < len(lines) and not lines[i + 1] and not lines[i + 2]
+
+
+def _is_title(line: str) -> bool:
+    return len(line) <= 80 and line[-1] not in _TITLE_END
+
+
+def _mentions(paragraph: str, title: str) -> bool:
+    """The paragraph names the article's subject (a title word's first five letters occur in it)."""
+    low = paragraph.lower()
+    return any(w[:5].lower() in low for w in title.split() if len(w) >= 4)
+
+
+def _titled(lines: list[str]) -> list[tuple[str, str]]:
+    """(article title, paragraph) for the prose paragraphs of each titled article that name its subject."""
+    found, title = [], None
+    for i, line in enumerate(lines):
+        if _starts_document(lines, i):
+            title = line if _is_title(line) else None  # an untitled document has no answer: skipped
+        prose = 100 <= len(line) <= 800 and line[-1] in ".!?" and line[0].isupper()
+        if title and line != title and prose and _mentions(line, title):
+            found.append((title, line))
+    return found
+
+
+@functools.lru_cache(maxsize=8)
+def titled_paragraphs(corpus_dir: str, lang: str) -> tuple[tuple[str, str, str], ...]:
+    """(source, article title, paragraph) of the articles with a real title in `corpus_dir/lang/*.txt.gz`."""
+    out = []
+    for path in sorted((Path(corpus_dir) / lang).glob("*.txt.gz")):
+        lines = [normalize_text(line).strip() for _, line in iter_text_lines(path)]
+        name = path.name.removesuffix(".txt.gz")
+        out += [(f"corpus:{name}", title, body) for title, body in _titled(lines)]
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=8)
+def stopwords(lang: str) -> frozenset[str]:
+    """Function words: the data stage's Kazakh list (MIT) and the Russian and English lists of the `stop-words`
+    package (BSD-3), bundled in `resources/` (see its README)."""
+    if lang == "kk":
+        from qazlm.data.steps import load_stopwords
+
+        return load_stopwords("kk")
+    from importlib import resources
+
+    text = resources.files("qazlm.sft").joinpath(f"resources/stopwords_{lang}.txt").read_text(encoding="utf-8")
+    return frozenset(w.strip().lower() for w in text.splitlines() if w.strip())
+
+
 @functools.lru_cache(maxsize=4)
 def alpaca_seed(lang: str) -> tuple[dict, ...]:
     """The Alpaca seed tasks of `lang` (en/ru) from ../shared/data/sft; () when absent."""

@@ -41,6 +41,19 @@ def _pick(rng: random.Random, pool, k: int) -> list:
     return rng.sample(list(pool), min(k, len(pool)))
 
 
+def _pick_where(rng: random.Random, pool, k: int, keep) -> list:
+    """Up to `k` random members of `pool` that pass `keep`, testing only as many as needed (a costly test
+    on a large pool, e.g. script round trips, then runs on a few hundred lines, not all of them)."""
+    pool = list(pool)
+    out = []
+    for i in rng.sample(range(len(pool)), len(pool)):
+        if len(out) == k:
+            break
+        if keep(pool[i]):
+            out.append(pool[i])
+    return out
+
+
 def _others(lang: str) -> list[str]:
     return [x for x in LANGS if x != lang]
 
@@ -153,11 +166,12 @@ def continue_text(ctx: TaskContext, counts: dict[str, int]) -> list[dict]:
 
 
 def reorder(ctx: TaskContext, counts: dict[str, int]) -> list[dict]:
-    """The sentences of one paragraph (3-5), shuffled; the answer is the paragraph in its original order."""
+    """The sentences of one paragraph (3-5), shuffled; the answer is the paragraph in its original order.
+    Only paragraphs whose sentence split is unambiguous (`sentences_of`: no initials or abbreviations)."""
     out = []
     for lang, n in counts.items():
         pool = [(s, t, parts) for s, t in _corpus(ctx, lang)
-                if 3 <= len(parts := _SENT_END.split(t)) <= 5 and len(set(parts)) == len(parts)]
+                if 3 <= len(parts := sentences_of(t) or []) <= 5 and len(set(parts)) == len(parts)]
         for src, text, parts in _pick(ctx.rng, pool, n):
             shuffled = parts[:]
             while shuffled == parts:
@@ -200,4 +214,79 @@ def alpaca(ctx: TaskContext, counts: dict[str, int], lang: str) -> list[dict]:
         user = r["instruction"].strip() + (f"\n\n{inst['input'].strip()}" if str(inst.get("input", "")).strip() else "")
         out.append(item(f"alpaca_{lang}", lang, f"alpaca_seed_{lang}", f"alpaca:{r.get('id')}", user,
                         inst["output"].strip()))
+    return out
+
+
+def title(ctx: TaskContext, counts: dict[str, int]) -> list[dict]:
+    """A paragraph of a titled Kazakh encyclopedia article -> the article's real title (asked in kk, ru, en).
+    Only the Wikipedia-style Kazakh file has titles; other corpus files have none, so nothing is made up."""
+    pool = sources.titled_paragraphs(ctx.corpus_dir or str(SAMPLE_DIR), "kk")
+    if not pool:
+        sources.warn("no titled articles in the Kazakh corpus; title task skipped")
+    return [item("title", lang, src, f"title:{name}", P[lang]["title"].format(text=text), name)
+            for lang, n in counts.items() for src, name, text in _pick(ctx.rng, pool, n)]
+
+
+KEYWORDS_MAX = 3
+
+
+def keywords_of(text: str, stop: frozenset[str]) -> list[str] | None:
+    """The content words (3+ letters, lowercased, not in `stop`) that occur at least twice, most frequent
+    first, ties in order of first occurrence, at most `KEYWORDS_MAX`; None unless there are two or more and
+    the cut after the last one falls between two different counts (so the list is the only right answer)."""
+    words = [w for w in (x.lower() for x in _WORD.findall(text)) if len(w) >= 3 and w not in stop]
+    counts: dict[str, int] = {}
+    for w in words:  # dicts keep insertion order: first occurrence breaks ties in the stable sort below
+        counts[w] = counts.get(w, 0) + 1
+    ranked = sorted((w for w in counts if counts[w] >= 2), key=lambda w: -counts[w])
+    if len(ranked) < 2:
+        return None
+    if len(ranked) > KEYWORDS_MAX and counts[ranked[KEYWORDS_MAX - 1]] == counts[ranked[KEYWORDS_MAX]]:
+        return None
+    return ranked[:KEYWORDS_MAX]
+
+
+def keywords(ctx: TaskContext, counts: dict[str, int]) -> list[dict]:
+    """Keywords by construction (`keywords_of`); the prompt states the rule, so the answer is checkable."""
+    out = []
+    for lang, n in counts.items():
+        stop = sources.stopwords(lang)
+        pool = [(s, t, kw) for s, t in _corpus(ctx, lang) if (kw := keywords_of(t, stop))]
+        out += [item("keywords", lang, src, f"{src}:{text}", P[lang]["keywords"].format(text=text), ", ".join(kw))
+                for src, text, kw in _pick(ctx.rng, pool, n)]
+    return out
+
+
+_INNER_STOP = re.compile(r"\.\.|…|[.!?][^\s.!?»\"”)]")  # ellipsis, or a stop inside a token (т.б., 3.5)
+
+
+def _abbreviation(token: str) -> bool:
+    """An initial or abbreviation before a capital would look like a sentence end: М. Ж. Mr. St. 1909 ж."""
+    core = token.strip("«\"“(").rstrip("»\"”)")
+    if not core.endswith("."):
+        return False
+    word = core[:-1]
+    return len(word) == 1 or (word[:1].isupper() and len(word) <= 3) or word[-1:].isdigit()
+
+
+def sentences_of(text: str) -> list[str] | None:
+    """The sentences of `text` when the count is unambiguous: every . ! ? ends a sentence (no abbreviation,
+    initial, ellipsis or number before or inside it) and each sentence starts with a capital; else None."""
+    if _INNER_STOP.search(text) or any(_abbreviation(t) for t in text.split()):
+        return None
+    parts = _SENT_END.split(text)
+    ends = re.findall(r"[.!?]+", text)
+    if len(ends) != len(parts) or not all(p.rstrip("»\"”")[-1:] in ".!?" for p in parts):
+        return None
+    return parts
+
+
+def count_sentences(ctx: TaskContext, counts: dict[str, int]) -> list[dict]:
+    """Number of sentences (2-6) of a corpus paragraph, where `sentences_of` says it is unambiguous."""
+    out = []
+    for lang, n in counts.items():
+        pool = [(s, t, len(parts)) for s, t in _corpus(ctx, lang)
+                if (parts := sentences_of(t)) and 2 <= len(parts) <= 6]
+        out += [item("count_sentences", lang, src, f"{src}:{text}", P[lang]["count_sentences"].format(text=text),
+                     str(k)) for src, text, k in _pick(ctx.rng, pool, n)]
     return out
