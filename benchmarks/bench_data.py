@@ -211,7 +211,7 @@ def bench_langid() -> dict:
 
     import py3langid
 
-    from qazlm.data.langid import detect_language
+    from qazlm.text.langid import detect_language
     from qazlm.paths import FLORES_CODES, flores_path, shared_dir
 
     out = {}

@@ -88,3 +88,57 @@ def test_max_len_above_the_model_context_is_said_and_recorded(model, tmp_path, c
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["models"][0]["max_len"] == 512
     assert "| 512 |" in (tmp_path / "r" / "report.md").read_text()
+
+
+def _heldout(folder, lines: list[str]):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "heldout.jsonl").write_text("".join(ln + "\n" for ln in lines), encoding="utf-8")
+    return folder
+
+
+CHAT = [  # (flags after the model folder, expected error); {sft} is a valid one-item sft-data folder
+    (["--sft-data", "{sft}", "--batch-size", "0"], r"batch_size = 0: must be >= 1"),
+    (["--sft-data", "{sft}", "--max-new-tokens", "0"], r"max_new_tokens = 0: must be >= 1"),
+    (["--sft-data", "{sft}", "--limit", "0"], r"limit = 0: must be >= 1"),
+    (["--sft-data", "{sft}", "--flores-per-direction", "-3"], r"flores_per_direction = -3: must be >= 1"),
+    (["--sft-data", "{sft}", "--temperature", "nan"], r"temperature = nan"),
+    (["--sft-data", "{sft}", "--chat-sets", "heldout,mmlu"], r"sets = .*choose one or more of heldout, multiturn"),
+    (["--sft-data", "{sft}", "--max-new-tokens", "500"], r"every prompt \+ max_new_tokens \(500\) exceeds the model's "
+                                                          r"context \(512 tokens\); lower --max-new-tokens"),
+    (["--sft-data", "{sft}", "--bpb", "flores"], r"--bpb is for the likelihood evaluation"),
+    ([], r"give the instruction data folder with --sft-data"),
+    (["--sft-data", "{tmp}/none"], r"--sft-data .*none: folder not found; build one with `qazlm sft-data"),
+    (["--sft-data", "{tmp}"], r"heldout.jsonl: not found; --sft-data must be a `qazlm sft-data` output folder"),
+    (["--sft-data", "{bad}"], r"heldout.jsonl: no usable conversations \(2 malformed lines\)"),
+]
+
+
+@pytest.mark.parametrize("extra, match", CHAT, ids=[" ".join(c[0]) or "no --sft-data" for c in CHAT])
+def test_bad_chat_eval_flags(model, tmp_path, capfd, extra, match):
+    sft = _heldout(tmp_path / "sft", [json.dumps({"task": "identity", "lang": "en", "messages": [
+        {"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "I am Qazlm."}]})])
+    bad = _heldout(tmp_path / "bad", ["{not json", json.dumps({"task": "x", "lang": "en", "messages": [
+        {"role": "user", "content": "no reply"}]})])
+    extra = [a.format(sft=sft, bad=bad, tmp=tmp_path) for a in extra]
+    argv = ["eval", "--chat", model, "-o", tmp_path / "out", "--chat-sets", "heldout", *extra]
+    assert_one_line_error(argv, capfd, match=match)
+    assert not (tmp_path / "out" / "chat_report.json").exists()
+
+
+def test_chat_eval_model_folder_missing_and_chat_flags_without_chat(model, tmp_path, capfd):
+    sft = _heldout(tmp_path / "sft", [json.dumps({"task": "identity", "lang": "en", "messages": [
+        {"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "I am Qazlm."}]})])
+    assert_one_line_error(["eval", "--chat", tmp_path / "nope", "--sft-data", sft, "-o", tmp_path / "o"], capfd,
+                          match=r"nope: model folder not found")
+    assert_one_line_error(["eval", model, "--max-new-tokens", "8", "-o", tmp_path / "o"], capfd,
+                          match=r"eval: --max-new-tokens needs --chat")
+
+
+def test_chat_eval_stage_unknown_key(tmp_path, capfd):
+    from qazlm.errors import QazlmError
+    from qazlm.eval.chat_stage import run_stage
+    from qazlm.runs import RunConfig, RunContext
+
+    ctx = RunContext(run=RunConfig(out_dir=str(tmp_path / "run")), recipe_path=tmp_path / "r.toml")
+    with pytest.raises(QazlmError, match=r"\[chat_eval\].*max_new_token"):
+        run_stage({"max_new_token": 8}, ctx)

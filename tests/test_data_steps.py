@@ -13,7 +13,7 @@ from qazlm.config import from_dict
 from qazlm.data import pii
 from qazlm.data.config import DataConfig, ExecutorConfig, MixtureConfig, SourceConfig
 from qazlm.data.finalize import compute_epochs
-from qazlm.data.langid import detect_language, kazakh_word_ratio
+from qazlm.text.langid import detect_language, kazakh_word_ratio
 from qazlm.errors import QazlmError
 from qazlm.paths import flores_path
 

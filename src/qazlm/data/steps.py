@@ -75,14 +75,14 @@ class LangIdFilter(BaseFilter):
         self.langs, self.kk_ratio = list(langs), kk_ratio
 
     def filter(self, doc: Document):
-        from qazlm.data.langid import detect_language
+        from qazlm.text.langid import detect_language
 
         lang, score = detect_language(doc.text, self.kk_ratio)
         doc.metadata["lang_detected"], doc.metadata["lang_score"] = lang, round(score, 4)
         hint = doc.metadata.get("lang_hint")
         if hint:
             if lang != hint:
-                from qazlm.data.langid import script_matches, short_text
+                from qazlm.text.langid import script_matches, short_text
 
                 # ≤5 words carry too little signal to overrule the source: trust the hint if the script fits
                 if not (short_text(doc.text) and script_matches(doc.text, hint) and lang != "kk"):

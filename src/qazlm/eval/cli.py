@@ -9,6 +9,8 @@ EVAL_EPILOG = """examples:
   qazlm eval runs/small/pretrain/final /models/Qwen3-0.6B --tasks sib200,kkcopa,flores_mt --limit 200 -o cmp
   qazlm eval runs/small/pretrain/step_* --bpb flores --bpb runs/small/data -o curve   # curve over steps
   qazlm eval --list-tasks
+  qazlm eval --chat --sft-data runs/tiny/sft_data runs/tiny/pretrain/final runs/tiny/sft/final -o runs/tiny/chat_eval
+  qazlm eval --chat --sft-data runs/sft-data /models/Qwen2.5-0.5B-Instruct --max-new-tokens 96 --limit 50 -o chat
 """
 
 
@@ -27,6 +29,37 @@ def _list_tasks() -> int:
     return 0
 
 
+CHAT_ONLY = ("sft_data", "max_new_tokens", "flores_per_direction", "sib_limit", "chat_sets", "temperature",
+             "repetition_penalty")
+NOT_CHAT = ("bpb", "no_bpb", "bpb_limit", "tasks", "num_fewshot", "max_len")
+
+
+def _given(args, names) -> dict:
+    """The flags among `names` the user gave (argparse leaves the others None/False)."""
+    return {k: getattr(args, k) for k in names if getattr(args, k) is not None and getattr(args, k) is not False}
+
+
+def _cmd_chat_eval(args) -> int:
+    from qazlm.eval.chat import ChatEvalSettings, evaluate_chat
+    from qazlm.eval.chat_report import write_chat_report
+    from qazlm.runs import output_lock
+
+    wrong = _given(args, NOT_CHAT)
+    if wrong:
+        raise QazlmError(f"eval --chat: --{next(iter(wrong)).replace('_', '-')} is for the likelihood evaluation; "
+                         "drop it (chat mode takes --limit, --max-new-tokens, --flores-per-direction, --sib-limit)")
+    given = _given(args, ("limit", "batch_size", "samples", "data_dir", "device", "seed", "sft_data",
+                          "max_new_tokens", "flores_per_direction", "sib_limit", "temperature", "repetition_penalty"))
+    if args.chat_sets:
+        given["sets"] = [x.strip() for x in args.chat_sets.split(",") if x.strip()]
+    s = ChatEvalSettings(**given)
+    with output_lock(args.out, "chat-eval"):
+        result = evaluate_chat(args.models, s, tokenizer=args.tokenizer)
+        for path in write_chat_report(result, args.out):
+            print(f"wrote {path}")
+    return 0
+
+
 def _cmd_eval(args) -> int:
     if args.list_tasks:
         return _list_tasks()
@@ -34,14 +67,19 @@ def _cmd_eval(args) -> int:
         raise QazlmError("eval: give at least one model folder (or --list-tasks)")
     if not args.out:
         raise QazlmError("eval: give an output folder with -o/--out")
+    if args.chat:
+        return _cmd_chat_eval(args)
+    chat_only = _given(args, CHAT_ONLY)
+    if chat_only:
+        raise QazlmError(f"eval: --{next(iter(chat_only)).replace('_', '-')} needs --chat")
     from qazlm.eval.evaluate import EvalSettings, evaluate_models
     from qazlm.eval.report import write_report
     from qazlm.runs import output_lock
 
     s = EvalSettings(bpb=[] if args.no_bpb else args.bpb if args.bpb is not None else ["flores:devtest"],
-                     bpb_limit=args.bpb_limit, tasks=args.tasks or [], num_fewshot=args.num_fewshot, limit=args.limit,
-                     data_dir=args.data_dir, max_len=args.max_len, batch_size=args.batch_size, samples=args.samples,
-                     device=args.device, seed=args.seed)
+                     bpb_limit=args.bpb_limit, tasks=args.tasks or [], limit=args.limit,
+                     data_dir=args.data_dir, device=args.device, seed=args.seed,
+                     **_given(args, ("batch_size", "samples", "max_len", "num_fewshot")))
     with output_lock(args.out, "eval"):
         result = evaluate_models(args.models, s, tokenizer=args.tokenizer)
         for path in write_report(result, args.out):
@@ -66,14 +104,29 @@ def register(sub) -> None:
     p.add_argument("--bpb-limit", type=int, help="score only the first N documents of each set")
     p.add_argument("--tasks", action="append", metavar="NAMES",
                    help="lm-eval tasks or groups, comma-separated (see --list-tasks), e.g. sib200,kkcopa")
-    p.add_argument("--num-fewshot", type=int, default=0, help="few-shot examples per task item")
-    p.add_argument("--limit", type=int, help="first N items of each task")
+    p.add_argument("--num-fewshot", type=int, help="few-shot examples per task item (default 0)")
+    p.add_argument("--limit", type=int, help="first N items of each task (--chat: held-out items per task, "
+                                              "default 20)")
     p.add_argument("--data-dir", help="evaluation data folder (default ../shared/data/eval or $QAZLM_EVAL_DATA)")
     p.add_argument("--tokenizer", help="tokenizer folder if the model folder has none")
-    p.add_argument("--max-len", type=int, default=512, help="tokens per scored window")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--samples", type=int, default=1, help="generation samples per language in the report (0: none)")
+    p.add_argument("--max-len", type=int, help="tokens per scored window (default 512)")
+    p.add_argument("--batch-size", type=int, help="sequences per forward pass (default 8; --chat: 16)")
+    p.add_argument("--samples", type=int, help="generation samples per language in the report (0: none; default 1; "
+                                                "--chat: 2 dialogues)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--list-tasks", action="store_true", help="list tasks, groups and whether their data is present")
+    c = p.add_argument_group("chat evaluation (--chat; docs/evaluation.md, section 4)")
+    c.add_argument("--chat", action="store_true",
+                   help="prompt the models as chat models: language fidelity, end-of-turn rate, held-out task scores, "
+                        "SIB-200 and FLORES+ as chat prompts; writes chat_report.md/.json and chat_eval.png")
+    c.add_argument("--sft-data", metavar="DIR", help="a `qazlm sft-data` folder; its heldout.jsonl is asked")
+    c.add_argument("--max-new-tokens", type=int, help="longest reply in tokens (default 48)")
+    c.add_argument("--flores-per-direction", type=int, metavar="N",
+                   help="FLORES+ devtest sentences per translation direction (default 20)")
+    c.add_argument("--sib-limit", type=int, metavar="N", help="SIB-200 test items per language (default 20)")
+    c.add_argument("--chat-sets", metavar="NAMES",
+                   help="comma-separated prompt sets: heldout, multiturn, sib200, flores (default all)")
+    c.add_argument("--temperature", type=float, help="0 = greedy (default)")
+    c.add_argument("--repetition-penalty", type=float, help="HF-style repetition penalty (default 1.0: none)")
     p.set_defaults(func=_cmd_eval)
