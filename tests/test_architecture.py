@@ -21,7 +21,7 @@ ALLOWED = {  # unit -> units it may import (besides itself and the foundation)
     "infer": {"model", "tokenizer"},
     "train": {"model", "infer", "data"},
     "eval": {"model", "infer"},
-    "sft": {"data", "tokenizer"},
+    "sft": {"data", "tokenizer", "model", "infer", "train"},  # never eval (chat_eval reads sft/final as a folder)
     "pipeline": {"tokenizer", "data", "model", "infer", "train", "eval"},
     "cli": {"pipeline", "tokenizer", "data", "model", "infer", "train", "eval"},
     "experiments": {"tokenizer", "data", "model", "infer", "train", "eval"},

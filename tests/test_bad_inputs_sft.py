@@ -48,3 +48,56 @@ def test_unwritable_output_folder(tmp_path, capfd):
     (tmp_path / "file").write_text("x")
     assert_one_line_error(["sft-data", "-o", tmp_path / "file" / "out", "--tasks", "identity"], capfd,
                           match=r"cannot write to the output folder")
+
+
+# ------------------------------------------------------------------------------------------------ qazlm sft
+CONVERSATION = {"messages": [{"role": "user", "content": "Сәлем!"}, {"role": "assistant", "content": "Сәлем!"}]}
+PLAIN_CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}"
+                "{% endfor %}")
+
+
+@pytest.fixture(scope="module")
+def sft_inputs(tmp_path_factory, tiny_tokenizer_dir):
+    """Our tiny model folder, an HF folder without a chat template, one with a marker-less ChatML template,
+    and data folders: good, empty, malformed."""
+    import json
+
+    from test_eval_helpers import make_hf_folder, make_our_folder
+
+    root = tmp_path_factory.mktemp("sft_bad")
+    make_our_folder(tiny_tokenizer_dir, root / "ours")
+    make_hf_folder(tiny_tokenizer_dir, root / "hf")
+    make_hf_folder(tiny_tokenizer_dir, root / "hf_plain")
+    cfg = json.loads((root / "hf_plain" / "tokenizer_config.json").read_text())
+    (root / "hf_plain" / "tokenizer_config.json").write_text(json.dumps({**cfg, "chat_template": PLAIN_CHATML}))
+    for name, text in {"data": json.dumps(CONVERSATION, ensure_ascii=False) + "\n", "empty": "",
+                       "malformed": '{"messages": [{"role": "user", "content": "hi"}]}\nnot json\n'}.items():
+        (root / name).mkdir()
+        (root / name / "train.jsonl").write_text(text, encoding="utf-8")
+    return root
+
+
+SFT_CASES = [  # (argv after `sft`, regex the error line must match)
+    (["{r}/ours", "--data", "{r}/missing"], r"missing: no such data folder; build one with `qazlm sft-data"),
+    (["{r}/ours", "--data", "{r}/empty"], r"empty/train.jsonl: no usable conversations"),
+    (["{r}/ours", "--data", "{r}/malformed"], r"no usable conversations \(2 lines set aside, e.g. line 1: no assistant turn"),
+    (["{r}/ours", "--data", "{r}/data", "--lr", "nan"], r"\[sft\] lr = nan: expected a finite number"),
+    (["{r}/ours", "--data", "{r}/data", "--max-steps", "0"], r"max_steps = 0: give a number of steps >= 1"),
+    (["{r}/ours", "--data", "{r}/data", "--set", "device=gpu"], r"device = 'gpu': choose from"),
+    (["{r}/ours", "--data", "{r}/data", "--set", "lr_rate=1"], r"unknown key 'lr_rate'"),
+    (["{r}/ours", "--data", "{r}/data", "--set", "lora.r=0"], r"\[sft.lora\] r = 0: must be >= 1"),
+    (["{r}/ours", "--data", "{r}/data", "--lora", "--set", "lora.target_modules=attn"],
+     r"target_modules: 'attn' matches no layer of .*ours; available: down_proj, gate_proj"),
+    (["{r}/hf", "--data", "{r}/data"], r"hf: has no chat template; set chat_template = \"qazlm\""),
+    (["{r}/hf_plain", "--data", "{r}/data"], r"hf_plain: chat template is not training-compatible.*chat_template = \"qazlm\""),
+    (["{r}/nomodel", "--data", "{r}/data"], r"nomodel: model folder not found"),
+    (["--data", "{r}/data"], r"\[sft\] model: not set"),
+]
+
+
+@pytest.mark.parametrize("argv, match", SFT_CASES, ids=[" ".join(c[0][1:]) or c[0][0] for c in SFT_CASES])
+def test_sft_bad_input_is_one_line(argv, match, sft_inputs, tmp_path, capfd):
+    args = ["sft", *[a.format(r=sft_inputs) for a in argv], "-o", str(tmp_path / "out"), "--max-steps", "1"]
+    if "--max-steps" in argv:
+        args = args[:-2]
+    assert_one_line_error(args, capfd, match=match)

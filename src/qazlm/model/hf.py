@@ -68,6 +68,29 @@ def check_replaceable(out_dir: Path, marker: str, what: str) -> None:
                          "choose a new or empty -o folder")
 
 
+def hf_state_dict(model) -> dict:
+    """Our weights under their transformers names (`model.` prefix; the output head keeps its name)."""
+    return {(k if k.startswith("lm_head") else f"model.{k}"): v for k, v in state_dict_for_saving(model).items()}
+
+
+def to_transformers(model_folder: str | Path):
+    """Our model folder as the transformers module `export_hf` writes (Qwen3ForCausalLM / LlamaForCausalLM,
+    fp32, train mode off), built in memory: fine-tuning through transformers/TRL needs no exported copy on disk."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model_folder = Path(model_folder)
+    ours = load_model_folder(model_folder)
+    config = hf_config(ours.cfg, _special_ids(model_folder))
+    hf = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = hf.load_state_dict(hf_state_dict(ours), strict=False)
+    missing = [k for k in missing if not (k == "lm_head.weight" and ours.cfg.tie_embeddings)]
+    if missing or unexpected:  # a bug, not a user error: the names are ours on both sides
+        raise RuntimeError(f"to_transformers: weight names differ (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    hf.tie_weights()
+    return hf.eval()
+
+
 def export_hf(model_folder: str | Path, out_dir: str | Path) -> Path:
     """Write config.json, model.safetensors, generation_config.json and tokenizer files into `out_dir`
     (built in a temp folder and swapped in; ordinary umask permissions)."""
@@ -82,8 +105,7 @@ def export_hf(model_folder: str | Path, out_dir: str | Path) -> Path:
     with atomic_dir(out_dir) as tmp:
         hf_config(model.cfg, ids).save_pretrained(tmp)
         _add_legacy_keys(tmp / "config.json", model.cfg)
-        sd = {(k if k.startswith("lm_head") else f"model.{k}"): v for k, v in state_dict_for_saving(model).items()}
-        save_weights(sd, tmp / WEIGHTS)
+        save_weights(hf_state_dict(model), tmp / WEIGHTS)
         GenerationConfig(**{k: v for k, v in ids.items() if v is not None}).save_pretrained(tmp)
         if (model_folder / "tokenizer.json").exists():
             copy_tokenizer(model_folder, tmp)
@@ -157,4 +179,4 @@ def import_hf(hf_folder: str | Path, out_dir: str | Path) -> Path:
     return save_model_folder(model, out_dir, tok_dir)
 
 
-__all__ = ["export_hf", "import_hf", "TOKENIZER_FILES"]
+__all__ = ["export_hf", "import_hf", "to_transformers", "TOKENIZER_FILES"]

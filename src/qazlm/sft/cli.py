@@ -1,4 +1,4 @@
-"""`qazlm sft-data`: build the trilingual chat instruction set (see docs/sft.md)."""
+"""`qazlm sft-data`: build the trilingual chat instruction set; `qazlm sft`: fine-tune a model on it (docs/sft.md)."""
 
 from __future__ import annotations
 
@@ -44,9 +44,51 @@ def _run(args) -> int:
     return 0
 
 
+SFT_EPILOG = """examples:
+  qazlm sft runs/tiny/pretrain/final --data runs/tiny/sft_data -o runs/tiny/sft        # full fine-tuning, packed
+  qazlm sft runs/tiny/pretrain/final --data runs/sft-data -o runs/sft-lora --lora --lr 2e-4
+  qazlm sft smollm2-135m/ --data runs/sft-data -o runs/smol-sft --set chat_template=qazlm --set max_steps=200
+  qazlm sft MODEL --data DATA -o OUT --config sft.toml --set lora.r=8        # an [sft] table, one key changed
+  torchrun --nproc_per_node=8 -m qazlm.cli sft MODEL --data DATA -o OUT       # several GPUs (DDP; untested here)
+
+MODEL is our model folder (qazlm_model.json) or a Hugging Face Llama / Qwen3 / SmolLM2 folder. Outputs in OUT:
+final/ (a Hugging Face model folder with the chat template and qazlm_lineage.json), checkpoints/, metrics.jsonl
+(`qazlm plot OUT`), tb/ (TensorBoard), summary.json, qazlm_stage.json. Rerunning a killed run resumes from the
+last complete checkpoint; the same finished config is skipped; other settings need --force."""
+
+SFT_FLAGS = {  # CLI flag dest -> SftConfig field
+    "model": "model", "data": "data", "out_dir": "out_dir", "lr": "lr", "epochs": "epochs",
+    "max_steps": "max_steps", "batch_size": "batch_size", "max_len": "max_len", "device": "device",
+}
+
+
+def load_sft_config(args):
+    """[sft] of --config, then the flags, then --set (later wins); validated by SftConfig."""
+    from qazlm.config import apply_overrides, from_dict, read_toml
+    from qazlm.sft.config import SftConfig
+
+    data = dict(read_toml(args.config).get("sft", {})) if args.config else {}
+    for dest, key in SFT_FLAGS.items():
+        value = getattr(args, dest)
+        if value is not None:
+            data[key] = value
+    if args.lora:
+        data["lora"] = {**data.get("lora", {}), "enabled": True}
+    data = apply_overrides(data, args.set)
+    return from_dict(SftConfig, data, where=f"{args.config}[sft]" if args.config else "sft")
+
+
+def _run_sft(args) -> int:
+    from qazlm.sft.train import run_sft
+
+    run_sft(load_sft_config(args), force=args.force)
+    return 0
+
+
 def register(sub) -> None:
     from qazlm.cli import HelpFormatter
 
+    register_sft(sub, HelpFormatter)
     p = sub.add_parser("sft-data", help="build trilingual chat instruction data (messages JSONL + card)",
                        formatter_class=HelpFormatter, description=__doc__, epilog=EPILOG)
     p.add_argument("-o", "--out-dir", default=None, help="output folder (default: runs/sft-data)")
@@ -64,3 +106,23 @@ def register(sub) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any [sft_data] key, e.g. lexicon=...")
     p.add_argument("--force", action="store_true", help="rebuild even when the folder matches the config")
     p.set_defaults(func=_run)
+
+
+def register_sft(sub, formatter) -> None:
+    p = sub.add_parser("sft", help="supervised fine-tuning (TRL SFTTrainer): full or LoRA, packed, assistant-only loss",
+                       formatter_class=formatter, description=__doc__, epilog=SFT_EPILOG)
+    p.add_argument("model", nargs="?", default=None, help="model folder: ours (qazlm_model.json) or Hugging Face")
+    p.add_argument("--data", default=None, help="a `qazlm sft-data` folder (train.jsonl, heldout.jsonl)")
+    p.add_argument("-o", "--out-dir", default=None, help="output folder (default: runs/sft)")
+    p.add_argument("--config", default=None, help="TOML file with an [sft] table")
+    p.add_argument("--lr", default=None, help="peak learning rate (default: 2e-5)")
+    p.add_argument("--epochs", default=None, help="passes over the data (default: 3)")
+    p.add_argument("--max-steps", default=None, help="stop after N optimizer steps (overrides --epochs)")
+    p.add_argument("--batch-size", default=None, help="per-device batch: packed rows or conversations (default: 8)")
+    p.add_argument("--max-len", default=None, help="tokens per packed row / conversation (default: 1024)")
+    p.add_argument("--device", default=None, help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--lora", action="store_true", help="train LoRA adapters ([sft.lora]) and merge them on save")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override any [sft] key, e.g. packing=false, lora.r=8, chat_template=qazlm")
+    p.add_argument("--force", action="store_true", help="replace an OUT trained with other settings")
+    p.set_defaults(func=_run_sft)

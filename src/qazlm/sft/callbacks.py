@@ -1,0 +1,104 @@
+"""What an SFT run reports: metrics.jsonl in pretraining's schema (so `qazlm plot OUT` works), padding waste
+of the batches actually trained on, and a progress bar with ETA that does not print a dict every step."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
+
+
+class TokenCounter:
+    """Real and padded tokens of the training micro-batches, counted where the trainer computes the loss."""
+
+    def __init__(self):
+        self.real = 0
+        self.total = 0
+
+    def add(self, real: int, total: int) -> None:
+        self.real += real
+        self.total += total
+
+    @property
+    def pad_share(self) -> float:
+        return 1 - self.real / self.total if self.total else 0.0
+
+
+REAL_KEY = "qazlm_real_tokens"
+
+
+def counting_collator(collate):
+    """Wrap the trainer's collator: each batch also carries how many of its tokens are real (the examples'
+    lengths), so padding waste is measured on the batches trained on, packed or not."""
+    import torch
+
+    def wrapped(examples):
+        batch = collate(examples)
+        batch[REAL_KEY] = torch.tensor(sum(len(ex["input_ids"]) for ex in examples))
+        return batch
+
+    return wrapped
+
+
+def make_trainer_class():
+    """SFTTrainer that takes the real-token count off each batch before the model sees it."""
+    from trl import SFTTrainer
+
+    class CountingSFTTrainer(SFTTrainer):
+        counter: TokenCounter
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            real = inputs.pop(REAL_KEY, None)
+            if real is not None and model.training:
+                self.counter.add(int(real), int(inputs["input_ids"].numel()))
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
+    return CountingSFTTrainer
+
+
+class MetricsCallback(TrainerCallback):
+    """Trainer logs -> metrics.jsonl rows (step, loss, lr, grad_norm, tokens_per_s, tokens, pad_share, ...;
+    held-out loss as `heldout_loss`), through pretraining's MetricsLogger."""
+
+    def __init__(self, logger, counter: TokenCounter, tokens_before: int = 0):
+        self.logger, self.counter = logger, counter
+        self.tokens_before = tokens_before      # tokens trained before a resume (from metrics.jsonl)
+        self.window = (time.perf_counter(), 0, 0)  # (time, real tokens, step) at the last log
+        self.losses: list[tuple[int, float]] = []
+        self.heldout: list[tuple[int, float]] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.window = (time.perf_counter(), self.counter.real, state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs, step = logs or {}, state.global_step
+        if "eval_loss" in logs:
+            self.heldout.append((step, float(logs["eval_loss"])))
+            self.logger.log(step, {"heldout_loss": float(logs["eval_loss"])})
+            return
+        if "loss" not in logs:
+            return
+        t0, real0, step0 = self.window
+        now = time.perf_counter()
+        rec = {"loss": float(logs["loss"]), "lr": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
+               "tokens_per_s": (self.counter.real - real0) / max(now - t0, 1e-9),
+               "s_per_step": (now - t0) / max(step - step0, 1),
+               "tokens": self.tokens_before + self.counter.real, "pad_share": self.counter.pad_share,
+               "token_accuracy": logs.get("mean_token_accuracy"), "epoch": logs.get("epoch")}
+        self.losses.append((step, rec["loss"]))
+        self.logger.log(step, {k: v for k, v in rec.items() if v is not None})
+        self.window = (now, self.counter.real, step)
+        if not math.isfinite(rec["loss"]):
+            control.should_training_stop = True
+
+
+class QuietProgress(ProgressCallback):
+    """transformers' tqdm bar (steps, elapsed, ETA) with the latest loss as its postfix instead of a printed
+    dict per log."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None and logs and "loss" in logs:
+            self.training_bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)

@@ -1,0 +1,339 @@
+"""`qazlm sft` (TRL SFTTrainer): the exact tokens trained on, packing that keeps conversations apart, a short
+full fine-tune (golden first loss, output folder, lineage, metrics), LoRA merged on save, resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from qazlm.errors import QazlmError
+from qazlm.infer.chat import GENERATION_MARKER
+from qazlm.sft.config import SftConfig
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+CONVERSATION = [
+    {"role": "system", "content": "Сен көмекшісің."},
+    {"role": "user", "content": "Сәлем!"},
+    {"role": "assistant", "content": "Сәлем! Қалың қалай?"},
+    {"role": "user", "content": "Жақсы. Translate: good morning"},
+    {"role": "assistant", "content": "Қайырлы таң"},
+]
+PLAIN_CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}"
+                "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+# Pinned first logged loss of the short run below (tiny 2-layer model, seed 0, 16 real conversations, packed
+# rows of 256); any change to masking, packing, the template or the model conversion moves it.
+GOLDEN_FIRST_LOSS = 6.9777
+GOLDEN_TOL = 2e-3
+RUN = dict(lr=2e-3, max_steps=6, batch_size=2, max_len=512, save_steps=3, warmup=0, schedule="constant",
+           max_heldout=4, seed=0, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, tiny_tokenizer_dir):
+    """A random tiny qazlm model folder whose tokenizer has NO chat template (it gets qazlm's)."""
+    from transformers import AutoTokenizer
+
+    from qazlm.model.io import save_model_folder
+    from qazlm.model.presets import preset
+    from qazlm.model.transformer import Transformer
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    torch.manual_seed(0)
+    model = Transformer(preset("tiny", len(tok), n_layers=2, max_seq_len=512))
+    model.init_weights()
+    return save_model_folder(model.eval(), tmp_path_factory.mktemp("sft_base") / "final", tiny_tokenizer_dir)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, shared):
+    """A real `qazlm sft-data` folder, small: five tasks (multi-turn and system prompts included)."""
+    from qazlm.sft.data import SftDataConfig, run
+
+    out = tmp_path_factory.mktemp("sft_data") / "sft_data"
+    run(SftDataConfig(out_dir=str(out), per_task=5, heldout_fraction=0.2, decontaminate=[],
+                      tasks=["translation", "multiturn", "system_language", "topic", "count_words"]))
+    return out
+
+
+def config(base, data, out, **kw) -> SftConfig:
+    return SftConfig(model=str(base), data=str(data), out_dir=str(out), **{**RUN, **kw})
+
+
+def trainer_for(base, data, out, conversations, **kw):
+    from qazlm.sft.load import load_chat_tokenizer, load_model
+    from qazlm.sft.train import build_trainer
+
+    cfg = config(base, data, out, **kw)
+    model, kind = load_model(cfg.model, "cpu")
+    tok = load_chat_tokenizer(cfg.model, kind, cfg.chat_template)
+    return build_trainer(cfg, model, tok, conversations, [], out, "cpu"), tok
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, base, data):
+    from qazlm.sft.train import run_sft
+
+    out = tmp_path_factory.mktemp("sft_full") / "sft"
+    lines = []
+    summary = run_sft(config(base, data, out), log=lines.append)
+    return out, summary, lines
+
+
+# ------------------------------------------------------------------------------------------------ masking
+@pytest.mark.parametrize("packing", [False, True])
+def test_labels_are_exactly_the_assistant_spans(base, data, tmp_path, packing):
+    """Through the trainer's own dataset and collator: a label is set exactly on each assistant reply and its
+    <|im_end|>; system, user, the assistant header and the newline after <|im_end|> are -100."""
+    trainer, tok = trainer_for(base, data, tmp_path, [{"messages": CONVERSATION}], packing=packing)
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+    text = tok.apply_chat_template(CONVERSATION, tokenize=False)
+    assert tok.decode(ids) == text
+    spans, start = [], None
+    for i, lab in enumerate(labels + [-100]):
+        if lab != -100 and start is None:
+            start = i
+        elif lab == -100 and start is not None:
+            spans.append(tok.decode(ids[start:i]))
+            start = None
+    assert spans == ["Сәлем! Қалың қалай?<|im_end|>", "Қайырлы таң<|im_end|>"]
+    assert all(lab in (-100, tid) for lab, tid in zip(labels, ids))
+    assert ("position_ids" in batch and "attention_mask" not in batch) == packing
+
+
+def test_template_without_markers_is_one_error(base, tmp_path, tiny_tokenizer_dir):
+    from test_eval_helpers import make_hf_folder
+
+    from qazlm.sft.load import check_template, load_chat_tokenizer
+
+    hf = make_hf_folder(tiny_tokenizer_dir, tmp_path / "hf")
+    with pytest.raises(QazlmError, match=r"hf: has no chat template; set chat_template = \"qazlm\""):
+        load_chat_tokenizer(hf, "hf", "")
+    cfg = json.loads((hf / "tokenizer_config.json").read_text())
+    (hf / "tokenizer_config.json").write_text(json.dumps({**cfg, "chat_template": PLAIN_CHATML}))
+    tok = load_chat_tokenizer(hf, "hf", "")
+    with pytest.raises(QazlmError, match=r"no \{% generation %\} markers.*chat_template = \"qazlm\""):
+        check_template(tok, CONVERSATION, hf)
+    check_template(load_chat_tokenizer(hf, "hf", "qazlm"), CONVERSATION, hf)  # the offered fix works
+
+
+def test_all_zero_mask_is_an_error(base, data, tmp_path):
+    """A max_len that cuts every conversation before its first reply leaves nothing to learn: an error."""
+    from qazlm.sft.train import run_sft
+
+    with pytest.raises(QazlmError, match=r"no token of any conversation is marked for training"):
+        run_sft(config(base, data, tmp_path / "out", max_len=8, packing=False), log=lambda *a: None)
+
+
+# ------------------------------------------------------------------------------------------------ packing
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_rows_equal_separate_conversations(base, data, tmp_path, attn):
+    """Logits of every conversation inside a packed batch (several per row, rows padded) equal those of the
+    conversation run alone, and so does the loss: no attention crosses a conversation boundary."""
+    from qazlm.sft.load import read_sft_data
+
+    train, _, _ = read_sft_data(data, 0)
+    trainer, _ = trainer_for(base, data, tmp_path, train, packing=True)
+    model = trainer.model.eval()
+    model.set_attn_implementation(attn)
+    n = len(trainer.train_dataset)
+    rows = [trainer.train_dataset[i] for i in range(n - 3, n)]  # best-fit decreasing: the fullest rows are last
+    batch = trainer.data_collator(rows)
+    batch.pop("qazlm_real_tokens")
+    assert batch["input_ids"].shape[0] == 3 and max(len(r["seq_lengths"]) for r in rows) >= 2
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
+        nll_sum, n = 0.0, 0
+        for b, row in enumerate(rows):
+            start = 0
+            for length in row["seq_lengths"]:
+                ids = torch.tensor(row["input_ids"][start:start + length])[None]
+                alone = model(input_ids=ids).logits
+                assert (packed[b, start:start + length] - alone[0]).abs().max().item() < 1e-5
+                labels = torch.tensor(row["labels"][start:start + length])
+                nll = torch.nn.functional.cross_entropy(alone[0, :-1], labels[1:], ignore_index=-100, reduction="sum")
+                nll_sum, n = nll_sum + nll.item(), n + int((labels[1:] != -100).sum())
+                start += length
+        loss = model(**batch).loss.item()
+    assert loss == pytest.approx(nll_sum / n, abs=1e-5)
+
+
+def test_trl_padding_free_batch_is_isolated_too(base, data, tmp_path):
+    """TRL's own padding-free collator (one flattened row; what FlashAttention gets) also keeps the
+    conversations apart under sdpa: the position ids alone make transformers build the block mask."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from qazlm.sft.load import read_sft_data
+
+    train, _, _ = read_sft_data(data, 0)
+    trainer, tok = trainer_for(base, data, tmp_path, train, packing=True)
+    model = trainer.model.eval()
+    rows = [trainer.train_dataset[len(trainer.train_dataset) - i] for i in (2, 1)]
+    flat = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id, padding_free=True)(rows)
+    with torch.no_grad():
+        packed = model(input_ids=flat["input_ids"], position_ids=flat["position_ids"]).logits[0]
+        start = 0
+        for length in [n for r in rows for n in r["seq_lengths"]]:
+            alone = model(input_ids=flat["input_ids"][:, start:start + length]).logits[0]
+            assert (packed[start:start + length] - alone).abs().max().item() < 1e-5
+            start += length
+
+
+# ------------------------------------------------------------------------------------------------ full run
+def test_full_run_learns_and_pins_the_first_loss(full_run):
+    out, s, lines = full_run
+    assert s["steps"] == 6 and s["final_loss"] < s["first_loss"]
+    assert s["first_loss"] == pytest.approx(GOLDEN_FIRST_LOSS, abs=GOLDEN_TOL)
+    # 8 packed rows of at most 512 tokens, 2 per batch, each batch padded to its longest row
+    assert s["padding_waste"] == pytest.approx(0.0499, abs=1e-4) and s["padding_waste"] <= 0.05
+    assert s["tokens"] > 0 and s["tokens_per_s"] > 0 and math.isfinite(s["heldout_loss"])
+    assert lines[-1].startswith("sft: 6 steps,") and "padding waste" in lines[-1] and str(out / "final") in lines[-1]
+
+
+def test_final_folder_loads_everywhere(full_run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from qazlm.infer.loading import load_model
+
+    final = full_run[0] / "final"
+    model = AutoModelForCausalLM.from_pretrained(final, local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(final, local_files_only=True)
+    prompt = tok.apply_chat_template(CONVERSATION[:2], tokenize=False, add_generation_prompt=True)
+    assert prompt.endswith("<|im_start|>user\nСәлем!<|im_end|>\n<|im_start|>assistant\n")
+    assert GENERATION_MARKER.search(tok.chat_template)  # the folder can be fine-tuned again
+    assert tok.convert_tokens_to_ids("<|im_end|>") in model.generation_config.eos_token_id
+    loaded = load_model(final)
+    assert loaded.model.kind == "hf"
+    ids = tok(prompt, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(ids), model(ids).logits, atol=1e-5)
+
+
+def test_lineage_metrics_and_record(full_run, base, data):
+    from qazlm.runs import read_record
+    from qazlm.train.monitor import read_metrics
+    from qazlm.train.plot import plot_run
+
+    out, s, _ = full_run
+    lin = json.loads((out / "final" / "qazlm_lineage.json").read_text())
+    meta = json.loads((base / "qazlm_model.json").read_text())
+    assert lin["parent"]["path"] == str(base.resolve()) and lin["parent"]["kind"] == "qazlm"
+    assert len(lin["parent"]["fingerprint"]) == 64 and meta["sha256"]
+    assert lin["data"]["counts"] == json.loads((data / "card.json").read_text())["conversations"]
+    assert lin["config"]["lr"] == RUN["lr"] and lin["summary"]["steps"] == 6 and lin["summary"]["versions"]["trl"]
+    rows = read_metrics(out / "metrics.jsonl")
+    steps = [r["step"] for r in rows if "loss" in r]
+    assert steps == [1, 2, 3, 4, 5, 6] and all(r["tokens_per_s"] > 0 for r in rows if "loss" in r)
+    assert any("heldout_loss" in r for r in rows) and rows[0]["step"] == 0 and rows[0]["trainable_params"] > 0
+    assert {p.name for p in plot_run(out)} >= {"loss.png", "lr.png", "tokens_per_s.png"}
+    assert read_record(out)["lr"] == RUN["lr"] and any((out / "tb").iterdir())
+
+
+def test_rerun_is_skipped_and_other_settings_refused(full_run, base, data):
+    from qazlm.sft.train import run_sft
+
+    out = full_run[0]
+    lines = []
+    assert run_sft(config(base, data, out), log=lines.append)["steps"] == 6
+    assert lines == [f"sft: {out} is up to date (same config); skipping (--force to retrain)"]
+    with pytest.raises(QazlmError, match=r"other settings \(lr: 0.002 -> 0.001\); pass --force"):
+        run_sft(config(base, data, out, lr=1e-3), log=lines.append)
+
+
+def test_failed_start_does_not_block_the_corrected_run(base, data, tmp_path):
+    """A run that stopped before its first checkpoint (here: a wrong data path) leaves nothing to resume, so
+    the corrected command starts over instead of asking for --force."""
+    from qazlm.sft.train import prepare_out, run_sft
+
+    out = tmp_path / "sft"
+    with pytest.raises(QazlmError, match=r"no such data folder"):
+        run_sft(config(base, tmp_path / "nodata", out), log=lambda *a: None)
+    assert prepare_out(out, config(base, data, out), force=False, log=print) is False
+    (out / "checkpoints" / "checkpoint-3").mkdir(parents=True)  # with progress to lose, other settings are refused
+    with pytest.raises(QazlmError, match=r"other settings \(lr: 0.002 -> 0.001\); pass --force"):
+        prepare_out(out, config(base, data, out, lr=1e-3), force=False, log=print)
+
+
+# ------------------------------------------------------------------------------------------------ LoRA
+def test_lora_is_merged_on_save(base, data, tmp_path):
+    from safetensors.torch import load_file
+
+    from qazlm.model.hf import to_transformers
+    from qazlm.sft.train import run_sft
+
+    out = tmp_path / "lora"
+    run_sft(config(base, data, out, max_steps=2, lr=1e-2, max_heldout=0,
+                   lora={"enabled": True, "r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}),
+            log=lambda *a: None)
+    merged = load_file(out / "final" / "model.safetensors")
+    assert not [k for k in merged if "lora" in k]
+    parent = to_transformers(base).state_dict()
+    assert set(merged) <= set(parent)
+    changed = {k for k in merged if not torch.equal(merged[k], parent[k])}
+    assert changed and all(k.endswith(("q_proj.weight", "v_proj.weight")) for k in changed)
+
+
+def test_lora_target_matching_nothing(base, data, tmp_path):
+    from qazlm.sft.train import run_sft
+
+    with pytest.raises(QazlmError, match=r"'attn' matches no layer of .*; available: down_proj, gate_proj, k_proj"):
+        run_sft(config(base, data, tmp_path / "o", lora={"enabled": True, "target_modules": ["attn"]}),
+                log=lambda *a: None)
+
+
+# ------------------------------------------------------------------------------------------------ resume
+class Kill(Exception):
+    pass
+
+
+def test_killed_run_resumes_to_the_same_result(full_run, base, data, tmp_path):
+    """Killed after step 4 (checkpoint 3 complete, a half-written checkpoint-5 left behind), rerun: it resumes
+    from checkpoint-3 and ends with the uninterrupted run's losses and weights (tolerance 1e-5: CPU fp32 is
+    deterministic here, the margin is for summation order)."""
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    from qazlm.sft.train import run_sft
+
+    class KillAtStep4(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 4:
+                raise Kill
+
+    out = tmp_path / "sft"
+    with pytest.raises(Kill):
+        run_sft(config(base, data, out), log=lambda *a: None, callbacks=[KillAtStep4()])
+    assert not (out / "final").exists() and (out / "checkpoints" / "checkpoint-3" / "trainer_state.json").exists()
+    (out / "checkpoints" / "checkpoint-5").mkdir()
+    (out / "checkpoints" / "checkpoint-5" / "model.safetensors").write_bytes(b"half")
+    lines = []
+    s = run_sft(config(base, data, out), log=lines.append)
+    assert "resuming from checkpoint-3" in lines[0] and s["resumed_from_step"] == 3
+    ref = full_run[1]
+    assert s["final_loss"] == pytest.approx(ref["final_loss"], abs=1e-5)
+    assert s["tokens"] == ref["tokens"]
+    a, b = load_file(out / "final" / "model.safetensors"), load_file(full_run[0] / "final" / "model.safetensors")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    from qazlm.train.monitor import read_metrics
+
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r] == [1, 2, 3, 4, 5, 6]
+
+
+# ------------------------------------------------------------------------------------------------ stage
+def test_stage_reads_the_run_folders(tmp_path):
+    from qazlm.runs import RunConfig, RunContext
+    from qazlm.sft.stage import stage_config
+
+    ctx = RunContext(RunConfig(out_dir=str(tmp_path / "run"), seed=7), tmp_path / "r.toml")
+    cfg = stage_config({"lr": 1e-4, "lora": {"enabled": True}}, ctx)
+    assert (cfg.model, cfg.data, cfg.out_dir) == (str(tmp_path / "run" / "pretrain" / "final"),
+                                                  str(tmp_path / "run" / "sft_data"), str(tmp_path / "run" / "sft"))
+    assert cfg.seed == 7 and cfg.lr == 1e-4 and cfg.lora.enabled
+    assert stage_config({"model": "elsewhere", "seed": 1}, ctx).model == "elsewhere"
+    with pytest.raises(QazlmError, match=r"\[sft\] out_dir: not settable in a recipe"):
+        stage_config({"out_dir": "x"}, ctx)
