@@ -6,7 +6,8 @@ and each stage's table built into that stage's config dataclass (unknown keys ar
 `[tokenizer]` -> TokenizerTrainConfig, `[data]` -> DataConfig (with the bundled sample sources when it names
 none, as the data stage does), `[pretrain]` -> PretrainConfig via `qazlm pretrain`'s loader, then the run
 plan (global batch / micro-batch / world size), the ModelConfig and its parameter count on the meta device,
-`[eval]` -> EvalStageConfig and its task names. Data recipes (recipes/data/*.toml) -> DataConfig, with every
+`[eval]` -> EvalStageConfig and its task names, `[sft_data]` -> SftDataConfig, `[sft]` -> SftConfig,
+`[chat_eval]` -> ChatEvalStageConfig. Data recipes (recipes/data/*.toml) -> DataConfig, with every
 local source path matching files. New recipe files are picked up automatically.
 """
 
@@ -157,6 +158,28 @@ def _check_eval(section: dict, run, where: str):
     return cfg
 
 
+def _check_sft_data(section: dict, run, where: str):
+    from qazlm.sft.data import SftDataConfig
+
+    assert "out_dir" not in section, f"{where}: the stage writes <run>/sft_data; drop out_dir"
+    return from_dict(SftDataConfig, {"seed": run.seed, **section}, where)
+
+
+def _check_sft(section: dict, run, where: str):
+    from qazlm.sft.config import SftConfig
+
+    assert "out_dir" not in section, f"{where}: the stage writes <run>/sft; drop out_dir"
+    out = Path(run.out_dir)  # the stage's defaults: the run's base model and instruction data
+    defaults = {"seed": run.seed, "model": str(out / "pretrain" / "final"), "data": str(out / "sft_data")}
+    return from_dict(SftConfig, {**defaults, **section, "out_dir": str(out / "sft")}, where)
+
+
+def _check_chat_eval(section: dict, run, where: str):
+    from qazlm.eval.chat_stage import ChatEvalStageConfig
+
+    return from_dict(ChatEvalStageConfig, {"seed": run.seed, **section}, where)
+
+
 @pytest.mark.parametrize("path", RUN_RECIPES, ids=_id)
 def test_run_recipe_loads_and_plans(path):
     from qazlm.runs import STAGES, RunConfig
@@ -180,6 +203,12 @@ def test_run_recipe_loads_and_plans(path):
         assert Path(cfg.out_dir) == Path(run.out_dir) / "pretrain"
     if "eval" in recipe:
         _check_eval(recipe["eval"], run, f"{path}[eval]")
+    if "sft_data" in recipe:
+        _check_sft_data(recipe["sft_data"], run, f"{path}[sft_data]")
+    if "sft" in recipe:
+        _check_sft(recipe["sft"], run, f"{path}[sft]")
+    if "chat_eval" in recipe:
+        _check_chat_eval(recipe["chat_eval"], run, f"{path}[chat_eval]")
 
 
 # --- data recipes ----------------------------------------------------------------------------------------

@@ -198,6 +198,7 @@ STAGES = {
     "pretrain": "qazlm.train.stage",
     "eval": "qazlm.eval.stage",
     "sft_data": "qazlm.sft.data_stage",
+    "sft": "qazlm.sft.stage",
     "chat_eval": "qazlm.eval.chat_stage",
 }
 
