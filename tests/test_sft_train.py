@@ -9,6 +9,7 @@ import os
 
 import pytest
 import torch
+from test_chat_template import CONVERSATION, PLAIN_CHATML  # one multi-turn conversation, one marker-less template
 
 from qazlm.errors import QazlmError
 from qazlm.infer.chat import GENERATION_MARKER
@@ -16,15 +17,6 @@ from qazlm.sft.config import SftConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-CONVERSATION = [
-    {"role": "system", "content": "Сен көмекшісің."},
-    {"role": "user", "content": "Сәлем!"},
-    {"role": "assistant", "content": "Сәлем! Қалың қалай?"},
-    {"role": "user", "content": "Жақсы. Translate: good morning"},
-    {"role": "assistant", "content": "Қайырлы таң"},
-]
-PLAIN_CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}"
-                "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
 # Pinned first logged loss of the short run below (tiny 2-layer model, seed 0, 16 real conversations, packed
 # rows of 256); any change to masking, packing, the template or the model conversion moves it.
 GOLDEN_FIRST_LOSS = 6.9777
