@@ -22,6 +22,7 @@ ALLOWED = {  # unit -> units it may import (besides itself and the foundation)
     "train": {"model", "infer", "data"},
     "eval": {"model", "infer"},
     "sft": {"data", "tokenizer", "model", "infer", "train"},  # never eval (chat_eval reads sft/final as a folder)
+    "quantize": {"model", "infer", "tokenizer"},
     "pipeline": {"tokenizer", "data", "model", "infer", "train", "eval"},
     "cli": {"pipeline", "tokenizer", "data", "model", "infer", "train", "eval"},
     "experiments": {"tokenizer", "data", "model", "infer", "train", "eval"},

@@ -180,6 +180,15 @@ def _check_chat_eval(section: dict, run, where: str):
     return from_dict(ChatEvalStageConfig, {"seed": run.seed, **section}, where)
 
 
+def _check_quantize(section: dict, run, where: str):
+    from qazlm.quantize.config import QuantizeConfig
+
+    assert "out_dir" not in section, f"{where}: the stage writes <run>/quantize; drop out_dir"
+    out = Path(run.out_dir)  # the stage's default: the run's chat model
+    return from_dict(QuantizeConfig, {"model": str(out / "sft" / "final"), **section,
+                                      "out_dir": str(out / "quantize")}, where)
+
+
 @pytest.mark.parametrize("path", RUN_RECIPES, ids=_id)
 def test_run_recipe_loads_and_plans(path):
     from qazlm.runs import STAGES, RunConfig
@@ -209,6 +218,8 @@ def test_run_recipe_loads_and_plans(path):
         _check_sft(recipe["sft"], run, f"{path}[sft]")
     if "chat_eval" in recipe:
         _check_chat_eval(recipe["chat_eval"], run, f"{path}[chat_eval]")
+    if "quantize" in recipe:
+        _check_quantize(recipe["quantize"], run, f"{path}[quantize]")
 
 
 # --- data recipes ----------------------------------------------------------------------------------------

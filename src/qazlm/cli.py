@@ -25,7 +25,8 @@ STAGE_CLIS = (
     "qazlm.model.cli",       # export hf, import
     "qazlm.eval.cli",        # eval
     "qazlm.infer.cli",       # generate
-    "qazlm.sft.cli",         # sft-data
+    "qazlm.sft.cli",         # sft-data, sft
+    "qazlm.quantize.cli",    # quantize
 )
 
 EPILOG = """examples:

@@ -200,6 +200,7 @@ STAGES = {
     "sft_data": "qazlm.sft.data_stage",
     "sft": "qazlm.sft.stage",
     "chat_eval": "qazlm.eval.chat_stage",
+    "quantize": "qazlm.quantize.stage",
 }
 
 

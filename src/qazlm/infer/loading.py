@@ -60,6 +60,15 @@ def model_name(path: str | Path) -> str:
     return path.name
 
 
+def quiet_torchao() -> None:
+    """torchao (behind transformers' quantized folders) logs a warning per CUDA extension it cannot load on a
+    CPU-only machine, and torch one per enum it registers: noise, not news."""
+    import logging
+
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def load_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 
@@ -88,6 +97,7 @@ def load_model(path: str | Path, device: str = "cpu", tokenizer: str | Path | No
         import torch
         from transformers import AutoModelForCausalLM
 
+        quiet_torchao()
         try:
             module = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
         except (OSError, ValueError) as e:

@@ -178,3 +178,26 @@ def load_model_folder(path: str | Path, device="cpu"):
     model = build_model(cfg, device)  # rope tables; the weights are overwritten below
     load_state_dict_checked(model, read_weights(path / WEIGHTS, device), str(path / WEIGHTS))
     return model.eval()
+
+
+def files_sha256(files: list[Path]) -> str:
+    """sha256 over the named files' bytes (in order): which exact inputs a model was trained on."""
+    h = hashlib.sha256()
+    for path in files:
+        h.update(path.name.encode() + b"\0")
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def weights_sha256(path: str | Path, kind: str) -> str:
+    """qazlm folders record their weights' sha256; HF folders are hashed here."""
+    path = Path(path)
+    if kind == "qazlm":
+        sums = read_model_meta(path).get("sha256", {})
+        if sums:
+            return hashlib.sha256(json.dumps(sums, sort_keys=True).encode()).hexdigest()
+        return files_sha256([path / "model.safetensors"])
+    files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+    return files_sha256(files) if files else ""

@@ -4,7 +4,6 @@ mistake is one line before any training starts."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -137,28 +136,3 @@ def check_lora_targets(model, targets: list[str], where: str | Path) -> None:
             available = sorted({n.rsplit(".", 1)[-1] for n in names})
             raise QazlmError(f"[sft.lora] target_modules: {t!r} matches no layer of {where}; "
                              f"available: {', '.join(available)}")
-
-
-def fingerprint(files: list[Path]) -> str:
-    """sha256 over the named files' bytes (in order): which exact inputs a model was trained on."""
-    h = hashlib.sha256()
-    for path in files:
-        h.update(path.name.encode() + b"\0")
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-def model_fingerprint(path: str | Path, kind: str) -> str:
-    """qazlm folders record their weights' sha256; HF folders are hashed here."""
-    path = Path(path)
-    if kind == "qazlm":
-        from qazlm.model.io import read_model_meta
-
-        sums = read_model_meta(path).get("sha256", {})
-        if sums:
-            return hashlib.sha256(json.dumps(sums, sort_keys=True).encode()).hexdigest()
-        return fingerprint([path / "model.safetensors"])
-    files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
-    return fingerprint(files) if files else ""

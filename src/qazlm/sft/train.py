@@ -290,7 +290,7 @@ def make_summary(cfg, trainer, metrics, result, stats, train_s, heldout_loss, ou
 
 def lineage(cfg: SftConfig, kind: str, summary: dict) -> dict:
     """Where the model came from: the parent model and data (paths + fingerprints), settings, the run."""
-    from qazlm.sft.load import fingerprint, model_fingerprint
+    from qazlm.model.io import files_sha256, weights_sha256
 
     data = Path(cfg.data)
     card = data / "card.json"
@@ -298,8 +298,8 @@ def lineage(cfg: SftConfig, kind: str, summary: dict) -> dict:
     data_files = [p for p in (data / "train.jsonl", data / "heldout.jsonl") if p.is_file()]
     return {"format": "qazlm-sft-lineage-v1", "stage": STAGE,
             "parent": {"path": str(Path(cfg.model).resolve()), "kind": kind,
-                       "fingerprint": model_fingerprint(cfg.model, kind)},
-            "data": {"path": str(data.resolve()), "counts": card_counts, "fingerprint": fingerprint(data_files)},
+                       "fingerprint": weights_sha256(cfg.model, kind)},
+            "data": {"path": str(data.resolve()), "counts": card_counts, "fingerprint": files_sha256(data_files)},
             "config": dataclasses.asdict(cfg), "summary": summary}
 
 

@@ -1,0 +1,1 @@
+"""Stage 7a: quantized model folders through torchao (docs/deploy.md)."""

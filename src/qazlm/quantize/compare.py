@@ -1,0 +1,58 @@
+"""How far a quantized model is from its fp32 parent on the same text, per language: bits per byte of both,
+the KL divergence of the quantized next-token distribution from fp32's, and how often both pick the same
+top token (llama.cpp's `perplexity --kl-divergence` reports the same three).
+
+Both models score exactly the windows `qazlm.infer.scoring.bits_per_byte` scores (lm-eval's rolling
+windows), so the fp32 column equals `qazlm eval`'s bits per byte on the same texts."""
+
+from __future__ import annotations
+
+import math
+
+
+def _windows(tokenizer, texts: list[str], max_len: int) -> list[tuple[list[int], list[int]]]:
+    from qazlm.infer.scoring import prefix_token_id, rolling_windows
+
+    prefix = prefix_token_id(tokenizer)
+    out = []
+    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        out.extend(rolling_windows(list(ids), prefix, max_len))
+    return out
+
+
+def compare_texts(ref, test, tokenizer, texts: list[str], *, max_len: int = 512, batch_size: int = 8) -> dict:
+    """{bpb_ref, bpb_test, delta_pct, kl, top1, tokens} of `test` against `ref` on `texts`
+    (`ref`/`test`: anything `qazlm.infer.scoring.logits` accepts)."""
+    import torch
+
+    from qazlm.infer.scoring import logits
+
+    texts = [t for t in texts if t]
+    windows = _windows(tokenizer, texts, max_len)
+    nll_ref = nll_test = kl = 0.0
+    same = tokens = 0
+    with torch.inference_mode():
+        for start in range(0, len(windows), batch_size):
+            batch = windows[start:start + batch_size]
+            width = max(len(inp) for inp, _ in batch)
+            ids = torch.zeros(len(batch), width, dtype=torch.long)
+            for row, (inp, _) in enumerate(batch):
+                ids[row, :len(inp)] = torch.tensor(inp)
+            lp_ref = torch.log_softmax(logits(ref, ids), -1)
+            lp_test = torch.log_softmax(logits(test, ids), -1)
+            for row, (inp, pred) in enumerate(batch):
+                sl = slice(len(inp) - len(pred), len(inp))
+                r, t, tgt = lp_ref[row, sl], lp_test[row, sl], torch.tensor(pred)[:, None]
+                nll_ref -= float(r.gather(1, tgt).sum())
+                nll_test -= float(t.gather(1, tgt).sum())
+                kl += float((r.exp() * (r - t)).sum())
+                same += int((r.argmax(-1) == t.argmax(-1)).sum())
+                tokens += len(pred)
+    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    bpb_ref, bpb_test = nll_ref / n_bytes / math.log(2), nll_test / n_bytes / math.log(2)
+    return {"bpb_ref": bpb_ref, "bpb_test": bpb_test, "delta_pct": 100 * (bpb_test / bpb_ref - 1),
+            "kl": kl / max(tokens, 1), "top1": same / max(tokens, 1), "tokens": tokens}
+
+
+def compare_languages(ref, test, tokenizer, texts_by_lang: dict[str, list[str]], **kwargs) -> dict[str, dict]:
+    return {lang: compare_texts(ref, test, tokenizer, texts, **kwargs) for lang, texts in texts_by_lang.items()}

@@ -1,0 +1,222 @@
+"""`qazlm quantize`: a model folder -> a quantized Hugging Face model folder, through torchao and
+transformers' `TorchAoConfig`, saved as safetensors (torchao's tensor-subclass flattening; no pickle).
+
+`AutoModelForCausalLM.from_pretrained(OUT/final)` restores the quantized modules, so `qazlm generate`,
+`qazlm eval` and the server load the folder like any other. Our own folders go through `qazlm export hf`
+first (in a scratch folder), so the result is always the transformers model the export defines.
+
+Only the Linear layers are quantized; the (usually tied) embedding and output head stay fp32, as in
+transformers' default. Every run checks the quantized model against its fp32 parent on FLORES+ dev
+sentences (bits per byte, KL, top-1 agreement) and writes it to `quantize_report.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from qazlm.errors import QazlmError
+from qazlm.quantize.config import SCHEMES, QuantizeConfig
+from qazlm.tokenizer.special_tokens import CHAT_TEMPLATE, IM_START
+
+STAGE = "quantize"
+LINEAGE = "qazlm_lineage.json"
+LINEAGE_FORMAT = "qazlm-quantize-lineage-v1"
+REPORT = "quantize_report.json"
+
+
+def torchao_config(scheme: str, group_size: int):
+    """The torchao config object behind each scheme name (see SCHEMES)."""
+    from qazlm.infer.loading import quiet_torchao
+
+    quiet_torchao()
+    import torch
+    from torchao.quantization import (Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig,
+                                      IntxWeightOnlyConfig)
+    from torchao.quantization.granularity import PerGroup
+
+    if scheme == "int8-weight":
+        return Int8WeightOnlyConfig()
+    if scheme == "int8-dynamic":
+        return Int8DynamicActivationInt8WeightConfig()
+    return IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(group_size))
+
+
+def load_fp32(folder: Path, quantization=None):
+    """A Hugging Face causal LM in fp32, optionally quantized while loading; one line when it cannot load."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"quantization_config": quantization} if quantization is not None else {}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32,
+                                                     **kwargs)
+    except (OSError, ValueError, KeyError) as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise QazlmError(f"{folder}: cannot load as a transformers causal LM ({first}); quantize supports "
+                         "the architectures transformers loads (Qwen3, Llama, SmolLM2, ...)") from None
+    return model.eval()
+
+
+def check_group_size(model, cfg: QuantizeConfig) -> None:
+    """int4 groups split each row of input features; a layer whose width is not a multiple cannot be grouped."""
+    import torch
+
+    from qazlm.quantize.config import GROUP_SIZES
+
+    if cfg.scheme != "int4-weight":
+        return
+    for name, module in model.named_modules():
+        width = getattr(module, "in_features", 0)
+        if isinstance(module, torch.nn.Linear) and "lm_head" not in name and width % cfg.group_size:
+            fits = [g for g in GROUP_SIZES if width % g == 0]
+            fix = f"pass --group-size {fits[-1]}" if fits else "use --scheme int8-weight"
+            raise QazlmError(f"{cfg.model}: layer {name} has {width} input features, not a multiple of "
+                             f"group_size = {cfg.group_size}; {fix}")
+
+
+def quantized_layers(model) -> int:
+    """Linear layers whose weight torchao replaced by a quantized tensor subclass."""
+    import torch
+
+    return sum(1 for m in model.modules()
+               if isinstance(m, torch.nn.Linear) and type(m.weight).__name__ not in ("Parameter", "Tensor"))
+
+
+def weight_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+
+
+def check_texts(n: int) -> dict[str, list[str]]:
+    """The first `n` FLORES+ dev sentences per language (dev, so devtest stays the benchmark's)."""
+    from qazlm.heldout import flores_texts
+
+    return {name.split(":")[-1]: texts[:n] for name, texts in flores_texts("dev").items()}
+
+
+def refuse_foreign_final(out: Path) -> None:
+    """OUT/final is swapped whole; never replace a folder this stage did not write (e.g. `-o runs/tiny/pretrain`)."""
+    final = out / "final"
+    if not final.exists():
+        return
+    try:
+        ours = json.loads((final / LINEAGE).read_text(encoding="utf-8")).get("format") == LINEAGE_FORMAT
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        raise QazlmError(f"{out}: already holds a final/ folder that `qazlm quantize` did not write; it would be "
+                         "replaced, so choose a new or empty -o folder")
+
+
+def run_quantize(cfg: QuantizeConfig, force: bool = False, log=print) -> dict:
+    """Quantize `cfg.model` into `cfg.out_dir/final` (+ quantize_report.json); a rerun with the same config
+    is skipped, a changed one rebuilt."""
+    from qazlm.io import clean_temp
+    from qazlm.runs import config_changes, output_lock, read_record, write_record
+
+    out = Path(cfg.out_dir)
+    if out.exists() and not out.is_dir():
+        raise QazlmError(f"{out}: exists and is not a folder; choose another -o")
+    out.mkdir(parents=True, exist_ok=True)
+    with output_lock(out, STAGE):
+        clean_temp(out)
+        refuse_foreign_final(out)
+        wanted, done = json.loads(json.dumps(dataclasses.asdict(cfg))), read_record(out)
+        if done == wanted and not force and (out / REPORT).is_file() and (out / "final" / LINEAGE).is_file():
+            log(f"quantize: {out} is up to date (same config); skipping (--force to redo)")
+            return json.loads((out / REPORT).read_text(encoding="utf-8"))
+        if done is not None and done != wanted:
+            log(f"quantize: settings changed ({'; '.join(config_changes(done, wanted)[:3])}); rebuilding {out}")
+        (out / "qazlm_stage.json").unlink(missing_ok=True)
+        report = quantize_folder(cfg, out, log)
+        write_record(out, STAGE, dataclasses.asdict(cfg))
+    return report
+
+
+def quantize_folder(cfg: QuantizeConfig, out: Path, log) -> dict:
+    import transformers
+    from transformers import TorchAoConfig
+
+    from qazlm.infer.loading import load_tokenizer, model_kind, quiet_torchao
+    from qazlm.io import write_json
+    from qazlm.model.hf import export_hf
+
+    quiet_torchao()
+    transformers.logging.disable_progress_bar()  # per-tensor loading/writing bars would bury the summary
+    model_path = Path(cfg.model)
+    kind = model_kind(model_path)
+    tok = load_tokenizer(model_path)
+    if kind == "qazlm" and not tok.chat_template and IM_START in tok.get_vocab():
+        tok.chat_template = CHAT_TEMPLATE  # our tokenizers reserve the ChatML tokens: the folder chats as is
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=out, prefix=".qazlm-tmp-") as scratch:
+        src = model_path if kind == "hf" else export_hf(model_path, Path(scratch) / "fp32")
+        parent = load_fp32(src)
+        check_group_size(parent, cfg)
+        quantized = load_fp32(src, TorchAoConfig(torchao_config(cfg.scheme, cfg.group_size)))
+        layers = quantized_layers(quantized)
+        if layers == 0:
+            raise QazlmError(f"{cfg.model}: no Linear layer was quantized; nothing to save")
+        check = None
+        if cfg.check_sentences:
+            from qazlm.quantize.compare import compare_languages
+
+            check = compare_languages(parent, quantized, tok, check_texts(cfg.check_sentences))
+        report = {"scheme": cfg.scheme, "what": SCHEMES[cfg.scheme], "group_size": cfg.group_size
+                  if cfg.scheme == "int4-weight" else None, "parent": str(model_path.resolve()), "parent_kind": kind,
+                  "params": sum(p.numel() for p in parent.parameters()), "quantized_linear_layers": layers,
+                  "fp32_weight_bytes": weight_bytes(src), "check": check, "versions": versions()}
+        save_final(quantized, tok, out / "final", lineage(cfg, kind, report))
+    report["weight_bytes"] = weight_bytes(out / "final")
+    report["seconds"] = time.perf_counter() - t0
+    write_json(out / REPORT, report)
+    log(summary(report, out))
+    return report
+
+
+def versions() -> dict:
+    import torch
+    import torchao
+    import transformers
+
+    from qazlm import __version__
+
+    return {"qazlm": __version__, "torch": torch.__version__, "torchao": torchao.__version__,
+            "transformers": transformers.__version__}
+
+
+def lineage(cfg: QuantizeConfig, kind: str, report: dict) -> dict:
+    from qazlm.model.io import weights_sha256
+
+    return {"format": LINEAGE_FORMAT, "stage": STAGE,
+            "parent": {"path": str(Path(cfg.model).resolve()), "kind": kind,
+                       "fingerprint": weights_sha256(cfg.model, kind)},
+            "config": dataclasses.asdict(cfg), "report": report}
+
+
+def save_final(model, tok, final: Path, info: dict) -> None:
+    """The quantized transformers folder (config.json carries the torchao quantization_config), the
+    tokenizer with its chat template and the lineage; built in a temp folder and swapped in."""
+    from qazlm.io import atomic_dir, current_umask, write_json
+
+    with atomic_dir(final) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        write_json(tmp / LINEAGE, info)
+        for path in tmp.iterdir():  # safetensors creates 0600 files whatever the umask
+            if path.is_file():
+                os.chmod(path, 0o666 & ~current_umask())
+
+
+def summary(report: dict, out: Path) -> str:
+    size = f"{report['fp32_weight_bytes'] / 2**20:.1f} -> {report['weight_bytes'] / 2**20:.1f} MiB"
+    lines = [f"quantize: {report['scheme']}, {report['quantized_linear_layers']} Linear layers, weights {size} "
+             f"({report['seconds']:.1f} s) -> {out / 'final'}"]
+    for lang, c in (report["check"] or {}).items():
+        lines.append(f"  {lang}: bpb {c['bpb_ref']:.4f} -> {c['bpb_test']:.4f} ({c['delta_pct']:+.2f}%), "
+                     f"KL {c['kl']:.5f}, same top token {100 * c['top1']:.1f}% ({c['tokens']} FLORES+ dev tokens)")
+    return "\n".join(lines)

@@ -1,0 +1,30 @@
+"""Pipeline stage `[quantize]`: `<run>/sft/final` (else `<run>/pretrain/final`) -> `<run>/quantize/final`
+with `qazlm quantize`'s own code (same lock, skip and record rules).
+
+Every key of `qazlm quantize` is allowed in the table; `model` defaults to the run's chat model when it
+exists (the [sft] stage ran), else the base model; `out_dir` is fixed by the run layout (setting it is an error).
+"""
+
+from __future__ import annotations
+
+from qazlm.config import from_dict
+from qazlm.errors import QazlmError
+from qazlm.quantize.config import QuantizeConfig
+
+STAGE = "quantize"
+
+
+def stage_config(section: dict, ctx) -> QuantizeConfig:
+    if "out_dir" in section:
+        raise QazlmError(f"{ctx.recipe_path}[quantize] out_dir: not settable in a recipe; the stage always writes "
+                         f"{ctx.stage_dir(STAGE)} (use `qazlm quantize MODEL -o OUT` for another folder)")
+    chat = ctx.stage_dir("sft") / "final"
+    parent = chat if chat.is_dir() else ctx.stage_dir("pretrain") / "final"
+    data = {"model": str(parent), **section, "out_dir": str(ctx.stage_dir(STAGE))}
+    return from_dict(QuantizeConfig, data, f"{ctx.recipe_path}[quantize]")
+
+
+def run_stage(section: dict, ctx) -> None:
+    from qazlm.quantize.quantize import run_quantize
+
+    run_quantize(stage_config(section, ctx), force=ctx.force)

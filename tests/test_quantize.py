@@ -1,0 +1,153 @@
+"""`qazlm quantize`: torchao-quantized folders that transformers, `qazlm generate` and `qazlm eval` load, close
+to their fp32 parent; the check's numbers; skip/rebuild; the pipeline stage."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from test_eval_helpers import make_hf_folder, make_our_folder  # noqa: E402
+
+from qazlm.quantize.config import QuantizeConfig  # noqa: E402
+from qazlm.quantize.quantize import run_quantize  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, tiny_tokenizer_dir):
+    root = tmp_path_factory.mktemp("quantize")
+    return {"ours": make_our_folder(tiny_tokenizer_dir, root / "ours"),
+            "hf": make_hf_folder(tiny_tokenizer_dir, root / "hf")}
+
+
+@pytest.fixture(scope="module")
+def int8_ours(models, tmp_path_factory):
+    out = tmp_path_factory.mktemp("int8") / "q"
+    report = run_quantize(QuantizeConfig(model=str(models["ours"]), out_dir=str(out), scheme="int8-weight",
+                                         check_sentences=4), log=lambda *_: None)
+    return out, report
+
+
+def test_int8_folder_is_a_transformers_model_with_int8_weights(int8_ours, models):
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from qazlm.model.hf import to_transformers
+
+    out, report = int8_ours
+    final = out / "final"
+    config = json.loads((final / "config.json").read_text())
+    assert config["quantization_config"]["quant_method"] == "torchao"
+    with safe_open(str(final / "model.safetensors"), "pt") as f:
+        dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
+    assert "I8" in dtypes                                 # int8 data on disk, not fp32 copies
+    q = AutoModelForCausalLM.from_pretrained(final, local_files_only=True).eval()
+    assert type(q.model.layers[0].self_attn.q_proj.weight).__name__ == "Int8Tensor"
+    assert report["quantized_linear_layers"] == 4 * 7        # tiny: 4 layers x (q, k, v, o, gate, up, down)
+    ref = to_transformers(models["ours"])
+    ids = torch.tensor([[1, 5, 9, 200, 31, 7, 64, 12]])
+    with torch.no_grad():
+        a, b = ref(ids).logits, q(ids).logits
+    assert torch.equal(a.argmax(-1), b.argmax(-1))
+    assert (a - b).abs().max() < 0.05 * a.abs().max()
+    tok = AutoTokenizer.from_pretrained(final)
+    assert "<|im_start|>assistant" in tok.apply_chat_template([{"role": "user", "content": "Сәлем"}],
+                                                              tokenize=False, add_generation_prompt=True)
+    lineage = json.loads((final / "qazlm_lineage.json").read_text())
+    assert lineage["format"] == "qazlm-quantize-lineage-v1" and lineage["parent"]["kind"] == "qazlm"
+    assert lineage["parent"]["fingerprint"] and lineage["config"]["scheme"] == "int8-weight"
+
+
+def test_int8_check_numbers(int8_ours):
+    _, report = int8_ours
+    check = report["check"]
+    assert set(check) == {"kk", "ru", "en"}
+    for c in check.values():
+        assert c["tokens"] > 20
+        assert abs(c["delta_pct"]) < 1.0 and c["kl"] < 1e-2 and c["top1"] > 0.9
+    assert report["weight_bytes"] < report["fp32_weight_bytes"]
+
+
+def test_quantized_folder_generates_and_scores(int8_ours, models, tiny_tokenizer_dir):
+    import torch
+
+    from qazlm.infer.engine import SamplingParams, generate_ids
+    from qazlm.infer.loading import load_model
+    from qazlm.infer.scoring import bits_per_byte
+
+    out, report = int8_ours
+    q, tok, _ = load_model(out / "final")
+    ref, _, _ = load_model(models["ours"])
+    assert q.kind == "hf"
+    prompt = tok("Қазақстан Республикасы", add_special_tokens=False)["input_ids"]
+    ours = generate_ids(q, [prompt], SamplingParams(max_new_tokens=8), stop_token_ids=())[0]
+    with torch.no_grad():  # the engine's KV-cache loop over the quantized module = transformers.generate
+        theirs = q.module.generate(torch.tensor([prompt]), max_new_tokens=8, do_sample=False, eos_token_id=None,
+                                   pad_token_id=0)[0, len(prompt):].tolist()
+    assert ours == theirs
+    fp32 = generate_ids(ref, [prompt], SamplingParams(max_new_tokens=8), stop_token_ids=())[0]
+    assert ours[:2] == fp32[:2]
+    from qazlm.quantize.quantize import check_texts
+
+    kk = check_texts(4)["kk"]
+    assert bits_per_byte(q, tok, kk)["bpb"] == pytest.approx(report["check"]["kk"]["bpb_test"], rel=1e-5)
+    assert bits_per_byte(ref, tok, kk)["bpb"] == pytest.approx(report["check"]["kk"]["bpb_ref"], rel=1e-5)
+
+
+def test_int4_on_hf_folder_then_skip_and_rebuild(models, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "q"
+    logs = []
+    cfg = QuantizeConfig(model=str(models["hf"]), out_dir=str(out), scheme="int4-weight", group_size=32,
+                         check_sentences=2)
+    first = run_quantize(cfg, log=logs.append)
+    q = AutoModelForCausalLM.from_pretrained(out / "final", local_files_only=True)
+    w = q.model.layers[0].mlp.down_proj.weight
+    assert type(w).__name__ == "IntxUnpackedToInt8Tensor"
+    assert int(w.qdata.min()) >= -8 and int(w.qdata.max()) <= 7          # int4 values
+    assert w.scale.shape[-1] == w.shape[1] // 32                          # one scale per 32 input columns
+    assert first["parent_kind"] == "hf" and first["group_size"] == 32
+    run_quantize(cfg, log=logs.append)
+    assert "up to date" in logs[-1]
+    again = run_quantize(QuantizeConfig(**{**cfg.__dict__, "scheme": "int8-dynamic"}), log=logs.append)
+    assert any("settings changed" in line for line in logs) and again["scheme"] == "int8-dynamic"
+    assert json.loads((out / "qazlm_stage.json").read_text())["config"]["scheme"] == "int8-dynamic"
+    assert not list(out.glob(".qazlm-tmp-*"))
+    del torch
+
+
+def test_compare_texts_against_itself_and_bits_per_byte(models):
+    from qazlm.infer.loading import load_model
+    from qazlm.infer.scoring import bits_per_byte
+    from qazlm.quantize.compare import compare_texts
+
+    m, tok, _ = load_model(models["ours"])
+    texts = ["Қазақстан — Орталық Азиядағы мемлекет.", "Москва — столица России.", "A short English line."]
+    c = compare_texts(m, m, tok, texts, max_len=8)                     # several rolling windows per text
+    assert c["kl"] == pytest.approx(0.0, abs=1e-7) and c["top1"] == 1.0 and c["delta_pct"] == 0.0
+    assert c["bpb_ref"] == pytest.approx(bits_per_byte(m, tok, texts, max_len=8)["bpb"], rel=1e-6)
+    assert c["bpb_ref"] == pytest.approx(GOLDEN_BPB, rel=1e-4)
+
+
+GOLDEN_BPB = 3.98610  # the seed-0 random `tiny` model on these three lines (pinned: scoring or windows changed if not)
+
+
+def test_stage_quantizes_the_chat_model_when_there_is_one(tmp_path):
+    from qazlm.errors import QazlmError
+    from qazlm.quantize.stage import stage_config
+    from qazlm.runs import RunConfig, RunContext
+
+    ctx = RunContext(RunConfig(out_dir=str(tmp_path)), tmp_path / "recipe.toml")
+    assert stage_config({}, ctx).model == str(tmp_path / "pretrain" / "final")
+    (tmp_path / "sft" / "final").mkdir(parents=True)
+    cfg = stage_config({"scheme": "int4-weight"}, ctx)
+    assert cfg.model == str(tmp_path / "sft" / "final") and cfg.out_dir == str(tmp_path / "quantize")
+    assert stage_config({"model": "elsewhere"}, ctx).model == "elsewhere"
+    with pytest.raises(QazlmError, match=r"\[quantize\] out_dir: not settable"):
+        stage_config({"out_dir": "x"}, ctx)
