@@ -14,6 +14,7 @@ import re
 import tomllib
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -136,6 +137,22 @@ def load_config(cls: type[T], path: str | Path | None = None, section: str | Non
             data = data.get(section, {})
     data = apply_overrides(dict(data), overrides)
     return from_dict(cls, data, where=f"{path}[{section}]" if section else str(path or "config"))
+
+
+def config_from_cli(cls: type[T], section: str, args: Any, flags: dict[str, str], command: str,
+                    adjust: Callable[[dict[str, Any]], None] | None = None) -> T:
+    """A stage's config from its command line: the `[section]` table of `--config`, then the flags that were
+    given (`flags`: argparse dest -> field), then `adjust(data)` (e.g. a switch that sets a nested table), then
+    `--set` overrides; later wins. Errors name the file and table, or the command."""
+    data = dict(read_toml(args.config).get(section, {})) if args.config else {}
+    for dest, key in flags.items():
+        value = getattr(args, dest)
+        if value is not None:
+            data[key] = value
+    if adjust is not None:
+        adjust(data)
+    data = apply_overrides(data, args.set)
+    return from_dict(cls, data, where=f"{args.config}[{section}]" if args.config else command)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -24,16 +24,10 @@ FLAGS = {"model": "model", "out_dir": "out_dir", "scheme": "scheme", "group_size
 
 def load_quantize_config(args):
     """[quantize] of --config, then the flags, then --set (later wins); validated by QuantizeConfig."""
-    from qazlm.config import apply_overrides, from_dict, read_toml
+    from qazlm.config import config_from_cli
     from qazlm.quantize.config import QuantizeConfig
 
-    data = dict(read_toml(args.config).get("quantize", {})) if args.config else {}
-    for dest, key in FLAGS.items():
-        value = getattr(args, dest)
-        if value is not None:
-            data[key] = value
-    data = apply_overrides(data, args.set)
-    return from_dict(QuantizeConfig, data, where=f"{args.config}[quantize]" if args.config else "quantize")
+    return config_from_cli(QuantizeConfig, "quantize", args, FLAGS, "quantize")
 
 
 def _run(args) -> int:

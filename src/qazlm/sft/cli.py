@@ -21,16 +21,10 @@ FLAGS = {  # CLI flag dest -> SftDataConfig field
 
 def load_sft_data_config(args):
     """[sft_data] of --config, then the flags, then --set (later wins); validated by SftDataConfig."""
-    from qazlm.config import apply_overrides, from_dict, read_toml
+    from qazlm.config import config_from_cli
     from qazlm.sft.data import SftDataConfig
 
-    data = dict(read_toml(args.config).get("sft_data", {})) if args.config else {}
-    for dest, key in FLAGS.items():
-        value = getattr(args, dest)
-        if value is not None:
-            data[key] = value
-    data = apply_overrides(data, args.set)
-    return from_dict(SftDataConfig, data, where=f"{args.config}[sft_data]" if args.config else "sft-data")
+    return config_from_cli(SftDataConfig, "sft_data", args, FLAGS, "sft-data")
 
 
 def _run(args) -> int:
@@ -63,19 +57,15 @@ SFT_FLAGS = {  # CLI flag dest -> SftConfig field
 
 
 def load_sft_config(args):
-    """[sft] of --config, then the flags, then --set (later wins); validated by SftConfig."""
-    from qazlm.config import apply_overrides, from_dict, read_toml
+    """[sft] of --config, then the flags, then --lora, then --set (later wins); validated by SftConfig."""
+    from qazlm.config import config_from_cli
     from qazlm.sft.config import SftConfig
 
-    data = dict(read_toml(args.config).get("sft", {})) if args.config else {}
-    for dest, key in SFT_FLAGS.items():
-        value = getattr(args, dest)
-        if value is not None:
-            data[key] = value
-    if args.lora:
-        data["lora"] = {**data.get("lora", {}), "enabled": True}
-    data = apply_overrides(data, args.set)
-    return from_dict(SftConfig, data, where=f"{args.config}[sft]" if args.config else "sft")
+    def lora_switch(data: dict) -> None:
+        if args.lora:
+            data["lora"] = {**data.get("lora", {}), "enabled": True}
+
+    return config_from_cli(SftConfig, "sft", args, SFT_FLAGS, "sft", adjust=lora_switch)
 
 
 def _run_sft(args) -> int:
