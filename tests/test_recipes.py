@@ -189,6 +189,15 @@ def _check_quantize(section: dict, run, where: str):
                                       "out_dir": str(out / "quantize")}, where)
 
 
+def _check_package(section: dict, run, where: str):
+    from qazlm.package.config import PackageConfig
+
+    assert "out_dir" not in section, f"{where}: the stage writes <run>/package; drop out_dir"
+    out = Path(run.out_dir)
+    return from_dict(PackageConfig, {"model": str(out / "quantize" / "final"), "run": str(out), **section,
+                                     "out_dir": str(out / "package")}, where)
+
+
 @pytest.mark.parametrize("path", RUN_RECIPES, ids=_id)
 def test_run_recipe_loads_and_plans(path):
     from qazlm.runs import STAGES, RunConfig
@@ -220,6 +229,8 @@ def test_run_recipe_loads_and_plans(path):
         _check_chat_eval(recipe["chat_eval"], run, f"{path}[chat_eval]")
     if "quantize" in recipe:
         _check_quantize(recipe["quantize"], run, f"{path}[quantize]")
+    if "package" in recipe:
+        _check_package(recipe["package"], run, f"{path}[package]")
 
 
 # --- data recipes ----------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ STAGE_CLIS = (
     "qazlm.infer.cli",       # generate
     "qazlm.sft.cli",         # sft-data, sft
     "qazlm.quantize.cli",    # quantize
+    "qazlm.package.cli",     # package, push
 )
 
 EPILOG = """examples:
@@ -43,6 +44,14 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
         if action.default is None or action.default is False or "(default:" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
+
+
+def add_config_flags(parser, table: str, force_help: str) -> None:
+    """--config (a TOML file with the `[table]`), --set KEY=VALUE overrides and --force: what every stage
+    command offers on top of its own flags (read back by `qazlm.config.config_from_cli`)."""
+    parser.add_argument("--config", default=None, help=f"TOML file with a [{table}] table")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help=f"override any [{table}] key")
+    parser.add_argument("--force", action="store_true", help=force_help)
 
 
 def build_parser() -> argparse.ArgumentParser:

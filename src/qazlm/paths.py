@@ -10,6 +10,12 @@ SAMPLE_DIR = REPO_ROOT / "data" / "sample"
 BUNDLED_EVAL_DIR = REPO_ROOT / "data" / "eval"
 LANGS = ("kk", "ru", "en")
 FLORES_CODES = {"kk": "kaz_Cyrl", "ru": "rus_Cyrl", "en": "eng_Latn"}
+SAMPLE_LICENCES = {  # the bundled corpus data/sample/<lang>/<source>.txt.gz, as in data/LICENSES.md
+    "kaznerd_news_sentences": "CC BY 4.0", "apertium_wiki_texts": "CC BY-SA 4.0", "ud_kazakh_ktb": "CC BY-SA 4.0",
+    "firefox_ui_strings": "MPL-2.0", "dostoevsky_idiot": "public domain", "ud_russian_gsd": "CC BY-SA 4.0",
+    "ud_russian_taiga": "CC BY-SA 4.0", "tinyshakespeare": "public domain", "robinson_crusoe": "public domain",
+    "ud_english_ewt": "CC BY-SA 4.0", "python_docs": "PSF-2.0", "wordnet_glosses": "WordNet 3.0 licence",
+}
 
 
 def shared_dir() -> Path:

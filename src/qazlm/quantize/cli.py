@@ -38,7 +38,7 @@ def _run(args) -> int:
 
 
 def register(sub) -> None:
-    from qazlm.cli import HelpFormatter
+    from qazlm.cli import HelpFormatter, add_config_flags
     from qazlm.quantize.config import SCHEMES
 
     p = sub.add_parser("quantize", help="int8 / int4 quantization with torchao -> a model folder",
@@ -49,7 +49,5 @@ def register(sub) -> None:
     p.add_argument("--group-size", default=None, help="int4-weight: columns per scale (default: 32)")
     p.add_argument("--check-sentences", default=None,
                    help="FLORES+ dev sentences per language for the check against fp32 (default: 16; 0: none)")
-    p.add_argument("--config", default=None, help="TOML file with a [quantize] table")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any [quantize] key")
-    p.add_argument("--force", action="store_true", help="redo even when OUT holds this exact result")
+    add_config_flags(p, "quantize", "redo even when OUT holds this exact result")
     p.set_defaults(func=_run)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from qazlm.errors import QazlmError
 from qazlm.io import iter_text_lines
-from qazlm.paths import FLORES_CODES, LANGS, flores_path, shared_dir
+from qazlm.paths import FLORES_CODES, LANGS, SAMPLE_LICENCES, flores_path, shared_dir
 from qazlm.text.normalize import normalize_text
 
 LICENCES = {
@@ -27,18 +27,12 @@ LICENCES = {
     "hunspell_kk": "GPL-2+/LGPL/MPL tri-licence (Kazakh Hunspell lexicon)",
     "generated": "Apache-2.0 (written by qazlm)",
 }
-CORPUS_LICENCES = {  # data/LICENSES.md
-    "kaznerd_news_sentences": "CC BY 4.0", "apertium_wiki_texts": "CC BY-SA 4.0", "ud_kazakh_ktb": "CC BY-SA 4.0",
-    "firefox_ui_strings": "MPL-2.0", "dostoevsky_idiot": "public domain", "ud_russian_gsd": "CC BY-SA 4.0",
-    "ud_russian_taiga": "CC BY-SA 4.0", "tinyshakespeare": "public domain", "robinson_crusoe": "public domain",
-    "ud_english_ewt": "CC BY-SA 4.0", "python_docs": "PSF-2.0", "wordnet_glosses": "WordNet 3.0 licence",
-}
 _SKIP_LINE = re.compile(r"[A-Z]{2,}\d{3,}|gutenberg|\{|\}|https?://|www\.|@", re.IGNORECASE)
 
 
 def licence_of(source: str) -> str:
     if source.startswith("corpus:"):
-        return CORPUS_LICENCES.get(source.split(":", 1)[1], "see data/LICENSES.md")
+        return SAMPLE_LICENCES.get(source.split(":", 1)[1], "see data/LICENSES.md")
     return LICENCES.get(source, "as stated by the source")
 
 

@@ -1,0 +1,228 @@
+"""The model card (README.md): Hub YAML metadata (`huggingface_hub.ModelCardData`, with a model-index of the
+measured results) and the sections a reader needs, all filled from `qazlm.package.facts.collect`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+NOT_EVALUATED = "not evaluated (no report in the run)"
+HUB_DATASETS = {"flores_plus_dev": "openlanguagedata/flores_plus", "sib200": "Davlan/sib200"}
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{100 * x:.1f}%"
+
+
+def _num(x, digits: int = 4) -> str:
+    return "—" if x is None else f"{x:,.{digits}f}" if isinstance(x, float) else f"{x:,}"
+
+
+def eval_results(facts: dict) -> list:
+    """model-index entries: bits per byte per text set (base model) and the chat figures (chat model)."""
+    from huggingface_hub import EvalResult
+
+    out = []
+    for name, b in ((facts.get("eval") or {}).get("bpb") or {}).items():
+        if isinstance(b, dict) and b.get("bpb") is not None:
+            flores = name.startswith("flores")
+            out.append(EvalResult(task_type="text-generation", dataset_type="openlanguagedata/flores_plus"
+                                  if flores else "qazlm/heldout", dataset_name=name, dataset_config=name,
+                                  metric_type="bits_per_byte",
+                                  metric_name=f"bits per byte, {name}", metric_value=b["bpb"]))
+    chat = (facts.get("chat_eval") or {}).get("chat") or {}
+    if chat.get("eot", {}).get("rate") is not None:
+        out.append(EvalResult(task_type="text-generation", dataset_type="qazlm/chat_eval",
+                              dataset_name="qazlm chat evaluation", metric_type="end_of_turn_rate",
+                              metric_name="end-of-turn rate", metric_value=chat["eot"]["rate"]))
+    for lang, f in (chat.get("fidelity") or {}).items():
+        if lang != "all" and f.get("rate") is not None:
+            out.append(EvalResult(task_type="text-generation", dataset_type="qazlm/chat_eval",
+                                  dataset_name="qazlm chat evaluation", metric_type=f"language_fidelity_{lang}",
+                                  metric_name=f"language fidelity ({lang})", metric_value=f["rate"]))
+    return out
+
+
+def card_data(facts: dict, license: str, name: str):
+    from huggingface_hub import ModelCardData
+
+    card = ((facts.get("sft") or {}).get("data_card") or {})
+    sources = {s for task in (card.get("train") or {}).values() for lang in task.values() for s in lang}
+    tags = ["qazlm", "kazakh", "russian", "english", "trilingual"]
+    tags += ["chat", "instruction-tuned"] if facts.get("sft") else ["base-model"]
+    tags += ["torchao", "quantized"] if facts.get("quantize") else []
+    tags += ["gguf"] if facts.get("gguf") else []
+    return ModelCardData(
+        model_name=name, language=["kk", "ru", "en"], license=license, library_name="transformers",
+        pipeline_tag="text-generation", tags=tags, base_model=(facts["root"].get("hub_id") or None),
+        datasets=sorted({HUB_DATASETS[s] for s in sources if s in HUB_DATASETS}) or None,
+        eval_results=eval_results(facts) or None)
+
+
+def render(facts: dict, license: str, name: str, repo_id: str, images: list[str]) -> str:
+    data = card_data(facts, license, name)
+    parts = [f"---\n{data.to_yaml()}\n---", f"# {name}", summary(facts), intended_use(facts), usage(facts, repo_id),
+             training_data(facts), training_procedure(facts), evaluation(facts, images), safety(), limitations(facts),
+             lineage(facts)]
+    return "\n\n".join(p.strip() for p in parts if p) + "\n"
+
+
+def summary(facts: dict) -> str:
+    root, kind = facts["root"], "chat model" if facts.get("sft") else "base (pretrained) model"
+    params = root.get("params")
+    size = f"{params / 1e6:.1f}M-parameter " if params else ""
+    origin = ("trained from scratch with qazlm on Kazakh, Russian and English text"
+              if root.get("from_scratch") else f"fine-tuned with qazlm from `{root.get('hub_id') or Path(root['folder']).name}`")
+    q = facts.get("quantize")
+    quant = f" Weights quantized with torchao ({q['scheme']}: {q['what']})." if q else ""
+    return f"A {size}trilingual {kind}, {origin}.{quant} This card is generated from the run's records."
+
+
+def intended_use(facts: dict) -> str:
+    return ("## Intended use\n\nResearch and education on small Kazakh/Russian/English language models, and a "
+            "starting point for fine-tuning. Not for decisions about people, medical, legal or financial advice, "
+            "or any use where a wrong answer causes harm: small models state falsehoods fluently.")
+
+
+def usage(facts: dict, repo_id: str) -> str:
+    rid = repo_id or "OWNER/NAME"
+    chat = bool(facts.get("sft"))
+    lines = ["## How to use", "", "transformers" + (" (needs `torchao` installed)" if facts.get("quantize") else "")
+             + ":", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+             f'tok = AutoTokenizer.from_pretrained("{rid}")', f'model = AutoModelForCausalLM.from_pretrained("{rid}")']
+    if chat:
+        lines += ['messages = [{"role": "user", "content": "Қазақстанның астанасы қай қала?"}]',
+                  "ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\")"]
+    else:
+        lines += ['ids = tok("Қазақстан Республикасы", return_tensors="pt").input_ids']
+    lines += ["out = model.generate(ids, max_new_tokens=64)", "print(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))",
+              "```", "", "qazlm (on a local copy):", "", "```bash",
+              f"hf download {rid} --local-dir {rid.split('/')[-1]}",
+              f"qazlm {'chat' if chat else 'generate'} {rid.split('/')[-1]}" + ("" if chat else ' "Қазақстан Республикасы"'),
+              "```"]
+    gguf = facts.get("gguf") or []
+    if gguf:
+        lines += ["", "llama.cpp:", "", "```bash", f"llama-cli -m {gguf[0]} --jinja -cnv", "```"]
+    else:
+        lines += ["", "llama.cpp / Ollama: no GGUF file in this package."]
+    return "\n".join(lines)
+
+
+def training_data(facts: dict) -> str:
+    lines = ["## Training data", ""]
+    data = facts.get("data")
+    if data:
+        langs = ", ".join(f"{k} {_pct(v.get('share'))}" for k, v in data["languages"].items())
+        lines += [f"Pretraining corpus: {_num(data['train_tokens'])} training tokens ({langs}) after qazlm's corpus "
+                  f"pipeline (language ID, cleaning, quality filters, dedup, PII, decontamination against the "
+                  f"evaluation sets; {_num(data.get('documents_kept'))} of {_num(data.get('documents_in'))} "
+                  "documents kept).", "", "| source | language | training tokens | licence |", "|---|---|---:|---|"]
+        lines += [f"| {s['source']} | {s['lang']} | {_num(s['train_tokens'])} | {s['licence']} |" for s in data["sources"]]
+    elif facts["root"].get("from_scratch"):
+        lines.append("Pretraining corpus: not recorded (no data report in the run).")
+    else:
+        lines.append(f"Pretraining: see the base model `{facts['root'].get('hub_id') or 'its own card'}`.")
+    card = ((facts.get("sft") or {}).get("data_card") or {})
+    if card:
+        counts = card.get("conversations", {})
+        shares = ", ".join(f"{k} {_pct(v)}" for k, v in (card.get("lang_shares") or {}).items())
+        lines += ["", f"Instruction data (`qazlm sft-data`): {_num(counts.get('train'))} training conversations "
+                  f"({shares}), {_num(counts.get('heldout'))} held out; answers correct by construction.", "",
+                  "| source | licence |", "|---|---|"]
+        lines += [f"| {s} | {lic} |" for s, lic in sorted((card.get("licences") or {}).items())]
+        if card.get("non_commercial_tasks"):
+            lines += ["", f"**Non-commercial data in the mix**: {', '.join(card['non_commercial_tasks'])}."]
+    return "\n".join(lines)
+
+
+def training_procedure(facts: dict) -> str:
+    lines = ["## Training procedure", ""]
+    tok = facts.get("tokenizer")
+    if tok:
+        lines.append(f"- Tokenizer: byte-level BPE, vocabulary {_num(tok.get('vocab_size'))}, language mix "
+                     f"{tok.get('mix_spec', '—')}.")
+    root, pre = facts["root"], facts.get("pretrain_config")
+    if root.get("from_scratch"):
+        c = root.get("config", {})
+        lines.append(f"- Model: Qwen3-style decoder, {c.get('n_layers')} layers, d_model {c.get('d_model')}, "
+                     f"{c.get('n_heads')} heads ({c.get('n_kv_heads')} KV), context {c.get('max_seq_len')}.")
+        detail = (f", peak LR {pre.get('lr')}, {pre.get('schedule')} schedule, sequence length {pre.get('seq_len')}"
+                  if pre else "")
+        lines.append(f"- Pretraining: {_num(root.get('step'))} steps, {_num(root.get('tokens'))} tokens{detail}.")
+    sft = facts.get("sft")
+    if sft:
+        c, s = sft.get("config") or {}, sft.get("summary") or {}
+        mode = "LoRA (merged)" if (c.get("lora") or {}).get("enabled") else "full fine-tuning"
+        lines.append(f"- SFT (TRL SFTTrainer, {mode}, loss on assistant tokens, packed): {_num(s.get('steps'))} steps, "
+                     f"{_num(s.get('tokens'))} tokens, LR {c.get('lr')}, train loss {_num(s.get('final_loss'))}, "
+                     f"held-out loss {_num(s.get('heldout_loss'))}.")
+    q = facts.get("quantize")
+    if q:
+        size = (f"; weights {q['fp32_weight_bytes'] / 2**20:.1f} → {q['weight_bytes'] / 2**20:.1f} MiB"
+                if q.get("weight_bytes") else "")
+        lines.append(f"- Quantization (torchao): {q['scheme']} ({q['what']}){size}.")
+    return "\n".join(lines)
+
+
+def evaluation(facts: dict, images: list[str]) -> str:
+    lines = ["## Evaluation", ""]
+    ev = facts.get("eval")
+    if ev and ev.get("bpb"):
+        lines += [f"Bits per byte (lower is better) of the pretrained model `{Path(ev['path']).name}`:", "",
+                  "| text set | bits per byte |", "|---|---:|"]
+        lines += [f"| {k} | {_num(v.get('bpb'))} |" for k, v in ev["bpb"].items() if isinstance(v, dict)]
+        tasks = {k: v for k, v in (ev.get("tasks") or {}).items() if "value" in v}
+        if tasks:
+            lines += ["", "| task | metric | value |", "|---|---|---:|"]
+            lines += [f"| {k} | {v.get('metric')} | {_num(v['value'])} |" for k, v in tasks.items()]
+    else:
+        lines.append(f"Pretrained model: {NOT_EVALUATED}.")
+    chat = (facts.get("chat_eval") or {}).get("chat")
+    if facts.get("sft"):
+        lines.append("")
+        if chat:
+            lines += chat_table(chat, (facts.get("chat_eval") or {}).get("base"))
+        else:
+            lines.append(f"Chat model: {NOT_EVALUATED}.")
+    q = facts.get("quantize")
+    if q and q.get("check"):
+        lines += ["", "The figures above are the fp32 model's; this quantized copy against it on FLORES+ dev:", "",
+                  "| language | bpb fp32 | bpb quantized | change | same top token |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {k} | {c['bpb_ref']:.4f} | {c['bpb_test']:.4f} | {c['delta_pct']:+.2f}% | {_pct(c['top1'])} |"
+                  for k, c in q["check"].items()]
+    lines += [""] + [f"![{Path(i).stem}]({i})" for i in images]
+    return "\n".join(lines)
+
+
+def chat_table(chat: dict, base: dict | None) -> list[str]:
+    cols = [("chat model", chat)] + ([("base model", base)] if base else [])
+    head = "| | " + " | ".join(c for c, _ in cols) + " |"
+    rows = [head, "|---|" + "---:|" * len(cols),
+            "| end-of-turn rate | " + " | ".join(_pct(m.get("eot", {}).get("rate")) for _, m in cols) + " |"]
+    for lang in ("kk", "ru", "en"):
+        rows.append(f"| language fidelity ({lang}) | " + " | ".join(
+            _pct((m.get("fidelity") or {}).get(lang, {}).get("rate")) for _, m in cols) + " |")
+    for key, t in sorted((chat.get("tasks") or {}).items()):
+        vals = [(m.get("tasks") or {}).get(key, {}).get("value") for _, m in cols]
+        fmt = _pct if t.get("metric") == "exact" else (lambda v: _num(v, 1))
+        rows.append(f"| {key} ({t.get('metric')}, n={t.get('n')}) | " + " | ".join(fmt(v) for v in vals) + " |")
+    return ["Chat evaluation (`qazlm eval --chat`: held-out instructions, SIB-200 test, FLORES+ devtest; greedy):",
+            ""] + rows
+
+
+def safety() -> str:
+    return ("## Safety\n\nNot evaluated: qazlm's safety evaluation (the ru/kk sensitive-questions set, refusal "
+            "and over-refusal rates) is not part of this run. Treat the model as unaligned.")
+
+
+def limitations(facts: dict) -> str:
+    params = facts["root"].get("params") or 0
+    small = " At this size it produces fluent-looking but often wrong text." if params and params < 1e8 else ""
+    return ("## Limitations\n\nTrained on a limited trilingual corpus; coverage of topics, dialects and Latin-script "
+            f"Kazakh is uneven, and the model may answer in the wrong language.{small}")
+
+
+def lineage(facts: dict) -> str:
+    lines = ["## Lineage", "", f"- root model: `{facts['root']['folder']}`"]
+    lines += [f"- {c['stage']}: `{c['folder']}` from `{c['parent']}` (parent weights sha256 "
+              f"`{(c.get('parent_fingerprint') or '')[:16]}`)" for c in reversed(facts.get("chain", []))]
+    return "\n".join(lines)

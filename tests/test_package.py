@@ -1,0 +1,176 @@
+"""`qazlm package` / `qazlm push`: a Hub-ready folder whose model card is generated from the run's records
+(its numbers equal the reports'), parsed by huggingface_hub's own loader; offline push fails in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from cli_harness import assert_one_line_error, run_cli  # noqa: E402
+from test_eval_helpers import make_hf_folder, make_our_folder  # noqa: E402
+
+from qazlm.package.config import PackageConfig  # noqa: E402
+from qazlm.package.package import run_package  # noqa: E402
+
+BPB = {"flores-devtest:kk": 1.2345678, "flores-devtest:ru": 1.4567891, "flores-devtest:en": 1.9876543}
+
+
+def write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, ensure_ascii=False), encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, tiny_tokenizer_dir):
+    """A run folder with the records the stages write: base model, SFT model (+ lineage and data card),
+    tokenizer/data/pretrain records, eval and chat-eval reports, a plot."""
+    from qazlm.runs import write_record
+
+    run = tmp_path_factory.mktemp("pkg") / "tiny"
+    base = make_our_folder(tiny_tokenizer_dir, run / "pretrain" / "final")
+    write_record(run / "pretrain", "pretrain", {"lr": 0.003, "schedule": "cosine", "seq_len": 128})
+    (run / "pretrain" / "plots").mkdir()
+    (run / "pretrain" / "plots" / "loss.png").write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    write(run / "tokenizer" / "training_info.json", {"vocab_size": 4096, "mix_spec": "kk=0.35,ru=0.5,en=0.15"})
+    write(run / "data" / "report" / "summary.json", {
+        "train": {"tokens": 123456}, "documents_in": 100, "documents_kept": 90,
+        "languages": {"kk": {"share": 0.4}, "ru": {"share": 0.3}, "en": {"share": 0.3}},
+        "mixture": [{"source": "kaznerd_news_sentences", "lang": "kk", "train_tokens": 50000}]})
+    write(run / "eval" / "report.json", {"models": [
+        {"name": "tiny/final", "path": str(base), "bpb": {k: {"bpb": v} for k, v in BPB.items()},
+         "tasks": {"sib200_kk": {"metric": "acc", "value": 0.25}}}], "baselines": {}})
+    sft = make_hf_folder(tiny_tokenizer_dir, run / "sft" / "final")
+    write(run / "sft_data" / "card.json", {"conversations": {"train": 300, "heldout": 30},
+                                           "lang_shares": {"kk": 0.6, "ru": 0.2, "en": 0.2},
+                                           "train": {"translation": {"kk": {"flores_plus_dev": 100}}},
+                                           "licences": {"flores_plus_dev": "CC BY-SA 4.0"}, "non_commercial_tasks": []})
+    write(sft / "qazlm_lineage.json", {
+        "format": "qazlm-sft-lineage-v1", "stage": "sft", "parent": {"path": str(base), "fingerprint": "ab" * 32},
+        "data": {"path": str(run / "sft_data")}, "config": {"lr": 0.003, "lora": {"enabled": False}},
+        "summary": {"steps": 80, "tokens": 160000, "final_loss": 6.2, "heldout_loss": 7.3}})
+    chat = {"eot": {"rate": 0.875}, "fidelity": {"kk": {"rate": 0.625}, "ru": {"rate": 1.0}, "en": {"rate": None},
+                                                  "all": {"rate": 0.8}},
+            "tasks": {"heldout:topic": {"metric": "exact", "value": 0.5, "n": 4}}}
+    write(run / "chat_eval" / "chat_report.json", {"settings": {}, "models": [
+        {"name": "sft", "path": str(sft), **chat},
+        {"name": "base", "path": str(base), "eot": {"rate": 0.0}, "fidelity": {}, "tasks": {}}]})
+    return run
+
+
+def test_card_numbers_equal_the_reports(run, tmp_path):
+    from huggingface_hub import ModelCard
+
+    out = tmp_path / "pkg"
+    manifest = run_package(PackageConfig(model=str(run / "sft" / "final"), out_dir=str(out),
+                                         repo_id="me/qazlm-tiny-chat"), log=lambda *_: None)
+    card = ModelCard.load(out / "README.md")
+    d = card.data
+    assert d.language == ["kk", "ru", "en"] and d.license == "apache-2.0" and d.pipeline_tag == "text-generation"
+    assert d.library_name == "transformers" and "chat" in d.tags and d.datasets == ["openlanguagedata/flores_plus"]
+    assert d.model_name == "qazlm-tiny-chat"
+    got = {(r.dataset_name, r.metric_type): r.metric_value for r in d.eval_results}
+    for name, value in BPB.items():
+        assert got[(name, "bits_per_byte")] == value
+    assert got[("qazlm chat evaluation", "end_of_turn_rate")] == 0.875
+    assert got[("qazlm chat evaluation", "language_fidelity_kk")] == 0.625
+    assert ("qazlm chat evaluation", "language_fidelity_en") not in got      # None stays out, never invented
+    text = card.text
+    assert "| flores-devtest:kk | 1.2346 |" in text and "| end-of-turn rate | 87.5% | 0.0% |" in text
+    assert "| language fidelity (kk) | 62.5% | — |" in text and "| heldout:topic (exact, n=4) | 50.0% |" in text
+    assert "123,456 training tokens" in text and "| kaznerd_news_sentences | kk | 50,000 | CC BY 4.0 |" in text
+    assert "80 steps, 160,000 tokens" in text and 'from_pretrained("me/qazlm-tiny-chat")' in text
+    assert "![pretrain_loss](images/pretrain_loss.png)" in text and (out / "images" / "pretrain_loss.png").is_file()
+    assert "## Safety" in text and "Not evaluated" in text
+    # the manifest lists every shipped file with its hash; bookkeeping files are not in it
+    import hashlib
+
+    for rel, info in manifest["files"].items():
+        assert hashlib.sha256((out / rel).read_bytes()).hexdigest() == info["sha256"]
+    assert {"README.md", "config.json", "model.safetensors", "tokenizer.json"} <= set(manifest["files"])
+    assert not {".qazlm.lock", "qazlm_stage.json", "qazlm_package.json"} & set(manifest["files"])
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(out, local_files_only=True) is not None
+
+
+def test_without_reports_the_card_says_not_evaluated(tiny_tokenizer_dir, tmp_path):
+    from huggingface_hub import ModelCard
+
+    model = make_our_folder(tiny_tokenizer_dir, tmp_path / "lonely")
+    run_package(PackageConfig(model=str(model), out_dir=str(tmp_path / "pkg")), log=lambda *_: None)
+    card = ModelCard.load(tmp_path / "pkg" / "README.md")
+    assert card.data.eval_results is None and "base-model" in card.data.tags
+    assert "Pretrained model: not evaluated (no report in the run)." in card.text
+    assert "Pretraining corpus: not recorded" in card.text
+    assert (tmp_path / "pkg" / "config.json").is_file()        # our folder shipped as its transformers export
+
+
+def test_rerun_skips_changes_rebuild_and_stale_files_go(run, tmp_path):
+    gguf = tmp_path / "model-q8_0.gguf"
+    gguf.write_bytes(b"GGUF" + b"\0" * 60)
+    out, logs = tmp_path / "pkg", []
+    cfg = PackageConfig(model=str(run / "pretrain" / "final"), out_dir=str(out), gguf=[str(gguf)])
+    first = run_package(cfg, log=logs.append)
+    assert "model-q8_0.gguf" in first["files"] and (out / "model-q8_0.gguf").is_file()
+    assert "llama-cli -m model-q8_0.gguf --jinja" in (out / "README.md").read_text()
+    run_package(cfg, log=logs.append)
+    assert "up to date" in logs[-1]
+    second = run_package(PackageConfig(model=cfg.model, out_dir=str(out), license="mit"), log=logs.append)
+    assert "model-q8_0.gguf" not in second["files"] and not (out / "model-q8_0.gguf").exists()
+    assert "license: mit" in (out / "README.md").read_text()
+
+
+def test_push_dry_run_lists_the_manifest_and_offline_push_is_one_line(run, tmp_path, capfd):
+    out = tmp_path / "pkg"
+    run_package(PackageConfig(model=str(run / "sft" / "final"), out_dir=str(out)), log=lambda *_: None)
+    code, stdout, _ = run_cli(["push", out, "--repo", "me/x", "--dry-run"], capfd)
+    assert code == 0 and "would upload" in stdout and "README.md" in stdout and "model.safetensors" in stdout
+    assert ".qazlm.lock" not in stdout and "qazlm_stage.json" not in stdout
+    assert_one_line_error(["push", out, "--repo", "me/x"], capfd, match=r"push me/x: the Hub refused or could not "
+                          r"be reached \(OfflineModeIsEnabled")
+    (out / "tokenizer.json").write_text("{}")
+    assert_one_line_error(["push", out, "--repo", "me/x", "--dry-run"], capfd, match=r"changed since")
+
+
+BAD = [  # (argv after `package`, regex)
+    (["{r}/missing"], r"missing: model folder not found"),
+    (["{r}/pretrain/final", "--license", "Apache 2.0"], r"license = 'Apache 2.0': use a Hub licence id"),
+    (["{r}/pretrain/final", "--repo-id", "noslash"], r"repo_id = 'noslash': expected OWNER/NAME"),
+    (["{r}/pretrain/final", "--gguf", "{r}/tokenizer/training_info.json"], r"not a GGUF file"),
+    (["{r}/pretrain/final", "--gguf", "{r}/none.gguf"], r"none.gguf: file not found"),
+    (["{r}/pretrain/final", "--run", "{r}/nowhere"], r"--run .*nowhere: no such folder"),
+    ([], r"\[package\] model: not set"),
+]
+
+
+@pytest.mark.parametrize("argv, match", BAD, ids=[" ".join(a[1:]) or "none" for a, _ in BAD])
+def test_package_bad_input_is_one_line(argv, match, run, tmp_path, capfd):
+    assert_one_line_error(["package", *[a.format(r=run) for a in argv], "-o", tmp_path / "pkg"], capfd, match=match)
+
+
+def test_package_refuses_a_folder_with_other_files(run, tmp_path, capfd):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    assert_one_line_error(["package", run / "pretrain" / "final", "-o", tmp_path / "mine"], capfd,
+                          match=r"folder holds other files \(notes.txt, ...\) and is not a qazlm package")
+    assert_one_line_error(["push", tmp_path / "mine", "--repo", "me/x"], capfd, match=r"no qazlm_package.json")
+
+
+def test_stage_packages_the_runs_last_model(tmp_path):
+    from qazlm.errors import QazlmError
+    from qazlm.package.stage import stage_config
+    from qazlm.runs import RunConfig, RunContext
+
+    ctx = RunContext(RunConfig(out_dir=str(tmp_path)), tmp_path / "recipe.toml")
+    assert stage_config({}, ctx).model == str(tmp_path / "pretrain" / "final")
+    for stage in ("sft", "quantize"):
+        (tmp_path / stage / "final").mkdir(parents=True)
+        cfg = stage_config({"license": "mit"}, ctx)
+        assert cfg.model == str(tmp_path / stage / "final") and cfg.run == str(tmp_path)
+    assert cfg.out_dir == str(tmp_path / "package") and cfg.license == "mit"
+    with pytest.raises(QazlmError, match=r"\[package\] out_dir: not settable"):
+        stage_config({"out_dir": "x"}, ctx)
