@@ -90,7 +90,12 @@ def find_models(args) -> dict[str, Path]:
         if name == "smollm2":
             from _smollm2 import ensure_smollm2
 
-            found[name] = ensure_smollm2(args.smollm2_dir)
+            from qazlm.errors import QazlmError
+
+            try:
+                found[name] = ensure_smollm2(args.smollm2_dir)
+            except QazlmError as e:
+                print(f"note: smollm2 skipped: {e}")
             continue
         path = Path(getattr(args, name))
         if (path / "qazlm_model.json").is_file() or (path / "config.json").is_file():
@@ -194,8 +199,9 @@ def main() -> int:
     t0 = time.perf_counter()
     models = find_models(args)
     if not models:
-        print("no model to benchmark; see --help")
-        return 1
+        print("no model to benchmark (see the notes above and --help)")
+        print(json.dumps({"bench": "quantize", "rows": [], "skipped": "no model folder found"}))
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.out) if args.out else Path(tmp)
         rows = []
