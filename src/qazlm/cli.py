@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from qazlm.infer.loading import quiet_torchao
+
+    quiet_torchao()  # transformers imports torchao for any stage; its CUDA-less import warnings are noise here
     try:
         return int(args.func(args) or 0)
     except QazlmError as e:

@@ -167,7 +167,8 @@ def evaluation(facts: dict, images: list[str]) -> str:
     lines = ["## Evaluation", ""]
     ev = facts.get("eval")
     if ev and ev.get("bpb"):
-        lines += [f"Bits per byte (lower is better) of the pretrained model `{Path(ev['path']).name}`:", "",
+        where = Path(ev["path"])
+        lines += [f"Bits per byte (lower is better) of the pretrained model `{where.parent.name}/{where.name}`:", "",
                   "| text set | bits per byte |", "|---|---:|"]
         lines += [f"| {k} | {_num(v.get('bpb'))} |" for k, v in ev["bpb"].items() if isinstance(v, dict)]
         tasks = {k: v for k, v in (ev.get("tasks") or {}).items() if "value" in v}
