@@ -59,3 +59,9 @@ def test_refuses_to_replace_a_foreign_final(folders, capfd):
     assert_one_line_error(["quantize", folders / "ours", "-o", folders / "taken", "--check-sentences", "0"], capfd,
                           match=r"taken: already holds a final/ folder that `qazlm quantize` did not write")
     assert (folders / "taken" / "final" / "config.json").read_text() == "{}"
+
+
+def test_unwritable_output_folder(folders, tmp_path, capfd):
+    (tmp_path / "file").write_text("x")
+    assert_one_line_error(["quantize", folders / "ours", "-o", tmp_path / "file" / "out", "--check-sentences", "0"],
+                          capfd, match=r"cannot write to the output folder")

@@ -152,6 +152,12 @@ def test_package_bad_input_is_one_line(argv, match, run, tmp_path, capfd):
     assert_one_line_error(["package", *[a.format(r=run) for a in argv], "-o", tmp_path / "pkg"], capfd, match=match)
 
 
+def test_package_into_an_unwritable_folder_is_one_line(run, tmp_path, capfd):
+    (tmp_path / "file").write_text("x")
+    assert_one_line_error(["package", run / "pretrain" / "final", "-o", tmp_path / "file" / "pkg"], capfd,
+                          match=r"cannot write to the output folder")
+
+
 def test_package_refuses_a_folder_with_other_files(run, tmp_path, capfd):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")

@@ -115,11 +115,24 @@ def test_int4_on_hf_folder_then_skip_and_rebuild(models, tmp_path):
     assert first["parent_kind"] == "hf" and first["group_size"] == 32
     run_quantize(cfg, log=logs.append)
     assert "up to date" in logs[-1]
-    again = run_quantize(QuantizeConfig(**{**cfg.__dict__, "scheme": "int8-dynamic"}), log=logs.append)
+    import shutil
+
+    parent = tmp_path / "parent"  # same path, retrained weights: quantized again, not skipped
+    shutil.copytree(models["hf"], parent)
+    run_quantize(QuantizeConfig(**{**cfg.__dict__, "model": str(parent)}), log=logs.append)
+    sd = AutoModelForCausalLM.from_pretrained(parent, local_files_only=True).state_dict()
+    with torch.no_grad():
+        sd["model.norm.weight"].mul_(2.0)
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in sd.items() if k != "lm_head.weight"}, str(parent / "model.safetensors"))
+    run_quantize(QuantizeConfig(**{**cfg.__dict__, "model": str(parent)}), log=logs.append)
+    assert "parent_sha256" in logs[-2] and "rebuilding" in logs[-2]
+    again = run_quantize(QuantizeConfig(**{**cfg.__dict__, "model": str(parent), "scheme": "int8-dynamic"}),
+                         log=logs.append)
     assert any("settings changed" in line for line in logs) and again["scheme"] == "int8-dynamic"
     assert json.loads((out / "qazlm_stage.json").read_text())["config"]["scheme"] == "int8-dynamic"
     assert not list(out.glob(".qazlm-tmp-*"))
-    del torch
 
 
 def test_compare_texts_against_itself_and_bits_per_byte(models):

@@ -219,18 +219,11 @@ def test_run_recipe_loads_and_plans(path):
         cfg, _ = _check_pretrain(path, vocab, f"{path}[pretrain]")
         assert cfg.seed == recipe["pretrain"].get("seed", run.seed)
         assert Path(cfg.out_dir) == Path(run.out_dir) / "pretrain"
-    if "eval" in recipe:
-        _check_eval(recipe["eval"], run, f"{path}[eval]")
-    if "sft_data" in recipe:
-        _check_sft_data(recipe["sft_data"], run, f"{path}[sft_data]")
-    if "sft" in recipe:
-        _check_sft(recipe["sft"], run, f"{path}[sft]")
-    if "chat_eval" in recipe:
-        _check_chat_eval(recipe["chat_eval"], run, f"{path}[chat_eval]")
-    if "quantize" in recipe:
-        _check_quantize(recipe["quantize"], run, f"{path}[quantize]")
-    if "package" in recipe:
-        _check_package(recipe["package"], run, f"{path}[package]")
+    checks = {"eval": _check_eval, "sft_data": _check_sft_data, "sft": _check_sft, "chat_eval": _check_chat_eval,
+              "quantize": _check_quantize, "package": _check_package}
+    for stage, check in checks.items():  # each builds the stage's config the way its stage.py does
+        if stage in recipe:
+            check(recipe[stage], run, f"{path}[{stage}]")
 
 
 # --- data recipes ----------------------------------------------------------------------------------------

@@ -97,8 +97,7 @@ def run_package(cfg: PackageConfig, force: bool = False, log=print) -> dict:
     load_tokenizer(model)  # a package without a usable tokenizer is useless: say so now
     check_gguf(cfg.gguf)
     check_out(out, model)
-    out.mkdir(parents=True, exist_ok=True)
-    with output_lock(out, STAGE):
+    with output_lock(out, STAGE):  # creates OUT, or says in one line why it cannot
         clean_temp(out, recursive=True)
         facts = collect(model, cfg.run)
         facts["gguf"] = [Path(g).name for g in cfg.gguf]

@@ -121,11 +121,10 @@ def run_quantize(cfg: QuantizeConfig, force: bool = False, log=print) -> dict:
     out = Path(cfg.out_dir)
     if out.exists() and not out.is_dir():
         raise QazlmError(f"{out}: exists and is not a folder; choose another -o")
-    out.mkdir(parents=True, exist_ok=True)
-    with output_lock(out, STAGE):
+    with output_lock(out, STAGE):  # creates OUT, or says in one line why it cannot
         clean_temp(out)
         refuse_foreign_final(out)
-        wanted, done = json.loads(json.dumps(dataclasses.asdict(cfg))), read_record(out)
+        wanted, done = record(cfg), read_record(out)
         if done == wanted and not force and (out / REPORT).is_file() and (out / "final" / LINEAGE).is_file():
             log(f"quantize: {out} is up to date (same config); skipping (--force to redo)")
             return json.loads((out / REPORT).read_text(encoding="utf-8"))
@@ -133,8 +132,17 @@ def run_quantize(cfg: QuantizeConfig, force: bool = False, log=print) -> dict:
             log(f"quantize: settings changed ({'; '.join(config_changes(done, wanted)[:3])}); rebuilding {out}")
         (out / "qazlm_stage.json").unlink(missing_ok=True)
         report = quantize_folder(cfg, out, log)
-        write_record(out, STAGE, dataclasses.asdict(cfg))
+        write_record(out, STAGE, wanted)
     return report
+
+
+def record(cfg: QuantizeConfig) -> dict:
+    """The settings plus the parent's weights hash: a retrained parent (same path) is quantized again."""
+    from qazlm.infer.loading import model_kind
+    from qazlm.model.io import weights_sha256
+
+    return {**json.loads(json.dumps(dataclasses.asdict(cfg))),
+            "parent_sha256": weights_sha256(cfg.model, model_kind(cfg.model))}
 
 
 def quantize_folder(cfg: QuantizeConfig, out: Path, log) -> dict:
