@@ -109,10 +109,15 @@ def test_atomic_writes_respect_the_umask(tmp_path, umask, file_mode, dir_mode):
             f.write("{}")
         with atomic_dir(tmp_path / "final") as tmp:
             (tmp / "w.bin").write_bytes(b"1")
+            (tmp / "sub").mkdir()
+            (tmp / "sub" / "private.safetensors").write_bytes(b"2")
+            os.chmod(tmp / "sub" / "private.safetensors", 0o600)  # what safetensors does whatever the umask
     finally:
         os.umask(old)
     assert (tmp_path / "meta.json").stat().st_mode & 0o777 == file_mode
     assert (tmp_path / "final").stat().st_mode & 0o777 == dir_mode
+    for name in ("w.bin", "sub/private.safetensors"):
+        assert (tmp_path / "final" / name).stat().st_mode & 0o777 == file_mode
 
 
 def test_atomic_dir_replaces_and_a_failed_write_leaves_the_old_folder(tmp_path):

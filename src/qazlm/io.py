@@ -154,13 +154,17 @@ def atomic_dir(path: str | Path):
     """Build a folder under a temp name beside `path`, then swap it into place (replacing an old one).
 
     Yields the temp folder to fill. A kill leaves either the old folder or the new one (plus, at worst, a
-    `TMP_PREFIX` leftover that `clean_temp` removes); the folder gets ordinary permissions (0777 - umask).
+    `TMP_PREFIX` leftover that `clean_temp` removes); the folder and every file in it get ordinary permissions
+    (0777 / 0666 minus the umask).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=path.parent))
     try:
         yield tmp
+        for inner in tmp.rglob("*"):  # writers such as safetensors create 0600 files whatever the umask
+            if inner.is_file() and not inner.is_symlink():
+                _ordinary_mode(inner, is_dir=False)
         _ordinary_mode(tmp, is_dir=True)
         fsync_dir(tmp)
         if path.exists():

@@ -44,6 +44,15 @@ def rolling_windows(ids: list[int], prefix: int, max_len: int) -> list[tuple[lis
     return windows
 
 
+def document_windows(tokenizer, texts: list[str], max_len: int) -> list[tuple[list[int], list[int]]]:
+    """Every text as one document cut into rolling windows: each of its tokens is predicted exactly once."""
+    prefix = prefix_token_id(tokenizer)
+    windows = []
+    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        windows.extend(rolling_windows(list(ids), prefix, max_len))
+    return windows
+
+
 def score_windows(model: Callable, windows: Sequence[tuple[list[int], list[int]]], *, batch_size: int = 8,
                   device: str = "cpu", progress: bool = False,
                   greedy: bool = False) -> list[tuple[float, bool | None]]:
@@ -88,13 +97,7 @@ def bits_per_byte(model, tokenizer, texts: list[str], *, max_len: int = 512, bat
         raise QazlmError("bits_per_byte: no non-empty texts to score; check the evaluation files")
     if max_len < 2:
         raise QazlmError(f"bits_per_byte: max_len={max_len} is too small; use at least 2")
-    prefix = prefix_token_id(tokenizer)
-    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    windows, owner = [], []
-    for doc, ids in enumerate(encoded):
-        for w in rolling_windows(list(ids), prefix, max_len):
-            windows.append(w)
-            owner.append(doc)
+    windows = document_windows(tokenizer, texts, max_len)
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
@@ -106,7 +109,7 @@ def bits_per_byte(model, tokenizer, texts: list[str], *, max_len: int = 512, bat
     nll = -sum(logprob for logprob, _ in scores)
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
     return {"bpb": nll / n_bytes / math.log(2), "nll_nats": nll, "n_bytes": n_bytes,
-            "n_tokens": sum(len(ids) for ids in encoded), "n_docs": len(texts)}
+            "n_tokens": sum(len(pred) for _, pred in windows), "n_docs": len(texts)}
 
 
 def bpb_per_language(model, tokenizer, texts_by_lang: dict[str, list[str]], **kwargs) -> dict[str, dict]:

@@ -50,14 +50,6 @@ def check_out(out: Path, model: Path) -> None:
                          "choose a new or empty -o folder")
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def place(src: Path, out: Path, name: str) -> None:
     """Copy `src` to `out/name` through a temp file and a rename (a kill never leaves half a file there)."""
     from qazlm.io import current_umask
@@ -118,6 +110,7 @@ def run_package(cfg: PackageConfig, force: bool = False, log=print) -> dict:
 
 def build(cfg: PackageConfig, model: Path, kind: str, out: Path, facts: dict) -> dict:
     from qazlm.io import atomic_write, write_json
+    from qazlm.model.io import sha256_file
     from qazlm.package.card import render
 
     run = facts.get("run")
@@ -136,7 +129,7 @@ def build(cfg: PackageConfig, model: Path, kind: str, out: Path, facts: dict) ->
         f.write(render(facts, cfg.license, name, cfg.repo_id, list(images)))
     shipped = [*files, "README.md"]
     manifest = {"format": MANIFEST_FORMAT, "files": {rel: {"bytes": (out / rel).stat().st_size,
-                                                           "sha256": sha256(out / rel)} for rel in shipped},
+                                                           "sha256": sha256_file(out / rel)} for rel in shipped},
                 "config": dataclasses.asdict(cfg), "facts": facts}
     write_json(out / MANIFEST, manifest)
     for rel in set(old.get("files", {})) - set(shipped):  # files of the earlier package this one does not ship

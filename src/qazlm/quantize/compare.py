@@ -10,25 +10,15 @@ from __future__ import annotations
 import math
 
 
-def _windows(tokenizer, texts: list[str], max_len: int) -> list[tuple[list[int], list[int]]]:
-    from qazlm.infer.scoring import prefix_token_id, rolling_windows
-
-    prefix = prefix_token_id(tokenizer)
-    out = []
-    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
-        out.extend(rolling_windows(list(ids), prefix, max_len))
-    return out
-
-
 def compare_texts(ref, test, tokenizer, texts: list[str], *, max_len: int = 512, batch_size: int = 8) -> dict:
     """{bpb_ref, bpb_test, delta_pct, kl, top1, tokens} of `test` against `ref` on `texts`
     (`ref`/`test`: anything `qazlm.infer.scoring.logits` accepts)."""
     import torch
 
-    from qazlm.infer.scoring import logits
+    from qazlm.infer.scoring import document_windows, logits
 
     texts = [t for t in texts if t]
-    windows = _windows(tokenizer, texts, max_len)
+    windows = document_windows(tokenizer, texts, max_len)
     nll_ref = nll_test = kl = 0.0
     same = tokens = 0
     with torch.inference_mode():

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -131,7 +130,7 @@ def run_quantize(cfg: QuantizeConfig, force: bool = False, log=print) -> dict:
         if done is not None and done != wanted:
             log(f"quantize: settings changed ({'; '.join(config_changes(done, wanted)[:3])}); rebuilding {out}")
         (out / "qazlm_stage.json").unlink(missing_ok=True)
-        report = quantize_folder(cfg, out, log)
+        report = quantize_folder(cfg, out, log, wanted["parent_sha256"])
         write_record(out, STAGE, wanted)
     return report
 
@@ -145,7 +144,7 @@ def record(cfg: QuantizeConfig) -> dict:
             "parent_sha256": weights_sha256(cfg.model, model_kind(cfg.model))}
 
 
-def quantize_folder(cfg: QuantizeConfig, out: Path, log) -> dict:
+def quantize_folder(cfg: QuantizeConfig, out: Path, log, parent_sha256: str) -> dict:
     import transformers
     from transformers import TorchAoConfig
 
@@ -178,7 +177,7 @@ def quantize_folder(cfg: QuantizeConfig, out: Path, log) -> dict:
                   if cfg.scheme == "int4-weight" else None, "parent": str(model_path.resolve()), "parent_kind": kind,
                   "params": sum(p.numel() for p in parent.parameters()), "quantized_linear_layers": layers,
                   "fp32_weight_bytes": weight_bytes(src), "check": check, "versions": versions()}
-        save_final(quantized, tok, out / "final", lineage(cfg, kind, report))
+        save_final(quantized, tok, out / "final", lineage(cfg, kind, parent_sha256, report))
     report["weight_bytes"] = weight_bytes(out / "final")
     report["seconds"] = time.perf_counter() - t0
     write_json(out / REPORT, report)
@@ -197,27 +196,22 @@ def versions() -> dict:
             "transformers": transformers.__version__}
 
 
-def lineage(cfg: QuantizeConfig, kind: str, report: dict) -> dict:
-    from qazlm.model.io import weights_sha256
-
+def lineage(cfg: QuantizeConfig, kind: str, parent_sha256: str, report: dict) -> dict:
     return {"format": LINEAGE_FORMAT, "stage": STAGE,
             "parent": {"path": str(Path(cfg.model).resolve()), "kind": kind,
-                       "fingerprint": weights_sha256(cfg.model, kind)},
+                       "fingerprint": parent_sha256},
             "config": dataclasses.asdict(cfg), "report": report}
 
 
 def save_final(model, tok, final: Path, info: dict) -> None:
     """The quantized transformers folder (config.json carries the torchao quantization_config), the
     tokenizer with its chat template and the lineage; built in a temp folder and swapped in."""
-    from qazlm.io import atomic_dir, current_umask, write_json
+    from qazlm.io import atomic_dir, write_json
 
     with atomic_dir(final) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         write_json(tmp / LINEAGE, info)
-        for path in tmp.iterdir():  # safetensors creates 0600 files whatever the umask
-            if path.is_file():
-                os.chmod(path, 0o666 & ~current_umask())
 
 
 def summary(report: dict, out: Path) -> str:

@@ -306,7 +306,7 @@ def lineage(cfg: SftConfig, kind: str, summary: dict) -> dict:
 def save_final(trainer, tok, final: Path, info: dict) -> None:
     """A plain Hugging Face model folder (LoRA merged), the tokenizer with its chat template, generation stopping
     at <|im_end|> too, and the lineage; built in a temp folder and swapped in."""
-    from qazlm.io import atomic_dir, current_umask, write_json
+    from qazlm.io import atomic_dir, write_json
     from qazlm.tokenizer.special_tokens import IM_END
 
     model = trainer.model
@@ -320,9 +320,6 @@ def save_final(trainer, tok, final: Path, info: dict) -> None:
         model.float().save_pretrained(tmp)
         tok.save_pretrained(tmp)
         write_json(tmp / LINEAGE, info)
-        for path in tmp.iterdir():  # safetensors and friends create 0600 files whatever the umask
-            if path.is_file():
-                os.chmod(path, 0o666 & ~current_umask())
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
