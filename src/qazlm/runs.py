@@ -201,6 +201,7 @@ STAGES = {
     "sft": "qazlm.sft.stage",
     "chat_eval": "qazlm.eval.chat_stage",
     "quantize": "qazlm.quantize.stage",
+    "gguf": "qazlm.gguf.stage",
     "package": "qazlm.package.stage",
 }
 

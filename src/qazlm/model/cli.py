@@ -22,7 +22,7 @@ def _import(args) -> int:
 def register(sub) -> None:
     from qazlm.cli import HelpFormatter
 
-    p = sub.add_parser("export", help="export a trained model (hf)", formatter_class=HelpFormatter)
+    p = sub.add_parser("export", help="export a trained model (hf, gguf)", formatter_class=HelpFormatter)
     esub = p.add_subparsers(dest="export_format", metavar="FORMAT")
     e = esub.add_parser("hf", help="to a transformers Qwen3ForCausalLM folder", formatter_class=HelpFormatter,
                         description="Write config.json, model.safetensors, generation_config.json and the "
@@ -31,6 +31,9 @@ def register(sub) -> None:
     e.add_argument("model_dir", help="qazlm model folder (has qazlm_model.json)")
     e.add_argument("-o", "--out", required=True, help="output folder")
     e.set_defaults(func=_export)
+    from qazlm.gguf.cli import register as register_gguf
+
+    register_gguf(esub)
     p.set_defaults(func=lambda args: p.print_help())
 
     p = sub.add_parser("import", help="import a model (hf) into the qazlm format", formatter_class=HelpFormatter)

@@ -101,7 +101,12 @@ def usage(facts: dict, repo_id: str) -> str:
               "```"]
     gguf = facts.get("gguf") or []
     if gguf:
-        lines += ["", "llama.cpp:", "", "```bash", f"llama-cli -m {gguf[0]} --jinja -cnv", "```"]
+        pick = next((g for g in gguf if "Q4_K_M" in g), gguf[0])
+        lines += ["", "llama.cpp (the chat template is in the GGUF metadata):", "", "```bash",
+                  f"llama-cli -m {pick} --jinja -cnv", f"llama-server -m {pick} --jinja --port 8080", "```", "",
+                  "Ollama:", "", "```bash", f"echo 'FROM ./{pick}' > Modelfile",
+                  f"ollama create {rid.split('/')[-1].lower()} -f Modelfile && ollama run {rid.split('/')[-1].lower()}",
+                  "```"]
     else:
         lines += ["", "llama.cpp / Ollama: no GGUF file in this package."]
     return "\n".join(lines)
@@ -190,8 +195,33 @@ def evaluation(facts: dict, images: list[str]) -> str:
                   "| language | bpb fp32 | bpb quantized | change | same top token |", "|---|---:|---:|---:|---:|"]
         lines += [f"| {k} | {c['bpb_ref']:.4f} | {c['bpb_test']:.4f} | {c['delta_pct']:+.2f}% | {_pct(c['top1'])} |"
                   for k, c in q["check"].items()]
+    lines += gguf_table(facts.get("gguf_report"), facts.get("gguf") or [])
     lines += [""] + [f"![{Path(i).stem}]({i})" for i in images]
     return "\n".join(lines)
+
+
+def gguf_table(report: dict | None, shipped: list[str]) -> list[str]:
+    """The GGUF files against their f32 conversion (`qazlm export gguf`'s report), llama.cpp's scoreboard."""
+    if not report or not shipped:
+        return []
+    langs = list(report.get("f32_vs_source") or {})
+    parity = report.get("parity") or {}
+    same, total = sum(p["identical"] for p in parity.values()), sum(p["lines"] for p in parity.values())
+    diff = max((c["max_logit_diff"] for c in report["f32_vs_source"].values()), default=None)
+    lines = ["", f"GGUF files, converted by llama.cpp from `{Path(report['model']).parent.name}/"
+             f"{Path(report['model']).name}` (fp32): llama.cpp's token ids equal transformers' on {same}/{total} "
+             f"test texts; f32 logits within {diff if diff is None else f'{diff:.1e}'} of the source. "
+             "Each type against f32 on FLORES+ dev:", "",
+             "| file | MiB | " + " | ".join(f"PPL change {lang} | same top token {lang}" for lang in langs) + " |",
+             "|---|---:|" + "---:|" * 2 * len(langs)]
+    for type_name, info in report["files"].items():
+        if info["file"] not in shipped:
+            continue
+        q = (report.get("quality") or {}).get(type_name)
+        cells = " | ".join(f"{q[lang]['ppl_delta_pct']:+.2f}% | {_pct(q[lang]['top1'])}" if q else "reference | 100%"
+                           for lang in langs)
+        lines.append(f"| {info['file']} | {info['bytes'] / 2**20:.1f} | {cells} |")
+    return lines
 
 
 def chat_table(chat: dict, base: dict | None) -> list[str]:

@@ -81,7 +81,7 @@ def model_files(model: Path, kind: str, scratch: Path) -> dict[str, Path]:
 def run_package(cfg: PackageConfig, force: bool = False, log=print) -> dict:
     from qazlm.infer.loading import load_tokenizer, model_kind
     from qazlm.io import clean_temp
-    from qazlm.package.facts import collect
+    from qazlm.package.facts import collect, read_json
     from qazlm.runs import output_lock, read_record, write_record
 
     model, out = Path(cfg.model), Path(cfg.out_dir)
@@ -93,6 +93,7 @@ def run_package(cfg: PackageConfig, force: bool = False, log=print) -> dict:
         clean_temp(out, recursive=True)
         facts = collect(model, cfg.run)
         facts["gguf"] = [Path(g).name for g in cfg.gguf]
+        facts["gguf_report"] = read_json(Path(cfg.gguf[0]).parent / "gguf_report.json") if cfg.gguf else None
         wanted = {**json.loads(json.dumps(dataclasses.asdict(cfg))), "facts_sha256": hashlib.sha256(
             json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()}
         if read_record(out) == wanted and (out / MANIFEST).is_file() and not force:

@@ -11,7 +11,8 @@ import math
 
 
 def compare_texts(ref, test, tokenizer, texts: list[str], *, max_len: int = 512, batch_size: int = 8) -> dict:
-    """{bpb_ref, bpb_test, delta_pct, kl, top1, tokens} of `test` against `ref` on `texts`
+    """{bpb_ref, bpb_test, delta_pct, ppl_ref, ppl_test, ppl_delta_pct, kl, top1, max_logit_diff, tokens} of
+    `test` against `ref` on `texts` (max_logit_diff: the largest |logit difference| at a scored position)
     (`ref`/`test`: anything `qazlm.infer.scoring.logits` accepts)."""
     import torch
 
@@ -19,7 +20,7 @@ def compare_texts(ref, test, tokenizer, texts: list[str], *, max_len: int = 512,
 
     texts = [t for t in texts if t]
     windows = document_windows(tokenizer, texts, max_len)
-    nll_ref = nll_test = kl = 0.0
+    nll_ref = nll_test = kl = max_diff = 0.0
     same = tokens = 0
     with torch.inference_mode():
         for start in range(0, len(windows), batch_size):
@@ -28,10 +29,11 @@ def compare_texts(ref, test, tokenizer, texts: list[str], *, max_len: int = 512,
             ids = torch.zeros(len(batch), width, dtype=torch.long)
             for row, (inp, _) in enumerate(batch):
                 ids[row, :len(inp)] = torch.tensor(inp)
-            lp_ref = torch.log_softmax(logits(ref, ids), -1)
-            lp_test = torch.log_softmax(logits(test, ids), -1)
+            raw_ref, raw_test = logits(ref, ids), logits(test, ids)
+            lp_ref, lp_test = torch.log_softmax(raw_ref, -1), torch.log_softmax(raw_test, -1)
             for row, (inp, pred) in enumerate(batch):
                 sl = slice(len(inp) - len(pred), len(inp))
+                max_diff = max(max_diff, float((raw_ref[row, sl] - raw_test[row, sl]).abs().max()))
                 r, t, tgt = lp_ref[row, sl], lp_test[row, sl], torch.tensor(pred)[:, None]
                 nll_ref -= float(r.gather(1, tgt).sum())
                 nll_test -= float(t.gather(1, tgt).sum())
@@ -40,8 +42,10 @@ def compare_texts(ref, test, tokenizer, texts: list[str], *, max_len: int = 512,
                 tokens += len(pred)
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
     bpb_ref, bpb_test = nll_ref / n_bytes / math.log(2), nll_test / n_bytes / math.log(2)
+    ppl_ref, ppl_test = math.exp(nll_ref / max(tokens, 1)), math.exp(nll_test / max(tokens, 1))
     return {"bpb_ref": bpb_ref, "bpb_test": bpb_test, "delta_pct": 100 * (bpb_test / bpb_ref - 1),
-            "kl": kl / max(tokens, 1), "top1": same / max(tokens, 1), "tokens": tokens}
+            "ppl_ref": ppl_ref, "ppl_test": ppl_test, "ppl_delta_pct": 100 * (ppl_test / ppl_ref - 1),
+            "kl": kl / max(tokens, 1), "top1": same / max(tokens, 1), "max_logit_diff": max_diff, "tokens": tokens}
 
 
 def compare_languages(ref, test, tokenizer, texts_by_lang: dict[str, list[str]], **kwargs) -> dict[str, dict]:

@@ -6,6 +6,8 @@ tokenizer. Other stages must still read ids from the tokenizer (`tok.eos_token_i
 
 from __future__ import annotations
 
+import re
+
 EOS = "<|endoftext|>"          # document boundary; eos_token and bos_token
 PAD = "<|pad|>"
 IM_START = "<|im_start|>"      # ChatML turn start; the role (system/user/assistant/tool) follows as text
@@ -69,3 +71,12 @@ CHAT_TEMPLATE = """\
 {%- endfor %}
 {%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}
 """
+
+_GENERATION_TAG = re.compile(r"\{%(-?)\s*(end)?generation\s*(-?)%\}")
+
+
+def inference_template(template: str) -> str:
+    """`template` with each `{% generation %}` / `{% endgeneration %}` turned into `{% if true %}` /
+    `{% endif %}`: the same text, whitespace control included, for Jinja engines without transformers'
+    generation extension (llama-cpp-python's chat formatter, Ollama); llama.cpp itself parses both."""
+    return _GENERATION_TAG.sub(lambda m: "{%" + m[1] + (" endif " if m[2] else " if true ") + m[3] + "%}", template)

@@ -1,0 +1,66 @@
+"""Checks every GGUF export runs: llama.cpp tokenizes exactly as transformers does, the f32 file computes our
+logits, and each quantized file's distance from the f32 one (llama.cpp's `perplexity --kl-divergence` numbers).
+
+llama.cpp's own pre-tokenizer check text has no Kazakh letters; PARITY_SAMPLES is ours.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PARITY_SAMPLES = [
+    "Қазақстан Республикасы: әғқңөұүһі ӘҒҚҢӨҰҮҺІ",
+    "Сәлем, әлем! Привет, мир! Hello, world!",
+    "Qazaqstan Respublikasy — Қазақстан Республикасы — Республика Казахстан",
+    "1 12 123 1234 12345 1234567 3.14 2026-12-04 1 000 000 ₸ 50%",
+    "🚀 😶\u200d🌫️ 🇰🇿 ✅🦙🦙 (эмодзи) 👍🏽",
+    "a  b\t\tc\n\n\n d   \n \n\n   e\r\nf",
+    "   leading and trailing spaces   ",
+    "I've been 'told he's there, 'RE you sure? 'M not sure I'll make it, 'D you like some tea? We'Ve a'lL",
+    "Мен'мын қазақпын — «тырнақша» (жақша) [квадрат] {фигура} ...!!! ???",
+    "Қaзaқ тiлi: Latin homoglyphs inside Cyrillic; ёЁ ъ ь; soft\u00adhyphen; no\u00a0break space",
+    "<|im_start|>user\nСәлем! Қалайсың?<|im_end|>\n<|im_start|>assistant\nЖақсы.<|im_end|>\n",
+    "<tool_call>\n{\"name\": \"convert\", \"arguments\": {\"amount\": 100, \"from\": \"KZT\"}}\n</tool_call>",
+    "日本語と中文 — and Ελληνικά, עברית, العربية",
+    "",
+]
+
+
+def token_parity(llm, tokenizer, texts: list[str]) -> dict:
+    """{lines, identical, first_mismatch}: llama.cpp's ids vs `tokenizer(text, add_special_tokens=False)`."""
+    from qazlm.gguf.llamacpp import tokenize
+
+    identical, first = 0, None
+    for text in texts:
+        ours = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        theirs = tokenize(llm, text)
+        if ours == theirs:
+            identical += 1
+        elif first is None:
+            at = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+            first = {"text": text[:200], "position": at, "ours": ours[at:at + 8], "llama_cpp": theirs[at:at + 8]}
+    return {"lines": len(texts), "identical": identical, "first_mismatch": first}
+
+
+def special_tokens(llm, tokenizer) -> dict:
+    """The ids llama.cpp will use to start, stop and pad, next to transformers' (they must agree)."""
+    from qazlm.tokenizer.special_tokens import IM_END
+
+    meta = llm.metadata
+    found = {name: int(meta[f"tokenizer.ggml.{name}_token_id"]) if f"tokenizer.ggml.{name}_token_id" in meta
+             else None for name in ("bos", "eos", "eot", "padding")}
+    expected = {"bos": tokenizer.bos_token_id, "eos": tokenizer.eos_token_id,
+                "eot": tokenizer.get_vocab().get(IM_END), "padding": tokenizer.pad_token_id}
+    return {"gguf": found, "transformers": expected,
+            "add_bos_token": meta.get("tokenizer.ggml.add_bos_token"), "pre_tokenizer": meta.get("tokenizer.ggml.pre"),
+            "chat_template": "tokenizer.chat_template" in meta}
+
+
+def tensor_types(path: Path) -> dict[str, int]:
+    """How many tensors of each type the file stores (k-quants fall back where rows are not 256-multiples)."""
+    from gguf import GGUFReader
+
+    counts: dict[str, int] = {}
+    for tensor in GGUFReader(str(path)).tensors:
+        counts[tensor.tensor_type.name] = counts.get(tensor.tensor_type.name, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))

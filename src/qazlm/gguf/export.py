@@ -1,0 +1,211 @@
+"""`qazlm export gguf`: a model folder -> GGUF files for llama.cpp / Ollama, checked against the source.
+
+llama.cpp's own tools do the work: `convert_hf_to_gguf.py` writes the f32 file (our folders go through
+`qazlm export hf` first, so the converter sees the transformers model the export defines) and
+`llama_model_quantize` (llama-quantize) makes every other type from it. qazlm adds what the converter cannot
+know (the pre-tokenizer of our tokenizers, qazlm.gguf.vocab) and checks each run: token ids, special ids,
+f32 logits against the source, and each type's perplexity change, KL and same-top-token rate against f32.
+
+OUT holds NAME-F16.gguf, NAME-Q8_0.gguf, ... (the requested types), gguf_report.json and gguf_report.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from qazlm.errors import QazlmError
+from qazlm.gguf.config import TYPES, GGUFConfig
+
+STAGE = "gguf"
+REPORT = "gguf_report.json"
+REPORT_MD = "gguf_report.md"
+ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
+
+
+def file_name(stem: str, type_name: str) -> str:
+    return f"{stem}-{type_name.upper()}.gguf"
+
+
+def default_stem(model: Path) -> str:
+    """`runs/tiny/sft/final` -> `tiny-sft`; any other folder -> its name."""
+    model = model.resolve()
+    return f"{model.parent.parent.name}-{model.parent.name}" if model.name == "final" else model.name
+
+
+def check_source(hf_dir: Path) -> None:
+    """One line for a folder the converter must not see: no tokenizer, a foreign architecture, torchao weights."""
+    from qazlm.model.hf import read_hf_config
+
+    config = read_hf_config(hf_dir)
+    if not (hf_dir / "tokenizer.json").is_file():
+        raise QazlmError(f"{hf_dir}: no tokenizer.json beside the weights; a GGUF file carries its tokenizer, so "
+                         "copy the tokenizer files into the model folder")
+    arch = (config.get("architectures") or ["(none)"])[0]
+    if arch not in ARCHITECTURES:
+        raise QazlmError(f"{hf_dir}: architecture {arch} is not supported for GGUF export; qazlm exports "
+                         f"{', '.join(ARCHITECTURES)} (the families its token and logit checks cover)")
+    if config.get("quantization_config"):
+        raise QazlmError(f"{hf_dir}: holds quantized weights ({config['quantization_config'].get('quant_method')}); "
+                         "export its fp32 parent (qazlm_lineage.json names it) and pick a GGUF --type instead")
+
+
+def run_gguf(cfg: GGUFConfig, force: bool = False, log=print) -> dict:
+    """Export `cfg.model` into `cfg.out_dir` (one run per folder; a rerun with the same config and parent
+    weights is skipped, a changed one rebuilt)."""
+    from qazlm.io import clean_temp
+    from qazlm.runs import config_changes, output_lock, read_record, write_record
+
+    out = Path(cfg.out_dir)
+    if out.exists() and not out.is_dir():
+        raise QazlmError(f"{out}: exists and is not a folder; choose another -o")
+    with output_lock(out, STAGE):
+        clean_temp(out)
+        wanted, done = record(cfg), read_record(out)
+        stem = cfg.name or default_stem(Path(cfg.model))
+        complete = (out / REPORT).is_file() and all((out / file_name(stem, t)).is_file() for t in cfg.types)
+        if done == wanted and complete and not force:
+            log(f"gguf: {out} is up to date (same config); skipping (--force to redo)")
+            return json.loads((out / REPORT).read_text(encoding="utf-8"))
+        if done is not None and done != wanted:
+            log(f"gguf: settings changed ({'; '.join(config_changes(done, wanted)[:3])}); rebuilding {out}")
+        (out / "qazlm_stage.json").unlink(missing_ok=True)
+        report = export(cfg, out, stem, log)
+        write_record(out, STAGE, wanted)
+    return report
+
+
+def record(cfg: GGUFConfig) -> dict:
+    from qazlm.gguf.converter import llama_cpp_version
+    from qazlm.infer.loading import model_kind
+    from qazlm.model.io import weights_sha256
+
+    return {**json.loads(json.dumps(dataclasses.asdict(cfg))), "llama_cpp": llama_cpp_version(),
+            "parent_sha256": weights_sha256(cfg.model, model_kind(cfg.model))}
+
+
+def export(cfg: GGUFConfig, out: Path, stem: str, log) -> dict:
+    from qazlm.gguf import vocab
+    from qazlm.gguf.converter import llama_cpp_version, require_converter, run_converter
+    from qazlm.gguf.llamacpp import quantize
+    from qazlm.infer.loading import model_kind
+    from qazlm.io import TMP_PREFIX
+    from qazlm.model.hf import export_hf
+
+    model = Path(cfg.model)
+    kind = model_kind(model)
+    require_converter()
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=out, prefix=TMP_PREFIX) as scratch:
+        scratch = Path(scratch)
+        hf_dir = model if kind == "hf" else export_hf(model, scratch / "hf")
+        check_source(hf_dir)
+        f32 = scratch / file_name(stem, "f32")
+        log(f"gguf: converting {model} with llama.cpp's convert_hf_to_gguf.py")
+        run_converter(hf_dir, f32, vocab.overrides(hf_dir, ours=kind == "qazlm"))
+        files = {"f32": f32}
+        for type_name in cfg.types:
+            if type_name != "f32":
+                log(f"gguf: quantizing to {type_name} with llama.cpp")
+                files[type_name] = scratch / file_name(stem, type_name)
+                quantize(f32, files[type_name], type_name)
+        log("gguf: checking token ids, logits and quality against the source")
+        report = {"model": str(model.resolve()), "model_kind": kind, "llama_cpp": llama_cpp_version(),
+                  **checks(hf_dir, files, cfg.check_sentences)}
+        report["files"] = {t: info for t, info in report["files"].items() if t in cfg.types}
+        publish(scratch, out, [files[t].name for t in cfg.types])
+    report["seconds"] = time.perf_counter() - t0
+    write_reports(out, report)
+    log(summary(report, out))
+    return report
+
+
+def checks(hf_dir: Path, files: dict[str, Path], sentences: int) -> dict:
+    import transformers
+
+    from qazlm.gguf.check import PARITY_SAMPLES, special_tokens, tensor_types, token_parity
+    from qazlm.gguf.llamacpp import Scorer, open_gguf
+    from qazlm.infer.loading import load_tokenizer
+    from qazlm.quantize.compare import compare_languages
+    from qazlm.quantize.quantize import check_texts, load_fp32
+
+    transformers.logging.disable_progress_bar()
+    tok = load_tokenizer(hf_dir)
+    texts = check_texts(sentences) if sentences else {}
+    source = load_fp32(hf_dir)
+    params = sum(p.numel() for p in source.parameters())
+    with open_gguf(files["f32"]) as f32:
+        parity = {"samples": token_parity(f32, tok, PARITY_SAMPLES),
+                  **{lang: token_parity(f32, tok, lines) for lang, lines in texts.items()}}
+        result = {"parity": parity, "special_tokens": special_tokens(f32, tok),
+                  "f32_vs_source": compare_languages(source, Scorer(f32), tok, texts), "quality": {}}
+        for type_name, path in files.items():
+            if type_name != "f32":
+                with open_gguf(path) as quantized:
+                    result["quality"][type_name] = compare_languages(Scorer(f32), Scorer(quantized), tok, texts)
+    result["files"] = {t: {"file": p.name, "bytes": p.stat().st_size, "what": TYPES[t],
+                           "bits_per_weight": 8 * p.stat().st_size / params, "tensor_types": tensor_types(p)}
+                       for t, p in files.items()}
+    result["params"] = params
+    return result
+
+
+def publish(scratch: Path, out: Path, names: list[str]) -> None:
+    """Move the new files into OUT (each rename atomic) and drop GGUF files of types no longer requested."""
+    from qazlm.io import current_umask, fsync_dir
+
+    for old in out.glob("*.gguf"):
+        if old.name not in names:
+            old.unlink()
+    for name in names:
+        os.chmod(scratch / name, 0o666 & ~current_umask())  # like every file atomic_dir writes
+        os.replace(scratch / name, out / name)
+    fsync_dir(out)
+
+
+def write_reports(out: Path, report: dict) -> None:
+    from qazlm.io import write_json, write_text
+
+    write_json(out / REPORT, report)
+    write_text(out / REPORT_MD, markdown(report))
+
+
+def markdown(report: dict) -> str:
+    langs = list(report["f32_vs_source"])
+    lines = [f"# GGUF export of `{report['model']}`", "",
+             f"llama.cpp {report['llama_cpp']} (llama-cpp-python); pre-tokenizer "
+             f"`{report['special_tokens']['pre_tokenizer']}`.", "", "## Token ids (llama.cpp vs transformers)", "",
+             "| text set | lines | identical |", "|---|---:|---:|"]
+    lines += [f"| {name} | {p['lines']} | {p['identical']} |" for name, p in report["parity"].items()]
+    lines += ["", "## f32 GGUF vs the source model (fp32)", "", "| lang | max logit diff | bpb source | bpb GGUF |",
+              "|---|---:|---:|---:|"]
+    lines += [f"| {lang} | {c['max_logit_diff']:.2e} | {c['bpb_ref']:.4f} | {c['bpb_test']:.4f} |"
+              for lang, c in report["f32_vs_source"].items()]
+    lines += ["", "## Quantized files vs f32 (FLORES+ dev)", "",
+              "| type | MiB | bits/weight | "
+              + " | ".join(f"{lang} PPL Δ% | {lang} KL | {lang} same top" for lang in langs) + " |",
+              "|---|---:|---:|" + "---:|" * 3 * len(langs)]
+    for type_name, info in report["files"].items():
+        q = report["quality"].get(type_name, {})
+        cells = " | ".join(f"{q[lang]['ppl_delta_pct']:+.2f} | {q[lang]['kl']:.5f} | {100 * q[lang]['top1']:.1f}%"
+                           if lang in q else "ref | 0 | 100%" for lang in langs)
+        lines.append(f"| {type_name} | {info['bytes'] / 2**20:.1f} | {info['bits_per_weight']:.2f} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def summary(report: dict, out: Path) -> str:
+    parity = report["parity"]
+    same, total = sum(p["identical"] for p in parity.values()), sum(p["lines"] for p in parity.values())
+    diff = max((c["max_logit_diff"] for c in report["f32_vs_source"].values()), default=float("nan"))
+    lines = [f"gguf: {', '.join(report['files'])} -> {out} ({report['seconds']:.1f} s); token ids identical on "
+             f"{same}/{total} texts; f32 max logit diff {diff:.1e}"]
+    for type_name, by_lang in report["quality"].items():
+        if type_name in report["files"]:
+            lines.append(f"  {type_name}: " + ", ".join(
+                f"{lang} PPL {c['ppl_delta_pct']:+.2f}% KL {c['kl']:.4f} top {100 * c['top1']:.1f}%"
+                for lang, c in by_lang.items()))
+    return "\n".join(lines)

@@ -1,0 +1,32 @@
+"""Pipeline stage `[gguf]`: `<run>/sft/final` (else `<run>/pretrain/final`) -> `<run>/gguf/*.gguf` with
+`qazlm export gguf`'s own code (same lock, skip and record rules).
+
+Every key of `qazlm export gguf` is allowed in the table; `model` defaults to the run's chat model when it
+exists, else the base model (GGUF files are quantized by llama.cpp itself, so the fp32 model is the source,
+not the torchao one); `out_dir` is fixed by the run layout.
+"""
+
+from __future__ import annotations
+
+from qazlm.config import from_dict
+from qazlm.errors import QazlmError
+from qazlm.gguf.config import GGUFConfig
+
+STAGE = "gguf"
+
+
+def stage_config(section: dict, ctx) -> GGUFConfig:
+    if "out_dir" in section:
+        raise QazlmError(f"{ctx.recipe_path}[gguf] out_dir: not settable in a recipe; the stage always writes "
+                         f"{ctx.stage_dir(STAGE)} (use `qazlm export gguf MODEL -o OUT` for another folder)")
+    chat = ctx.stage_dir("sft") / "final"
+    parent = chat if chat.is_dir() else ctx.stage_dir("pretrain") / "final"
+    data = {"model": str(parent), "name": ctx.run.name, **section,
+            "out_dir": str(ctx.stage_dir(STAGE))}
+    return from_dict(GGUFConfig, data, f"{ctx.recipe_path}[gguf]")
+
+
+def run_stage(section: dict, ctx) -> None:
+    from qazlm.gguf.export import run_gguf
+
+    run_gguf(stage_config(section, ctx), force=ctx.force)
