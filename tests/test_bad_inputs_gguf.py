@@ -65,3 +65,14 @@ def test_missing_converter_is_one_line(folders, tmp_path, capfd, monkeypatch):
     monkeypatch.setenv("QAZLM_LLAMA_CPP_CONVERTER", str(tmp_path / "nowhere"))
     assert_one_line_error(["export", "gguf", folders / "ours", "-o", tmp_path / "out", "--check-sentences", "0"],
                           capfd, match=r"nowhere: llama.cpp's converter is not installed there; run `make venv`")
+
+
+def test_a_broken_gguf_file_is_one_error(tmp_path):
+    from qazlm.errors import QazlmError
+    from qazlm.gguf.llamacpp import open_gguf
+
+    broken = tmp_path / "half.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 60)  # the magic, then nothing a loader can use (a cut download)
+    with pytest.raises(QazlmError, match=r"half.gguf: llama.cpp cannot load it .*complete GGUF file"):
+        with open_gguf(broken, vocab_only=True):
+            pass

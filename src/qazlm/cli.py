@@ -23,6 +23,7 @@ STAGE_CLIS = (
     "qazlm.data.cli",        # data prepare|report
     "qazlm.train.cli",       # pretrain, plot
     "qazlm.model.cli",       # export hf, import
+    "qazlm.gguf.cli",        # export gguf (a format under `export`)
     "qazlm.eval.cli",        # eval
     "qazlm.infer.cli",       # generate
     "qazlm.sft.cli",         # sft-data, sft
@@ -52,6 +53,11 @@ def add_config_flags(parser, table: str, force_help: str) -> None:
     parser.add_argument("--config", default=None, help=f"TOML file with a [{table}] table")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help=f"override any [{table}] key")
     parser.add_argument("--force", action="store_true", help=force_help)
+
+
+def subcommands(parser: argparse.ArgumentParser):
+    """The subparsers action of `parser` (e.g. `qazlm export`), so a later stage adds its own verb to it."""
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
 
 
 def build_parser() -> argparse.ArgumentParser:

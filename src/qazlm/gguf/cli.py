@@ -38,12 +38,12 @@ def _run(args) -> int:
     return 0
 
 
-def register(export_sub) -> None:
-    """`gguf` under `qazlm export` (beside `hf`)."""
-    from qazlm.cli import HelpFormatter, add_config_flags
+def register(sub) -> None:
+    """`gguf` under `qazlm export` (which qazlm.model.cli creates, beside `hf`)."""
+    from qazlm.cli import HelpFormatter, add_config_flags, subcommands
     from qazlm.gguf.config import TYPES
 
-    p = export_sub.add_parser("gguf", help="to GGUF files for llama.cpp / Ollama (f32 ... q4_0)",
+    p = subcommands(sub.choices["export"]).add_parser("gguf", help="to GGUF files for llama.cpp / Ollama (f32 ... q4_0)",
                               formatter_class=HelpFormatter, description=__doc__, epilog=EPILOG)
     p.add_argument("model", nargs="?", default=None, help="model folder: ours (qazlm_model.json) or Hugging Face")
     p.add_argument("-o", "--out-dir", default=None, help="output folder (default: runs/gguf)")

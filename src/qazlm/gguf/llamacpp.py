@@ -38,12 +38,15 @@ def open_gguf(path: Path, *, n_ctx: int = 512, vocab_only: bool = False, logits_
     """A llama_cpp.Llama over `path` (quiet; f32 KV cache; closed on exit); an unreadable file is one line."""
     llama_cpp = quiet_llama_cpp()
 
-    try:
-        llm = llama_cpp.Llama(str(path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, vocab_only=vocab_only,
-                              logits_all=logits_all, n_threads=threads(), n_threads_batch=threads(),
-                              type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32, verbose=False)
-    except (ValueError, RuntimeError) as e:
-        raise QazlmError(f"{path}: llama.cpp cannot load it ({e})") from None
+    with tempfile.TemporaryFile() as log, native_stderr(log):  # loader notes (e.g. n_ctx vs training) stay quiet
+        try:
+            llm = llama_cpp.Llama(str(path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, vocab_only=vocab_only,
+                                  logits_all=logits_all, n_threads=threads(), n_threads_batch=threads(),
+                                  type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32, verbose=False)
+        except (ValueError, RuntimeError) as e:
+            llm, error = None, e
+    if llm is None:
+        raise QazlmError(f"{path}: llama.cpp cannot load it ({error}); is it a complete GGUF file?")
     try:
         yield llm
     finally:

