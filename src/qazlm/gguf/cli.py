@@ -43,8 +43,9 @@ def register(sub) -> None:
     from qazlm.cli import HelpFormatter, add_config_flags, subcommands
     from qazlm.gguf.config import TYPES
 
-    p = subcommands(sub.choices["export"]).add_parser("gguf", help="to GGUF files for llama.cpp / Ollama (f32 ... q4_0)",
-                              formatter_class=HelpFormatter, description=__doc__, epilog=EPILOG)
+    p = subcommands(sub.choices["export"]).add_parser(
+        "gguf", help="to GGUF files for llama.cpp / Ollama (f32 ... q4_0)", formatter_class=HelpFormatter,
+        description=__doc__, epilog=EPILOG)
     p.add_argument("model", nargs="?", default=None, help="model folder: ours (qazlm_model.json) or Hugging Face")
     p.add_argument("-o", "--out-dir", default=None, help="output folder (default: runs/gguf)")
     p.add_argument("--type", dest="types", action="append", default=None,
