@@ -23,10 +23,12 @@ def chat_template_of(tokenizer) -> str:
     return template or CHAT_TEMPLATE
 
 
-def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = True) -> str:
-    """`messages` ([{"role", "content"}, ...]) as prompt text, ending with an open assistant turn."""
-    return tokenizer.apply_chat_template(messages, chat_template=chat_template_of(tokenizer), tokenize=False,
-                                         add_generation_prompt=add_generation_prompt)
+def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = True,
+                tools: list[dict] | None = None) -> str:
+    """`messages` ([{"role", "content"}, ...]) as prompt text, ending with an open assistant turn; `tools`
+    (OpenAI function definitions) go into the system turn."""
+    return tokenizer.apply_chat_template(messages, tools=tools or None, chat_template=chat_template_of(tokenizer),
+                                         tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
 def assistant_mask(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> tuple[list[int], list[int]]:
@@ -51,7 +53,7 @@ def assistant_mask(tokenizer, messages: list[dict], tools: list[dict] | None = N
     return ids, mask
 
 
-def format_chat(tokenizer, prompt: str, system: str | None = None) -> str:
-    """One user prompt (and an optional system message) as a chat prompt."""
+def format_chat(tokenizer, prompt: str, system: str | None = None, tools: list[dict] | None = None) -> str:
+    """One user prompt (and an optional system message and tools) as a chat prompt."""
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    return render_chat(tokenizer, messages)
+    return render_chat(tokenizer, messages, tools=tools)

@@ -16,7 +16,28 @@ GENERATE_EPILOG = """examples:
   qazlm generate /models/Qwen3-0.6B "Сәлем! Қалың қалай?" --chat --stream --temperature 0.7 --top-p 0.9
   qazlm generate runs/tiny/pretrain/final --prompts-file prompts.txt --stop "\\n" --json
   qazlm generate runs/small/pretrain/final --prompts-file prompts.txt --max-new-tokens 512 --compile
+  qazlm generate runs/tiny/sft/final "Алматы туралы JSON" --chat --json-schema '{"type": "object",
+      "properties": {"city": {"type": "string"}, "population": {"type": "integer"}}, "required": ["city"]}'
+  qazlm generate runs/tiny/sft/final "1000 теңге долларға" --chat --tools tools.json   # -> tool_calls JSON
 """
+
+
+def read_json_arg(value: str | None, flag: str):
+    """A JSON value given inline or as a file path; one line when it is neither."""
+    if value is None:
+        return None
+    from pathlib import Path
+
+    text = value
+    if not value.lstrip().startswith(("{", "[")):
+        try:
+            text = Path(value).read_text(encoding="utf-8")
+        except OSError as e:
+            raise QazlmError(f"{flag} {value}: neither inline JSON nor a readable file ({e.strerror})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise QazlmError(f"{flag} {value[:60]}: not valid JSON ({e.msg}, line {e.lineno} column {e.colno})") from None
 
 
 def _read_prompts(args) -> list[str]:
@@ -38,6 +59,15 @@ def _cmd_generate(args) -> int:
     SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                    top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop=stop)  # bad values: one line
     prompts = _read_prompts(args)
+    schema, tools = read_json_arg(args.json_schema, "--json-schema"), read_json_arg(args.tools, "--tools")
+    if tools is not None:
+        from qazlm.infer.tools import check_tools
+
+        check_tools(tools, "--tools")
+        if not args.chat:
+            raise QazlmError("generate: --tools needs --chat (the tools are rendered into the chat's system turn)")
+    if schema is not None and not isinstance(schema, dict):
+        raise QazlmError("--json-schema: expected a JSON object (a JSON Schema)")
     from qazlm.infer.engine import generate, is_hf_model, unwrap
     from qazlm.infer.loading import load_model
 
@@ -60,7 +90,11 @@ def _cmd_generate(args) -> int:
                          temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                          repetition_penalty=args.repetition_penalty, stop=stop, stop_token_ids=args.stop_token or [],
                          seed=args.seed, chat=args.chat, system=args.system, device=args.device, stream=stream,
-                         compile=args.compile)
+                         compile=args.compile, json_schema=schema, tools=tools)
+        if tools is not None:
+            from qazlm.infer.tools import parse_tool_calls
+
+            texts = [json.dumps(vars(parse_tool_calls(t, tools)), ensure_ascii=False) for t in texts]
         outputs += texts
         if stream:
             sys.stdout.write("\n")
@@ -79,7 +113,8 @@ def register(sub) -> None:
     g = sub.add_parser("generate", help="generate text from a model folder (ours or Hugging Face)",
                        formatter_class=HelpFormatter, epilog=GENERATE_EPILOG,
                        description="Generate continuations with a KV cache: greedy or sampled (temperature, top-k, "
-                                   "top-p), repetition penalty, stop strings/tokens, batches, streaming, chat template.")
+                                   "top-p), repetition penalty, stop strings/tokens, batches, streaming, chat "
+                                   "template, JSON-schema and tool-call constrained decoding.")
     g.add_argument("model", help="model folder: qazlm (qazlm_model.json) or Hugging Face (config.json)")
     g.add_argument("prompts", nargs="*", help="prompt texts")
     g.add_argument("--prompts-file", help="file with one prompt per line (.txt/.gz) or {\"text\": ...} lines (.jsonl)")
@@ -97,6 +132,11 @@ def register(sub) -> None:
     g.add_argument("--batch-size", type=int, default=8)
     g.add_argument("--tokenizer", help="tokenizer folder if the model folder has none")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--json-schema", metavar="JSON|FILE",
+                   help="constrained decoding: the output is JSON valid for this schema (outlines-core grammar)")
+    g.add_argument("--tools", metavar="JSON|FILE",
+                   help="OpenAI tool definitions (a JSON list); with --chat the output is forced to be tool calls, "
+                        "printed as {content, tool_calls, errors}")
     g.add_argument("--device", default="cpu")
     g.add_argument("--compile", action="store_true",
                    help="compile the decode step (qazlm models): faster per token after a one-off compile "

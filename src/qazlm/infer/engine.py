@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from qazlm.errors import QazlmError
 from qazlm.infer.chat import format_chat
 from qazlm.infer.sampling import SamplingParams, pick_next
+from qazlm.infer.tools import decode_for_tools
 from qazlm.tokenizer.special_tokens import IM_END
 
 # What training samples and the eval report show a model (one prompt list per language; training uses the first).
@@ -126,10 +127,11 @@ def stop_ids_for(tokenizer, params: SamplingParams) -> list[int]:
 def generate_ids(model, prompt_ids: list[list[int]], params: SamplingParams, *, pad_id: int = 0,
                  stop_token_ids: Sequence[int] = (), device: str = "cpu",
                  on_step: Callable[[list[int], list[int]], bool] | None = None,
-                 compile: bool = False) -> list[list[int]]:
+                 compile: bool = False, constraint=None) -> list[list[int]]:
     """Core loop: new token ids per prompt (stop token excluded). `on_step(rows, tokens)` may return True
     to finish a row early (used for stop strings and streaming). `compile`: see `Decoder.compile` (our
-    models only; worth it for long generations or many calls in one process)."""
+    models only; worth it for long generations or many calls in one process). `constraint`: a
+    `qazlm.infer.constrain.Constraint` that masks what each row may emit next."""
     import torch
 
     batch, longest = len(prompt_ids), max(len(p) for p in prompt_ids)
@@ -159,9 +161,13 @@ def generate_ids(model, prompt_ids: list[list[int]], params: SamplingParams, *, 
         with torch.inference_mode():
             logits = step(ids, mask)
             for t in range(params.max_new_tokens):
+                if constraint is not None:
+                    logits = constraint.mask(logits.float())
                 nxt = pick_next(logits, seen, params, generator)
                 is_stop = torch.isin(nxt, stops)
                 live = ~done & ~is_stop
+                if constraint is not None:
+                    constraint.advance(live.nonzero().flatten().tolist(), nxt[live].tolist())
                 out[:, t] = nxt
                 lengths += live.long()
                 done |= is_stop
@@ -188,19 +194,22 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 128, te
              stop: Sequence[str] = (), stop_token_ids: Sequence[int] = (), seed: int = 0, chat: bool = False,
              system: str | None = None, add_bos: bool = True, device: str = "cpu",
              max_prompt_tokens: int | None = None, stream: Callable[[int, str], None] | None = None,
-             compile: bool = False) -> list[str]:
+             compile: bool = False, json_schema: dict | None = None, tools: list[dict] | None = None,
+             parallel_tool_calls: bool = True) -> list[str]:
     """Generate a continuation for each prompt (the prompt itself is not repeated).
 
     Stops at EOS (and `<|im_end|>`), any `stop_token_ids`, any `stop` string (cut off before it), or after
     `max_new_tokens`. `stream(row, text_delta)` receives text as it is produced. `max_prompt_tokens` keeps
-    only the last tokens of longer prompts.
+    only the last tokens of longer prompts. `json_schema`: the reply must be JSON valid for it; `tools`: the
+    reply must be one `<tool_call>` block calling one of them, or several with `parallel_tool_calls`
+    (constrained decoding; the text keeps its `<tool_call>` markers, for `qazlm.infer.tools.parse_tool_calls`).
     """
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                             repetition_penalty=repetition_penalty, stop=list(stop),
                             stop_token_ids=list(stop_token_ids), seed=seed)
     if not prompts:
         return []
-    texts = [format_chat(tokenizer, p, system) for p in prompts] if chat else list(prompts)
+    texts = [format_chat(tokenizer, p, system, tools) for p in prompts] if chat else list(prompts)
     prompt_ids = encode_prompts(tokenizer, texts, add_bos=add_bos and not chat)
     if max_prompt_tokens:  # keep the end of an over-long prompt: it is what the continuation depends on
         prompt_ids = [p[-max_prompt_tokens:] for p in prompt_ids]
@@ -228,11 +237,13 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 128, te
         return finished
 
     need_hook = bool(params.stop) or stream is not None
-    ids = generate_ids(model, prompt_ids, params, pad_id=pad, stop_token_ids=stop_ids_for(tokenizer, params),
-                       device=device, on_step=on_step if need_hook else None, compile=compile)
+    stop_ids = stop_ids_for(tokenizer, params)
+    constraint = make_constraint(tokenizer, json_schema, tools, stop_ids, chat, len(prompt_ids), parallel_tool_calls)
+    ids = generate_ids(model, prompt_ids, params, pad_id=pad, stop_token_ids=stop_ids,
+                       device=device, on_step=on_step if need_hook else None, compile=compile, constraint=constraint)
     results = []
     for r, row in enumerate(ids):
-        text = tokenizer.decode(row, skip_special_tokens=True)
+        text = decode_for_tools(tokenizer, row) if tools else tokenizer.decode(row, skip_special_tokens=True)
         cut = [text.find(s) for s in params.stop if s in text]
         if cut:
             text = text[:min(cut)]
@@ -240,3 +251,17 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 128, te
             stream(r, text[shown[r]:])
         results.append(text)
     return results
+
+
+def make_constraint(tokenizer, json_schema, tools, stop_ids: list[int], chat: bool, rows: int, parallel: bool = True):
+    """The grammar a reply must follow (None: free text); it ends with `<|im_end|>` in a chat, else EOS."""
+    if json_schema is None and not tools:
+        return None
+    if json_schema is not None and tools:
+        raise QazlmError("generate: give a JSON schema or tools to call, not both")
+    from qazlm.infer.constrain import Constraint, schema_regex, tool_call_regex
+
+    end = tokenizer.convert_tokens_to_ids(IM_END) if chat and IM_END in tokenizer.get_vocab() else None
+    stop = end if end is not None else (tokenizer.eos_token_id if tokenizer.eos_token_id is not None else stop_ids[0])
+    regex = tool_call_regex(tools, parallel) if tools else schema_regex(json_schema)
+    return Constraint(tokenizer, regex, int(stop), rows)

@@ -1,0 +1,158 @@
+"""Tool calls: definitions checked, model text (whole or streamed) -> OpenAI `tool_calls`, the chat template's
+rendering read back (dict and string arguments, never double-encoded), and constrained decoding through
+outlines-core: random models forced to emit schema-valid JSON and valid calls."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from qazlm.errors import QazlmError  # noqa: E402
+from qazlm.infer.tools import ToolCallStream, check_tools, parse_tool_calls  # noqa: E402
+
+CONVERT = {"type": "function", "function": {
+    "name": "convert_currency", "description": "Convert an amount between KZT, USD, RUB and EUR",
+    "parameters": {"type": "object", "properties": {
+        "amount": {"type": "number", "minimum": 0}, "from": {"type": "string", "enum": ["KZT", "USD", "RUB", "EUR"]},
+        "to": {"type": "string", "enum": ["KZT", "USD", "RUB", "EUR"]}}, "required": ["amount", "from", "to"]}}}
+WEATHER = {"type": "function", "function": {
+    "name": "weather", "description": "Weather now in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 24}},
+                   "required": ["city"]}}}
+TOOLS = [CONVERT, WEATHER]
+TEXT = ('Қазір есептеймін.\n<tool_call>\n{"name": "convert_currency", "arguments": {"amount": 1000, "from": "KZT", '
+        '"to": "USD"}}\n</tool_call>\n<tool_call>\n{"name": "weather", "arguments": {"city": "Алматы"}}\n</tool_call>')
+
+
+def test_parse_content_and_parallel_calls():
+    reply = parse_tool_calls(TEXT, TOOLS)
+    assert reply.content == "Қазір есептеймін." and reply.errors == []
+    assert reply.tool_calls == [
+        {"id": "call_0", "type": "function", "function": {
+            "name": "convert_currency", "arguments": '{"amount": 1000, "from": "KZT", "to": "USD"}'}},
+        {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Алматы"}'}}]
+
+
+@pytest.mark.parametrize("block, why", [
+    ('{"name": "weather", "arguments": {"city": "Алматы"', "not JSON"),
+    ('{"name": "stock_price", "arguments": {}}', "unknown function 'stock_price'"),
+    ('{"name": "weather", "arguments": {"town": "Астана"}}', "'city' is a required property"),
+    ('{"name": "convert_currency", "arguments": {"amount": -5, "from": "KZT", "to": "USD"}}', "less than the minimum"),
+    ('{"name": "weather", "arguments": "city=Almaty"}', "string that is not JSON"),
+    ('["weather"]', 'not an object with a "name"'),
+])
+def test_invalid_calls_are_reported_with_the_reason(block, why):
+    reply = parse_tool_calls(f"<tool_call>\n{block}\n</tool_call>", TOOLS)
+    assert reply.tool_calls == [] and len(reply.errors) == 1 and why in reply.errors[0]
+
+
+def test_string_arguments_are_decoded_once_and_a_cut_block_is_an_error():
+    reply = parse_tool_calls('<tool_call>\n{"name": "weather", "arguments": "{\\"city\\": \\"Астана\\"}"}\n'
+                             '</tool_call>', TOOLS)
+    assert json.loads(reply.tool_calls[0]["function"]["arguments"]) == {"city": "Астана"}
+    cut = parse_tool_calls('Жарайды <tool_call>\n{"name": "weather", "argum', TOOLS)
+    assert cut.content == "Жарайды" and cut.tool_calls == [] and "cut off" in cut.errors[0]
+
+
+def test_streamed_pieces_give_the_same_result_and_hold_back_a_partial_marker():
+    stream, events = ToolCallStream(TOOLS), []
+    for ch in TEXT:  # one character at a time, as a server's stream may deliver it
+        events += stream.feed(ch)
+    events += stream.finish()
+    assert "".join(e.get("content", "") for e in events).strip() == "Қазір есептеймін."
+    assert [e["tool_call"] for e in events if "tool_call" in e] == parse_tool_calls(TEXT, TOOLS).tool_calls
+    s = ToolCallStream(TOOLS)
+    assert s.feed("Сәлем <tool_c") == [{"content": "Сәлем "}]   # "<tool_c" may become a marker: held back
+    assert s.feed("ontinue") == [{"content": "<tool_continue"}]  # it did not
+    assert s.finish() == []
+
+
+def test_tool_definitions_are_checked():
+    assert set(check_tools(TOOLS)) == {"convert_currency", "weather"}
+    with pytest.raises(QazlmError, match=r"tools\[0\] \(f\): parameters is not a valid JSON Schema"):
+        check_tools([{"type": "function", "function": {"name": "f", "parameters": {"type": "objekt"}}}])
+    with pytest.raises(QazlmError, match=r"tools\[1\]: a tool needs a function name"):
+        check_tools([WEATHER, {"type": "function", "function": {"parameters": {}}}])
+    with pytest.raises(QazlmError, match="two tools are named 'weather'"):
+        check_tools([WEATHER, WEATHER])
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory, corpus):
+    from transformers import AutoTokenizer
+
+    from qazlm.tokenizer.train import TokenizerTrainConfig, train_tokenizer
+
+    out = tmp_path_factory.mktemp("tools_tok")
+    train_tokenizer(TokenizerTrainConfig(inputs=[str(corpus)], vocab_size=800), out, show_progress=False)
+    return AutoTokenizer.from_pretrained(out)
+
+
+@pytest.mark.parametrize("arguments", [{"city": "Алматы"}, '{"city": "Алматы"}'], ids=["dict", "string"])
+def test_template_rendering_reads_back_as_the_same_call(tok, arguments):
+    from qazlm.infer.tools import decode_for_tools
+
+    messages = [{"role": "user", "content": "Ауа райы?"},
+                {"role": "assistant", "content": "", "tool_calls": [
+                    {"type": "function", "function": {"name": "weather", "arguments": arguments}}]}]
+    ids = tok.apply_chat_template(messages, tools=TOOLS, tokenize=True, return_dict=True)["input_ids"]
+    text = decode_for_tools(tok, ids)  # the system turn names <tool_call></tool_call> too: read the last turn
+    reply = parse_tool_calls(text[text.rindex("<|im_start|>assistant\n") + len("<|im_start|>assistant\n"):], TOOLS)
+    assert reply.errors == [] and json.loads(reply.tool_calls[0]["function"]["arguments"]) == {"city": "Алматы"}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, tok):
+    from test_eval_helpers import make_hf_folder, make_our_folder
+
+    from qazlm.infer.loading import load_model
+
+    root = tmp_path_factory.mktemp("tools_models")
+    tok.save_pretrained(root / "tok")
+    return {"ours": load_model(make_our_folder(root / "tok", root / "ours")),
+            "hf": load_model(make_hf_folder(root / "tok", root / "hf"))}
+
+
+@pytest.mark.parametrize("kind", ["ours", "hf"])
+def test_constrained_json_is_always_valid(models, kind):
+    from jsonschema import validate
+
+    from qazlm.infer.engine import generate
+
+    m = models[kind]
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12},
+                                               "population": {"type": "integer"},
+                                               "capital": {"type": "boolean"}},
+              "required": ["city", "population", "capital"]}
+    outs = generate(m.model, m.tokenizer, ["Алматы", "Астана", "Шымкент"], max_new_tokens=120, temperature=1.0,
+                    seed=3, chat=True, json_schema=schema)
+    for text in outs:  # random weights, sampled: only the grammar makes these valid
+        validate(json.loads(text), schema)
+    free = generate(m.model, m.tokenizer, ["Алматы"], max_new_tokens=30, temperature=1.0, seed=3, chat=True)
+    with pytest.raises(ValueError):
+        json.loads(free[0])
+
+
+@pytest.mark.parametrize("kind", ["ours", "hf"])
+def test_constrained_tool_calls_are_always_valid_calls(models, kind):
+    from qazlm.infer.engine import generate
+
+    m = models[kind]
+    outs = generate(m.model, m.tokenizer, ["1000 теңге долларға", "Алматыда ауа райы", "Hello"],
+                    max_new_tokens=100, temperature=1.0, seed=5, chat=True, tools=[WEATHER], parallel_tool_calls=False)
+    for text in outs:  # one call each (random weights would add parallel calls until max_new_tokens)
+        reply = parse_tool_calls(text, [WEATHER])
+        assert reply.errors == [] and len(reply.tool_calls) == 1 and reply.content == ""
+        assert text.startswith("<tool_call>\n") and text.endswith("</tool_call>")
+
+
+def test_json_schema_and_tools_together_is_an_error(models):
+    from qazlm.infer.engine import generate
+
+    m = models["ours"]
+    with pytest.raises(QazlmError, match="a JSON schema or tools to call, not both"):
+        generate(m.model, m.tokenizer, ["x"], chat=True, json_schema={"type": "object"}, tools=TOOLS)
