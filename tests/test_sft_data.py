@@ -119,8 +119,13 @@ def test_output_folder_is_complete_and_deterministic(tmp_path, corpus, capfd):
     build(tmp_path / "b", corpus, capfd, *FAST)
     for name in ("train.jsonl", "heldout.jsonl", "rejected.jsonl", "card.md"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
-    assert {"messages", "task", "lang", "source"} == set(rows[0])
-    assert all(m["role"] in ("system", "user", "assistant") for r in rows for m in r["messages"])
+    assert all({"messages", "task", "lang", "source"} <= set(r) <= {"messages", "tools", "task", "lang", "source"}
+               for r in rows)
+    assert all(("tools" in r) == r["task"].startswith("tool_") for r in rows)
+    assert all(m["role"] in ("system", "user", "assistant", "tool") for r in rows for m in r["messages"])
+    unseen = [json.loads(x) for x in (tmp_path / "a" / "tools_unseen.jsonl").read_text().splitlines()]
+    seen_names = {t["function"]["name"] for r in rows if "tools" in r for t in r["tools"]}
+    assert unseen and not seen_names & {t["function"]["name"] for r in unseen for t in r["tools"]}
     card = json.loads((tmp_path / "a" / "card.json").read_text(encoding="utf-8"))
     assert card["lang_shares"]["kk"] >= 0.4
     assert "alpaca_en" not in card["train"] and card["non_commercial_tasks"] == []

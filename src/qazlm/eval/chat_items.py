@@ -108,10 +108,11 @@ def last_turn(messages: list[dict]) -> tuple[list[dict], str]:
 
 
 def heldout_items(records: list[dict], limit: int | None) -> list[dict]:
-    """Held-out conversations but `multiturn`, the first `limit` of each task, asked for their last reply."""
+    """Held-out conversations but `multiturn` and tool use (`qazlm.eval.tools` scores those), the first `limit`
+    of each task, asked for their last reply."""
     out, per_task = [], {}
     for r in records:
-        if r["task"] == "multiturn" or per_task.get(r["task"], 0) == limit:
+        if r["task"] == "multiturn" or r.get("tools") or per_task.get(r["task"], 0) == limit:
             continue
         per_task[r["task"]] = per_task.get(r["task"], 0) + 1
         context, reference = last_turn(r["messages"])

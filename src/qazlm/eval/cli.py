@@ -11,6 +11,7 @@ EVAL_EPILOG = """examples:
   qazlm eval --list-tasks
   qazlm eval --chat --sft-data runs/tiny/sft_data runs/tiny/pretrain/final runs/tiny/sft/final -o runs/tiny/chat_eval
   qazlm eval --chat --sft-data runs/sft-data /models/Qwen2.5-0.5B-Instruct --max-new-tokens 96 --limit 50 -o chat
+  qazlm eval --tools --sft-data runs/tiny/sft_data runs/tiny/sft/final -o runs/tiny/tool_eval   # function calling
 """
 
 
@@ -60,6 +61,21 @@ def _cmd_chat_eval(args) -> int:
     return 0
 
 
+def _cmd_tool_eval(args) -> int:
+    from qazlm.eval.tools import ToolEvalSettings, evaluate_tools
+    from qazlm.runs import output_lock
+
+    if args.chat:
+        raise QazlmError("eval: --tools and --chat are separate evaluations; run them one at a time")
+    if not args.sft_data:
+        raise QazlmError("eval --tools: give --sft-data DIR (a `qazlm sft-data` folder built with the tool tasks)")
+    s = ToolEvalSettings(**_given(args, ("sft_data", "limit", "max_new_tokens", "device")))
+    with output_lock(args.out, "tool-eval"):
+        evaluate_tools(args.models, s, args.out)
+        print(f"wrote {args.out}/tools_report.md")
+    return 0
+
+
 def _cmd_eval(args) -> int:
     if args.list_tasks:
         return _list_tasks()
@@ -67,6 +83,8 @@ def _cmd_eval(args) -> int:
         raise QazlmError("eval: give at least one model folder (or --list-tasks)")
     if not args.out:
         raise QazlmError("eval: give an output folder with -o/--out")
+    if args.tools:
+        return _cmd_tool_eval(args)
     if args.chat:
         return _cmd_chat_eval(args)
     chat_only = _given(args, CHAT_ONLY)
@@ -121,6 +139,10 @@ def register(sub) -> None:
                    help="prompt the models as chat models: language fidelity, end-of-turn rate, held-out task scores, "
                         "SIB-200 and FLORES+ as chat prompts; writes chat_report.md/.json and chat_eval.png")
     c.add_argument("--sft-data", metavar="DIR", help="a `qazlm sft-data` folder; its heldout.jsonl is asked")
+    c.add_argument("--tools", action="store_true",
+                   help="function calling in BFCL's categories on --sft-data's held-out and unseen-tool "
+                        "conversations: call exact match, valid-call rate (free and constrained decoding), "
+                        "irrelevance detection, final-answer language; writes tools_report.md/.json")
     c.add_argument("--max-new-tokens", type=int, help="longest reply in tokens (default 48)")
     c.add_argument("--flores-per-direction", type=int, metavar="N",
                    help="FLORES+ devtest sentences per translation direction (default 20)")

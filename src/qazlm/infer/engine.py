@@ -265,3 +265,23 @@ def make_constraint(tokenizer, json_schema, tools, stop_ids: list[int], chat: bo
     stop = end if end is not None else (tokenizer.eos_token_id if tokenizer.eos_token_id is not None else stop_ids[0])
     regex = tool_call_regex(tools, parallel) if tools else schema_regex(json_schema)
     return Constraint(tokenizer, regex, int(stop), rows)
+
+
+def generate_chat(model, tokenizer, conversations: list[list[dict]], params: SamplingParams, *,
+                  tools: list[dict] | None = None, force_tool_calls: bool = False, parallel_tool_calls: bool = True,
+                  json_schema: dict | None = None, device: str = "cpu") -> list[str]:
+    """The next assistant turn of each conversation, rendered with the chat template (and `tools` in its
+    system turn). The text keeps `<tool_call>` markers when tools are offered (for `parse_tool_calls`).
+    `force_tool_calls` / `json_schema`: constrained decoding (one batch follows one grammar)."""
+    from qazlm.infer.chat import render_chat
+
+    texts = [render_chat(tokenizer, c, tools=tools) for c in conversations]
+    prompt_ids = encode_prompts(tokenizer, texts, add_bos=False)
+    stop_ids = stop_ids_for(tokenizer, params)
+    constraint = make_constraint(tokenizer, json_schema, tools if force_tool_calls else None, stop_ids, True,
+                                 len(prompt_ids), parallel_tool_calls)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    rows = generate_ids(model, prompt_ids, params, pad_id=pad, stop_token_ids=stop_ids, device=device,
+                        constraint=constraint)
+    return [decode_for_tools(tokenizer, r).strip() if tools else tokenizer.decode(r, skip_special_tokens=True)
+            for r in rows]

@@ -19,9 +19,9 @@ from pathlib import Path
 from qazlm.config import check_fields, check_value
 from qazlm.errors import QazlmError
 from qazlm.paths import LANGS
-from qazlm.sft import followups, kazakh, tasks
+from qazlm.sft import followups, kazakh, tasks, tooluse
 from qazlm.sft.card import write_card
-from qazlm.sft.clean import dedup, decontaminate
+from qazlm.sft.clean import decontaminate, dedup
 from qazlm.sft.formats import read_external
 
 STAGE = "sft-data"
@@ -39,6 +39,8 @@ TASKS = {  # name -> (function, languages it is built in)
     "count_sentences": (tasks.count_sentences, LANGS),
     "followup_shorter": (followups.followup_shorter, LANGS), "followup_latin": (followups.followup_latin, LANGS),
     "followup_count": (followups.followup_count, LANGS),
+    "tool_simple": (tooluse.tool_simple, LANGS), "tool_multiple": (tooluse.tool_multiple, LANGS),
+    "tool_parallel": (tooluse.tool_parallel, LANGS), "tool_irrelevant": (tooluse.tool_irrelevant, LANGS),
     "alpaca_ru": (lambda c, n: tasks.alpaca(c, n, "ru"), ("ru",)),
     "alpaca_en": (lambda c, n: tasks.alpaca(c, n, "en"), ("en",)),
 }
@@ -171,7 +173,25 @@ def build(cfg: SftDataConfig) -> dict:
 
 
 def to_line(it: dict) -> str:
-    return json.dumps({k: it[k] for k in ("messages", "task", "lang", "source")}, ensure_ascii=False)
+    return json.dumps({k: it[k] for k in ("messages", "tools", "task", "lang", "source") if k in it},
+                      ensure_ascii=False)
+
+
+UNSEEN_TOOLS = "tools_unseen.jsonl"   # evaluation only: conversations with tools no training item offers
+
+
+def write_unseen_tools(out: Path, cfg: SftDataConfig) -> int:
+    """When the mix has tool tasks: the function-calling evaluation's unseen-tool conversations."""
+    from qazlm.io import atomic_write
+
+    if not any(t.startswith("tool_") for t in cfg.tasks):
+        (out / UNSEEN_TOOLS).unlink(missing_ok=True)
+        return 0
+    items = tooluse.unseen_items(random.Random(f"{cfg.seed}:unseen"), max(4, cfg.per_task // 20), cfg.model_name)
+    with atomic_write(out / UNSEEN_TOOLS) as f:
+        for it in items:
+            f.write(to_line(it) + "\n")
+    return len(items)
 
 
 def run(cfg: SftDataConfig, force: bool = False) -> dict:
@@ -192,6 +212,7 @@ def run(cfg: SftDataConfig, force: bool = False) -> dict:
             with atomic_write(out / f"{name}.jsonl") as f:
                 for it in result[name]:
                     f.write((json.dumps(it, ensure_ascii=False) if name == "rejected" else to_line(it)) + "\n")
+        write_unseen_tools(out, cfg)
         card = write_card(out, cfg, result, NON_COMMERCIAL)
         write_record(out, STAGE, wanted)
     return card

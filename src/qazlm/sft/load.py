@@ -103,7 +103,9 @@ def read_conversations(path: Path, limit: int | None = None) -> tuple[list[dict]
                 rejected.append({"file": path.name, "line": lineno, "reason": reason})
             else:
                 kept.append({"messages": [{k: m[k] for k in ("role", "content", "tool_calls") if k in m}
-                                          for m in rec["messages"]]})
+                                          for m in rec["messages"]],
+                             # as JSON text: tools of different records then share one dataset column type
+                             "tools": json.dumps(rec["tools"], ensure_ascii=False) if rec.get("tools") else None})
     return kept, rejected
 
 

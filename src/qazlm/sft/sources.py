@@ -26,6 +26,7 @@ LICENCES = {
     "alpaca_seed_ru": "Apache-2.0 (Russian translation of the Alpaca seed tasks)",
     "hunspell_kk": "GPL-2+/LGPL/MPL tri-licence (Kazakh Hunspell lexicon)",
     "generated": "Apache-2.0 (written by qazlm)",
+    "qazlm-tools": "Apache-2.0 (tool calls and results computed by qazlm.sft.toolkit)",
 }
 _SKIP_LINE = re.compile(r"[A-Z]{2,}\d{3,}|gutenberg|\{|\}|https?://|www\.|@", re.IGNORECASE)
 

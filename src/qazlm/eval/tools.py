@@ -1,0 +1,230 @@
+"""Function-calling evaluation in BFCL's categories: simple (one tool offered), multiple (pick the right
+tool), parallel (two calls in one turn) and irrelevance (no tool fits: must not call), on the held-out
+tool conversations of a `qazlm sft-data` folder (tools seen in training) and on its `tools_unseen.jsonl`
+(tools no training item offers).
+
+Per model and category: **exact match** of the calls (name and arguments, order-free for parallel calls; as
+BFCL's AST check, numbers compare by value), **valid-call rate** (every emitted block parses, names an offered
+tool and has schema-valid arguments), the same two with constrained decoding (the grammar forces a valid call;
+not for irrelevance, where calling is the error), **irrelevance detection** (no call when none fits), and the
+**language fidelity** of the final answer (the model answers the conversation after the tool results, in the
+user's language).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from qazlm.config import check_fields
+from qazlm.errors import QazlmError
+
+CATEGORIES = ("tool_simple", "tool_multiple", "tool_parallel", "tool_irrelevant")
+UNSEEN = "tools_unseen.jsonl"
+
+
+@dataclass
+class ToolEvalSettings:
+    sft_data: str = ""
+    limit: int | None = 20          # conversations per category and split (None: all)
+    max_new_tokens: int = 96
+    device: str = "cpu"
+
+    def __post_init__(self):
+        check_fields(self, "eval --tools: ", {"limit": ">= 1", "max_new_tokens": ">= 8"})
+
+
+def read_items(sft_data: str | Path, limit: int | None) -> list[dict]:
+    """Tool conversations: held-out (seen tools) and unseen-tool ones, `limit` per category and split."""
+    folder = Path(sft_data)
+    files = {"seen": folder / "heldout.jsonl", "unseen": folder / UNSEEN}
+    if not files["seen"].is_file():
+        raise QazlmError(f"--sft-data {folder}: no heldout.jsonl; give a `qazlm sft-data` folder")
+    items, taken = [], {}
+    for split, path in files.items():
+        if not path.is_file():
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line) if line.strip() else {}
+            key = (split, rec.get("task"))
+            if rec.get("task") in CATEGORIES and rec.get("tools") and taken.get(key, 0) != limit:
+                taken[key] = taken.get(key, 0) + 1
+                items.append(item(rec, split))
+    if not items:
+        raise QazlmError(f"--sft-data {folder}: no tool-use conversations; build the data with the tool tasks "
+                         f"({', '.join(CATEGORIES)})")
+    return items
+
+
+def item(rec: dict, split: str) -> dict:
+    msgs = rec["messages"]
+    first = next(i for i, m in enumerate(msgs) if m["role"] == "assistant")
+    calls = [{"name": c["function"]["name"], "arguments": json.loads(c["function"]["arguments"])}
+             for c in msgs[first].get("tool_calls") or []]
+    return {"split": split, "category": rec["task"], "lang": rec["lang"], "tools": rec["tools"],
+            "prompt": msgs[:first], "expected": calls,
+            "answer_context": msgs[:-1] if calls else None, "answer": msgs[-1]["content"]}
+
+
+def same_value(a, b) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def calls_match(expected: list[dict], got: list[dict]) -> bool:
+    """The same calls, in any order (each expected call matched once)."""
+    left = list(got)
+    for want in expected:
+        hit = next((g for g in left if g["name"] == want["name"] and same_value(g["arguments"], want["arguments"])),
+                   None)
+        if hit is None:
+            return False
+        left.remove(hit)
+    return not left
+
+
+def judge(it: dict, text: str) -> dict:
+    from qazlm.infer.tools import parse_tool_calls
+
+    reply = parse_tool_calls(text, it["tools"])
+    got = [{"name": c["function"]["name"], "arguments": json.loads(c["function"]["arguments"])}
+           for c in reply.tool_calls]
+    called = bool(got or reply.errors)
+    return {"text": text, "valid": called and not reply.errors, "called": called,
+            "cut": any("cut off" in e for e in reply.errors),
+            "exact": calls_match(it["expected"], got) and not reply.errors if it["expected"] else not called}
+
+
+def run_model(path: str | Path, items: list[dict], s: ToolEvalSettings, log=print) -> dict:
+    """Every figure of one model folder, plus its replies."""
+    from qazlm.eval.chat import fidelity
+    from qazlm.infer.engine import generate_chat
+    from qazlm.infer.loading import load_model
+    from qazlm.infer.sampling import SamplingParams
+
+    t0 = time.time()
+    loaded = load_model(path, device=s.device)
+    params = SamplingParams(max_new_tokens=s.max_new_tokens)
+    rows, skipped = [], 0
+    for it in items:  # one conversation at a time: each has its own tools (and grammar)
+        if not fits(loaded, it, s.max_new_tokens):
+            skipped += 1
+            continue
+        args = dict(tools=it["tools"], device=s.device)
+        free = judge(it, generate_chat(loaded.model, loaded.tokenizer, [it["prompt"]], params, **args)[0])
+        forced = None
+        if it["expected"]:
+            forced = judge(it, generate_chat(loaded.model, loaded.tokenizer, [it["prompt"]], params,
+                                             force_tool_calls=True, **args)[0])
+        answer = (generate_chat(loaded.model, loaded.tokenizer, [it["answer_context"]], params, **args)[0]
+                  if it["answer_context"] else None)
+        rows.append({"split": it["split"], "category": it["category"], "lang": it["lang"], "free": free,
+                     "constrained": forced, "answer": answer, "reference": it["answer"]})
+    if not rows:
+        raise QazlmError(f"eval --tools: {loaded.name}: every conversation + max_new_tokens ({s.max_new_tokens}) "
+                         f"exceeds the model's context ({loaded.model.max_len} tokens); lower --max-new-tokens")
+    figures = {"name": loaded.name, "path": str(path), "scores": scores(rows), "skipped": skipped,
+               "answer_fidelity": fidelity([(r["lang"], r["answer"]) for r in rows if r["answer"] is not None]),
+               "seconds": round(time.time() - t0, 1)}
+    log(summary_line(figures))
+    return {"figures": figures, "rows": rows}
+
+
+def fits(loaded, it: dict, new_tokens: int) -> bool:
+    """Whether the longest prompt of the item (the answer context) leaves room for `new_tokens`."""
+    from qazlm.infer.chat import render_chat
+
+    longest = it["answer_context"] or it["prompt"]
+    ids = loaded.tokenizer(render_chat(loaded.tokenizer, longest, tools=it["tools"]), add_special_tokens=False)
+    return len(ids["input_ids"]) + new_tokens <= loaded.model.max_len
+
+
+def rate(rows: list[dict], key) -> float | None:
+    values = [key(r) for r in rows]
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def scores(rows: list[dict]) -> dict:
+    """split -> category -> {n, exact, valid, exact_constrained, valid_constrained, irrelevance}."""
+    out: dict = {}
+    for split in dict.fromkeys(r["split"] for r in rows):
+        for cat in CATEGORIES:
+            sel = [r for r in rows if r["split"] == split and r["category"] == cat]
+            if not sel:
+                continue
+            calls = cat != "tool_irrelevant"
+            out.setdefault(split, {})[cat] = {
+                "n": len(sel), "exact": rate(sel, lambda r: r["free"]["exact"]),
+                "valid": rate(sel, lambda r: r["free"]["valid"] if r["free"]["called"] else False) if calls else None,
+                "exact_constrained": rate(sel, lambda r: r["constrained"]["exact"]) if calls else None,
+                "valid_constrained": rate(sel, lambda r: r["constrained"]["valid"]) if calls else None,
+                "cut_constrained": rate(sel, lambda r: r["constrained"]["cut"]) if calls else None,
+                "irrelevance": rate(sel, lambda r: not r["free"]["called"]) if not calls else None}
+    return out
+
+
+def _pct(v) -> str:
+    return "—" if v is None else f"{100 * v:.1f}%"
+
+
+def summary_line(f: dict) -> str:
+    parts = []
+    for split, cats in f["scores"].items():
+        calls = [c for k, c in cats.items() if k != "tool_irrelevant"]
+        exact = sum(c["exact"] * c["n"] for c in calls) / max(sum(c["n"] for c in calls), 1)
+        irr = cats.get("tool_irrelevant", {}).get("irrelevance")
+        parts.append(f"{split}: exact {_pct(exact)}, irrelevance {_pct(irr)}")
+    return f"  {f['name']}: tool calls — " + "; ".join(parts) + f" ({f['seconds']}s)"
+
+
+def markdown(results: list[dict]) -> str:
+    lines = ["# Function calling (BFCL categories)", "",
+             "exact = the calls equal the reference (name and arguments, any order); valid = every call parses, "
+             "names an offered tool and fits its schema; constrained = the same with grammar-forced decoding; "
+             "irrelevance = no call when no tool fits. Under the grammar a reply is always a valid call unless it is "
+             "cut by max_new_tokens inside a value (an unbounded string or number), counted in its own column.", ""]
+    for res in results:
+        f = res["figures"]
+        lines += [f"## {f['name']}", "", "| split | category | n | exact | valid | exact (constrained) | "
+                  "valid (constrained) | cut by max tokens (constrained) | irrelevance |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for split, cats in f["scores"].items():
+            for cat, c in cats.items():
+                lines.append(f"| {split} | {cat.removeprefix('tool_')} | {c['n']} | {_pct(c['exact'])} | "
+                             f"{_pct(c['valid'])} | {_pct(c['exact_constrained'])} | {_pct(c['valid_constrained'])} | "
+                             f"{_pct(c['cut_constrained'])} | {_pct(c['irrelevance'])} |")
+        fid = f["answer_fidelity"]["all"]
+        lines += ["", f"Final answers in the user's language: {_pct(fid['rate'])} of {fid['n']} identifiable "
+                      f"({fid['too_short']} too short to tell)."]
+        if f["skipped"]:
+            lines.append(f"{f['skipped']} conversations skipped: longer than the model's context.")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def evaluate_tools(paths: list[str | Path], s: ToolEvalSettings, out_dir: str | Path, log=print) -> list[dict]:
+    """Score each model folder; write tools_report.md / tools_report.json / tools_replies.jsonl to `out_dir`."""
+    from qazlm.io import atomic_write, write_json, write_text
+
+    items = read_items(s.sft_data, s.limit)
+    log(f"eval --tools: {len(items)} conversations ({', '.join(sorted({i['split'] for i in items}))} tools)")
+    results = [run_model(p, items, s, log) for p in paths]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "tools_report.json", {"settings": vars(s), "models": [r["figures"] for r in results]})
+    write_text(out / "tools_report.md", markdown(results))
+    with atomic_write(out / "tools_replies.jsonl") as f:
+        for r in results:
+            for row in r["rows"]:
+                f.write(json.dumps({"model": r["figures"]["name"], **row}, ensure_ascii=False) + "\n")
+    return results

@@ -1,0 +1,64 @@
+"""`qazlm eval --tools`: BFCL-style categories on held-out and unseen-tool conversations, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from cli_harness import assert_one_line_error, run_cli  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, corpus):
+    from test_eval_helpers import make_hf_folder
+
+    from qazlm.sft.data import SftDataConfig, run
+    from qazlm.tokenizer.train import TokenizerTrainConfig, train_tokenizer
+
+    root = tmp_path_factory.mktemp("tool_eval")
+    train_tokenizer(TokenizerTrainConfig(inputs=[str(corpus)], vocab_size=2000), root / "tok", show_progress=False)
+    model = make_hf_folder(root / "tok", root / "model", max_pos=2048)  # tool definitions make long prompts
+    tools = ["tool_simple", "tool_multiple", "tool_parallel", "tool_irrelevant"]
+    run(SftDataConfig(out_dir=str(root / "data"), tasks=tools, per_task=40, decontaminate=[],
+                      heldout_fraction=0.3))
+    run(SftDataConfig(out_dir=str(root / "plain"), tasks=["identity"], per_task=10, decontaminate=[]))
+    return root, model
+
+
+def test_report_covers_every_category_and_split(setup, capfd):
+    root, model = setup
+    code, out, err = run_cli(["eval", "--tools", "--sft-data", root / "data", model, "-o", root / "out",
+                              "--limit", "2", "--max-new-tokens", "48"], capfd)
+    assert code == 0, err
+    report = json.loads((root / "out" / "tools_report.json").read_text())
+    scores = report["models"][0]["scores"]
+    assert set(scores) == {"seen", "unseen"}
+    for split in scores.values():
+        assert set(split) == {"tool_simple", "tool_multiple", "tool_parallel", "tool_irrelevant"}
+        for cat, c in split.items():
+            assert c["n"] == 2
+            if cat == "tool_irrelevant":
+                assert c["irrelevance"] is not None and c["valid_constrained"] is None
+            else:  # under the grammar every reply is a valid call unless max_new_tokens cut it inside a value
+                assert c["valid_constrained"] + c["cut_constrained"] == pytest.approx(1.0)
+    rows = [json.loads(x) for x in (root / "out" / "tools_replies.jsonl").read_text().splitlines()]
+    assert len(rows) == 16 and all(r["constrained"]["text"].startswith("<tool_call>") for r in rows if r["constrained"])
+    assert "| unseen | parallel | 2 |" in (root / "out" / "tools_report.md").read_text()
+
+
+def test_bad_inputs_are_one_line(setup, capfd):
+    root, model = setup
+    assert_one_line_error(["eval", "--tools", model, "-o", root / "x"], capfd, match=r"give --sft-data DIR")
+    assert_one_line_error(["eval", "--tools", "--chat", "--sft-data", root / "data", model, "-o", root / "x"], capfd,
+                          match="separate evaluations")
+    assert_one_line_error(["eval", "--tools", "--sft-data", root / "plain", model, "-o", root / "x"], capfd,
+                          match="no tool-use conversations")
+    from test_eval_helpers import make_hf_folder
+
+    short = make_hf_folder(root / "tok", root / "short", max_pos=256)  # no conversation fits: one line, no report
+    assert_one_line_error(["eval", "--tools", "--sft-data", root / "data", short, "-o", root / "y", "--limit", "1"],
+                          capfd, match=r"every conversation \+ max_new_tokens \(96\) exceeds the model's context")
