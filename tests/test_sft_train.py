@@ -9,7 +9,10 @@ import os
 
 import pytest
 import torch
-from test_chat_template import CONVERSATION, PLAIN_CHATML  # one multi-turn conversation, one marker-less template
+from test_chat_template import (  # one multi-turn conversation, one marker-less template
+    CONVERSATION,
+    PLAIN_CHATML,
+)
 
 from qazlm.errors import QazlmError
 from qazlm.infer.chat import GENERATION_MARKER
@@ -114,12 +117,28 @@ def test_template_without_markers_is_one_error(base, tmp_path, tiny_tokenizer_di
     check_template(load_chat_tokenizer(hf, "hf", "qazlm"), CONVERSATION, hf)  # the offered fix works
 
 
-def test_all_zero_mask_is_an_error(base, data, tmp_path):
-    """A max_len that cuts every conversation before its first reply leaves nothing to learn: an error."""
+def test_max_len_shorter_than_every_conversation_is_an_error(base, data, tmp_path):
+    """A max_len below every conversation would cut each before its reply (nothing to learn): conversations that
+    do not fit are set aside (never truncated), and with none left it is one error."""
     from qazlm.sft.train import run_sft
 
-    with pytest.raises(QazlmError, match=r"no token of any conversation is marked for training"):
+    with pytest.raises(QazlmError, match=r"every conversation is longer than max_len = 8 tokens; raise max_len"):
         run_sft(config(base, data, tmp_path / "out", max_len=8, packing=False), log=lambda *a: None)
+
+
+def test_overlong_conversations_are_set_aside_with_a_reason(tiny_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    from qazlm.sft.load import set_aside_overlong
+    from qazlm.tokenizer.special_tokens import CHAT_TEMPLATE
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    tok.chat_template = CHAT_TEMPLATE
+    short = {"messages": [{"role": "user", "content": "Сәлем"}, {"role": "assistant", "content": "Сәлем!"}]}
+    long = {"messages": [{"role": "user", "content": "сөз " * 300}, {"role": "assistant", "content": "иә"}],
+            "tools": json.dumps([{"type": "function", "function": {"name": "f", "parameters": {}}}])}
+    kept, rejected = set_aside_overlong(tok, [short, long], 64)
+    assert kept == [short] and rejected[0]["line"] == 2 and "longer than max_len" in rejected[0]["reason"]
 
 
 # ------------------------------------------------------------------------------------------------ packing

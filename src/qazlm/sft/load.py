@@ -138,3 +138,19 @@ def check_lora_targets(model, targets: list[str], where: str | Path) -> None:
             available = sorted({n.rsplit(".", 1)[-1] for n in names})
             raise QazlmError(f"[sft.lora] target_modules: {t!r} matches no layer of {where}; "
                              f"available: {', '.join(available)}")
+
+
+def set_aside_overlong(tok, conversations: list[dict], max_len: int) -> tuple[list[dict], list[dict]]:
+    """(conversations that fit in `max_len` tokens, the others with the reason): TRL would cut a longer one,
+    and a cut tool call or answer teaches the wrong thing, so it is counted and left out instead."""
+    kept, rejected = [], []
+    for i, c in enumerate(conversations):
+        tools = json.loads(c["tools"]) if c.get("tools") else None
+        text = tok.apply_chat_template(c["messages"], tools=tools, tokenize=False)
+        n = len(tok(text, add_special_tokens=False)["input_ids"])
+        if n > max_len:
+            rejected.append({"file": "train.jsonl", "line": i + 1,
+                             "reason": f"longer than max_len ({n} > {max_len} tokens)"})
+        else:
+            kept.append(c)
+    return kept, rejected

@@ -143,15 +143,15 @@ def tool_items(task: str, rng: random.Random, counts: dict[str, int], tools: dic
         for _ in range(n):
             if task == "tool_irrelevant":
                 ask, answer, key, source = direct_request(rng, lang, model_name)
-                offered = rng.sample(names, min(3, len(names)))
+                offered = rng.sample(names, min(2, len(names)))
                 items.append({"messages": [{"role": "user", "content": ask}, {"role": "assistant", "content": answer}],
                               "task": task, "lang": lang, "source": source, "key": key,
                               "tools": [tools[x].spec for x in offered]})
                 continue
             k = 2 if task == "tool_parallel" else 1
             chosen = rng.sample(names, k)
-            extra = set(rng.sample(names, min(3, len(names))))
-            offered = chosen if task == "tool_simple" else sorted(set(chosen) | extra)
+            others = [x for x in names if x not in chosen]  # multiple: 3 tools offered; parallel: the 2 + 1
+            offered = chosen if task == "tool_simple" else chosen + rng.sample(others, 3 - len(chosen))
             rng.shuffle(offered)
             items.append(conversation(task, lang, chosen, offered, rng, tools))
     return items

@@ -181,7 +181,8 @@ def run_sft(cfg: SftConfig, force: bool = False, log=print, callbacks: list | No
 
 def _train(cfg: SftConfig, out: Path, log, callbacks: list) -> dict:
     from qazlm.runs import write_record
-    from qazlm.sft.load import check_lora_targets, check_template, load_chat_tokenizer, load_model, read_sft_data
+    from qazlm.sft.load import (check_lora_targets, check_template, load_chat_tokenizer, load_model, read_sft_data,
+                                set_aside_overlong)
     from qazlm.train.monitor import MetricsLogger
 
     t_start = time.perf_counter()
@@ -191,6 +192,12 @@ def _train(cfg: SftConfig, out: Path, log, callbacks: list) -> dict:
     model, kind = load_model(cfg.model, device)
     tok = load_chat_tokenizer(cfg.model, kind, cfg.chat_template)
     check_template(tok, train[0]["messages"], cfg.model)
+    train, too_long = set_aside_overlong(tok, train, cfg.max_len)
+    if not train:
+        raise QazlmError(f"{cfg.data}: every conversation is longer than max_len = {cfg.max_len} tokens; raise max_len")
+    if too_long:
+        log(f"sft: {len(too_long)} conversations longer than max_len = {cfg.max_len} tokens set aside (rejected.jsonl)")
+    rejected += too_long
     if cfg.lora.enabled:
         check_lora_targets(model, cfg.lora.target_modules, cfg.model)
     trainer = build_trainer(cfg, model, tok, train, held, out, device)
