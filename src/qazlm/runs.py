@@ -171,6 +171,19 @@ class RunContext:
     def stage_dir(self, stage: str) -> Path:
         return self.out_dir / stage
 
+    def fixed_out_dir(self, section: dict, stage: str, command: str) -> dict:
+        """`section` writing into `<run>/<stage>`; an `out_dir` in the recipe is an error naming the command
+        that writes elsewhere."""
+        if "out_dir" in section:
+            raise QazlmError(f"{self.recipe_path}[{stage}] out_dir: not settable in a recipe; the stage always "
+                             f"writes {self.stage_dir(stage)} (use `{command}` for another folder)")
+        return {**section, "out_dir": str(self.stage_dir(stage))}
+
+    def last_model(self, *stages: str) -> Path:
+        """`<run>/<stage>/final` of the first of `stages` whose folder exists, else of the last one."""
+        found = [self.stage_dir(s) / "final" for s in stages]
+        return next((p for p in found if p.is_dir()), found[-1])
+
     def with_run_defaults(self, section: dict, **defaults) -> dict:
         """The stage table with the run's seed (and other run-derived `defaults`) where it sets none."""
         return {"seed": self.run.seed, **defaults, **section}

@@ -9,20 +9,14 @@ not the torchao one); `out_dir` is fixed by the run layout.
 from __future__ import annotations
 
 from qazlm.config import from_dict
-from qazlm.errors import QazlmError
 from qazlm.gguf.config import GGUFConfig
 
 STAGE = "gguf"
 
 
 def stage_config(section: dict, ctx) -> GGUFConfig:
-    if "out_dir" in section:
-        raise QazlmError(f"{ctx.recipe_path}[gguf] out_dir: not settable in a recipe; the stage always writes "
-                         f"{ctx.stage_dir(STAGE)} (use `qazlm export gguf MODEL -o OUT` for another folder)")
-    chat = ctx.stage_dir("sft") / "final"
-    parent = chat if chat.is_dir() else ctx.stage_dir("pretrain") / "final"
-    data = {"model": str(parent), "name": ctx.run.name, **section,
-            "out_dir": str(ctx.stage_dir(STAGE))}
+    table = ctx.fixed_out_dir(section, STAGE, "qazlm export gguf MODEL -o OUT")
+    data = {"model": str(ctx.last_model("sft", "pretrain")), "name": ctx.run.name, **table}
     return from_dict(GGUFConfig, data, f"{ctx.recipe_path}[gguf]")
 
 

@@ -5,20 +5,16 @@ files -> `<run>/package/`, a Hub-ready folder with a model card generated from t
 from __future__ import annotations
 
 from qazlm.config import from_dict
-from qazlm.errors import QazlmError
 from qazlm.package.config import PackageConfig
 
 STAGE = "package"
 
 
 def stage_config(section: dict, ctx) -> PackageConfig:
-    if "out_dir" in section:
-        raise QazlmError(f"{ctx.recipe_path}[package] out_dir: not settable in a recipe; the stage always writes "
-                         f"{ctx.stage_dir(STAGE)} (use `qazlm package MODEL -o OUT` for another folder)")
-    found = [ctx.stage_dir(s) / "final" for s in ("quantize", "sft", "pretrain")]
-    model = next((p for p in found if p.is_dir()), found[-1])
+    table = ctx.fixed_out_dir(section, STAGE, "qazlm package MODEL -o OUT")
     gguf = sorted(str(p) for p in ctx.stage_dir("gguf").glob("*.gguf"))  # the [gguf] stage's files, if it ran
-    data = {"model": str(model), "run": str(ctx.out_dir), "gguf": gguf, **section, "out_dir": str(ctx.stage_dir(STAGE))}
+    model = ctx.last_model("quantize", "sft", "pretrain")
+    data = {"model": str(model), "run": str(ctx.out_dir), "gguf": gguf, **table}
     return from_dict(PackageConfig, data, f"{ctx.recipe_path}[package]")
 
 

@@ -8,19 +8,14 @@ exists (the [sft] stage ran), else the base model; `out_dir` is fixed by the run
 from __future__ import annotations
 
 from qazlm.config import from_dict
-from qazlm.errors import QazlmError
 from qazlm.quantize.config import QuantizeConfig
 
 STAGE = "quantize"
 
 
 def stage_config(section: dict, ctx) -> QuantizeConfig:
-    if "out_dir" in section:
-        raise QazlmError(f"{ctx.recipe_path}[quantize] out_dir: not settable in a recipe; the stage always writes "
-                         f"{ctx.stage_dir(STAGE)} (use `qazlm quantize MODEL -o OUT` for another folder)")
-    chat = ctx.stage_dir("sft") / "final"
-    parent = chat if chat.is_dir() else ctx.stage_dir("pretrain") / "final"
-    data = {"model": str(parent), **section, "out_dir": str(ctx.stage_dir(STAGE))}
+    table = ctx.fixed_out_dir(section, STAGE, "qazlm quantize MODEL -o OUT")
+    data = {"model": str(ctx.last_model("sft", "pretrain")), **table}
     return from_dict(QuantizeConfig, data, f"{ctx.recipe_path}[quantize]")
 
 

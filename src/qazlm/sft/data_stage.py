@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 
 from qazlm.config import from_dict
-from qazlm.errors import QazlmError
 from qazlm.sft.data import SftDataConfig
 
 STAGE = "sft_data"
@@ -18,10 +17,7 @@ STAGE = "sft_data"
 
 def stage_config(section: dict, ctx) -> SftDataConfig:
     """The [sft_data] table as a validated config writing into `<run>/sft_data`."""
-    if "out_dir" in section:
-        raise QazlmError(f"{ctx.recipe_path}[sft_data] out_dir: not settable in a recipe; the stage always "
-                         f"writes {ctx.stage_dir(STAGE)} (use `qazlm sft-data -o DIR` for another folder)")
-    data = {**ctx.with_run_defaults(section), "out_dir": str(ctx.stage_dir(STAGE))}
+    data = ctx.with_run_defaults(ctx.fixed_out_dir(section, STAGE, "qazlm sft-data -o DIR"))
     return from_dict(SftDataConfig, data, f"{ctx.recipe_path}[sft_data]")
 
 

@@ -8,7 +8,6 @@ Every key of `qazlm sft` is allowed in the table; `model` and `data` default to 
 from __future__ import annotations
 
 from qazlm.config import from_dict
-from qazlm.errors import QazlmError
 from qazlm.sft.config import SftConfig
 
 STAGE = "sft"
@@ -16,12 +15,10 @@ STAGE = "sft"
 
 def stage_config(section: dict, ctx) -> SftConfig:
     """The [sft] table as a validated config reading the run's model and data, writing `<run>/sft`."""
-    if "out_dir" in section:
-        raise QazlmError(f"{ctx.recipe_path}[sft] out_dir: not settable in a recipe; the stage always writes "
-                         f"{ctx.stage_dir(STAGE)} (use `qazlm sft MODEL --data DIR -o OUT` for another folder)")
-    data = ctx.with_run_defaults(section, model=str(ctx.stage_dir("pretrain") / "final"),
+    table = ctx.fixed_out_dir(section, STAGE, "qazlm sft MODEL --data DIR -o OUT")
+    data = ctx.with_run_defaults(table, model=str(ctx.stage_dir("pretrain") / "final"),
                                  data=str(ctx.stage_dir("sft_data")))
-    return from_dict(SftConfig, {**data, "out_dir": str(ctx.stage_dir(STAGE))}, f"{ctx.recipe_path}[sft]")
+    return from_dict(SftConfig, data, f"{ctx.recipe_path}[sft]")
 
 
 def run_stage(section: dict, ctx) -> None:
