@@ -189,6 +189,21 @@ def _check_quantize(section: dict, run, where: str):
                                       "out_dir": str(out / "quantize")}, where)
 
 
+def _check_gguf(section: dict, run, where: str):
+    from qazlm.gguf.config import GGUFConfig
+
+    assert "out_dir" not in section, f"{where}: the stage writes <run>/gguf; drop out_dir"
+    out = Path(run.out_dir)  # the stage's default: the run's fp32 chat model
+    return from_dict(GGUFConfig, {"model": str(out / "sft" / "final"), "name": run.name, **section,
+                                  "out_dir": str(out / "gguf")}, where)
+
+
+def _check_tool_eval(section: dict, run, where: str):
+    from qazlm.eval.tool_stage import ToolEvalStageConfig
+
+    return from_dict(ToolEvalStageConfig, {"sft_data": str(Path(run.out_dir) / "sft_data"), **section}, where)
+
+
 def _check_package(section: dict, run, where: str):
     from qazlm.package.config import PackageConfig
 
@@ -220,7 +235,8 @@ def test_run_recipe_loads_and_plans(path):
         assert cfg.seed == recipe["pretrain"].get("seed", run.seed)
         assert Path(cfg.out_dir) == Path(run.out_dir) / "pretrain"
     checks = {"eval": _check_eval, "sft_data": _check_sft_data, "sft": _check_sft, "chat_eval": _check_chat_eval,
-              "quantize": _check_quantize, "package": _check_package}
+              "tool_eval": _check_tool_eval, "quantize": _check_quantize, "gguf": _check_gguf,
+              "package": _check_package}
     for stage, check in checks.items():  # each builds the stage's config the way its stage.py does
         if stage in recipe:
             check(recipe[stage], run, f"{path}[{stage}]")

@@ -62,3 +62,20 @@ def test_bad_inputs_are_one_line(setup, capfd):
     short = make_hf_folder(root / "tok", root / "short", max_pos=256)  # no conversation fits: one line, no report
     assert_one_line_error(["eval", "--tools", "--sft-data", root / "data", short, "-o", root / "y", "--limit", "1"],
                           capfd, match=r"every conversation \+ max_new_tokens \(96\) exceeds the model's context")
+
+
+def test_stage_scores_the_runs_chat_model_and_skips_when_done(setup, tmp_path, capsys):
+    import shutil
+
+    from qazlm.eval.tool_stage import run_stage
+    from qazlm.runs import RunConfig, RunContext
+
+    root, model = setup
+    shutil.copytree(model, tmp_path / "sft" / "final")
+    shutil.copytree(root / "data", tmp_path / "sft_data")
+    ctx = RunContext(RunConfig(out_dir=str(tmp_path)), tmp_path / "recipe.toml")
+    run_stage({"limit": 1, "max_new_tokens": 16}, ctx)
+    report = json.loads((tmp_path / "tool_eval" / "tools_report.json").read_text())
+    assert report["models"][0]["path"] == str(tmp_path / "sft" / "final")
+    run_stage({"limit": 1, "max_new_tokens": 16}, ctx)
+    assert "skipping" in capsys.readouterr().out

@@ -213,6 +213,7 @@ STAGES = {
     "sft_data": "qazlm.sft.data_stage",
     "sft": "qazlm.sft.stage",
     "chat_eval": "qazlm.eval.chat_stage",
+    "tool_eval": "qazlm.eval.tool_stage",
     "quantize": "qazlm.quantize.stage",
     "gguf": "qazlm.gguf.stage",
     "package": "qazlm.package.stage",
