@@ -164,6 +164,10 @@ def main() -> int:
 
     t0 = time.perf_counter()
     models = find_models(args)
+    if not models:
+        print("no model to benchmark (see the notes above and --help)")
+        print(json.dumps({"bench": "gguf", "models": {}, "skipped": "no model folder found"}))
+        return 0
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.out) if args.out else Path(tmp)
