@@ -92,7 +92,7 @@ def bench(name: str, path: Path, args) -> dict:
     conv = [{"role": "user", "content": "Алматы туралы қысқаша JSON жаз / Describe Almaty as JSON."}]
     prompt = encode_prompts(tok, [render_chat(tok, conv, tools=tools())], add_bos=False)[0]
     stop = stop_ids_for(tok, SamplingParams())[-1]
-    grammars = {"schema": schema_regex(SCHEMA), "tools": tool_call_regex(tools())}
+    grammars = {"schema": schema_regex(SCHEMA), "tools": tool_call_regex(tools(), tokenizer=tok)}
     builds = {}
     for key, regex in grammars.items():
         _vocabulary.cache_clear()

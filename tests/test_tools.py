@@ -156,3 +156,16 @@ def test_json_schema_and_tools_together_is_an_error(models):
     m = models["ours"]
     with pytest.raises(QazlmError, match="a JSON schema or tools to call, not both"):
         generate(m.model, m.tokenizer, ["x"], chat=True, json_schema={"type": "object"}, tools=TOOLS)
+
+
+def test_tokenizer_without_marker_tokens_gets_text_markers(tok):
+    """A tokenizer without a `<tool_call>` token (e.g. SmolLM2's) spells the markers as text in the grammar."""
+    from qazlm.infer.constrain import MARKERS, tool_call_regex
+
+    class NoMarkers:
+        def get_vocab(self):
+            return {"a": 0}
+
+    assert MARKERS["<tool_call>"] in tool_call_regex([WEATHER], tokenizer=tok)
+    text_markers = tool_call_regex([WEATHER], tokenizer=NoMarkers())
+    assert text_markers.startswith("<tool_call>") and MARKERS["<tool_call>"] not in text_markers

@@ -31,14 +31,18 @@ def schema_regex(schema: dict | str) -> str:
         raise QazlmError(f"json schema: cannot be turned into a grammar ({str(e).splitlines()[0][:200]})") from None
 
 
-def tool_call_regex(tools: list[dict], parallel: bool = True) -> str:
+def tool_call_regex(tools: list[dict], parallel: bool = True, tokenizer=None) -> str:
     """One or more `<tool_call>` blocks, each a call of one of `tools` with schema-valid arguments, in the
-    chat template's layout."""
+    chat template's layout. With a tokenizer that has no `<tool_call>` token, the markers are plain text."""
+    import re
+
     check_tools(tools)
+    single = tokenizer is None or OPEN in tokenizer.get_vocab()
+    marks = MARKERS if single else {OPEN: re.escape(OPEN), CLOSE: re.escape(CLOSE)}
     calls = {"anyOf": [{"type": "object", "properties": {"name": {"const": function_of(t)["name"]},
                                                          "arguments": function_of(t).get("parameters", {})},
                         "required": ["name", "arguments"]} for t in tools]}
-    block = f"{MARKERS[OPEN]}\\n{schema_regex(calls)}\\n{MARKERS[CLOSE]}"
+    block = f"{marks[OPEN]}\\n{schema_regex(calls)}\\n{marks[CLOSE]}"
     return f"{block}(\\n{block})*" if parallel else block
 
 

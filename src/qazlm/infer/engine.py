@@ -263,7 +263,7 @@ def make_constraint(tokenizer, json_schema, tools, stop_ids: list[int], chat: bo
 
     end = tokenizer.convert_tokens_to_ids(IM_END) if chat and IM_END in tokenizer.get_vocab() else None
     stop = end if end is not None else (tokenizer.eos_token_id if tokenizer.eos_token_id is not None else stop_ids[0])
-    regex = tool_call_regex(tools, parallel) if tools else schema_regex(json_schema)
+    regex = tool_call_regex(tools, parallel, tokenizer) if tools else schema_regex(json_schema)
     return Constraint(tokenizer, regex, int(stop), rows)
 
 
