@@ -79,3 +79,17 @@ def test_stage_scores_the_runs_chat_model_and_skips_when_done(setup, tmp_path, c
     assert report["models"][0]["path"] == str(tmp_path / "sft" / "final")
     run_stage({"limit": 1, "max_new_tokens": 16}, ctx)
     assert "skipping" in capsys.readouterr().out
+
+
+def test_malformed_lines_are_counted_not_fatal(setup, tmp_path, capsys):
+    import shutil
+
+    from qazlm.eval.tools import read_items
+
+    root, _ = setup
+    data = tmp_path / "data"
+    shutil.copytree(root / "data", data)
+    with open(data / "heldout.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"task": "tool_simple", "tools": [1], "messages": [\n{not json\n')
+    items = read_items(data, None)
+    assert items and "2 malformed lines" in capsys.readouterr().out

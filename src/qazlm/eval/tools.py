@@ -42,16 +42,21 @@ def read_items(sft_data: str | Path, limit: int | None) -> list[dict]:
     files = {"seen": folder / "heldout.jsonl", "unseen": folder / UNSEEN}
     if not files["seen"].is_file():
         raise QazlmError(f"--sft-data {folder}: no heldout.jsonl; give a `qazlm sft-data` folder")
-    items, taken = [], {}
+    items, taken, broken = [], {}, 0
     for split, path in files.items():
         if not path.is_file():
             continue
-        for line in path.read_text(encoding="utf-8").splitlines():
-            rec = json.loads(line) if line.strip() else {}
-            key = (split, rec.get("task"))
-            if rec.get("task") in CATEGORIES and rec.get("tools") and taken.get(key, 0) != limit:
-                taken[key] = taken.get(key, 0) + 1
-                items.append(item(rec, split))
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                rec = json.loads(line) if line.strip() else {}
+                key = (split, rec.get("task"))
+                if rec.get("task") in CATEGORIES and rec.get("tools") and taken.get(key, 0) != limit:
+                    items.append(item(rec, split))
+                    taken[key] = taken.get(key, 0) + 1
+            except (ValueError, KeyError, TypeError, AttributeError, StopIteration):
+                broken += 1  # a hand-edited or cut line: counted, the rest is scored
+    if broken:
+        print(f"eval --tools: {broken} malformed lines in {folder} skipped")
     if not items:
         raise QazlmError(f"--sft-data {folder}: no tool-use conversations; build the data with the tool tasks "
                          f"({', '.join(CATEGORIES)})")

@@ -29,6 +29,8 @@ def read_json_arg(value: str | None, flag: str):
     from pathlib import Path
 
     text = value
+    if not value.strip():
+        raise QazlmError(f"{flag}: empty; give inline JSON or a JSON file")
     if not value.lstrip().startswith(("{", "[")):
         try:
             text = Path(value).read_text(encoding="utf-8")
