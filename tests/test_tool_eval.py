@@ -93,3 +93,22 @@ def test_malformed_lines_are_counted_not_fatal(setup, tmp_path, capsys):
         f.write('{"task": "tool_simple", "tools": [1], "messages": [\n{not json\n')
     items = read_items(data, None)
     assert items and "2 malformed lines" in capsys.readouterr().out
+
+
+def test_model_card_shows_the_scores(setup, tmp_path, capfd):
+    import shutil
+
+    from qazlm.package.card import tool_table
+    from qazlm.package.facts import tool_eval_entry
+
+    root, model = setup
+    code, _, err = run_cli(["eval", "--tools", "--sft-data", root / "data", model, "-o", tmp_path / "tool_eval",
+                            "--limit", "1", "--max-new-tokens", "16"], capfd)
+    assert code == 0, err
+    entry = tool_eval_entry(tmp_path, model)
+    report = json.loads((tmp_path / "tool_eval" / "tools_report.json").read_text())
+    assert entry["scores"] == report["models"][0]["scores"]
+    table = "\n".join(tool_table(entry))
+    assert "| unseen | parallel | 1 |" in table and "| seen | irrelevant | 1 |" in table
+    shutil.rmtree(tmp_path / "tool_eval")
+    assert tool_eval_entry(tmp_path, model) is None and tool_table(None) == []

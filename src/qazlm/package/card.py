@@ -195,9 +195,26 @@ def evaluation(facts: dict, images: list[str]) -> str:
                   "| language | bpb fp32 | bpb quantized | change | same top token |", "|---|---:|---:|---:|---:|"]
         lines += [f"| {k} | {c['bpb_ref']:.4f} | {c['bpb_test']:.4f} | {c['delta_pct']:+.2f}% | {_pct(c['top1'])} |"
                   for k, c in q["check"].items()]
+    lines += tool_table(facts.get("tool_eval"))
     lines += gguf_table(facts.get("gguf_report"), facts.get("gguf") or [])
     lines += [""] + [f"![{Path(i).stem}]({i})" for i in images]
     return "\n".join(lines)
+
+
+def tool_table(tools: dict | None) -> list[str]:
+    """Function calling (`qazlm eval --tools`, BFCL categories) of the chat model, when the run scored it."""
+    if not tools or not tools.get("scores"):
+        return []
+    lines = ["", "Function calling (`qazlm eval --tools`; BFCL categories, held-out = seen tools, unseen = tools "
+             "never in training):", "", "| split | category | n | exact call | valid (constrained) | irrelevance |",
+             "|---|---|---:|---:|---:|---:|"]
+    for split, cats in tools["scores"].items():
+        for cat, c in cats.items():
+            lines.append(f"| {split} | {cat.removeprefix('tool_')} | {c['n']} | {_pct(c.get('exact'))} | "
+                         f"{_pct(c.get('valid_constrained'))} | {_pct(c.get('irrelevance'))} |")
+    if tools.get("skipped"):
+        lines.append(f"\n{tools['skipped']} conversations were longer than the model's context and not scored.")
+    return lines
 
 
 def gguf_table(report: dict | None, shipped: list[str]) -> list[str]:

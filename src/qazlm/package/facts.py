@@ -106,6 +106,16 @@ def data_facts(run: Path | None) -> dict | None:
             "documents_kept": summary.get("documents_kept")}
 
 
+def tool_eval_entry(run: Path | None, folder) -> dict | None:
+    """The function-calling scores of `folder` from the run's tool_eval/tools_report.json (None if absent)."""
+    report = read_json(run / "tool_eval" / "tools_report.json") if run else None
+    for m in (report or {}).get("models", []):
+        if same_folder(m.get("path"), folder):
+            return {"scores": m.get("scores"), "skipped": m.get("skipped"), "answer_fidelity":
+                    (m.get("answer_fidelity") or {}).get("all")}
+    return None
+
+
 def collect(model: Path, run_arg: str = "") -> dict:
     """The facts of `model` and its run, as plain JSON (written to qazlm_package.json beside the card)."""
     from qazlm.infer.loading import model_kind
@@ -130,6 +140,7 @@ def collect(model: Path, run_arg: str = "") -> dict:
         "quantize": (read_json(Path(quant["folder"]).parent / "quantize_report.json") or quant.get("report"))
         if quant else None,
         "eval": model_entry(eval_report, root),
+        "tool_eval": tool_eval_entry(run, sft_folder or model),
         "chat_eval": {"chat": model_entry(chat_report, sft_folder or model) if chat_report else None,
                       "base": model_entry(chat_report, root) if chat_report else None,
                       "settings": (chat_report or {}).get("settings")},
