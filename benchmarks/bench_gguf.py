@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_quantize import decode_speed, devtest, find_models, prompt_ids  # noqa: E402
+from bench_quantize import add_model_args, decode_speed, devtest, find_models, no_models, prompt_ids  # noqa: E402
 
 TYPES = ("f32", "f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")
 TORCHAO = ("int8-weight", "int4-weight")
@@ -149,10 +149,7 @@ def targets(results: dict) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="tiny,small,smollm2", help="comma-separated: tiny, small, smollm2")
-    ap.add_argument("--tiny", default="runs/tiny/sft/final", help="a trained tiny model folder (make demo)")
-    ap.add_argument("--small", default="runs/small/pretrain/final", help="a trained small model folder")
-    ap.add_argument("--smollm2-dir", default=None, help="converted SmolLM2 folder (benchmarks/_smollm2.py)")
+    add_model_args(ap, "runs/tiny/sft/final")
     ap.add_argument("--sentences", type=int, default=100, help="FLORES+ devtest sentences per language to score")
     ap.add_argument("--speed-tokens", type=int, default=64, help="new tokens per decode-speed run")
     ap.add_argument("--out", default=None, help="keep the GGUF files here (default: a temp folder)")
@@ -165,9 +162,7 @@ def main() -> int:
     t0 = time.perf_counter()
     models = find_models(args)
     if not models:
-        print("no model to benchmark (see the notes above and --help)")
-        print(json.dumps({"bench": "gguf", "models": {}, "skipped": "no model folder found"}))
-        return 0
+        return no_models("gguf")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.out) if args.out else Path(tmp)

@@ -83,6 +83,20 @@ def mib(folder: Path) -> float:
     return sum(p.stat().st_size for p in Path(folder).glob("*.safetensors")) / 2**20
 
 
+def add_model_args(ap, tiny: str) -> None:
+    """The model flags bench_quantize and bench_gguf share (tiny, small, SmolLM2)."""
+    ap.add_argument("--models", default="tiny,small,smollm2", help="comma-separated: tiny, small, smollm2")
+    ap.add_argument("--tiny", default=tiny, help="a trained tiny model folder (make demo)")
+    ap.add_argument("--small", default="runs/small/pretrain/final", help="a trained small model folder")
+    ap.add_argument("--smollm2-dir", default=None, help="converted SmolLM2 folder (benchmarks/_smollm2.py)")
+
+
+def no_models(bench: str) -> int:
+    print("no model to benchmark (see the notes above and --help)")
+    print(json.dumps({"bench": bench, "models": {}, "skipped": "no model folder found"}))
+    return 0
+
+
 def find_models(args) -> dict[str, Path]:
     wanted = [m.strip() for m in args.models.split(",") if m.strip()]
     found = {}
@@ -180,10 +194,7 @@ def targets(rows: list[dict]) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="tiny,small,smollm2", help="comma-separated: tiny, small, smollm2")
-    ap.add_argument("--tiny", default="runs/tiny/pretrain/final", help="a trained tiny model folder (make demo)")
-    ap.add_argument("--small", default="runs/small/pretrain/final", help="a trained small model folder")
-    ap.add_argument("--smollm2-dir", default=None, help="converted SmolLM2 folder (benchmarks/_smollm2.py)")
+    add_model_args(ap, "runs/tiny/pretrain/final")
     ap.add_argument("--schemes", default=",".join(SCHEMES))
     ap.add_argument("--sentences", type=int, default=100, help="FLORES+ devtest sentences per language")
     ap.add_argument("--agree-prompts", type=int, default=4, help="greedy prompts per language")
@@ -199,9 +210,7 @@ def main() -> int:
     t0 = time.perf_counter()
     models = find_models(args)
     if not models:
-        print("no model to benchmark (see the notes above and --help)")
-        print(json.dumps({"bench": "quantize", "rows": [], "skipped": "no model folder found"}))
-        return 0
+        return no_models("quantize")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.out) if args.out else Path(tmp)
         rows = []
