@@ -166,14 +166,14 @@ def generate_replies(model, tokenizer, conversations: list[list[dict]], s: ChatE
     from tqdm import tqdm
 
     from qazlm.infer.chat import render_chat
-    from qazlm.infer.engine import encode_prompts, generate_ids
+    from qazlm.infer.engine import encode_prompts, generate_ids, pad_id_of
     from qazlm.infer.sampling import SamplingParams
 
     params = SamplingParams(max_new_tokens=s.max_new_tokens, temperature=s.temperature,
                             repetition_penalty=s.repetition_penalty, seed=s.seed)
     prompts = encode_prompts(tokenizer, [render_chat(tokenizer, c) for c in conversations], add_bos=False)
     eot, eos = end_token_id(tokenizer), tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos or 0)
+    pad = pad_id_of(tokenizer)
     results: list[dict] = [{"skipped": f"prompt of {len(p)} tokens + {s.max_new_tokens} new exceeds the "
                             f"model's context ({max_len})"} if len(p) + s.max_new_tokens > max_len else {}
                            for p in prompts]

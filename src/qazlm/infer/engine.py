@@ -115,6 +115,11 @@ def encode_prompts(tokenizer, prompts: Sequence[str], add_bos: bool = True) -> l
     return ids
 
 
+def pad_id_of(tokenizer) -> int:
+    """The id that fills batch rows (never attended to): the pad token, else EOS, else 0."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+
+
 def stop_ids_for(tokenizer, params: SamplingParams) -> list[int]:
     ids = set(params.stop_token_ids)
     if tokenizer.eos_token_id is not None:
@@ -213,7 +218,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 128, te
     prompt_ids = encode_prompts(tokenizer, texts, add_bos=add_bos and not chat)
     if max_prompt_tokens:  # keep the end of an over-long prompt: it is what the continuation depends on
         prompt_ids = [p[-max_prompt_tokens:] for p in prompt_ids]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    pad = pad_id_of(tokenizer)
     tokens: dict[int, list[int]] = {r: [] for r in range(len(prompts))}
     shown: dict[int, int] = {r: 0 for r in range(len(prompts))}
     tail_len = max((len(s) for s in params.stop), default=0) + 8
@@ -280,7 +285,7 @@ def generate_chat(model, tokenizer, conversations: list[list[dict]], params: Sam
     stop_ids = stop_ids_for(tokenizer, params)
     constraint = make_constraint(tokenizer, json_schema, tools if force_tool_calls else None, stop_ids, True,
                                  len(prompt_ids), parallel_tool_calls)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    pad = pad_id_of(tokenizer)
     rows = generate_ids(model, prompt_ids, params, pad_id=pad, stop_token_ids=stop_ids, device=device,
                         constraint=constraint)
     return [decode_for_tools(tokenizer, r).strip() if tools else tokenizer.decode(r, skip_special_tokens=True)
