@@ -120,7 +120,7 @@ class Decoder:
 
     def _forward(self, ids: torch.Tensor, cache: KVCache, attention_mask: torch.Tensor | None) -> torch.Tensor:
         B, T = ids.shape
-        H, KV, hd, eps = self.H, self.KV, self.hd, self.cfg.rms_eps
+        H, KV = self.H, self.KV
         past = cache.length
         if attention_mask is not None:
             positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:past + T]
@@ -128,30 +128,49 @@ class Decoder:
         else:
             cos, sin = self.cos[past:past + T, None], self.sin[past:past + T, None]  # [T, 1, hd]
         mask = attention_bias(attention_mask, past, T, ids.device)
-        half = hd // 2
         x = F.embedding(ids.reshape(-1), self.embed)  # [B*T, d]: 2-D, so residual adds fold into addmm
         for layer, k_all, v_all in zip(self.layers, cache.k_layers, cache.v_layers):
-            qkv = (_rms(x, eps) @ layer.wqkv).view(B, T, H + 2 * KV, hd)
-            qk = qkv[:, :, :H + KV]
-            if layer.qk_norm is not None:
-                qk = _rms(qk, eps) * layer.qk_norm
-            qk = qk * cos + torch.cat((qk[..., half:], qk[..., :half]), dim=-1) * sin
-            qk = qk.transpose(1, 2)  # [B, H + KV, T, hd]
-            k_all[:, :, past:past + T] = qk[:, H:]  # this step's keys/values into the layer's cache
-            v_all[:, :, past:past + T] = qkv[:, :, H + KV:].transpose(1, 2)
-            k, v, q = k_all[:, :, :past + T], v_all[:, :, :past + T], qk[:, :H]
+            q, k_new, v_new = self._qkv(x, layer, cos, sin, B, T)
+            k_all[:, :, past:past + T] = k_new  # this step's keys/values into the layer's cache
+            v_all[:, :, past:past + T] = v_new
+            k, v = k_all[:, :, :past + T], v_all[:, :, :past + T]
             if mask is None:  # no padding: prefill is causal, a single new token sees every cached key
                 y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=KV != H)
-            else:  # masked GQA falls back to the math kernel on CUDA: expand k/v once instead
-                if KV != H:
-                    k, v = k.repeat_interleave(H // KV, dim=1), v.repeat_interleave(H // KV, dim=1)
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-            x = torch.addmm(x, y.transpose(1, 2).reshape(B * T, H * hd), layer.wo)
-            gate, up = (_rms(x, eps) @ layer.wgu).chunk(2, dim=-1)
-            x = torch.addmm(x, F.silu(gate) * up, layer.wdown)
+            else:
+                y = self._masked_attention(q, k, v, mask)
+            x = self._out_and_mlp(x, y, layer, B, T)
         cache.advance(T)
+        return self._head(x, B, T)
+
+    def _qkv(self, x, layer: _Layer, cos, sin, B: int, T: int):
+        """(q [B, H, T, hd], k and v [B, KV, T, hd]) of one layer, q and k normed and rotated."""
+        H, KV, hd, eps = self.H, self.KV, self.hd, self.cfg.rms_eps
+        half = hd // 2
+        qkv = (_rms(x, eps) @ layer.wqkv).view(B, T, H + 2 * KV, hd)
+        qk = qkv[:, :, :H + KV]
+        if layer.qk_norm is not None:
+            qk = _rms(qk, eps) * layer.qk_norm
+        qk = qk * cos + torch.cat((qk[..., half:], qk[..., :half]), dim=-1) * sin
+        qk = qk.transpose(1, 2)  # [B, H + KV, T, hd]
+        return qk[:, :H], qk[:, H:], qkv[:, :, H + KV:].transpose(1, 2)
+
+    def _masked_attention(self, q, k, v, mask):
+        """Attention under an explicit mask; masked GQA falls back to the math kernel on CUDA, so k/v are
+        expanded once instead."""
+        if self.KV != self.H:
+            k, v = k.repeat_interleave(self.H // self.KV, dim=1), v.repeat_interleave(self.H // self.KV, dim=1)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    def _out_and_mlp(self, x, y, layer: _Layer, B: int, T: int):
+        """The attention output projection and the MLP, each added to the residual stream `x` [B*T, d]."""
+        eps = self.cfg.rms_eps
+        x = torch.addmm(x, y.transpose(1, 2).reshape(B * T, self.H * self.hd), layer.wo)
+        gate, up = (_rms(x, eps) @ layer.wgu).chunk(2, dim=-1)
+        return torch.addmm(x, F.silu(gate) * up, layer.wdown)
+
+    def _head(self, x, B: int, T: int):
         x = x.view(B, T, -1)[:, -1]  # only the last position goes through the head
-        return (_rms(x, eps) @ self.head).float()
+        return (_rms(x, self.cfg.rms_eps) @ self.head).float()
 
 
 def _rms(x: torch.Tensor, eps: float) -> torch.Tensor:
