@@ -24,7 +24,8 @@ ALLOWED = {  # unit -> units it may import (besides itself and the foundation)
     "sft": {"data", "tokenizer", "model", "infer", "train"},  # never eval (chat_eval reads sft/final as a folder)
     "quantize": {"model", "infer", "tokenizer"},
     "gguf": {"model", "infer", "tokenizer", "quantize"},  # quantize: the one quality comparison
-    "package": {"model", "infer"},   # reads the other stages' records as files, never their code
+    "package": {"model", "infer"},
+    "serve": {"infer", "tokenizer"},   # reads the other stages' records as files, never their code
     "pipeline": {"tokenizer", "data", "model", "infer", "train", "eval"},
     "cli": {"pipeline", "tokenizer", "data", "model", "infer", "train", "eval"},
     "experiments": {"tokenizer", "data", "model", "infer", "train", "eval"},

@@ -29,6 +29,7 @@ STAGE_CLIS = (
     "qazlm.sft.cli",         # sft-data, sft
     "qazlm.quantize.cli",    # quantize
     "qazlm.package.cli",     # package, push
+    "qazlm.serve.cli",       # serve
 )
 
 EPILOG = """examples:

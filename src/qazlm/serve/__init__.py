@@ -1,0 +1,1 @@
+"""OpenAI-compatible serving over the continuous batcher (docs/serve.md)."""

@@ -1,0 +1,372 @@
+"""An OpenAI-compatible HTTP server over the continuous batcher (FastAPI + uvicorn).
+
+Routes: `/v1/models`, `/v1/chat/completions`, `/v1/completions` (streamed as server-sent events ending with
+`[DONE]`, or whole), `/health`, `/metrics` (Prometheus text). One engine thread runs
+`ContinuousBatcher.step()`; handlers submit requests to it and wait (or stream) without blocking the event
+loop. A client that disconnects cancels its request, which frees its slot at once. Errors are OpenAI-style
+JSON (`{"error": {"message", "type", "code"}}`) with 400/401/404/413/429/500, never a stack trace.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the handlers' annotations (`request: Request`) as
+# objects, and `Request` is imported inside create_app (the server's imports stay out of every other command).
+import asyncio
+import json
+import threading
+import time
+import uuid
+
+from qazlm.errors import QazlmError
+from qazlm.serve.config import ServeConfig
+
+BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.code = status, message, kind, code
+
+
+class Engine:
+    """The batcher and the thread that steps it; `submit` wakes it."""
+
+    def __init__(self, loaded, cfg: ServeConfig):
+        from qazlm.infer.batcher import ContinuousBatcher
+
+        self.loaded, self.tokenizer = loaded, loaded.tokenizer
+        self.batcher = ContinuousBatcher(loaded.model, slots=cfg.slots, max_len=loaded.model.max_len,
+                                         prefill_chunk=cfg.prefill_chunk, max_queue=cfg.max_queue)
+        self.wake, self.stopping = threading.Event(), False
+        self.metrics = {"requests": 0, "tokens": 0, "errors": 0, "latency": [0] * (len(BUCKETS) + 1),
+                        "latency_sum": 0.0}
+        self.thread = threading.Thread(target=self._loop, name="qazlm-engine", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.stopping:
+            if not self.batcher.step():
+                self.wake.wait(0.05)
+                self.wake.clear()
+
+    def submit(self, prompt, params, stop_ids, constraint, on_token):
+        from qazlm.infer.batcher import QueueFull
+
+        try:
+            req = self.batcher.submit(prompt, params, stop_ids, constraint=constraint, on_token=on_token)
+        except QueueFull as e:
+            raise ApiError(429, str(e), "rate_limit_error") from None
+        except QazlmError as e:
+            raise ApiError(400, str(e)) from None
+        self.wake.set()
+        return req
+
+    def close(self) -> None:
+        """Cancel what is queued or running (their clients get what was generated) and stop the thread."""
+        for req in list(self.batcher.waiting) + list(self.batcher.running):
+            self.batcher.cancel(req)
+        self.stopping = True
+        self.wake.set()
+        self.thread.join(timeout=5)
+
+    def observe(self, seconds: float, tokens: int) -> None:
+        m = self.metrics
+        m["requests"] += 1
+        m["tokens"] += tokens
+        m["latency_sum"] += seconds
+        m["latency"][next((i for i, b in enumerate(BUCKETS) if seconds <= b), len(BUCKETS))] += 1
+
+
+# ------------------------------------------------------------------------------------------ request parsing
+def number(body: dict, key: str, default, low: float, high: float, integer: bool = False):
+    value = body.get(key, default)
+    if value is None:
+        return default
+    ok = isinstance(value, int) if integer else isinstance(value, int | float)
+    if isinstance(value, bool) or not ok or not (low <= value <= high):
+        raise ApiError(400, f"{key} = {value!r}: expected a {'whole ' if integer else ''}number in [{low}, {high}]",
+                       code="invalid_value")
+    return value
+
+
+def sampling(body: dict, cfg: ServeConfig):
+    from qazlm.infer.sampling import SamplingParams
+
+    stop = body.get("stop") or []
+    stop = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop) or len(stop) > 4:
+        raise ApiError(400, "stop: expected a string or a list of up to 4 non-empty strings")
+    temperature = number(body, "temperature", 1.0, 0, 2)
+    params = SamplingParams(max_new_tokens=number(body, "max_tokens", min(256, cfg.max_tokens), 1, cfg.max_tokens,
+                                                  True),
+                            temperature=temperature, top_p=number(body, "top_p", None, 0.01, 1), stop=stop,
+                            seed=number(body, "seed", 0, 0, 2**31 - 1, True))
+    return params, stop, number(body, "n", 1, 1, 8, True)
+
+
+def grammar(engine: Engine, body: dict, tools: list | None, stop_id: int):
+    """The Constraint a request asks for: a response_format JSON schema, or tool calls it requires."""
+    from qazlm.infer.constrain import Constraint, schema_regex, tool_call_regex
+    from qazlm.infer.tools import function_of
+
+    fmt, choice = body.get("response_format") or {}, body.get("tool_choice", "auto")
+    regex = None
+    if fmt.get("type") == "json_schema":
+        schema = (fmt.get("json_schema") or {}).get("schema")
+        if not isinstance(schema, dict):
+            raise ApiError(400, "response_format.json_schema.schema: expected a JSON Schema object")
+        regex = schema_regex(schema)
+    elif fmt.get("type") == "json_object":
+        regex = schema_regex({"type": "object"})
+    elif fmt.get("type") not in (None, "text"):
+        raise ApiError(400, f"response_format.type = {fmt.get('type')!r}: use text, json_object or json_schema")
+    if tools and choice == "required":
+        regex = tool_call_regex(tools, bool(body.get("parallel_tool_calls", True)), engine.tokenizer)
+    elif tools and isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        chosen = [t for t in tools if function_of(t).get("name") == name]
+        if not chosen:
+            raise ApiError(400, f"tool_choice names {name!r}, which is not among the tools")
+        regex = tool_call_regex(chosen, False, engine.tokenizer)
+    return None if regex is None else (lambda: Constraint(engine.tokenizer, regex, stop_id, 1))
+
+
+# ------------------------------------------------------------------------------------------ generation
+async def run_request(engine: Engine, prompt_ids, params, stop_ids, make_constraint, on_text, is_gone):
+    """Generate one choice; `on_text(delta)` gets decoded text as it comes (held back at a stop string or a
+    partial character). Returns (text, tokens, finish_reason)."""
+    from qazlm.infer.tools import decode_for_tools
+
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    req = engine.submit(prompt_ids, params, stop_ids, make_constraint() if make_constraint else None,
+                        lambda token: loop.call_soon_threadsafe(queue.put_nowait, token))
+    sent, stops, finish = "", params.stop, None
+    while True:
+        try:
+            await asyncio.wait_for(queue.get(), timeout=0.05)
+        except asyncio.TimeoutError:
+            pass
+        while not queue.empty():
+            queue.get_nowait()
+        text = decode_for_tools(engine.tokenizer, req.tokens)
+        cut = min((text.find(s) for s in stops if s in text), default=-1)
+        if cut >= 0:
+            text, finish = text[:cut], "stop"
+            engine.batcher.cancel(req)
+        hold = 0 if req.done.is_set() or finish else max((len(s) for s in stops), default=0)
+        ready = text[:len(text) - hold] if not text.endswith("\ufffd") else text.rstrip("\ufffd")
+        if len(ready) > len(sent):
+            await on_text(ready[len(sent):])
+            sent = ready
+        if finish or req.done.is_set():
+            break
+        if await is_gone():
+            engine.batcher.cancel(req)
+            break
+    reason = finish or {"stop": "stop", "length": "length"}.get(req.finish, "stop")
+    return sent, len(req.tokens), reason
+
+
+def error_body(status: int, message: str, kind: str, code: str | None) -> dict:
+    return {"error": {"message": message, "type": kind, "param": None, "code": code or str(status)}}
+
+
+def create_app(cfg: ServeConfig, loaded):
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+
+    engine = Engine(loaded, cfg)
+    model_id = cfg.name or loaded.name
+    app = FastAPI(title="qazlm", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.engine = engine
+
+    @app.on_event("shutdown")
+    def _shutdown() -> None:
+        engine.close()
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request, e: ApiError):
+        engine.metrics["errors"] += 1
+        return JSONResponse(error_body(e.status, e.message, e.kind, e.code), status_code=e.status)
+
+    @app.exception_handler(QazlmError)
+    async def _qazlm_error(request, e: QazlmError):
+        engine.metrics["errors"] += 1
+        return JSONResponse(error_body(400, str(e), "invalid_request_error", None), status_code=400)
+
+    @app.exception_handler(Exception)
+    async def _internal(request, e: Exception):  # never a stack trace to a client
+        engine.metrics["errors"] += 1
+        return JSONResponse(error_body(500, "internal server error", "server_error", None), status_code=500)
+
+    @app.exception_handler(404)
+    async def _not_found(request, e):
+        return JSONResponse(error_body(404, f"no route {request.url.path}", "invalid_request_error", None),
+                            status_code=404)
+
+    async def read_json(request: Request) -> dict:
+        if cfg.api_key and request.headers.get("authorization") != f"Bearer {cfg.api_key}":
+            raise ApiError(401, "missing or wrong API key (Authorization: Bearer ...)", "authentication_error")
+        if int(request.headers.get("content-length") or 0) > cfg.max_body_bytes:
+            raise ApiError(413, f"request body larger than {cfg.max_body_bytes} bytes")
+        raw = await request.body()
+        if len(raw) > cfg.max_body_bytes:
+            raise ApiError(413, f"request body larger than {cfg.max_body_bytes} bytes")
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise ApiError(400, "request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "request body must be a JSON object")
+        return body
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok", "model": model_id}
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        if cfg.api_key and request.headers.get("authorization") != f"Bearer {cfg.api_key}":
+            raise ApiError(401, "missing or wrong API key (Authorization: Bearer ...)", "authentication_error")
+        return {"object": "list", "data": [{"id": model_id, "object": "model", "owned_by": "qazlm",
+                                            "created": int(time.time())}]}
+
+    @app.get("/metrics")
+    def metrics():
+        m, b = engine.metrics, engine.batcher
+        lines = ["# TYPE qazlm_requests_total counter", f"qazlm_requests_total {m['requests']}",
+                 "# TYPE qazlm_errors_total counter", f"qazlm_errors_total {m['errors']}",
+                 "# TYPE qazlm_generated_tokens_total counter", f"qazlm_generated_tokens_total {m['tokens']}",
+                 "# TYPE qazlm_queue_depth gauge", f"qazlm_queue_depth {len(b.waiting)}",
+                 "# TYPE qazlm_running gauge", f"qazlm_running {len(b.running)}",
+                 "# TYPE qazlm_request_seconds histogram"]
+        total = 0
+        for bound, count in zip((*BUCKETS, "+Inf"), m["latency"]):
+            total += count
+            lines.append(f'qazlm_request_seconds_bucket{{le="{bound}"}} {total}')
+        lines += [f"qazlm_request_seconds_sum {m['latency_sum']:.6f}", f"qazlm_request_seconds_count {total}"]
+        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        body = await read_json(request)
+        return await complete(request, body, chat=True)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        body = await read_json(request)
+        return await complete(request, body, chat=False)
+
+    async def complete(request: Request, body: dict, chat: bool):
+        from qazlm.infer.chat import render_chat
+        from qazlm.infer.engine import encode_prompts, stop_ids_for
+        from qazlm.infer.tools import ToolCallStream, check_tools, parse_tool_calls
+        from qazlm.tokenizer.special_tokens import IM_END
+
+        tok = engine.tokenizer
+        params, _, n = sampling(body, cfg)
+        tools = body.get("tools") if chat and body.get("tool_choice", "auto") != "none" else None
+        if tools is not None:
+            check_tools(tools, "tools")
+        if chat:
+            messages = body.get("messages")
+            if not isinstance(messages, list) or not messages or not all(
+                    isinstance(m, dict) and m.get("role") in ("system", "user", "assistant", "tool") for m in messages):
+                raise ApiError(400, "messages: expected a non-empty list of {role, content} objects")
+            text = render_chat(tok, messages, tools=tools or None)
+            prompt = encode_prompts(tok, [text], add_bos=False)[0]
+        else:
+            if not isinstance(body.get("prompt"), str) or not body["prompt"]:
+                raise ApiError(400, "prompt: expected a non-empty string")
+            prompt = encode_prompts(tok, [body["prompt"]])[0]
+        limit = loaded.model.max_len - params.max_new_tokens
+        if len(prompt) > limit:
+            raise ApiError(400, f"prompt has {len(prompt)} tokens; with max_tokens {params.max_new_tokens} at most "
+                                f"{limit} fit the model's context ({loaded.model.max_len})",
+                           code="context_length_exceeded")
+        stop_ids = stop_ids_for(tok, params)
+        end = tok.convert_tokens_to_ids(IM_END) if chat and IM_END in tok.get_vocab() else stop_ids[0]
+        make_constraint = grammar(engine, body, tools, end)
+        rid, created = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}", int(time.time())
+        kind = "chat.completion" if chat else "text_completion"
+        t0 = time.perf_counter()
+
+        def params_for(i: int):
+            from dataclasses import replace
+
+            return replace(params, seed=params.seed + i)
+
+        async def is_gone() -> bool:
+            return await request.is_disconnected()
+
+        if body.get("stream"):
+            async def events():
+                for i in range(n):
+                    calls = ToolCallStream(tools) if tools else None
+                    pending: list[str] = []
+
+                    async def on_text(delta: str) -> None:
+                        for ev in (calls.feed(delta) if calls else [{"content": delta}]):
+                            pending.append(chunk(i, ev))
+
+                    task = asyncio.ensure_future(run_request(engine, prompt, params_for(i), stop_ids,
+                                                             make_constraint, on_text, is_gone))
+                    if chat:
+                        yield sse({"id": rid, "object": "chat.completion.chunk", "created": created, "model": model_id,
+                                   "choices": [{"index": i, "delta": {"role": "assistant"}, "finish_reason": None}]})
+                    while not task.done() or pending:
+                        while pending:
+                            yield pending.pop(0)
+                        if not task.done():
+                            await asyncio.sleep(0.02)
+                    _, tokens, reason = task.result()
+                    for ev in (calls.finish() if calls else []):
+                        yield chunk(i, ev)
+                    if calls and calls.calls:
+                        reason = "tool_calls"
+                    engine.observe(time.perf_counter() - t0, tokens)
+                    yield sse({"id": rid, "object": f"{kind}.chunk" if chat else kind, "created": created,
+                               "model": model_id, "choices": [{"index": i, **({"delta": {}} if chat else {"text": ""}),
+                                                               "finish_reason": reason}]})
+                yield "data: [DONE]\n\n"
+
+            def chunk(i: int, ev: dict) -> str:
+                if not chat:
+                    return sse({"id": rid, "object": kind, "created": created, "model": model_id,
+                                "choices": [{"index": i, "text": ev.get("content", ""), "finish_reason": None}]})
+                delta = {"content": ev["content"]} if "content" in ev else (
+                    {"tool_calls": [{"index": int(ev["tool_call"]["id"].split("_")[1]), **ev["tool_call"]}]}
+                    if "tool_call" in ev else {"content": ""})
+                return sse({"id": rid, "object": "chat.completion.chunk", "created": created, "model": model_id,
+                            "choices": [{"index": i, "delta": delta, "finish_reason": None}]})
+
+            return StreamingResponse(events(), media_type="text/event-stream")
+
+        async def ignore(delta: str) -> None:
+            return None
+
+        results = await asyncio.gather(*(run_request(engine, prompt, params_for(i), stop_ids, make_constraint,
+                                                     ignore, is_gone) for i in range(n)))
+        choices, completion = [], 0
+        for i, (text, tokens, reason) in enumerate(results):
+            completion += tokens
+            if not chat:
+                choices.append({"index": i, "text": text, "finish_reason": reason})
+                continue
+            message = {"role": "assistant", "content": text.strip()}
+            if tools:
+                reply = parse_tool_calls(text, tools)
+                message["content"] = reply.content or None
+                if reply.tool_calls:
+                    message["tool_calls"], reason = reply.tool_calls, "tool_calls"
+            choices.append({"index": i, "message": message, "finish_reason": reason})
+        engine.observe(time.perf_counter() - t0, completion)
+        return {"id": rid, "object": kind, "created": created, "model": model_id, "choices": choices,
+                "usage": {"prompt_tokens": len(prompt) * n, "completion_tokens": completion,
+                          "total_tokens": len(prompt) * n + completion}}
+
+    return app
+
+
+def sse(obj: dict) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
