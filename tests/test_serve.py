@@ -112,6 +112,7 @@ def test_errors_are_openai_json_without_traces(server):
                     json={"messages": [{"role": "user", "content": "x"}], "tools": [WEATHER],
                           "tool_choice": {"type": "function", "function": {"name": "nope"}}}), 400),
         (httpx.get(base + "/v1/nothing", headers=ok), 404),
+        (httpx.get(base + "/v1/models", headers={"Authorization": "Bearer wrong"}), 401),
     ]
     for response, status in cases:
         assert response.status_code == status, (status, response.text)

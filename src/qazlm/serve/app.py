@@ -10,6 +10,7 @@ JSON (`{"error": {"message", "type", "code"}}`) with 400/401/404/413/429/500, ne
 # No `from __future__ import annotations`: FastAPI reads the handlers' annotations (`request: Request`) as
 # objects, and `Request` is imported inside create_app (the server's imports stay out of every other command).
 import asyncio
+import hmac
 import json
 import threading
 import time
@@ -204,9 +205,14 @@ def create_app(cfg: ServeConfig, loaded):
         return JSONResponse(error_body(404, f"no route {request.url.path}", "invalid_request_error", None),
                             status_code=404)
 
-    async def read_json(request: Request) -> dict:
-        if cfg.api_key and request.headers.get("authorization") != f"Bearer {cfg.api_key}":
+    def check_key(request: Request) -> None:
+        """Every /v1 route: with an API key set, `Authorization: Bearer KEY` (compared in constant time)."""
+        given = request.headers.get("authorization", "")
+        if cfg.api_key and not hmac.compare_digest(given.encode(), f"Bearer {cfg.api_key}".encode()):
             raise ApiError(401, "missing or wrong API key (Authorization: Bearer ...)", "authentication_error")
+
+    async def read_json(request: Request) -> dict:
+        check_key(request)
         if int(request.headers.get("content-length") or 0) > cfg.max_body_bytes:
             raise ApiError(413, f"request body larger than {cfg.max_body_bytes} bytes")
         raw = await request.body()
@@ -226,8 +232,7 @@ def create_app(cfg: ServeConfig, loaded):
 
     @app.get("/v1/models")
     async def models(request: Request):
-        if cfg.api_key and request.headers.get("authorization") != f"Bearer {cfg.api_key}":
-            raise ApiError(401, "missing or wrong API key (Authorization: Bearer ...)", "authentication_error")
+        check_key(request)
         return {"object": "list", "data": [{"id": model_id, "object": "model", "owned_by": "qazlm",
                                             "created": int(time.time())}]}
 
