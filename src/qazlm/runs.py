@@ -134,6 +134,20 @@ def _plain(obj):
     return json.loads(json.dumps(obj, default=str))
 
 
+def up_to_date(out: Path, stage: str, wanted: dict, complete: bool, force: bool, log=print) -> bool:
+    """True when `out` holds exactly this result (its record equals `wanted` and `complete`): skip. Otherwise
+    says what changed, if anything, and drops the record, so a kill before the new one is written never leaves
+    an old record over new files."""
+    done = read_record(out)
+    if done == wanted and complete and not force:
+        log(f"{stage}: {out} is up to date (same config); skipping (--force to redo)")
+        return True
+    if done is not None and done != wanted:
+        log(f"{stage}: settings changed ({'; '.join(config_changes(done, wanted)[:3])}); rebuilding {out}")
+    (Path(out) / STAGE_RECORD).unlink(missing_ok=True)
+    return False
+
+
 def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
     """Human-readable differences between two recorded configs (`key: old -> new`), nested keys dotted."""
     old, new = _plain(old), _plain(new)

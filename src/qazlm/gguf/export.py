@@ -58,22 +58,17 @@ def run_gguf(cfg: GGUFConfig, force: bool = False, log=print) -> dict:
     """Export `cfg.model` into `cfg.out_dir` (one run per folder; a rerun with the same config and parent
     weights is skipped, a changed one rebuilt)."""
     from qazlm.io import clean_temp
-    from qazlm.runs import config_changes, output_lock, read_record, write_record
+    from qazlm.runs import output_lock, up_to_date, write_record
 
     out = Path(cfg.out_dir)
     if out.exists() and not out.is_dir():
         raise QazlmError(f"{out}: exists and is not a folder; choose another -o")
     with output_lock(out, STAGE):
         clean_temp(out)
-        wanted, done = record(cfg), read_record(out)
-        stem = cfg.name or default_stem(Path(cfg.model))
+        wanted, stem = record(cfg), cfg.name or default_stem(Path(cfg.model))
         complete = (out / REPORT).is_file() and all((out / file_name(stem, t)).is_file() for t in cfg.types)
-        if done == wanted and complete and not force:
-            log(f"gguf: {out} is up to date (same config); skipping (--force to redo)")
+        if up_to_date(out, STAGE, wanted, complete, force, log):
             return json.loads((out / REPORT).read_text(encoding="utf-8"))
-        if done is not None and done != wanted:
-            log(f"gguf: settings changed ({'; '.join(config_changes(done, wanted)[:3])}); rebuilding {out}")
-        (out / "qazlm_stage.json").unlink(missing_ok=True)
         report = export(cfg, out, stem, log)
         write_record(out, STAGE, wanted)
     return report

@@ -115,7 +115,7 @@ def run_quantize(cfg: QuantizeConfig, force: bool = False, log=print) -> dict:
     """Quantize `cfg.model` into `cfg.out_dir/final` (+ quantize_report.json); a rerun with the same config
     is skipped, a changed one rebuilt."""
     from qazlm.io import clean_temp
-    from qazlm.runs import config_changes, output_lock, read_record, write_record
+    from qazlm.runs import output_lock, up_to_date, write_record
 
     out = Path(cfg.out_dir)
     if out.exists() and not out.is_dir():
@@ -123,13 +123,10 @@ def run_quantize(cfg: QuantizeConfig, force: bool = False, log=print) -> dict:
     with output_lock(out, STAGE):  # creates OUT, or says in one line why it cannot
         clean_temp(out)
         refuse_foreign_final(out)
-        wanted, done = record(cfg), read_record(out)
-        if done == wanted and not force and (out / REPORT).is_file() and (out / "final" / LINEAGE).is_file():
-            log(f"quantize: {out} is up to date (same config); skipping (--force to redo)")
+        wanted = record(cfg)
+        complete = (out / REPORT).is_file() and (out / "final" / LINEAGE).is_file()
+        if up_to_date(out, STAGE, wanted, complete, force, log):
             return json.loads((out / REPORT).read_text(encoding="utf-8"))
-        if done is not None and done != wanted:
-            log(f"quantize: settings changed ({'; '.join(config_changes(done, wanted)[:3])}); rebuilding {out}")
-        (out / "qazlm_stage.json").unlink(missing_ok=True)
         report = quantize_folder(cfg, out, log, wanted["parent_sha256"])
         write_record(out, STAGE, wanted)
     return report
