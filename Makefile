@@ -9,6 +9,10 @@ export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXA
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: demo test bench venv clean
+# The web chat's test drives Debian's chromium through Playwright (which cannot download its own browser
+# offline): installed here, with apt as root or through passwordless sudo; otherwise that one test is skipped.
+CHROMIUM := /usr/bin/chromium
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -19,10 +23,15 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && $(APT_INSTALL) >/dev/null; \
+	elif sudo -n true 2>/dev/null; then sudo apt-get update -qq && sudo $(APT_INSTALL) >/dev/null; \
+	else echo "make: no root to install chromium (apt-get install chromium): the web chat test will be skipped"; fi
+
 demo: $(STAMP)
 	$(BIN)/qazlm run recipes/tiny.toml
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

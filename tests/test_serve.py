@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-import time
 
 import pytest
 
@@ -20,29 +18,15 @@ WEATHER = {"type": "function", "function": {"name": "weather", "description": "W
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, corpus):
-    import uvicorn
-    from test_eval_helpers import make_hf_folder
+    from serve_harness import running_server, tiny_chat_model
 
-    from qazlm.infer.loading import load_model
-    from qazlm.serve.app import create_app
     from qazlm.serve.config import ServeConfig
-    from qazlm.tokenizer.train import TokenizerTrainConfig, train_tokenizer
 
-    root = tmp_path_factory.mktemp("serve")
-    train_tokenizer(TokenizerTrainConfig(inputs=[str(corpus)], vocab_size=3000), root / "tok", show_progress=False)
-    model = make_hf_folder(root / "tok", root / "model", max_pos=2048)
+    model = tiny_chat_model(tmp_path_factory.mktemp("serve"), corpus)
     cfg = ServeConfig(model=str(model), port=0, api_key="k3y", slots=4, max_queue=2, max_tokens=64,
                       max_body_bytes=20_000, name="qazlm-test")
-    app = create_app(cfg, load_model(model))
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    while not srv.started:
-        time.sleep(0.05)
-    port = srv.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}", app
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with running_server(cfg, model) as (url, app):
+        yield url, app
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 """An OpenAI-compatible HTTP server over the continuous batcher (FastAPI + uvicorn).
 
 Routes: `/v1/models`, `/v1/chat/completions`, `/v1/completions` (streamed as server-sent events ending with
-`[DONE]`, or whole), `/health`, `/metrics` (Prometheus text). One engine thread runs
-`ContinuousBatcher.step()`; handlers submit requests to it and wait (or stream) without blocking the event
+`[DONE]`, or whole), `/` (the web chat, webchat.html), `/health`, `/metrics` (Prometheus text). One engine
+thread runs `ContinuousBatcher.step()`; handlers submit requests to it and wait (or stream) without blocking the event
 loop. A client that disconnects cancels its request, which frees its slot at once. Errors are OpenAI-style
 JSON (`{"error": {"message", "type", "code"}}`) with 400/401/404/413/429/500, never a stack trace.
 """
@@ -15,10 +15,14 @@ import json
 import threading
 import time
 import uuid
+from importlib import resources
 
 from qazlm.errors import QazlmError
 from qazlm.serve.config import ServeConfig
 
+# The page's script and styles are inline; it may fetch only from this server.
+CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
+       "img-src 'self' data:")
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -174,7 +178,7 @@ def error_body(status: int, message: str, kind: str, code: str | None) -> dict:
 
 def create_app(cfg: ServeConfig, loaded):
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+    from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 
     engine = Engine(loaded, cfg)
     model_id = cfg.name or loaded.name
@@ -225,6 +229,12 @@ def create_app(cfg: ServeConfig, loaded):
         if not isinstance(body, dict):
             raise ApiError(400, "request body must be a JSON object")
         return body
+
+    @app.get("/")
+    def web_chat():
+        """The chat page: one static file; the CSP keeps it from loading anything from another origin."""
+        page = resources.files("qazlm.serve").joinpath("webchat.html").read_text(encoding="utf-8")
+        return HTMLResponse(page, headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff"})
 
     @app.get("/health")
     def health():
