@@ -59,6 +59,10 @@ def test_cancel_frees_the_slot_and_a_full_queue_refuses(model):
     batcher = ContinuousBatcher(model, slots=1, max_len=64, max_queue=1)
     params = SamplingParams(max_new_tokens=30)
     first = batcher.submit(PROMPTS[0], params, STOP)
+    batcher.submit(PROMPTS[3], params, STOP)  # the free slot takes one at the next step, the queue the other
+    with pytest.raises(QueueFull, match="queue full"):
+        batcher.submit(PROMPTS[2], params, STOP)
+    batcher.cancel(batcher.waiting[-1])
     batcher.step()
     second = batcher.submit(PROMPTS[1], params, STOP)
     with pytest.raises(QueueFull, match="queue full"):

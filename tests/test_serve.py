@@ -26,7 +26,7 @@ def server(tmp_path_factory, corpus):
     cfg = ServeConfig(model=str(model), port=0, api_key="k3y", slots=4, max_queue=2, max_tokens=64,
                       max_body_bytes=20_000, name="qazlm-test")
     with running_server(cfg, model) as (url, app):
-        yield url, app
+        yield url, app, model
 
 
 @pytest.fixture(scope="module")
@@ -108,12 +108,12 @@ def test_errors_are_openai_json_without_traces(server):
 
 
 def test_a_full_queue_answers_429(server):
-    """The queue rule itself is tested in test_batcher.py; here a queue that holds nothing makes every request
-    find it full, so the HTTP answer is checked without racing the engine thread."""
+    """The queue rule itself is tested in test_batcher.py; here a queue with room for nothing (not even the free
+    slots' share) makes every request find it full, so the HTTP answer is checked without racing the engine."""
     import httpx2 as httpx
 
     batcher = server[1].state.engine.batcher
-    batcher.max_queue = 0
+    batcher.max_queue = -batcher.slots
     try:
         r = httpx.post(server[0] + "/v1/chat/completions", headers={"Authorization": "Bearer k3y"},
                        json={"messages": [{"role": "user", "content": "x"}], "max_tokens": 4})
@@ -136,3 +136,88 @@ def test_streamed_tool_calls_arrive_as_deltas(client):
         finish = ev.choices[0].finish_reason or finish
     assert finish == "tool_calls" and calls[0]["name"] == "weather"
     assert "city" in json.loads(calls[0]["arguments"])
+
+
+def test_completions_echo_logprobs_score_the_prompt(server):
+    """What lm-eval's local-completions sends: token-id prompts (batched), echo, logprobs, max_tokens 0/1."""
+    import httpx2 as httpx
+    import torch
+
+    url, app, _ = server
+    module, headers = app.state.engine.loaded.model.module, {"Authorization": "Bearer k3y"}
+    prompts = [[5, 17, 230, 41, 9], [300, 12, 7]]
+    r = httpx.post(url + "/v1/completions", headers=headers,
+                   json={"prompt": prompts, "echo": True, "logprobs": 2, "max_tokens": 0, "temperature": 0}).json()
+    assert [c["index"] for c in r["choices"]] == [0, 1] and r["usage"]["prompt_tokens"] == 8
+    for ids, choice in zip(prompts, r["choices"]):
+        lp = choice["logprobs"]
+        with torch.no_grad():
+            want = torch.log_softmax(module(torch.tensor([ids])).logits.float(), -1)[0]
+        assert lp["token_logprobs"][0] is None and len(lp["tokens"]) == len(ids)
+        assert lp["token_logprobs"][1:] == pytest.approx([float(want[i, t]) for i, t in enumerate(ids[1:])], abs=1e-4)
+        for pos, top in enumerate(lp["top_logprobs"][1:]):
+            assert max(top.values()) == pytest.approx(float(want[pos].max()), abs=1e-4) and len(top) <= 3
+    greedy = httpx.post(url + "/v1/completions", headers=headers,
+                        json={"prompt": "Қазақстан", "logprobs": 1, "max_tokens": 3, "temperature": 0}).json()
+    lp = greedy["choices"][0]["logprobs"]
+    assert len(lp["tokens"]) == greedy["usage"]["completion_tokens"] == 3
+    assert all(t == pytest.approx(max(top.values())) for t, top in zip(lp["token_logprobs"], lp["top_logprobs"]))
+    assert "".join(lp["tokens"]) == greedy["choices"][0]["text"]
+    bad = [({"prompt": [[1, 10**7]], "max_tokens": 1}, "token ids must be in"),
+           ({"prompt": [[1, 2], [3]], "stream": True, "max_tokens": 1}, "one prompt at a time"),
+           ({"prompt": "x", "max_tokens": 0}, "max_tokens = 0"),
+           ({"prompt": [1.5], "max_tokens": 1}, "prompt: expected")]
+    for body, message in bad:
+        r = httpx.post(url + "/v1/completions", headers=headers, json=body)
+        assert r.status_code == 400 and message in r.json()["error"]["message"], body
+
+
+def test_tokenizer_routes(server):
+    import httpx2 as httpx
+
+    url, app, _ = server
+    tok, headers = app.state.engine.tokenizer, {"Authorization": "Bearer k3y"}
+    info = httpx.get(url + "/tokenizer_info", headers=headers).json()
+    assert info["eos_token"] == tok.eos_token and info["model_max_length"] == 2048
+    assert "im_start" in info["chat_template"]
+    ids = httpx.post(url + "/tokenize", headers=headers, json={"prompt": "Сәлем, әлем!"}).json()
+    assert ids["tokens"] == tok("Сәлем, әлем!", add_special_tokens=False)["input_ids"] and ids["count"] > 0
+    back = httpx.post(url + "/detokenize", headers=headers, json={"tokens": ids["tokens"]}).json()
+    assert back["prompt"] == "Сәлем, әлем!"
+    chat = httpx.post(url + "/tokenize", headers=headers, json={"messages": [{"role": "user", "content": "Hi"}]})
+    assert chat.json()["count"] > 3
+    assert httpx.get(url + "/tokenizer_info").status_code == 401          # the API key guards these routes too
+    assert httpx.post(url + "/detokenize", headers=headers, json={"tokens": [-1]}).status_code == 400
+
+
+def test_lm_eval_scores_the_served_model_as_its_hf_backend_does(server, monkeypatch, tmp_path, capfd):
+    """lm-eval's local-completions client (remote tokenizer) against the server gives the loglikelihoods and the
+    task score that lm-eval's own `hf` backend computes from the same folder; `qazlm eval URL` writes the report."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from qazlm.eval.harness import run_lm_tasks, served_lm
+
+    url, _, model = server
+    monkeypatch.setenv("OPENAI_API_KEY", "k3y")
+    served, model_id, context = served_lm(url + "/v1", batch_size=4)
+    assert (model_id, context) == ("qazlm-test", 2048)
+    local = HFLM(pretrained=str(model), batch_size=4, device="cpu")
+    pairs = [("Қазақстанның астанасы", " Астана."), ("The capital of France is", " Paris"), ("", "Сәлем")]
+    requests = [Instance("loglikelihood", {}, pair, idx) for idx, pair in enumerate(pairs)]
+    got, want = served.loglikelihood(requests), local.loglikelihood(requests)
+    assert [g for _, g in got] == [g for _, g in want]
+    assert [ll for ll, _ in got] == pytest.approx([ll for ll, _ in want], abs=1e-3)
+    task = "kkcopa_kk"
+    a = run_lm_tasks(served, [task], limit=6, log=lambda m: None)["qazlm_kkcopa_kk"]
+    b = run_lm_tasks(local, [task], limit=6, log=lambda m: None)["qazlm_kkcopa_kk"]
+    assert a["n"] == b["n"] == 6 and a["value"] == b["value"]
+
+    from cli_harness import run_cli
+
+    out = tmp_path / "served_eval"
+    code, _, err = run_cli(["eval", url + "/v1", "--tasks", task, "--limit", "6", "--no-bpb", "--samples", "0",
+                            "-o", out], capfd)
+    assert code == 0, err
+    served_report = json.loads((out / "report.json").read_text())["models"][0]
+    assert served_report["kind"] == "served" and served_report["tasks"]["qazlm_kkcopa_kk"]["value"] == a["value"]

@@ -58,10 +58,38 @@ def checkpoint_step(path: str | Path) -> int | None:
     return None
 
 
+def evaluate_served(url: str, s: EvalSettings, log=print) -> dict:
+    """lm-eval tasks on a model behind an OpenAI-compatible server (lm-eval's local-completions client).
+    Bits per byte and generation samples need the weights, so they are left to the model folder's own eval."""
+    from qazlm.eval.harness import run_lm_tasks, served_lm
+
+    lm, model_id, max_len = served_lm(url, batch_size=s.batch_size, max_len=s.max_len)
+    if s.bpb or s.samples:
+        log(f"  {url}: a served model gets --tasks only (bits per byte and samples need the model folder)")
+    out = {"name": model_id, "path": url, "kind": "served", "step": None, "params": None, "max_len": max_len,
+           "bpb": {}, "tasks": {}, "samples": {}}
+    if s.tasks:
+        import requests
+
+        try:
+            out["tasks"] = run_lm_tasks(lm, s.tasks, data_dir=s.data_dir, num_fewshot=s.num_fewshot, limit=s.limit,
+                                        seed=s.seed, log=lambda m: log(f"  {m}"))
+        except requests.RequestException as e:
+            raise QazlmError(f"eval: {url} failed a request ({e}); check the server's log, or lower --batch-size") \
+                from None
+    return out
+
+
 def evaluate_model(path: str | Path, s: EvalSettings, texts: dict[str, list[str]], *, tokenizer=None,
                    fallback_tokenizer=None, log=print) -> dict:
-    """All evaluations of one model folder -> {"name", "path", "kind", "step", "bpb", "tasks", "samples"}."""
+    """All evaluations of one model folder (or served model's URL) -> {"name", "path", "kind", "step", "bpb",
+    "tasks", "samples"}."""
     import torch
+
+    from qazlm.eval.harness import is_served
+
+    if is_served(path):
+        return evaluate_served(str(path), s, log)
 
     from qazlm.eval.harness import run_tasks
     from qazlm.infer.engine import SAMPLE_PROMPTS, generate

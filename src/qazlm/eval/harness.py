@@ -119,7 +119,42 @@ def default_data_dir() -> Path:
 def run_tasks(model, tokenizer, tasks: list[str], *, data_dir: str | Path | None = None, num_fewshot: int = 0,
               limit: int | None = None, batch_size: int = 8, device: str = "cpu", max_len: int | None = None,
               seed: int = 1234, log=print) -> dict:
-    """Run qazlm's lm-eval tasks; returns {task: {"metric", "value", "stderr", "chance", "n"} or {"skipped"}}.
+    """Run qazlm's lm-eval tasks on a loaded model (see `run_lm_tasks`)."""
+    lm = make_lm(model, tokenizer, batch_size=batch_size, max_len=max_len, device=device)
+    return run_lm_tasks(lm, tasks, data_dir=data_dir, num_fewshot=num_fewshot, limit=limit, seed=seed, log=log)
+
+
+def is_served(path) -> bool:
+    return str(path).startswith(("http://", "https://"))
+
+
+def served_lm(url: str, *, batch_size: int = 8, max_len: int | None = None):
+    """lm-eval's own `local-completions` client for a served model (`qazlm serve`, vLLM, ...) at `url`
+    (`http://host:port/v1`): the tokenizer is the server's (vLLM's /tokenize routes, `tokenizer_backend=remote`)
+    and every score comes from /v1/completions with echo + logprobs. The API key, if any, is $OPENAI_API_KEY.
+    Returns (lm, model id, the server's context length)."""
+    import requests
+    from lm_eval.models.openai_completions import LocalCompletionsAPI
+
+    url, key = url.rstrip("/"), os.environ.get("OPENAI_API_KEY", "")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        model_id = requests.get(f"{url}/models", headers=headers, timeout=30).json()["data"][0]["id"]
+        info = requests.get(f"{url.removesuffix('/v1')}/tokenizer_info", headers=headers, timeout=30).json()
+        context = int(info["model_max_length"])
+    except (requests.RequestException, ValueError, KeyError, IndexError, TypeError) as e:
+        raise QazlmError(f"eval: {url} does not answer as an OpenAI-compatible server with vLLM's /tokenizer_info "
+                         f"({type(e).__name__}); start one with `qazlm serve MODEL` and give its .../v1 URL") from None
+    lm = LocalCompletionsAPI(base_url=f"{url}/completions", model=model_id, tokenizer_backend="remote",
+                             auth_token=key or None, header=headers or None, batch_size=batch_size,
+                             max_length=min(max_len or context, context), num_concurrent=1, max_retries=1)
+    return lm, model_id, min(max_len or context, context)
+
+
+def run_lm_tasks(lm, tasks: list[str], *, data_dir: str | Path | None = None, num_fewshot: int = 0,
+                 limit: int | None = None, seed: int = 1234, log=print) -> dict:
+    """Run qazlm's lm-eval tasks with an lm-eval LM (ours, or a served model's client); returns
+    {task: {"metric", "value", "stderr", "chance", "n"} or {"skipped"}}.
 
     A task whose local data files are missing is skipped with a one-line reason; the rest still runs.
     """
@@ -143,7 +178,6 @@ def run_tasks(model, tokenizer, tasks: list[str], *, data_dir: str | Path | None
 
     manager = TaskManager(include_path=str(TASK_DIR), include_defaults=False,
                           metadata={"data_dir": str(data_dir)})
-    lm = make_lm(model, tokenizer, batch_size=batch_size, max_len=max_len, device=device)
     res = lm_eval.simple_evaluate(model=lm, tasks=runnable, task_manager=manager, num_fewshot=num_fewshot,
                                   limit=limit, bootstrap_iters=0, log_samples=False, random_seed=seed,
                                   numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)

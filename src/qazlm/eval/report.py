@@ -11,6 +11,10 @@ from pathlib import Path
 from qazlm.io import save_png, write_json, write_text
 
 
+def _millions(n) -> str:
+    return "—" if n is None else f"{n / 1e6:.2f}M"  # a served model's size is not known
+
+
 def _fmt(v, digits=3) -> str:
     return "—" if v is None else f"{v:.{digits}f}"
 
@@ -20,8 +24,8 @@ def markdown(result: dict) -> str:
     sets = list(dict.fromkeys(k for m in models for k in m["bpb"]))
     lines = ["# qazlm evaluation", ""]
     lines += ["| model | kind | params | step | window (tokens) |", "|---|---|---:|---:|---:|"]
-    lines += [f"| {m['name']} | {m['kind']} | {m['params'] / 1e6:.2f}M | {m['step'] if m['step'] is not None else '—'} "
-              f"| {m.get('max_len', '—')} |" for m in models]
+    lines += [f"| {m['name']} | {m['kind']} | {_millions(m['params'])} | {_fmt(m['step'], 0)} | "
+              f"{m.get('max_len', '—')} |" for m in models]
     if sets:
         lines += ["", "## Bits per byte (lower is better)", "",
                   "Total negative log-likelihood over the UTF-8 bytes of each set, in bits: comparable across "

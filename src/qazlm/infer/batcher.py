@@ -106,8 +106,8 @@ class ContinuousBatcher:
                              f"exceeds the context ({self.max_len} tokens)")
         req = Request(list(prompt), params, frozenset(stop_ids), constraint, on_token,
                       generator=torch.Generator().manual_seed(params.seed))
-        with self.lock:
-            if len(self.waiting) >= self.max_queue:
+        with self.lock:  # requests about to take a free slot at the next step are not waiting for one
+            if len(self.waiting) >= self.max_queue + self.slots - len(self.running):
                 raise QueueFull(f"queue full ({self.max_queue} requests waiting); retry later")
             self.waiting.append(req)
         return req

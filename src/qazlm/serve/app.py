@@ -1,7 +1,8 @@
 """An OpenAI-compatible HTTP server over the continuous batcher (FastAPI + uvicorn).
 
 Routes: `/v1/models`, `/v1/chat/completions`, `/v1/completions` (streamed as server-sent events ending with
-`[DONE]`, or whole), `/` (the web chat, webchat.html), `/health`, `/metrics` (Prometheus text). One engine
+`[DONE]`, or whole), `/` (the web chat, webchat.html), `/health`, `/metrics` (Prometheus text), and vLLM's
+`/tokenize`, `/detokenize`, `/tokenizer_info` (lm-eval's remote tokenizer). One engine
 thread runs `ContinuousBatcher.step()`; handlers submit requests to it and wait (or stream) without blocking the event
 loop. A client that disconnects cancels its request, which frees its slot at once. Errors are OpenAI-style
 JSON (`{"error": {"message", "type", "code"}}`) with 400/401/404/413/429/500, never a stack trace.
@@ -135,10 +136,62 @@ def grammar(engine: Engine, body: dict, tools: list | None, stop_id: int):
     return None if regex is None else (lambda: Constraint(engine.tokenizer, regex, stop_id, 1))
 
 
+def prompt_ids(engine: Engine, prompt) -> list[list[int]]:
+    """/v1/completions' `prompt`: a string, a list of strings, a list of token ids or a list of such lists (what
+    lm-eval's local-completions sends). Text gets the document-boundary token first; token ids are used as given."""
+    from qazlm.infer.engine import encode_prompts
+
+    def is_ids(x) -> bool:
+        return isinstance(x, list) and bool(x) and all(isinstance(t, int) and not isinstance(t, bool) for t in x)
+
+    if isinstance(prompt, str) and prompt:
+        return encode_prompts(engine.tokenizer, [prompt])
+    if is_ids(prompt):
+        prompts = [prompt]
+    elif isinstance(prompt, list) and prompt and all(isinstance(p, str) and p for p in prompt):
+        return encode_prompts(engine.tokenizer, prompt)
+    elif isinstance(prompt, list) and prompt and all(is_ids(p) for p in prompt):
+        prompts = prompt
+    else:
+        raise ApiError(400, "prompt: expected a non-empty string, a list of strings, a list of token ids or a list "
+                            "of token-id lists")
+    if any(not 0 <= t < len(engine.tokenizer) for p in prompts for t in p):
+        raise ApiError(400, f"prompt: token ids must be in [0, {len(engine.tokenizer)})")
+    return [list(p) for p in prompts]
+
+
+def token_logprobs(engine: Engine, ids: list[int], start: int, top: int) -> dict:
+    """OpenAI's `logprobs` object for ids[start:], from one forward pass over `ids` (teacher forcing: the
+    model's raw distribution, before temperature or top_p). The first token of a sequence has no logprob."""
+    import torch
+
+    with torch.inference_mode():
+        logp = torch.log_softmax(engine.loaded.model(torch.tensor([ids])), dim=-1)[0]
+    tok = engine.tokenizer
+    pieces = [tok.decode([t]) for t in ids]
+    out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    offset = sum(len(p) for p in pieces[:start])
+    for pos in range(start, len(ids)):
+        out["tokens"].append(pieces[pos])
+        out["text_offset"].append(offset)
+        offset += len(pieces[pos])
+        if pos == 0:
+            out["token_logprobs"].append(None)
+            out["top_logprobs"].append(None)
+            continue
+        row = logp[pos - 1]
+        best = torch.topk(row, top) if top else None
+        alternatives = {tok.decode([int(i)]): float(v) for v, i in zip(*best)} if best else {}
+        alternatives.setdefault(pieces[pos], float(row[ids[pos]]))   # the chosen token too, as vLLM does
+        out["token_logprobs"].append(float(row[ids[pos]]))
+        out["top_logprobs"].append(alternatives)
+    return out
+
+
 # ------------------------------------------------------------------------------------------ generation
 async def run_request(engine: Engine, prompt_ids, params, stop_ids, make_constraint, on_text, is_gone):
     """Generate one choice; `on_text(delta)` gets decoded text as it comes (held back at a stop string or a
-    partial character). Returns (text, tokens, finish_reason)."""
+    partial character). Returns (text, token ids, finish_reason)."""
     from qazlm.infer.tools import decode_for_tools
 
     loop = asyncio.get_running_loop()
@@ -169,7 +222,10 @@ async def run_request(engine: Engine, prompt_ids, params, stop_ids, make_constra
             engine.batcher.cancel(req)
             break
     reason = finish or {"stop": "stop", "length": "length"}.get(req.finish, "stop")
-    return sent, len(req.tokens), reason
+    ids = list(req.tokens)
+    while ids and finish == "stop" and len(decode_for_tools(engine.tokenizer, ids[:-1])) >= len(sent):
+        ids.pop()                      # tokens past a stop string are not part of the answer
+    return sent, ids, reason
 
 
 def error_body(status: int, message: str, kind: str, code: str | None) -> dict:
@@ -262,6 +318,37 @@ def create_app(cfg: ServeConfig, loaded):
         lines += [f"qazlm_request_seconds_sum {m['latency_sum']:.6f}", f"qazlm_request_seconds_count {total}"]
         return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
+    # vLLM's tokenizer routes: lm-eval's `tokenizer_backend=remote` scores a served model with no local copy.
+    @app.get("/tokenizer_info")
+    async def tokenizer_info(request: Request):
+        check_key(request)
+        tok = engine.tokenizer
+        return {"tokenizer_class": type(tok).__name__, "eos_token": tok.eos_token, "bos_token": tok.bos_token,
+                "pad_token": tok.pad_token, "chat_template": tok.chat_template,
+                "model_max_length": loaded.model.max_len, "vocab_size": len(tok)}
+
+    @app.post("/tokenize")
+    async def tokenize(request: Request):
+        from qazlm.infer.chat import render_chat
+
+        body, tok = await read_json(request), engine.tokenizer
+        if isinstance(body.get("messages"), list) and body["messages"]:
+            text = render_chat(tok, body["messages"])
+        elif isinstance(body.get("prompt"), str):
+            text = body["prompt"]
+        else:
+            raise ApiError(400, "tokenize: give `prompt` (a string) or `messages` (a chat)")
+        ids = tok(text, add_special_tokens=bool(body.get("add_special_tokens", False)))["input_ids"]
+        return {"tokens": ids, "count": len(ids), "max_model_len": loaded.model.max_len}
+
+    @app.post("/detokenize")
+    async def detokenize(request: Request):
+        body = await read_json(request)
+        ids = body.get("tokens")
+        if not isinstance(ids, list) or not all(isinstance(t, int) and 0 <= t < len(engine.tokenizer) for t in ids):
+            raise ApiError(400, f"detokenize: `tokens` must be a list of ids in [0, {len(engine.tokenizer)})")
+        return {"prompt": engine.tokenizer.decode(ids)}
+
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
         body = await read_json(request)
@@ -273,13 +360,18 @@ def create_app(cfg: ServeConfig, loaded):
         return await complete(request, body, chat=False)
 
     async def complete(request: Request, body: dict, chat: bool):
+        from dataclasses import replace
+
         from qazlm.infer.chat import render_chat
         from qazlm.infer.engine import encode_prompts, stop_ids_for
         from qazlm.infer.tools import ToolCallStream, check_tools, parse_tool_calls
         from qazlm.tokenizer.special_tokens import IM_END
 
         tok = engine.tokenizer
-        params, _, n = sampling(body, cfg)
+        echo, top = bool(body.get("echo")) and not chat, 0 if chat else number(body, "logprobs", 0, 0, 20, True)
+        want_logprobs = not chat and body.get("logprobs") is not None
+        score_only = echo and body.get("max_tokens") == 0      # score the prompt, generate nothing
+        params, _, n = sampling({**body, "max_tokens": 1} if score_only else body, cfg)
         tools = body.get("tools") if chat and body.get("tool_choice", "auto") != "none" else None
         if tools is not None:
             check_tools(tools, "tools")
@@ -288,44 +380,50 @@ def create_app(cfg: ServeConfig, loaded):
             if not isinstance(messages, list) or not messages or not all(
                     isinstance(m, dict) and m.get("role") in ("system", "user", "assistant", "tool") for m in messages):
                 raise ApiError(400, "messages: expected a non-empty list of {role, content} objects")
-            text = render_chat(tok, messages, tools=tools or None)
-            prompt = encode_prompts(tok, [text], add_bos=False)[0]
+            prompts = encode_prompts(tok, [render_chat(tok, messages, tools=tools or None)], add_bos=False)
         else:
-            if not isinstance(body.get("prompt"), str) or not body["prompt"]:
-                raise ApiError(400, "prompt: expected a non-empty string")
-            prompt = encode_prompts(tok, [body["prompt"]])[0]
+            prompts = prompt_ids(engine, body.get("prompt"))
         limit = loaded.model.max_len - params.max_new_tokens
-        if len(prompt) > limit:
-            raise ApiError(400, f"prompt has {len(prompt)} tokens; with max_tokens {params.max_new_tokens} at most "
-                                f"{limit} fit the model's context ({loaded.model.max_len})",
-                           code="context_length_exceeded")
+        for prompt in prompts:
+            if len(prompt) > limit:
+                raise ApiError(400, f"prompt has {len(prompt)} tokens; with max_tokens {params.max_new_tokens} at "
+                                    f"most {limit} fit the model's context ({loaded.model.max_len})",
+                               code="context_length_exceeded")
+        if body.get("stream") and (len(prompts) > 1 or want_logprobs):
+            raise ApiError(400, "stream: one prompt at a time and without logprobs; send them unstreamed")
         stop_ids = stop_ids_for(tok, params)
         end = tok.convert_tokens_to_ids(IM_END) if chat and IM_END in tok.get_vocab() else stop_ids[0]
         make_constraint = grammar(engine, body, tools, end)
         rid, created = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}", int(time.time())
         kind = "chat.completion" if chat else "text_completion"
         t0 = time.perf_counter()
-
-        def params_for(i: int):
-            from dataclasses import replace
-
-            return replace(params, seed=params.seed + i)
+        jobs = [(prompt, replace(params, seed=params.seed + i)) for prompt in prompts for i in range(n)]
 
         async def is_gone() -> bool:
             return await request.is_disconnected()
 
+        async def ignore(delta: str) -> None:
+            return None
+
+        async def one(prompt, job_params, on_text):
+            """(text, token ids, finish reason) of one choice; max_tokens 0 (echo only) generates nothing."""
+            if score_only:
+                return "", [], "length"
+            return await run_request(engine, prompt, job_params, stop_ids, make_constraint, on_text, is_gone)
+
         if body.get("stream"):
+            prompt = prompts[0]
+
             async def events():
-                for i in range(n):
+                for i, (_, job_params) in enumerate(jobs):
                     calls = ToolCallStream(tools) if tools else None
-                    pending: list[str] = []
+                    pending: list[str] = [chunk(i, {"content": tok.decode(prompt)})] if echo else []
 
                     async def on_text(delta: str) -> None:
                         for ev in (calls.feed(delta) if calls else [{"content": delta}]):
                             pending.append(chunk(i, ev))
 
-                    task = asyncio.ensure_future(run_request(engine, prompt, params_for(i), stop_ids,
-                                                             make_constraint, on_text, is_gone))
+                    task = asyncio.ensure_future(one(prompt, job_params, on_text))
                     if chat:
                         yield sse({"id": rid, "object": "chat.completion.chunk", "created": created, "model": model_id,
                                    "choices": [{"index": i, "delta": {"role": "assistant"}, "finish_reason": None}]})
@@ -334,12 +432,12 @@ def create_app(cfg: ServeConfig, loaded):
                             yield pending.pop(0)
                         if not task.done():
                             await asyncio.sleep(0.02)
-                    _, tokens, reason = task.result()
+                    _, ids, reason = task.result()
                     for ev in (calls.finish() if calls else []):
                         yield chunk(i, ev)
                     if calls and calls.calls:
                         reason = "tool_calls"
-                    engine.observe(time.perf_counter() - t0, tokens)
+                    engine.observe(time.perf_counter() - t0, len(ids))
                     yield sse({"id": rid, "object": f"{kind}.chunk" if chat else kind, "created": created,
                                "model": model_id, "choices": [{"index": i, **({"delta": {}} if chat else {"text": ""}),
                                                                "finish_reason": reason}]})
@@ -357,16 +455,22 @@ def create_app(cfg: ServeConfig, loaded):
 
             return StreamingResponse(events(), media_type="text/event-stream")
 
-        async def ignore(delta: str) -> None:
-            return None
+        wave = asyncio.Semaphore(cfg.slots)   # a request's own prompts take at most every slot, never the queue
 
-        results = await asyncio.gather(*(run_request(engine, prompt, params_for(i), stop_ids, make_constraint,
-                                                     ignore, is_gone) for i in range(n)))
+        async def in_wave(prompt, job_params):
+            async with wave:
+                return await one(prompt, job_params, ignore)
+
+        results = await asyncio.gather(*(in_wave(prompt, job_params) for prompt, job_params in jobs))
         choices, completion = [], 0
-        for i, (text, tokens, reason) in enumerate(results):
-            completion += tokens
+        for i, ((prompt, _), (text, ids, reason)) in enumerate(zip(jobs, results)):
+            completion += len(ids)
             if not chat:
-                choices.append({"index": i, "text": text, "finish_reason": reason})
+                choice = {"index": i, "text": (tok.decode(prompt) if echo else "") + text, "finish_reason": reason}
+                if want_logprobs:
+                    choice["logprobs"] = await asyncio.to_thread(token_logprobs, engine, prompt + ids,
+                                                                 0 if echo else len(prompt), top)
+                choices.append(choice)
                 continue
             message = {"role": "assistant", "content": text.strip()}
             if tools:
@@ -376,9 +480,10 @@ def create_app(cfg: ServeConfig, loaded):
                     message["tool_calls"], reason = reply.tool_calls, "tool_calls"
             choices.append({"index": i, "message": message, "finish_reason": reason})
         engine.observe(time.perf_counter() - t0, completion)
+        prompt_tokens = sum(len(p) for p in prompts) * n
         return {"id": rid, "object": kind, "created": created, "model": model_id, "choices": choices,
-                "usage": {"prompt_tokens": len(prompt) * n, "completion_tokens": completion,
-                          "total_tokens": len(prompt) * n + completion}}
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                          "total_tokens": prompt_tokens + completion}}
 
     return app
 
