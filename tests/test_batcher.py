@@ -96,3 +96,30 @@ def test_each_request_keeps_its_own_grammar(model):
         assert req.finish == "stop"
         validate(json.loads(tok.decode(req.tokens)), schema)
     assert free.tokens == alone(model, PROMPTS[3], params)  # its neighbours' grammars do not touch it
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "llama"])
+def test_hf_models_decode_their_slots_as_our_transformer(arch):
+    """A Qwen3/Llama HF model (our SFT output, SmolLM2) is batched through our Transformer holding the same
+    tensors — same logits; what has no exact counterpart (RoPE scaling, non-float32 weights) stays HF."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+    from qazlm.infer.batcher import _HFSlots, _OurSlots
+    from qazlm.model.hf import as_ours
+
+    kind, make = (Qwen3Config, Qwen3ForCausalLM) if arch == "qwen3" else (LlamaConfig, LlamaForCausalLM)
+    common = dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=arch == "llama",
+                  rope_theta=50000.0, rms_norm_eps=1e-5)
+    torch.manual_seed(0)
+    hf = make(kind(**common, **({"head_dim": 16} if arch == "qwen3" else {}))).eval()
+    ours = as_ours(hf)
+    ids = torch.tensor([[5, 17, 230, 41, 9, 100, 3]])
+    with torch.no_grad():
+        assert torch.allclose(ours(ids), hf(ids).logits, atol=1e-5)
+    assert ours.embed_tokens.weight.data_ptr() == hf.model.embed_tokens.weight.data_ptr()  # shared, not copied
+    assert isinstance(ContinuousBatcher(hf, slots=2, max_len=64).backend, _OurSlots)
+    scaled = make(kind(**common, rope_scaling={"rope_type": "linear", "factor": 2.0}))
+    assert as_ours(scaled) is None and as_ours(hf.to(torch.bfloat16)) is None
+    assert isinstance(ContinuousBatcher(scaled, slots=2, max_len=64).backend, _HFSlots)

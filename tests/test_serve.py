@@ -57,6 +57,8 @@ def test_streaming_equals_the_whole_reply(client):
         parts.append(ev.choices[0].delta.content or "")
         finish = ev.choices[0].finish_reason or finish
     assert "".join(parts).strip() == whole and finish in ("stop", "length")
+    last = list(client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kwargs))[-1]
+    assert last.choices == [] and 0 < last.usage.completion_tokens <= 12
     text = client.completions.create(model="x", prompt="Қазақстан", max_tokens=6, temperature=0)
     assert text.object == "text_completion" and text.choices[0].finish_reason in ("stop", "length")
 

@@ -14,6 +14,7 @@ from functools import lru_cache
 
 from qazlm.errors import QazlmError
 from qazlm.infer.tools import CLOSE, OPEN, check_tools, function_of
+from qazlm.tokenizer.special_tokens import token_id
 
 # In the automaton the tool-call markers are private-use characters that only their special tokens spell, so
 # a constrained reply always uses the single `<tool_call>` token, never "<", "tool", "_call", ">".
@@ -37,7 +38,7 @@ def tool_call_regex(tools: list[dict], parallel: bool = True, tokenizer=None) ->
     import re
 
     check_tools(tools)
-    single = tokenizer is None or OPEN in tokenizer.get_vocab()
+    single = tokenizer is None or token_id(tokenizer, OPEN) is not None
     marks = MARKERS if single else {OPEN: re.escape(OPEN), CLOSE: re.escape(CLOSE)}
     calls = {"anyOf": [{"type": "object", "properties": {"name": {"const": function_of(t)["name"]},
                                                          "arguments": function_of(t).get("parameters", {})},

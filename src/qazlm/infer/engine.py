@@ -18,7 +18,7 @@ from qazlm.errors import QazlmError
 from qazlm.infer.chat import format_chat
 from qazlm.infer.sampling import SamplingParams, pick_next
 from qazlm.infer.tools import decode_for_tools
-from qazlm.tokenizer.special_tokens import IM_END
+from qazlm.tokenizer.special_tokens import IM_END, token_id
 
 # What training samples and the eval report show a model (one prompt list per language; training uses the first).
 SAMPLE_PROMPTS = {
@@ -124,8 +124,9 @@ def stop_ids_for(tokenizer, params: SamplingParams) -> list[int]:
     ids = set(params.stop_token_ids)
     if tokenizer.eos_token_id is not None:
         ids.add(int(tokenizer.eos_token_id))
-    if IM_END in tokenizer.get_vocab():  # the end of a chat turn
-        ids.add(int(tokenizer.convert_tokens_to_ids(IM_END)))
+    end_of_turn = token_id(tokenizer, IM_END)
+    if end_of_turn is not None:
+        ids.add(end_of_turn)
     return sorted(ids)
 
 
@@ -266,7 +267,7 @@ def make_constraint(tokenizer, json_schema, tools, stop_ids: list[int], chat: bo
         raise QazlmError("generate: give a JSON schema or tools to call, not both")
     from qazlm.infer.constrain import Constraint, schema_regex, tool_call_regex
 
-    end = tokenizer.convert_tokens_to_ids(IM_END) if chat and IM_END in tokenizer.get_vocab() else None
+    end = token_id(tokenizer, IM_END) if chat else None
     stop = end if end is not None else (tokenizer.eos_token_id if tokenizer.eos_token_id is not None else stop_ids[0])
     regex = tool_call_regex(tools, parallel, tokenizer) if tools else schema_regex(json_schema)
     return Constraint(tokenizer, regex, int(stop), rows)

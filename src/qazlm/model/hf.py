@@ -129,8 +129,11 @@ def read_hf_config(hf_folder: Path) -> dict:
 
 
 def config_from_hf(hf_folder: Path) -> ModelConfig:
-    path = hf_folder / "config.json"
-    c = read_hf_config(hf_folder)
+    return config_from_hf_dict(read_hf_config(hf_folder), hf_folder / "config.json")
+
+
+def config_from_hf_dict(c: dict, path) -> ModelConfig:
+    """Our ModelConfig for an HF Qwen3/Llama config; anything without an exact counterpart is a QazlmError."""
     if c.get("model_type") not in SUPPORTED:
         raise QazlmError(f"{path}: model_type {c.get('model_type')!r} is not supported; "
                          f"qazlm imports {', '.join(SUPPORTED)} models")
@@ -154,6 +157,30 @@ def config_from_hf(hf_folder: Path) -> ModelConfig:
                            tie_embeddings=bool(c.get("tie_word_embeddings")), qk_norm=c["model_type"] == "qwen3")
     except (QazlmError, TypeError, ValueError) as e:
         raise QazlmError(f"{path}: {e}") from None
+
+
+def as_ours(hf_model):
+    """An HF Qwen3/Llama model in memory as our Transformer holding the same weight tensors (no copy), so the
+    continuous batcher decodes its slots in one forward; None when the architecture, RoPE or weights (quantized
+    tensor subclasses, not float32) have no exact qazlm counterpart."""
+    import torch
+
+    from qazlm.model.transformer import build_model
+
+    try:
+        cfg = config_from_hf_dict(hf_model.config.to_dict(), "model")
+    except QazlmError:
+        return None
+    sd = {k.removeprefix("model."): v for k, v in hf_model.state_dict().items()}
+    if any(type(t) is not torch.Tensor or t.dtype != torch.float32 for t in sd.values()):
+        return None
+    if cfg.tie_embeddings:
+        sd.pop("lm_head.weight", None)
+    model = build_model(cfg, next(iter(sd.values())).device)
+    result = model.load_state_dict(sd, strict=False, assign=True)  # share the tensors; the initial ones are freed
+    if result.unexpected_keys or any(not k.startswith("rope_") for k in result.missing_keys):
+        return None
+    return model.eval()
 
 
 def import_hf(hf_folder: str | Path, out_dir: str | Path) -> Path:

@@ -365,7 +365,7 @@ def create_app(cfg: ServeConfig, loaded):
         from qazlm.infer.chat import render_chat
         from qazlm.infer.engine import encode_prompts, stop_ids_for
         from qazlm.infer.tools import ToolCallStream, check_tools, parse_tool_calls
-        from qazlm.tokenizer.special_tokens import IM_END
+        from qazlm.tokenizer.special_tokens import IM_END, token_id
 
         tok = engine.tokenizer
         echo, top = bool(body.get("echo")) and not chat, 0 if chat else number(body, "logprobs", 0, 0, 20, True)
@@ -392,8 +392,11 @@ def create_app(cfg: ServeConfig, loaded):
         if body.get("stream") and (len(prompts) > 1 or want_logprobs):
             raise ApiError(400, "stream: one prompt at a time and without logprobs; send them unstreamed")
         stop_ids = stop_ids_for(tok, params)
-        end = tok.convert_tokens_to_ids(IM_END) if chat and IM_END in tok.get_vocab() else stop_ids[0]
+        end = token_id(tok, IM_END) if chat else None
+        end = stop_ids[0] if end is None else end
         make_constraint = grammar(engine, body, tools, end)
+        if body.get("ignore_eos") is True:    # vLLM's extension (benchmarks): always max_tokens tokens
+            stop_ids = []
         rid, created = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}", int(time.time())
         kind = "chat.completion" if chat else "text_completion"
         t0 = time.perf_counter()
@@ -415,6 +418,7 @@ def create_app(cfg: ServeConfig, loaded):
             prompt = prompts[0]
 
             async def events():
+                completion = 0
                 for i, (_, job_params) in enumerate(jobs):
                     calls = ToolCallStream(tools) if tools else None
                     pending: list[str] = [chunk(i, {"content": tok.decode(prompt)})] if echo else []
@@ -438,9 +442,13 @@ def create_app(cfg: ServeConfig, loaded):
                     if calls and calls.calls:
                         reason = "tool_calls"
                     engine.observe(time.perf_counter() - t0, len(ids))
+                    completion += len(ids)
                     yield sse({"id": rid, "object": f"{kind}.chunk" if chat else kind, "created": created,
                                "model": model_id, "choices": [{"index": i, **({"delta": {}} if chat else {"text": ""}),
                                                                "finish_reason": reason}]})
+                if (body.get("stream_options") or {}).get("include_usage"):   # OpenAI's last chunk: usage only
+                    yield sse({"id": rid, "object": f"{kind}.chunk" if chat else kind, "created": created,
+                               "model": model_id, "choices": [], "usage": usage(len(prompt) * n, completion)})
                 yield "data: [DONE]\n\n"
 
             def chunk(i: int, ev: dict) -> str:
@@ -480,12 +488,15 @@ def create_app(cfg: ServeConfig, loaded):
                     message["tool_calls"], reason = reply.tool_calls, "tool_calls"
             choices.append({"index": i, "message": message, "finish_reason": reason})
         engine.observe(time.perf_counter() - t0, completion)
-        prompt_tokens = sum(len(p) for p in prompts) * n
         return {"id": rid, "object": kind, "created": created, "model": model_id, "choices": choices,
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                          "total_tokens": prompt_tokens + completion}}
+                "usage": usage(sum(len(p) for p in prompts) * n, completion)}
 
     return app
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
 
 
 def sse(obj: dict) -> str:

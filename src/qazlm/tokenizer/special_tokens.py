@@ -18,6 +18,17 @@ THINK = ("<think>", "</think>")
 NUM_RESERVED = 64
 
 
+def token_id(tokenizer, token: str) -> int | None:
+    """The id of `token` in an HF tokenizer, or None. Fast tokenizers answer in O(1); `get_vocab()` would build
+    the whole vocabulary as a dict on every call (the server asks on every request)."""
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if backend is not None and hasattr(backend, "token_to_id"):
+        found = backend.token_to_id(token)
+        return None if found is None else int(found)
+    found = tokenizer.get_vocab().get(token)
+    return None if found is None else int(found)
+
+
 def reserved_tokens(n: int = NUM_RESERVED) -> list[str]:
     return [f"<|reserved_{i}|>" for i in range(n)]
 
