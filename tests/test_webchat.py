@@ -32,6 +32,9 @@ def _need_browser():
     pytest.skip(message)
 
 
+url_app: dict = {}
+
+
 @pytest.fixture(scope="module")
 def page_url(tmp_path_factory, corpus):
     from serve_harness import running_server, tiny_chat_model
@@ -42,6 +45,7 @@ def page_url(tmp_path_factory, corpus):
     model = tiny_chat_model(tmp_path_factory.mktemp("webchat"), corpus)
     cfg = ServeConfig(model=str(model), port=0, slots=2, max_tokens=1500, name="qazlm-web")
     with running_server(cfg, model) as (url, app):
+        url_app[url] = app
         yield url
 
 
@@ -99,7 +103,10 @@ def test_tool_calls_are_shown(page):
     assert '"city"' in call.inner_text()
 
 
-def test_stop_ends_a_long_reply_and_frees_the_slot(page, page_url):
+def test_stop_ends_a_long_reply_and_frees_the_slot(page, page_url, monkeypatch):
+    batcher = url_app[page_url].state.engine.batcher
+    step = batcher.step
+    monkeypatch.setattr(batcher, "step", lambda: time.sleep(0.01) or step())  # 1500 tokens take 15 s, not 1
     page.fill("#max-tokens", "1500")
     page.fill("#input", "Write a very long story.")
     page.click("#send")

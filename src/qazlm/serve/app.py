@@ -43,6 +43,8 @@ class Engine:
         self.batcher = ContinuousBatcher(loaded.model, slots=cfg.slots, max_len=loaded.model.max_len,
                                          prefill_chunk=cfg.prefill_chunk, max_queue=cfg.max_queue)
         self.wake, self.stopping = threading.Event(), False
+        self.watched: dict = {}          # request -> (its asyncio loop, its Event, tokens seen); one wake-up per step
+        self.watch_lock = threading.Lock()
         self.metrics = {"requests": 0, "tokens": 0, "errors": 0, "latency": [0] * (len(BUCKETS) + 1),
                         "latency_sum": 0.0}
         self.thread = threading.Thread(target=self._loop, name="qazlm-engine", daemon=True)
@@ -53,18 +55,37 @@ class Engine:
             if not self.batcher.step():
                 self.wake.wait(0.05)
                 self.wake.clear()
+            self._notify()
 
-    def submit(self, prompt, params, stop_ids, constraint, on_token):
+    def _notify(self) -> None:
+        """Wake the handlers whose request got tokens or finished: one call into each event loop per step,
+        not one per token (per-token wake-ups cost the decoding thread the GIL at every token)."""
+        woken: dict = {}
+        with self.watch_lock:
+            for req, (loop, event, seen) in list(self.watched.items()):
+                if len(req.tokens) != seen or req.done.is_set():
+                    self.watched[req] = (loop, event, len(req.tokens))
+                    woken.setdefault(loop, []).append(event)
+                if req.done.is_set():
+                    del self.watched[req]
+        for loop, events in woken.items():
+            loop.call_soon_threadsafe(lambda evs=events: [e.set() for e in evs])
+
+    def submit(self, prompt, params, stop_ids, constraint) -> tuple:
+        """Queue a request; returns it and the asyncio.Event set whenever it has new tokens or is done."""
         from qazlm.infer.batcher import QueueFull
 
+        event = asyncio.Event()
         try:
-            req = self.batcher.submit(prompt, params, stop_ids, constraint=constraint, on_token=on_token)
+            with self.watch_lock:
+                req = self.batcher.submit(prompt, params, stop_ids, constraint=constraint)
+                self.watched[req] = (asyncio.get_running_loop(), event, 0)
         except QueueFull as e:
             raise ApiError(429, str(e), "rate_limit_error") from None
         except QazlmError as e:
             raise ApiError(400, str(e)) from None
         self.wake.set()
-        return req
+        return req, event
 
     def close(self) -> None:
         """Cancel what is queued or running (their clients get what was generated) and stop the thread."""
@@ -194,18 +215,14 @@ async def run_request(engine: Engine, prompt_ids, params, stop_ids, make_constra
     partial character). Returns (text, token ids, finish_reason)."""
     from qazlm.infer.tools import decode_for_tools
 
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
-    req = engine.submit(prompt_ids, params, stop_ids, make_constraint() if make_constraint else None,
-                        lambda token: loop.call_soon_threadsafe(queue.put_nowait, token))
-    sent, stops, finish = "", params.stop, None
+    req, news = engine.submit(prompt_ids, params, stop_ids, make_constraint() if make_constraint else None)
+    sent, stops, finish, next_look = "", params.stop, None, 0.0
     while True:
         try:
-            await asyncio.wait_for(queue.get(), timeout=0.05)
+            await asyncio.wait_for(news.wait(), timeout=0.25)   # the timeout: look for a gone client now and then
         except asyncio.TimeoutError:
             pass
-        while not queue.empty():
-            queue.get_nowait()
+        news.clear()
         text = decode_for_tools(engine.tokenizer, req.tokens)
         cut = min((text.find(s) for s in stops if s in text), default=-1)
         if cut >= 0:
@@ -218,9 +235,10 @@ async def run_request(engine: Engine, prompt_ids, params, stop_ids, make_constra
             sent = ready
         if finish or req.done.is_set():
             break
-        if await is_gone():
+        if time.monotonic() > next_look and await is_gone():
             engine.batcher.cancel(req)
             break
+        next_look = time.monotonic() + 0.1    # asking the connection costs; a few times a second is enough
     reason = finish or {"stop": "stop", "length": "length"}.get(req.finish, "stop")
     ids = list(req.tokens)
     while ids and finish == "stop" and len(decode_for_tools(engine.tokenizer, ids[:-1])) >= len(sent):
