@@ -148,11 +148,11 @@ def gguf_f32(name: str, path: Path, work: Path) -> Path:
     return out / file_name(name, "f32")
 
 
-def servers(path: Path, gguf: Path, slots: int, port: int) -> dict[str, list[str]]:
+def servers(name: str, path: Path, gguf: Path, slots: int, port: int) -> dict[str, list[str]]:
     qazlm = str(Path(sys.executable).with_name("qazlm"))
     threads = str(os.cpu_count() or 2)
     return {"qazlm serve": [qazlm, "serve", str(path), "--port", str(port), "--slots", str(slots),
-                            "--max-queue", "256", "--max-tokens", "1024"],
+                            "--max-queue", "256", "--max-tokens", "1024", "--set", f"name={name}"],
             "llama-cpp-python server": [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host",
                                         "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", threads,
                                         "--n_threads_batch", threads, "--interrupt_requests", "False"]}
@@ -167,7 +167,7 @@ def bench_model(name: str, path: Path, args, work: Path) -> dict:
     bodies = [request_body(name, " ".join(s.split()[:6]), args.tokens, end_ids)
               for sents in devtest(12).values() for s in sents]
     out: dict[str, list[dict]] = {}
-    for server, argv in servers(path, gguf, max(args.clients), free_port()).items():
+    for server, argv in servers(name, path, gguf, max(args.clients), free_port()).items():
         port = int(argv[argv.index("--port") + 1])
         proc = start(argv, port, work / f"{name}-{server.split()[0]}.log")
         try:

@@ -43,14 +43,14 @@ def test_models_chat_usage_and_seeded_sampling(client):
                                                  {"role": "user", "content": "Сәлем!"}])
     assert r.object == "chat.completion" and r.choices[0].message.role == "assistant"
     assert r.usage.completion_tokens <= 8 and r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
-    a, b = (client.chat.completions.create(model="x", max_tokens=8, temperature=1.0, seed=5, n=2,
+    a, b = (client.chat.completions.create(model="qazlm-test", max_tokens=8, temperature=1.0, seed=5, n=2,
                                            messages=[{"role": "user", "content": "Hello"}]) for _ in range(2))
     assert [c.message.content for c in a.choices] == [c.message.content for c in b.choices]  # seeds are kept
     assert len(a.choices) == 2
 
 
 def test_streaming_equals_the_whole_reply(client):
-    kwargs = dict(model="x", max_tokens=12, temperature=0, messages=[{"role": "user", "content": "Астана"}])
+    kwargs = dict(model="qazlm-test", max_tokens=12, temperature=0, messages=[{"role": "user", "content": "Астана"}])
     whole = client.chat.completions.create(**kwargs).choices[0].message.content or ""
     parts, finish = [], None
     for ev in client.chat.completions.create(stream=True, **kwargs):
@@ -59,19 +59,19 @@ def test_streaming_equals_the_whole_reply(client):
     assert "".join(parts).strip() == whole and finish in ("stop", "length")
     last = list(client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kwargs))[-1]
     assert last.choices == [] and 0 < last.usage.completion_tokens <= 12
-    text = client.completions.create(model="x", prompt="Қазақстан", max_tokens=6, temperature=0)
+    text = client.completions.create(model="qazlm-test", prompt="Қазақстан", max_tokens=6, temperature=0)
     assert text.object == "text_completion" and text.choices[0].finish_reason in ("stop", "length")
 
 
 def test_tools_and_response_format(client):
-    forced = client.chat.completions.create(model="x", max_tokens=60, temperature=0, tools=[WEATHER],
+    forced = client.chat.completions.create(model="qazlm-test", max_tokens=60, temperature=0, tools=[WEATHER],
                                             tool_choice="required",
                                             messages=[{"role": "user", "content": "Алматыда ауа райы?"}])
     choice = forced.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.tool_calls[0].function.name == "weather"
     assert "city" in json.loads(choice.message.tool_calls[0].function.arguments)
     schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
-    r = client.chat.completions.create(model="x", max_tokens=30, temperature=0,
+    r = client.chat.completions.create(model="qazlm-test", max_tokens=30, temperature=0,
                                        response_format={"type": "json_schema",
                                                         "json_schema": {"name": "s", "schema": schema}},
                                        messages=[{"role": "user", "content": "JSON"}])
@@ -98,6 +98,7 @@ def test_errors_are_openai_json_without_traces(server):
                     json={"messages": [{"role": "user", "content": "x"}], "tools": [WEATHER],
                           "tool_choice": {"type": "function", "function": {"name": "nope"}}}), 400),
         (httpx.get(base + "/v1/nothing", headers=ok), 404),
+        (httpx.post(base + "/v1/completions", headers=ok, json={"model": "gpt-4o", "prompt": "x"}), 404),
         (httpx.get(base + "/v1/models", headers={"Authorization": "Bearer wrong"}), 401),
     ]
     for response, status in cases:
@@ -126,7 +127,7 @@ def test_a_full_queue_answers_429(server):
 
 
 def test_streamed_tool_calls_arrive_as_deltas(client):
-    stream = client.chat.completions.create(model="x", max_tokens=60, temperature=0, tools=[WEATHER],
+    stream = client.chat.completions.create(model="qazlm-test", max_tokens=60, temperature=0, tools=[WEATHER],
                                             tool_choice="required", stream=True,
                                             messages=[{"role": "user", "content": "Алматыда ауа райы?"}])
     calls, finish = {}, None

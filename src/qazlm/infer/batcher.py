@@ -137,7 +137,7 @@ class ContinuousBatcher:
         with self.lock:
             self._admit()
             joining = next((r for r in self.running if r.fed < len(r.prompt)), None)
-            generating = [r for r in self.running if r.pending is not None]
+            generating = sorted((r for r in self.running if r.pending is not None), key=lambda r: r.slot)
             if joining is None and not generating:
                 return False
             with torch.inference_mode():

@@ -46,12 +46,14 @@ def slot_step(decoder: Decoder, ids: torch.Tensor, slots: list[int], cache: Slot
     mask = (torch.arange(width, device=ids.device) <= positions[:, :, None]).unsqueeze(1)  # [A, 1, T, width]
     rows = torch.tensor(slots, device=ids.device)
     cells = (rows[:, None].expand(A, T), positions)  # where each new position lives in the cache
+    # Slots in one run (the batcher orders them) are read as a view; any other set is gathered (a copy).
+    run = slice(slots[0], slots[0] + A) if slots == list(range(slots[0], slots[0] + A)) else rows
     x = F.embedding(ids.reshape(-1), decoder.embed)
     for layer, k_all, v_all in zip(decoder.layers, cache.k_layers, cache.v_layers):
         q, k_new, v_new = decoder._qkv(x, layer, cos, sin, A, T)
         k_all[cells[0], :, cells[1]] = k_new.transpose(1, 2)  # [A, T, KV, hd] into (slot, position)
         v_all[cells[0], :, cells[1]] = v_new.transpose(1, 2)
-        y = decoder._masked_attention(q, k_all[rows, :, :width], v_all[rows, :, :width], mask)
+        y = decoder._masked_attention(q, k_all[run, :, :width], v_all[run, :, :width], mask)
         x = decoder._out_and_mlp(x, y, layer, A, T)
     for s in slots:
         cache.lengths[s] += T

@@ -385,6 +385,9 @@ def create_app(cfg: ServeConfig, loaded):
         from qazlm.infer.tools import ToolCallStream, check_tools, parse_tool_calls
         from qazlm.tokenizer.special_tokens import IM_END, token_id
 
+        if body.get("model") not in (None, model_id):
+            raise ApiError(404, f"model {body['model']!r} is not served here; GET /v1/models lists {model_id!r}",
+                           code="model_not_found")
         tok = engine.tokenizer
         echo, top = bool(body.get("echo")) and not chat, 0 if chat else number(body, "logprobs", 0, 0, 20, True)
         want_logprobs = not chat and body.get("logprobs") is not None
