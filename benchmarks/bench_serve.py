@@ -5,9 +5,10 @@ streamed /v1/completions requests one after another (FLORES+ devtest sentence st
 tokens). Reported per level: aggregate generated tokens/s, time to first token (TTFT) p50/p99, inter-token
 latency p50/p99 (each request's (last - first token time) / (tokens - 1), so a chunk carrying several tokens
 counts as several), and the speed-up over one client. Same model, same precision (fp32; llama.cpp gets the
-F32 GGUF `qazlm export gguf` writes), same prompts; both servers run as their own processes on 127.0.0.1, one at
-a time, with the machine's threads. Every level is bounded in count and time (`--level-seconds`). The last line
-is one JSON object.
+F32 GGUF `qazlm export gguf` writes), same prompts, same CPU threads (`--threads`; default all cores but one,
+which measured faster for both servers on 2 cores); both servers run as their own processes on 127.0.0.1, one
+at a time. A level sends at least 8 requests in all, so the one-client figure is not a single short sample.
+Every level is bounded in count and time (`--level-seconds`). The last line is one JSON object.
 
     python benchmarks/bench_serve.py --models tiny,small --tiny runs/tiny/sft/final --small runs/small/pretrain/final
 """
@@ -35,6 +36,7 @@ from bench_quantize import add_model_args, devtest, find_models, no_models  # no
 from qazlm.infer.engine import stop_ids_for  # noqa: E402
 
 TARGET_SPEEDUP_AT_16 = 4.0
+MIN_REQUESTS = 8
 
 
 def free_port() -> int:
@@ -148,11 +150,11 @@ def gguf_f32(name: str, path: Path, work: Path) -> Path:
     return out / file_name(name, "f32")
 
 
-def servers(name: str, path: Path, gguf: Path, slots: int, port: int) -> dict[str, list[str]]:
+def servers(name: str, path: Path, gguf: Path, slots: int, port: int, args_threads: int) -> dict[str, list[str]]:
     qazlm = str(Path(sys.executable).with_name("qazlm"))
-    threads = str(os.cpu_count() or 2)
+    threads = str(args_threads)
     return {"qazlm serve": [qazlm, "serve", str(path), "--port", str(port), "--slots", str(slots),
-                            "--max-queue", "256", "--max-tokens", "1024", "--set", f"name={name}"],
+                            "--max-queue", "256", "--max-tokens", "1024", "--set", f"name={name}", "--threads", threads],
             "llama-cpp-python server": [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host",
                                         "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", threads,
                                         "--n_threads_batch", threads, "--interrupt_requests", "False"]}
@@ -167,7 +169,7 @@ def bench_model(name: str, path: Path, args, work: Path) -> dict:
     bodies = [request_body(name, " ".join(s.split()[:6]), args.tokens, end_ids)
               for sents in devtest(12).values() for s in sents]
     out: dict[str, list[dict]] = {}
-    for server, argv in servers(name, path, gguf, max(args.clients), free_port()).items():
+    for server, argv in servers(name, path, gguf, max(args.clients), free_port(), args.threads).items():
         port = int(argv[argv.index("--port") + 1])
         proc = start(argv, port, work / f"{name}-{server.split()[0]}.log")
         try:
@@ -175,7 +177,8 @@ def bench_model(name: str, path: Path, args, work: Path) -> dict:
             asyncio.run(level(url, bodies[:1], 1, 1, 60))          # warm-up
             out[server] = []
             for clients in args.clients:
-                row = asyncio.run(level(url, bodies, clients, args.requests, args.level_seconds))
+                per_client = max(args.requests, -(-MIN_REQUESTS // clients))
+                row = asyncio.run(level(url, bodies, clients, per_client, args.level_seconds))
                 row["speedup"] = round(row["tok_s"] / out[server][0]["tok_s"], 2) if out[server] else 1.0
                 out[server].append(row)
                 print(f"  {name} {server} {clients} clients: {row['tok_s']} tok/s", flush=True)
@@ -212,6 +215,8 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=64, help="max_tokens of each request")
     ap.add_argument("--level-seconds", type=float, default=240, help="stop sending new requests after this")
     ap.add_argument("--work", default="out/bench_serve", help="GGUF files and server logs")
+    ap.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+                    help="CPU threads of both servers (default: all cores but one, qazlm serve's own default)")
     args = ap.parse_args()
     args.clients = [int(c) for c in args.clients.split(",")]
     models = find_models(args)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from qazlm.errors import QazlmError
 from qazlm.infer.engine import is_hf_model, unwrap
-from qazlm.infer.sampling import SamplingParams, pick_next
+from qazlm.infer.sampling import SamplingParams, argmax_rows, pick_next
 
 
 class QueueFull(QazlmError):
@@ -150,8 +150,7 @@ class ContinuousBatcher:
                 if generating:
                     ids = torch.tensor([[r.pending] for r in generating])
                     logits = self.backend.feed([r.slot for r in generating], ids)
-                    for r, row in zip(generating, logits):
-                        self._sample(r, row)
+                    self._sample_rows(generating, logits)
             return True
 
     def run_until_idle(self) -> None:
@@ -168,14 +167,24 @@ class ContinuousBatcher:
                 req.slot = slot
                 self.running.append(req)
 
-    def _sample(self, req: Request, logits) -> None:
+    def _sample_rows(self, reqs: list[Request], logits) -> None:
+        """Plain greedy rows (no grammar, no penalty) take one argmax together; the others sample alone, each
+        with its own generator, so a request draws the same tokens whoever shares the step."""
+        plain = [i for i, r in enumerate(reqs) if r.params.temperature <= 0 and r.constraint is None
+                 and r.params.repetition_penalty == 1.0]
+        picked = dict(zip(plain, argmax_rows(logits[plain].float()).tolist())) if plain else {}
+        for i, (req, row) in enumerate(zip(reqs, logits)):
+            self._sample(req, row, picked.get(i))
+
+    def _sample(self, req: Request, logits, token: int | None = None) -> None:
         import torch
 
-        row = logits[None].float()
-        if req.constraint is not None:
-            row = req.constraint.mask(row)
-        seen = torch.tensor([req.prompt + req.tokens]) if req.params.repetition_penalty != 1.0 else None
-        token = int(pick_next(row, seen, req.params, req.generator)[0])
+        if token is None:
+            row = logits[None].float()
+            if req.constraint is not None:
+                row = req.constraint.mask(row)
+            seen = torch.tensor([req.prompt + req.tokens]) if req.params.repetition_penalty != 1.0 else None
+            token = int(pick_next(row, seen, req.params, req.generator)[0])
         req.pending = None
         if token in req.stop_ids:
             return self._retire(req, "stop")

@@ -453,8 +453,9 @@ def create_app(cfg: ServeConfig, loaded):
                         yield sse({"id": rid, "object": "chat.completion.chunk", "created": created, "model": model_id,
                                    "choices": [{"index": i, "delta": {"role": "assistant"}, "finish_reason": None}]})
                     while not task.done() or pending:
-                        while pending:
-                            yield pending.pop(0)
+                        if pending:    # what came since the last look goes out in one write
+                            yield "".join(pending)
+                            pending.clear()
                         if not task.done():
                             await asyncio.sleep(0.02)
                     _, ids, reason = task.result()

@@ -12,10 +12,13 @@ print(c.chat.completions.create(model='x', messages=[{'role': 'user', 'content':
 """
 
 FLAGS = {"model": "model", "host": "host", "port": "port", "api_key": "api_key", "slots": "slots",
-         "max_queue": "max_queue", "max_tokens": "max_tokens"}
+         "max_queue": "max_queue", "max_tokens": "max_tokens", "threads": "threads"}
 
 
 def _run(args) -> int:
+    import os
+
+    import torch
     import uvicorn
 
     from qazlm.config import config_from_cli
@@ -24,9 +27,10 @@ def _run(args) -> int:
     from qazlm.serve.config import ServeConfig
 
     cfg = config_from_cli(ServeConfig, "serve", args, FLAGS, "serve")
+    torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 2) - 1))
     app = create_app(cfg, load_model(cfg.model))
-    print(f"serve: {cfg.model} on http://{cfg.host}:{cfg.port}/v1 ({cfg.slots} slots"
-          f"{', API key required' if cfg.api_key else ''})")
+    print(f"serve: {cfg.model} on http://{cfg.host}:{cfg.port}/v1 ({cfg.slots} slots, "
+          f"{torch.get_num_threads()} threads{', API key required' if cfg.api_key else ''})")
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
     return 0
 
@@ -43,6 +47,7 @@ def register(sub) -> None:
     p.add_argument("--slots", default=None, help="sequences decoded together (default: 8)")
     p.add_argument("--max-queue", default=None, help="requests waiting for a slot before 429 (default: 64)")
     p.add_argument("--max-tokens", default=None, help="largest max_tokens a request may ask (default: 512)")
+    p.add_argument("--threads", default=None, help="torch CPU threads (default: all cores but one, left to HTTP)")
     p.add_argument("--config", default=None, help="TOML file with a [serve] table")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any [serve] key")
     p.set_defaults(func=_run)

@@ -20,9 +20,10 @@ class ServeConfig:
     max_tokens: int = 512            # the largest max_tokens a request may ask for
     max_body_bytes: int = 1_000_000  # larger request bodies are answered 413
     name: str = ""                   # the model id /v1/models lists (default: the folder name)
+    threads: int = 0                 # torch CPU threads; 0: all cores but one, which is left to HTTP and streaming
 
     def __post_init__(self):
         if not self.model:
             raise QazlmError("serve: give the model folder to serve (qazlm serve MODEL)")
         check_fields(self, "serve: ", {"port": ">= 0, <= 65535", "slots": ">= 1, <= 256", "max_queue": ">= 0",
-                                       "prefill_chunk": ">= 1", "max_tokens": ">= 1", "max_body_bytes": ">= 1024"})
+                                       "prefill_chunk": ">= 1", "max_tokens": ">= 1", "max_body_bytes": ">= 1024", "threads": ">= 0"})
