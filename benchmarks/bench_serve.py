@@ -154,7 +154,8 @@ def servers(name: str, path: Path, gguf: Path, slots: int, port: int, args_threa
     qazlm = str(Path(sys.executable).with_name("qazlm"))
     threads = str(args_threads)
     return {"qazlm serve": [qazlm, "serve", str(path), "--port", str(port), "--slots", str(slots),
-                            "--max-queue", "256", "--max-tokens", "1024", "--set", f"name={name}", "--threads", threads],
+                            "--max-queue", "256", "--max-tokens", "1024", "--set", f"name={name}",
+                            "--threads", threads],
             "llama-cpp-python server": [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host",
                                         "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", threads,
                                         "--n_threads_batch", threads, "--interrupt_requests", "False"]}

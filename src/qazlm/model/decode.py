@@ -156,7 +156,7 @@ class Decoder:
 
     def _masked_attention(self, q, k, v, mask):
         """Attention under an explicit mask. On CPU the kernel shares k/v across query heads itself
-        (`enable_gqa`, ~2x faster than expanding them); masked GQA falls back to the math kernel on CUDA, so
+        (`enable_gqa`, faster than expanding them); masked GQA falls back to the math kernel on CUDA, so
         k/v are expanded once there instead."""
         if q.device.type == "cpu":
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.KV != self.H)

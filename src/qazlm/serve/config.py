@@ -26,4 +26,5 @@ class ServeConfig:
         if not self.model:
             raise QazlmError("serve: give the model folder to serve (qazlm serve MODEL)")
         check_fields(self, "serve: ", {"port": ">= 0, <= 65535", "slots": ">= 1, <= 256", "max_queue": ">= 0",
-                                       "prefill_chunk": ">= 1", "max_tokens": ">= 1", "max_body_bytes": ">= 1024", "threads": ">= 0"})
+                                       "prefill_chunk": ">= 1", "max_tokens": ">= 1", "max_body_bytes": ">= 1024",
+                                       "threads": ">= 0"})
