@@ -27,6 +27,7 @@ STAGE_CLIS = (
     "qazlm.eval.cli",        # eval
     "qazlm.infer.cli",       # generate
     "qazlm.sft.cli",         # sft-data, sft
+    "qazlm.align.cli",       # pref-data, rm, dpo
     "qazlm.quantize.cli",    # quantize
     "qazlm.package.cli",     # package, push
     "qazlm.serve.cli",       # serve

@@ -23,10 +23,11 @@ def run_recipe(path: str | Path, overrides: list[str] | None = None, only: list[
     for stage, module_name in STAGES.items():
         if stage not in data or (only and stage not in only):
             continue
-        module = importlib.import_module(module_name)
+        module_name, _, function = module_name.partition(":")
+        run_stage = getattr(importlib.import_module(module_name), function or "run_stage")
         t0 = time.time()
         print(f"\n=== qazlm run: stage '{stage}' -> {ctx.stage_dir(stage)}", flush=True)
-        module.run_stage(data[stage], ctx)
+        run_stage(data[stage], ctx)
         print(f"=== stage '{stage}' done in {time.time() - t0:.1f}s", flush=True)
     return ctx
 

@@ -218,7 +218,7 @@ class RunContext:
         return False
 
 
-# section name -> module with `run_stage(section: dict, ctx: RunContext) -> None`
+# section name -> module with `run_stage(section: dict, ctx: RunContext) -> None` (or "module:function")
 STAGES = {
     "tokenizer": "qazlm.tokenizer.stage",
     "data": "qazlm.data.stage",
@@ -226,6 +226,9 @@ STAGES = {
     "eval": "qazlm.eval.stage",
     "sft_data": "qazlm.sft.data_stage",
     "sft": "qazlm.sft.stage",
+    "pref_data": "qazlm.align.stage:run_pref_data",
+    "rm": "qazlm.align.stage:run_rm",
+    "dpo": "qazlm.align.stage:run_dpo",
     "chat_eval": "qazlm.eval.chat_stage",
     "tool_eval": "qazlm.eval.tool_stage",
     "quantize": "qazlm.quantize.stage",

@@ -16,7 +16,7 @@ STAGE = "gguf"
 
 def stage_config(section: dict, ctx) -> GGUFConfig:
     table = ctx.fixed_out_dir(section, STAGE, "qazlm export gguf MODEL -o OUT")
-    data = {"model": str(ctx.last_model("sft", "pretrain")), "name": ctx.run.name, **table}
+    data = {"model": str(ctx.last_model("dpo", "sft", "pretrain")), "name": ctx.run.name, **table}
     return from_dict(GGUFConfig, data, f"{ctx.recipe_path}[gguf]")
 
 

@@ -13,7 +13,7 @@ STAGE = "package"
 def stage_config(section: dict, ctx) -> PackageConfig:
     table = ctx.fixed_out_dir(section, STAGE, "qazlm package MODEL -o OUT")
     gguf = sorted(str(p) for p in ctx.stage_dir("gguf").glob("*.gguf"))  # the [gguf] stage's files, if it ran
-    model = ctx.last_model("quantize", "sft", "pretrain")
+    model = ctx.last_model("quantize", "dpo", "sft", "pretrain")
     data = {"model": str(model), "run": str(ctx.out_dir), "gguf": gguf, **table}
     return from_dict(PackageConfig, data, f"{ctx.recipe_path}[package]")
 

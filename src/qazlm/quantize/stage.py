@@ -15,7 +15,7 @@ STAGE = "quantize"
 
 def stage_config(section: dict, ctx) -> QuantizeConfig:
     table = ctx.fixed_out_dir(section, STAGE, "qazlm quantize MODEL -o OUT")
-    data = {"model": str(ctx.last_model("sft", "pretrain")), **table}
+    data = {"model": str(ctx.last_model("dpo", "sft", "pretrain")), **table}
     return from_dict(QuantizeConfig, data, f"{ctx.recipe_path}[quantize]")
 
 

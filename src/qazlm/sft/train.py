@@ -94,9 +94,8 @@ def build_trainer(cfg: SftConfig, model, tok, train: list[dict], held: list[dict
     """The TRL trainer with qazlm's callbacks: metrics.jsonl, TensorBoard in OUT/tb, a quiet progress bar."""
     from datasets import Dataset
     from transformers.integrations import TensorBoardCallback
-    from transformers.trainer_callback import ProgressCallback
 
-    from qazlm.sft.callbacks import QuietProgress, TokenCounter, counting_collator, make_trainer_class
+    from qazlm.sft.callbacks import TokenCounter, counting_collator, make_trainer_class, quiet_progress
     from qazlm.sft.packing import row_packed_collator, uses_flash_attention
 
     trainer = make_trainer_class()(
@@ -107,8 +106,7 @@ def build_trainer(cfg: SftConfig, model, tok, train: list[dict], held: list[dict
     if cfg.packing and not uses_flash_attention(trainer.model):
         trainer.data_collator = row_packed_collator(tok.pad_token_id)
     trainer.data_collator = counting_collator(trainer.data_collator)
-    trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(QuietProgress())
+    quiet_progress(trainer)
     if is_main_process():
         tensorboard = TensorBoardCallback()
         tensorboard.logging_dir = str(out / "tb")  # also where the writer reopens for the final held-out eval
@@ -126,7 +124,7 @@ def dataset_stats(dataset) -> dict:
     return {"rows": len(dataset), "tokens": tokens, "supervised_tokens": supervised}
 
 
-def prepare_out(out: Path, cfg: SftConfig, force: bool, log) -> bool:
+def prepare_out(out: Path, cfg, force: bool, log, stage: str = STAGE) -> bool:
     """True when OUT already holds this exact run (skip). A finished run, or one with checkpoints to resume,
     with other settings is refused without `force`; with it, the old results go. A run that stopped before
     its first checkpoint (e.g. a wrong data path) holds nothing worth keeping and is simply started over."""
@@ -143,10 +141,10 @@ def prepare_out(out: Path, cfg: SftConfig, force: bool, log) -> bool:
     old = done if done is not None else started
     changes = config_changes(old, wanted) if old is not None else []
     if done is not None and not changes and not force and (out / "final" / LINEAGE).is_file():
-        log(f"sft: {out} is up to date (same config); skipping (--force to retrain)")
+        log(f"{stage}: {out} is up to date (same config); skipping (--force to retrain)")
         return True
     if changes and not force:
-        raise QazlmError(f"{out}: holds an SFT run with other settings ({'; '.join(changes[:3])}"
+        raise QazlmError(f"{out}: holds a {stage} run with other settings ({'; '.join(changes[:3])}"
                          f"{'; ...' if len(changes) > 3 else ''}); pass --force to replace it, or choose another -o")
     if force or changes or stale:
         for name in ("checkpoints", "final", "tb", "metrics.jsonl", "qazlm_stage.json", "rejected.jsonl"):
@@ -314,15 +312,15 @@ def save_final(trainer, tok, final: Path, info: dict) -> None:
     """A plain Hugging Face model folder (LoRA merged), the tokenizer with its chat template, generation stopping
     at <|im_end|> too, and the lineage; built in a temp folder and swapped in."""
     from qazlm.io import atomic_dir, write_json
-    from qazlm.tokenizer.special_tokens import IM_END
+    from qazlm.tokenizer.special_tokens import IM_END, token_id
 
     model = trainer.model
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    ids = [i for i in (tok.convert_tokens_to_ids(IM_END) if IM_END in tok.get_vocab() else None,
-                       tok.eos_token_id) if i is not None]
-    model.generation_config.eos_token_id = list(dict.fromkeys(ids))
-    model.generation_config.pad_token_id = tok.pad_token_id
+    ids = [i for i in (token_id(tok, IM_END), tok.eos_token_id) if i is not None]
+    if getattr(model, "generation_config", None) is not None:  # a reward model (sequence classification) has none
+        model.generation_config.eos_token_id = list(dict.fromkeys(ids))
+        model.generation_config.pad_token_id = tok.pad_token_id
     with atomic_dir(final) as tmp:
         model.float().save_pretrained(tmp)
         tok.save_pretrained(tmp)

@@ -1,0 +1,254 @@
+"""`qazlm dpo`: direct preference optimisation of a chat model through TRL's DPOTrainer (docs/alignment.md).
+
+Sigmoid loss by default; any of TRL's loss types (`ipo`, `hinge`, `robust`, ... or a weighted mix) through
+`loss_type`. The reference model's log-probabilities are computed once before training
+(`precompute_ref_log_probs`), so memory holds one model. The output follows `qazlm sft`'s contract (final/ is
+a Hugging Face causal LM folder with the chat template and qazlm_lineage.json; checkpoints/ resume a killed run;
+metrics.jsonl), plus `dpo_report.{json,md}`: held-out reward accuracy and margins (TRL's implicit rewards), and
+the DPO model's win rate over its parent on held-out prompts — by the reward model (`reward_model`) and by the
+pairs' checkable rules (answer language, no repetition, the computed number, a valid or no tool call).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qazlm.config import check_fields
+from qazlm.errors import QazlmError
+
+STAGE = "dpo"
+LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+          "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+
+
+@dataclass
+class DpoConfig:
+    """[dpo] table / `qazlm dpo` flags."""
+    model: str = ""                 # the SFT model folder (Hugging Face, or ours)
+    data: str = ""                  # a `qazlm pref-data` folder
+    out_dir: str = "runs/dpo"
+    reward_model: str = ""          # a `qazlm rm train` final/ folder: judges the win rate ("" = rules only)
+    loss_type: list[str] = field(default_factory=lambda: ["sigmoid"])
+    loss_weights: list[float] = field(default_factory=list)   # one per loss type when mixing ([] = equal)
+    beta: float = 0.1
+    lr: float = 5e-6
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 8
+    max_len: int = 512
+    warmup: float = 0.05
+    seed: int = 0
+    save_steps: int = 100
+    logging_steps: int = 5
+    max_heldout: int = 200
+    win_prompts: int = 48           # held-out prompts both models answer for the win rate
+    max_new_tokens: int = 48
+    device: str = "auto"
+
+    def __post_init__(self):
+        check_fields(self, "[dpo] ", {"beta": "> 0", "lr": "> 0", "epochs": "> 0", "batch_size": ">= 1",
+                                      "max_len": ">= 16", "warmup": ">= 0", "save_steps": ">= 1",
+                                      "logging_steps": ">= 1", "max_heldout": ">= 0", "win_prompts": ">= 0",
+                                      "max_new_tokens": ">= 1"})
+        if not self.model or not self.data:
+            raise QazlmError("dpo: give the SFT model and --data (a `qazlm pref-data` folder)")
+        bad = [t for t in self.loss_type if t not in LOSSES]
+        if bad or not self.loss_type:
+            raise QazlmError(f"[dpo] loss_type: {bad or 'empty'}; choose from {', '.join(LOSSES)}")
+        if self.loss_weights and len(self.loss_weights) != len(self.loss_type):
+            raise QazlmError(f"[dpo] loss_weights: {len(self.loss_weights)} weights for {len(self.loss_type)} losses")
+
+
+def dpo_args(cfg: DpoConfig, out: Path, device: str, has_heldout: bool):
+    from trl import DPOConfig
+
+    return DPOConfig(
+        output_dir=str(out / "checkpoints"), learning_rate=cfg.lr, num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
+        warmup_steps=cfg.warmup, seed=cfg.seed, data_seed=cfg.seed, logging_steps=cfg.logging_steps,
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2, report_to="none",
+        use_cpu=device == "cpu", bf16=device == "cuda", fp16=False, gradient_checkpointing=False,
+        max_length=cfg.max_len, beta=cfg.beta, loss_type=list(cfg.loss_type),
+        loss_weights=list(cfg.loss_weights) or None, precompute_ref_log_probs=True,
+        eval_strategy="no", dataset_num_proc=None, dataloader_num_workers=0, disable_tqdm=False)
+
+
+def run_dpo(cfg: DpoConfig, force: bool = False, log=print) -> dict:
+    """Train into `cfg.out_dir` (skip / resume / --force as `qazlm sft`); returns the report."""
+    from qazlm.runs import output_lock
+    from qazlm.sft.train import prepare_out
+
+    out = Path(cfg.out_dir)
+    with output_lock(out, STAGE):
+        if prepare_out(out, cfg, force, log, stage=STAGE):
+            return json.loads((out / "dpo_report.json").read_text(encoding="utf-8"))
+        return _train(cfg, out, log)
+
+
+def _train(cfg: DpoConfig, out: Path, log) -> dict:
+    from datasets import Dataset
+    from trl import DPOTrainer
+
+    from qazlm.align.reward import fits, read_pairs
+    from qazlm.runs import write_record
+    from qazlm.sft.callbacks import MetricsCallback, TokenCounter, quiet_progress
+    from qazlm.sft.load import load_chat_tokenizer, load_model
+    from qazlm.sft.train import (last_complete_checkpoint, quiet_libraries, resolve_device, save_final,
+                                 tokens_before, write_jsonl)
+    from qazlm.train.monitor import MetricsLogger
+
+    t0 = time.perf_counter()
+    quiet_libraries()
+    device = resolve_device(cfg.device)
+    model, kind = load_model(cfg.model, device)
+    tok = load_chat_tokenizer(cfg.model, kind, "")
+    train, held = read_pairs(cfg.data, "train"), read_pairs(cfg.data, "heldout")[:cfg.max_heldout]
+    long = [dict(p, reason=f"longer than max_len = {cfg.max_len}") for p in train if not fits(tok, p, cfg.max_len)]
+    train, held = [p for p in train if fits(tok, p, cfg.max_len)], [p for p in held if fits(tok, p, cfg.max_len)]
+    if not train:
+        raise QazlmError(f"{cfg.data}: every pair is longer than max_len = {cfg.max_len} tokens; raise max_len")
+    columns = ("prompt", "chosen", "rejected", "tools")
+    dataset = [{k: p.get(k) for k in columns} for p in train]
+    trainer = DPOTrainer(model=model, args=dpo_args(cfg, out, device, bool(held)), processing_class=tok,
+                         train_dataset=Dataset.from_list(dataset),
+                         eval_dataset=Dataset.from_list([{k: p.get(k) for k in columns} for p in held]) if held
+                         else None)
+    quiet_progress(trainer)
+    resume = last_complete_checkpoint(out / "checkpoints")
+    step0 = json.loads((resume / "trainer_state.json").read_text())["global_step"] if resume else 0
+    logger = MetricsLogger(out, tensorboard=False, resume_step=step0 if resume else None)
+    trainer.add_callback(MetricsCallback(logger, TokenCounter(), tokens_before(out, step0) if resume else 0))
+    log(f"dpo: {cfg.model} ({kind}, {device}) on {len(train):,} pairs, loss {'+'.join(cfg.loss_type)}, "
+        f"beta {cfg.beta:g} ({len(long)} too long, set aside){f'; resuming from {resume.name}' if resume else ''}")
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        held_metrics = trainer.evaluate() if held else {}
+    finally:
+        logger.close()
+    report = {"format": "qazlm-dpo-report-v1", "model": cfg.model, "data": cfg.data, "steps": int(result.global_step),
+              "train_loss": float(result.training_loss), "train_pairs": len(train), "set_aside": len(long),
+              "heldout": {k.removeprefix("eval_"): float(v) for k, v in held_metrics.items()
+                          if k.startswith(("eval_rewards/", "eval_loss"))},
+              "loss_type": cfg.loss_type, "beta": cfg.beta}
+    if long:
+        write_jsonl(out / "rejected.jsonl", long)
+    save_final(trainer, tok, out / "final", {"format": "qazlm-dpo-lineage-v1", "stage": STAGE,
+                                             "parent": {"path": str(Path(cfg.model).resolve()), "kind": kind},
+                                             "data": str(Path(cfg.data).resolve()),
+                                             "config": dataclasses.asdict(cfg), "summary": report})
+    report["win_rate"] = win_rates(cfg, held, out / "final", log) if cfg.win_prompts else None
+    report["wall_s"] = time.perf_counter() - t0
+    write_report(out, report)
+    write_record(out, STAGE, dataclasses.asdict(cfg))
+    log(summary_line(report))
+    return report
+
+
+# ------------------------------------------------------------------------------------------ win rate
+def rule_score(p: dict, reply: str) -> float | None:
+    """1 when the reply keeps the rule its pair's type checks, 0 when it breaks it, None without a rule."""
+    from qazlm.infer.tools import parse_tool_calls
+
+    kind = p.get("type")
+    if kind == "language":
+        import py3langid
+
+        return float(py3langid.classify(reply)[0] == p["lang"]) if reply.strip() else 0.0
+    if kind == "concise":
+        sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", reply) if s.strip()]
+        return float(len(sentences) == len(set(sentences)))
+    if kind == "computed":
+        want = re.search(r"\d+", p["chosen"][0].get("content") or "")
+        return float(bool(want) and want.group() in re.findall(r"\d+", reply))
+    if kind in ("tool_call", "tool_irrelevant"):
+        tools = json.loads(p["tools"]) if p.get("tools") else None
+        calls = parse_tool_calls(reply, tools).tool_calls
+        names = {t["function"]["name"] for t in tools or []}
+        good = bool(calls) and all(c["function"]["name"] in names for c in calls)
+        return float(good if kind == "tool_call" else not calls)
+    return None
+
+
+def win_rates(cfg: DpoConfig, held: list[dict], dpo_model: Path, log) -> dict:
+    """The parent and the DPO model answer the same held-out prompts (greedy); the DPO model wins a prompt when
+    the reward model scores its reply higher / when it keeps a rule the parent breaks. Ties are half a win."""
+    from qazlm.infer.engine import generate_chat
+    from qazlm.infer.loading import load_model
+    from qazlm.infer.sampling import SamplingParams
+
+    prompts = list({json.dumps(p["prompt"], sort_keys=True): p for p in held}.values())[:cfg.win_prompts]
+    params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=0.0)
+    groups: dict[str | None, list[int]] = {}
+    for i, p in enumerate(prompts):   # one batch per tool list (the system turn lists the tools)
+        groups.setdefault(p.get("tools"), []).append(i)
+    replies = {}
+    for name, path in (("parent", cfg.model), ("dpo", dpo_model)):
+        loaded, texts = load_model(path), [""] * len(prompts)
+        for tools, members in groups.items():
+            got = generate_chat(loaded.model, loaded.tokenizer, [prompts[i]["prompt"] for i in members], params,
+                                tools=json.loads(tools) if tools else None)
+            for i, text in zip(members, got):
+                texts[i] = text
+        replies[name] = texts
+    out = {"prompts": len(prompts), "rules": None, "reward_model": None}
+    rules = [(rule_score(p, d), rule_score(p, s)) for p, d, s in zip(prompts, replies["dpo"], replies["parent"])]
+    rules = [(d, s) for d, s in rules if d is not None]
+    if rules:
+        out["rules"] = {"prompts": len(rules), "win_rate": sum(1.0 if d > s else 0.5 if d == s else 0.0
+                                                               for d, s in rules) / len(rules),
+                        "dpo_rule_rate": sum(d for d, _ in rules) / len(rules),
+                        "parent_rule_rate": sum(s for _, s in rules) / len(rules)}
+    if cfg.reward_model:
+        from qazlm.align.reward import load_reward_model, render, rewards
+
+        rm, rm_tok = load_reward_model(cfg.reward_model)
+        score = {name: rewards(rm, rm_tok, [render(rm_tok, p["prompt"], [{"role": "assistant", "content": r}],
+                                                   p.get("tools")) for p, r in zip(prompts, texts)])
+                 for name, texts in replies.items()}
+        out["reward_model"] = {"prompts": len(prompts), "win_rate": sum(
+            1.0 if d > s else 0.5 if d == s else 0.0 for d, s in zip(score["dpo"], score["parent"])) / len(prompts)}
+    out["examples"] = [{"prompt": p["prompt"][-1]["content"][:200], "parent": s[:200], "dpo": d[:200]}
+                       for p, s, d in list(zip(prompts, replies["parent"], replies["dpo"]))[:6]]
+    return out
+
+
+def summary_line(r: dict) -> str:
+    held = r["heldout"]
+    acc = held.get("rewards/accuracies")
+    win = r.get("win_rate") or {}
+    parts = [f"dpo: {r['steps']} steps, train loss {r['train_loss']:.4f}"]
+    if acc is not None:
+        parts.append(f"held-out reward accuracy {acc:.1%}, margin {held.get('rewards/margins', 0):+.3f}")
+    if win.get("reward_model"):
+        parts.append(f"win rate by the reward model {win['reward_model']['win_rate']:.1%}")
+    if win.get("rules"):
+        parts.append(f"by the rules {win['rules']['win_rate']:.1%}")
+    return "; ".join(parts)
+
+
+def write_report(out: Path, r: dict) -> None:
+    from qazlm.io import write_json, write_text
+
+    lines = ["# DPO", "", f"`{r['model']}` on `{r['data']}`: loss {'+'.join(r['loss_type'])}, beta {r['beta']:g}, "
+             f"{r['steps']} steps, train loss {r['train_loss']:.4f}, {r['train_pairs']:,} pairs "
+             f"({r['set_aside']} set aside).", "", "## Held-out pairs (TRL's implicit rewards)", "",
+             "| metric | value |", "|---|---:|"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in sorted(r["heldout"].items())]
+    win = r.get("win_rate")
+    if win:
+        lines += ["", f"## Win rate over the parent ({win['prompts']} held-out prompts, greedy replies)", ""]
+        if win.get("reward_model"):
+            lines.append(f"- by the reward model: **{win['reward_model']['win_rate']:.1%}** (ties count half)")
+        if win.get("rules"):
+            w = win["rules"]
+            lines.append(f"- by the checkable rules ({w['prompts']} prompts): **{w['win_rate']:.1%}**; rule kept by "
+                         f"the DPO model {w['dpo_rule_rate']:.1%}, by the parent {w['parent_rule_rate']:.1%}")
+        lines += ["", "| prompt | parent | DPO |", "|---|---|---|"]
+        lines += [f"| {e['prompt']!r} | {e['parent']!r} | {e['dpo']!r} |".replace("\n", " ") for e in win["examples"]]
+    write_text(out / "dpo_report.md", "\n".join(lines) + "\n")
+    write_json(out / "dpo_report.json", r)

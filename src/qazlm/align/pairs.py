@@ -1,0 +1,292 @@
+"""`qazlm pref-data`: preference pairs whose preferred side is right by construction (docs/alignment.md).
+
+Built from a `qazlm sft-data` folder (its held-out conversations give the held-out pairs, so no pair shares a
+prompt with training) and from the English harmless dialogues in ../shared (MIT). Each pair is TRL's
+conversational preference format — `prompt` (messages), `chosen` and `rejected` (one assistant message each),
+`tools` (JSON text or null) — plus `type`, `lang`, `source`. Types and why the chosen side is right:
+
+- language: the answer in the user's language vs an answer of the same task in another language;
+- tool_call: the correct call vs the same call to an unknown function, with arguments that are not valid JSON,
+  or with a required argument missing;
+- tool_irrelevant: a direct answer when no tool fits vs a call to one of the offered tools;
+- computed: the computed count vs the same answer with the number off by 1-3;
+- concise: the answer vs the answer followed by its own last sentence three more times;
+- harmless_en: Anthropic HH-RLHF harmless-base, chosen vs rejected as labelled by people.
+
+A pair with identical sides or an empty side is set aside with its reason (rejected.jsonl), never trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import json
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qazlm.config import check_fields
+from qazlm.errors import QazlmError
+
+STAGE = "pref_data"
+TYPES = ("language", "tool_call", "tool_irrelevant", "computed", "concise", "harmless_en")
+LANGUAGE_TASKS = {"continue", "title", "keywords", "fill_gap", "alpaca_ru", "alpaca_en", "topic", "system_short",
+                  "identity", "system_persona", "reorder"}
+TOOL_TASKS = {"tool_simple", "tool_multiple", "tool_parallel"}
+COUNT_TASKS = {"count_words", "count_sentences"}
+HARMLESS = "data/preference/hh_rlhf_harmless_base_test.jsonl.gz"
+LICENCES = {"sft-data": "the sft-data folder's own (see its card.md)",
+            "hh-rlhf harmless-base": "MIT (Anthropic, https://github.com/anthropics/hh-rlhf)"}
+
+
+@dataclass
+class PrefDataConfig:
+    """[pref_data] table / `qazlm pref-data` flags."""
+    sft_data: str = ""                     # a `qazlm sft-data` folder (train.jsonl, heldout.jsonl)
+    out_dir: str = "runs/pref_data"
+    types: list[str] = field(default_factory=lambda: list(TYPES))
+    per_type: int = 200                    # at most this many training pairs per type (held-out: a tenth, >= 20)
+    harmless_file: str = ""                # "": ../shared/data/preference/hh_rlhf_harmless_base_test.jsonl.gz
+    seed: int = 0
+
+    def __post_init__(self):
+        check_fields(self, "[pref_data] ", {"per_type": ">= 1"})
+        if not self.sft_data:
+            raise QazlmError("pref-data: give the sft-data folder the pairs are built from (--sft-data DIR)")
+        unknown = [t for t in self.types if t not in TYPES]
+        if unknown or not self.types:
+            raise QazlmError(f"[pref_data] types: {unknown or 'empty'}; choose from {', '.join(TYPES)}")
+
+
+def assistant_text(message: dict) -> str:
+    return (message.get("content") or "").strip()
+
+
+def split_last(conv: dict) -> tuple[list[dict], dict] | None:
+    """(prompt messages, final assistant message) of a conversation without tool turns, else None."""
+    msgs = conv["messages"]
+    if conv.get("tools") or msgs[-1]["role"] != "assistant" or any(m["role"] == "tool" for m in msgs):
+        return None
+    return msgs[:-1], msgs[-1]
+
+
+def pair(prompt, chosen, rejected, kind, conv, tools=None) -> dict:
+    return {"prompt": prompt, "chosen": [chosen], "rejected": [rejected],
+            "tools": json.dumps(tools, ensure_ascii=False) if tools else None,
+            "type": kind, "lang": conv.get("lang", "en"), "source": conv.get("source", "sft-data")}
+
+
+def language_pairs(convs: list[dict], rng: random.Random) -> list[dict]:
+    by_task: dict[str, list[dict]] = {}
+    for c in convs:
+        if c.get("task") in LANGUAGE_TASKS and split_last(c):
+            by_task.setdefault(c["task"], []).append(c)
+    out = []
+    for group in by_task.values():
+        for c in group:
+            others = [o for o in group if o.get("lang") != c.get("lang")]
+            if others:
+                prompt, good = split_last(c)
+                out.append(pair(prompt, good, split_last(rng.choice(others))[1], "language", c))
+    return out
+
+
+def tool_pairs(convs: list[dict], rng: random.Random) -> list[dict]:
+    out = []
+    for c in convs:
+        if c.get("task") not in TOOL_TASKS:
+            continue
+        at = next((i for i, m in enumerate(c["messages"]) if m.get("tool_calls")), None)
+        if at is None:
+            continue
+        good = c["messages"][at]
+        bad = json.loads(json.dumps(good))
+        call = bad["tool_calls"][0]["function"]
+        how = rng.choice(("unknown_function", "bad_json", "missing_argument"))
+        args = json.loads(call["arguments"]) if isinstance(call["arguments"], str) else dict(call["arguments"])
+        if how == "missing_argument" and args:
+            args.pop(sorted(args)[0])
+            call["arguments"] = json.dumps(args, ensure_ascii=False)
+        elif how == "bad_json":
+            call["arguments"] = json.dumps(args, ensure_ascii=False)[:-1]
+        else:
+            call["name"] = call["name"] + "_v2"
+        out.append(pair(c["messages"][:at], good, bad, "tool_call", c, c.get("tools")))
+    return out
+
+
+def irrelevant_pairs(convs: list[dict], rng: random.Random) -> list[dict]:
+    out = []
+    for c in convs:
+        if c.get("task") != "tool_irrelevant" or not c.get("tools") or c["messages"][-1]["role"] != "assistant":
+            continue
+        name = rng.choice(c["tools"])["function"]["name"]
+        call = {"role": "assistant", "content": "",
+                "tool_calls": [{"type": "function", "function": {"name": name, "arguments": "{}"}}]}
+        out.append(pair(c["messages"][:-1], c["messages"][-1], call, "tool_irrelevant", c, c["tools"]))
+    return out
+
+
+def computed_pairs(convs: list[dict], rng: random.Random) -> list[dict]:
+    out = []
+    for c in convs:
+        last = split_last(c) if c.get("task") in COUNT_TASKS else None
+        if last and re.search(r"\d+", assistant_text(last[1])):
+            text = assistant_text(last[1])
+            wrong = re.sub(r"\d+", lambda m: str(int(m.group()) + rng.randint(1, 3)), text, count=1)
+            out.append(pair(last[0], last[1], {"role": "assistant", "content": wrong}, "computed", c))
+    return out
+
+
+def concise_pairs(convs: list[dict], rng: random.Random) -> list[dict]:
+    out = []
+    for c in convs:
+        last = split_last(c) if c.get("task") in LANGUAGE_TASKS else None
+        if last and assistant_text(last[1]):
+            text = assistant_text(last[1])
+            tail = re.split(r"(?<=[.!?])\s+", text)[-1]
+            out.append(pair(last[0], last[1], {"role": "assistant", "content": " ".join([text] + [tail] * 3)},
+                            "concise", c))
+    return out
+
+
+def hh_dialogue(text: str) -> list[dict]:
+    """'\\n\\nHuman: ...\\n\\nAssistant: ...' -> messages."""
+    turns = re.split(r"\n\n(Human|Assistant): ", "\n\n" + text.strip())[1:]
+    return [{"role": "user" if who == "Human" else "assistant", "content": said.strip()}
+            for who, said in zip(turns[::2], turns[1::2])]
+
+
+def harmless_pairs(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise QazlmError(f"pref-data: {path} not found; set harmless_file, or drop harmless_en from types")
+    out = []
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            good, bad = hh_dialogue(row["chosen"]), hh_dialogue(row["rejected"])
+            if len(good) < 2 or good[-1]["role"] != "assistant" or bad[-1]["role"] != "assistant" \
+                    or good[:-1] != bad[:-1]:
+                continue
+            conv = {"lang": "en", "source": "hh-rlhf harmless-base"}
+            out.append(pair(good[:-1], good[-1], bad[-1], "harmless_en", conv))
+    return out
+
+
+BUILDERS = {"language": language_pairs, "tool_call": tool_pairs, "tool_irrelevant": irrelevant_pairs,
+            "computed": computed_pairs, "concise": concise_pairs}
+
+
+def why_not(p: dict) -> str | None:
+    """The reason a pair cannot teach a preference, or None."""
+    good, bad = p["chosen"][0], p["rejected"][0]
+    if not (assistant_text(good) or good.get("tool_calls")) or not (assistant_text(bad) or bad.get("tool_calls")):
+        return "empty response"
+    if json.dumps(good, sort_keys=True) == json.dumps(bad, sort_keys=True):
+        return "identical chosen and rejected"
+    if not p["prompt"]:
+        return "no prompt"
+    return None
+
+
+def read_convs(folder: Path, name: str) -> list[dict]:
+    path = folder / f"{name}.jsonl"
+    if not path.is_file():
+        raise QazlmError(f"pref-data: {path} not found; build the folder with `qazlm sft-data -o {folder}`")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def build(cfg: PrefDataConfig) -> dict:
+    """{"train": [...], "heldout": [...], "rejected": [...]}: per type at most per_type training pairs and a
+    tenth as many held-out ones (at least 20, so held-out scores mean something), deduplicated, in a seeded
+    order."""
+    from qazlm.paths import shared_dir
+
+    rng = random.Random(cfg.seed)
+    folder = Path(cfg.sft_data)
+    sides = {"train": read_convs(folder, "train"), "heldout": read_convs(folder, "heldout")}
+    result: dict[str, list] = {"train": [], "heldout": [], "rejected": []}
+    seen: set[str] = set()
+    for kind in cfg.types:
+        if kind == "harmless_en":
+            pool = harmless_pairs(Path(cfg.harmless_file) if cfg.harmless_file else shared_dir() / HARMLESS)
+            rng.shuffle(pool)
+            cut = max(1, len(pool) // 10)
+            made = {"heldout": pool[:cut], "train": pool[cut:]}
+        else:
+            made = {side: BUILDERS[kind](convs, rng) for side, convs in sides.items()}
+        for side, limit in (("train", cfg.per_type), ("heldout", max(20, cfg.per_type // 10))):
+            rng.shuffle(made[side])
+            kept = 0
+            for p in made[side]:
+                key = hashlib.sha1(json.dumps([p["prompt"], p["chosen"], p["rejected"]], sort_keys=True,
+                                              ensure_ascii=False).encode()).hexdigest()
+                reason = why_not(p) or ("duplicate" if key in seen else None)
+                if reason:
+                    result["rejected"].append({**p, "reason": reason})
+                    continue
+                seen.add(key)
+                if kept < limit:
+                    result[side].append(p)
+                    kept += 1
+    for side in ("train", "heldout"):
+        rng.shuffle(result[side])
+    return result
+
+
+def counts(rows: list[dict]) -> dict:
+    table: dict[str, dict[str, int]] = {}
+    for r in rows:
+        table.setdefault(r["type"], {}).setdefault(r["lang"], 0)
+        table[r["type"]][r["lang"]] += 1
+    return table
+
+
+def write_card(out: Path, cfg: PrefDataConfig, result: dict) -> dict:
+    from qazlm.io import write_json, write_text
+
+    card = {"format": "qazlm-pref-data-v1", "pairs": {k: len(v) for k, v in result.items()},
+            "train": counts(result["train"]), "heldout": counts(result["heldout"]),
+            "sources": sorted({r["source"] for r in result["train"] + result["heldout"]}),
+            "licences": LICENCES, "config": dataclasses.asdict(cfg)}
+    lines = ["# Preference pairs", "", f"Built from `{cfg.sft_data}` by `qazlm pref-data`; the chosen side of every "
+             "pair is right by construction (docs/alignment.md).", "",
+             "| type | language | train | held-out |", "|---|---|---:|---:|"]
+    for kind in sorted(card["train"]):
+        for lang in sorted(card["train"][kind]):
+            lines.append(f"| {kind} | {lang} | {card['train'][kind][lang]} | "
+                         f"{card['heldout'].get(kind, {}).get(lang, 0)} |")
+    lines += ["", f"Set aside: {len(result['rejected'])} (rejected.jsonl, each with its reason).", "",
+              "## Sources and licences", ""] + [f"- {k}: {v}" for k, v in LICENCES.items()]
+    write_text(out / "card.md", "\n".join(lines) + "\n")
+    write_json(out / "card.json", card)
+    return card
+
+
+def run(cfg: PrefDataConfig, force: bool = False, log=print) -> dict:
+    """Build the folder under its run lock; skip when its record equals this config (unless `force`)."""
+    from qazlm.io import atomic_write, clean_temp
+    from qazlm.runs import config_changes, output_lock, read_record, write_record
+
+    out = Path(cfg.out_dir)
+    wanted = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    with output_lock(out, STAGE):
+        clean_temp(out)
+        old = read_record(out)
+        if old is not None and not force and not config_changes(old, wanted):
+            log(f"pref-data: {out} is up to date (same config); --force to rebuild")
+            return json.loads((out / "card.json").read_text(encoding="utf-8"))
+        result = build(cfg)
+        if not result["train"]:
+            raise QazlmError(f"pref-data: no pair could be built from {cfg.sft_data} with types {cfg.types}")
+        for name, rows in result.items():
+            with atomic_write(out / f"{name}.jsonl") as f:
+                for row in rows:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        card = write_card(out, cfg, result)
+        write_record(out, STAGE, wanted)
+    log(f"pref-data: {len(result['train']):,} train, {len(result['heldout']):,} held-out pairs, "
+        f"{len(result['rejected']):,} set aside -> {out} (card: {out}/card.md)")
+    return card

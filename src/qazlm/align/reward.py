@@ -1,0 +1,228 @@
+"""`qazlm rm train`: a reward model through TRL's RewardTrainer; `qazlm rm score`: rank responses with it.
+
+The reward model is the causal LM with a one-number head: a `Qwen3ForSequenceClassification` /
+`LlamaForSequenceClassification` folder that transformers loads without remote code (our folders go through the
+same in-memory conversion as `qazlm export hf`). It reads a conversation rendered by the model's chat template
+(tools included) and scores its last token. The output folder follows `qazlm sft`'s contract: `final/` (model +
+tokenizer + qazlm_lineage.json), `checkpoints/` (a rerun resumes), `metrics.jsonl`, `rm_report.{json,md}` with
+held-out pairwise accuracy per type and language, the stage record last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from qazlm.config import check_fields
+from qazlm.errors import QazlmError
+
+STAGE = "rm"
+
+
+@dataclass
+class RmConfig:
+    """[rm] table / `qazlm rm train` flags."""
+    model: str = ""                 # the starting causal LM folder (ours or HF), usually the SFT model
+    data: str = ""                  # a `qazlm pref-data` folder
+    out_dir: str = "runs/rm"
+    lr: float = 5e-5
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 8
+    max_len: int = 512              # tokens per rendered conversation; longer pairs are set aside
+    warmup: float = 0.05
+    seed: int = 0
+    save_steps: int = 100
+    logging_steps: int = 5
+    max_heldout: int = 400          # held-out pairs scored for the report
+    device: str = "auto"
+
+    def __post_init__(self):
+        check_fields(self, "[rm] ", {"lr": "> 0", "epochs": "> 0", "batch_size": ">= 1", "max_len": ">= 16",
+                                     "warmup": ">= 0", "save_steps": ">= 1", "logging_steps": ">= 1",
+                                     "max_heldout": ">= 0"})
+        if not self.model or not self.data:
+            raise QazlmError("rm: give the starting model and --data (a `qazlm pref-data` folder)")
+
+
+def read_pairs(folder: str | Path, name: str) -> list[dict]:
+    path = Path(folder) / f"{name}.jsonl"
+    if not path.is_file():
+        raise QazlmError(f"{path} not found; build the folder with `qazlm pref-data --sft-data DIR -o {folder}`")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    bad = next((i for i, r in enumerate(rows, 1) if not {"prompt", "chosen", "rejected"} <= set(r)), None)
+    if bad:
+        raise QazlmError(f"{path}:{bad}: a pair needs prompt, chosen and rejected")
+    return rows
+
+
+def render(tok, prompt: list[dict], response: list[dict], tools) -> str:
+    """The conversation as the reward model reads it: the one chat template, tools included."""
+    tools = json.loads(tools) if isinstance(tools, str) else tools
+    return tok.apply_chat_template(prompt + response, tools=tools or None, tokenize=False)
+
+
+def fits(tok, row: dict, max_len: int) -> bool:
+    return all(len(tok(render(tok, row["prompt"], row[side], row.get("tools")), add_special_tokens=False)
+                   ["input_ids"]) <= max_len for side in ("chosen", "rejected"))
+
+
+def load_reward_start(path: str | Path, device: str):
+    """A sequence-classification model (one label) built from a causal LM folder, and the chat tokenizer."""
+    import tempfile
+
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from qazlm.sft.load import load_chat_tokenizer, load_model
+
+    causal, kind = load_model(path, "cpu")
+    tok = load_chat_tokenizer(path, kind, "")
+    with tempfile.TemporaryDirectory() as tmp:
+        causal.save_pretrained(tmp)
+        model = AutoModelForSequenceClassification.from_pretrained(tmp, num_labels=1, dtype=torch.float32)
+    model.config.pad_token_id = tok.pad_token_id
+    return model.to(device), tok, kind
+
+
+def rewards(model, tok, texts: list[str], batch_size: int = 8) -> list[float]:
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(texts), batch_size):
+            enc = tok(texts[i:i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = {k: v.to(model.device) for k, v in enc.items()}
+            out += model(**enc).logits[:, 0].float().tolist()
+    return out
+
+
+def pairwise_accuracy(model, tok, pairs: list[dict]) -> dict:
+    """Share of pairs whose chosen side scores higher, overall and per type and per language, with margins."""
+    chosen = rewards(model, tok, [render(tok, p["prompt"], p["chosen"], p.get("tools")) for p in pairs])
+    rejected = rewards(model, tok, [render(tok, p["prompt"], p["rejected"], p.get("tools")) for p in pairs])
+    groups: dict[str, list[float]] = {}
+    for p, c, r in zip(pairs, chosen, rejected):
+        for key in ("all", f"type:{p.get('type', '?')}", f"lang:{p.get('lang', '?')}"):
+            groups.setdefault(key, []).append(c - r)
+    return {k: {"pairs": len(v), "accuracy": sum(m > 0 for m in v) / len(v), "margin": sum(v) / len(v)}
+            for k, v in sorted(groups.items())}
+
+
+def rm_args(cfg: RmConfig, out: Path, device: str):
+    from trl import RewardConfig
+
+    return RewardConfig(
+        output_dir=str(out / "checkpoints"), learning_rate=cfg.lr, num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size, warmup_steps=cfg.warmup,
+        seed=cfg.seed, data_seed=cfg.seed, logging_steps=cfg.logging_steps, save_strategy="steps",
+        save_steps=cfg.save_steps, save_total_limit=2, report_to="none", use_cpu=device == "cpu",
+        bf16=device == "cuda", fp16=False, gradient_checkpointing=False, max_length=cfg.max_len,
+        dataset_num_proc=None, dataloader_num_workers=0, disable_tqdm=False)
+
+
+def run_rm(cfg: RmConfig, force: bool = False, log=print) -> dict:
+    """Train the reward model into `cfg.out_dir` (skip / resume / --force as `qazlm sft`); returns the report."""
+    from qazlm.runs import output_lock
+    from qazlm.sft.train import prepare_out
+
+    out = Path(cfg.out_dir)
+    with output_lock(out, STAGE):
+        if prepare_out(out, cfg, force, log, stage=STAGE):
+            return json.loads((out / "rm_report.json").read_text(encoding="utf-8"))
+        return _train(cfg, out, log)
+
+
+def _train(cfg: RmConfig, out: Path, log) -> dict:
+    from datasets import Dataset
+    from trl import RewardTrainer
+
+    from qazlm.runs import write_record
+    from qazlm.sft.callbacks import MetricsCallback, TokenCounter, quiet_progress
+    from qazlm.sft.train import (last_complete_checkpoint, quiet_libraries, resolve_device, save_final,
+                                 tokens_before, write_jsonl)
+    from qazlm.train.monitor import MetricsLogger
+
+    t0 = time.perf_counter()
+    quiet_libraries()
+    device = resolve_device(cfg.device)
+    model, tok, kind = load_reward_start(cfg.model, device)
+    train = read_pairs(cfg.data, "train")
+    held = read_pairs(cfg.data, "heldout")[:cfg.max_heldout]
+    long = [dict(p, reason=f"longer than max_len = {cfg.max_len}") for p in train if not fits(tok, p, cfg.max_len)]
+    train = [p for p in train if fits(tok, p, cfg.max_len)]
+    if not train:
+        raise QazlmError(f"{cfg.data}: every pair is longer than max_len = {cfg.max_len} tokens; raise max_len")
+    columns = ("prompt", "chosen", "rejected", "tools")
+    trainer = RewardTrainer(model=model, args=rm_args(cfg, out, device), processing_class=tok,
+                            train_dataset=Dataset.from_list([{k: p.get(k) for k in columns} for p in train]))
+    quiet_progress(trainer)
+    resume = last_complete_checkpoint(out / "checkpoints")
+    step0 = json.loads((resume / "trainer_state.json").read_text())["global_step"] if resume else 0
+    logger = MetricsLogger(out, tensorboard=False, resume_step=step0 if resume else None)
+    trainer.add_callback(MetricsCallback(logger, TokenCounter(), tokens_before(out, step0) if resume else 0))
+    log(f"rm: {cfg.model} ({kind}, {device}) on {len(train):,} pairs ({len(long)} too long, set aside)"
+        f"{f'; resuming from {resume.name}' if resume else ''}")
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    finally:
+        logger.close()
+    model.eval()
+    report = {"format": "qazlm-rm-report-v1", "model": cfg.model, "data": cfg.data, "steps": int(result.global_step),
+              "train_loss": float(result.training_loss), "train_pairs": len(train), "set_aside": len(long),
+              "heldout": pairwise_accuracy(model, tok, [p for p in held if fits(tok, p, cfg.max_len)]),
+              "wall_s": time.perf_counter() - t0}
+    if long:
+        write_jsonl(out / "rejected.jsonl", long)
+    save_final(trainer, tok, out / "final", {"format": "qazlm-rm-lineage-v1", "stage": STAGE,
+                                             "parent": {"path": str(Path(cfg.model).resolve()), "kind": kind},
+                                             "data": str(Path(cfg.data).resolve()),
+                                             "config": dataclasses.asdict(cfg), "report": report})
+    write_report(out, report)
+    write_record(out, STAGE, dataclasses.asdict(cfg))
+    log(f"rm: held-out pairwise accuracy {report['heldout']['all']['accuracy']:.1%} on "
+        f"{report['heldout']['all']['pairs']} pairs -> {out / 'final'}")
+    return report
+
+
+def write_report(out: Path, report: dict) -> None:
+    from qazlm.io import write_json, write_text
+
+    lines = ["# Reward model", "", f"`{report['model']}` on `{report['data']}`: {report['steps']} steps, train loss "
+             f"{report['train_loss']:.4f}, {report['train_pairs']:,} pairs ({report['set_aside']} set aside).", "",
+             "Held-out pairwise accuracy (chosen scored above rejected) and mean margin:", "",
+             "| group | pairs | accuracy | margin |", "|---|---:|---:|---:|"]
+    lines += [f"| {k} | {v['pairs']} | {v['accuracy']:.1%} | {v['margin']:+.3f} |" for k, v in report["heldout"].items()]
+    write_text(out / "rm_report.md", "\n".join(lines) + "\n")
+    write_json(out / "rm_report.json", report)
+
+
+def load_reward_model(path: str | Path, device: str = "cpu"):
+    """A trained reward model folder (ours: `final/` of `qazlm rm train`) and its tokenizer."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from qazlm.infer.loading import load_tokenizer
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise QazlmError(f"{path}: not a reward model folder (no config.json); train one with `qazlm rm train`")
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(str(path), dtype=torch.float32,
+                                                                   local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise QazlmError(f"{path}: cannot load as a reward model ({str(e).splitlines()[0]})") from None
+    if model.config.num_labels != 1:
+        raise QazlmError(f"{path}: has {model.config.num_labels} labels; a reward model has one")
+    return model.to(device).eval(), load_tokenizer(path)
+
+
+def score(path: str | Path, prompt: str, responses: list[str], system: str | None = None) -> list[tuple[float, str]]:
+    """Responses to one user prompt ranked by the reward model, best first: [(reward, response)]."""
+    model, tok = load_reward_model(path)
+    head = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    texts = [render(tok, head, [{"role": "assistant", "content": r}], None) for r in responses]
+    return sorted(zip(rewards(model, tok, texts), responses), key=lambda x: -x[0])

@@ -1,0 +1,167 @@
+"""Stage 6: preference pairs right by construction, a reward model (TRL RewardTrainer) and DPO (TRL DPOTrainer)
+on a tiny random Qwen3 with qazlm's chat template — folders that transformers loads as is, reports with the
+held-out figures, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from cli_harness import assert_one_line_error, run_cli
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+TASKS = "count_words,count_sentences,title,keywords,continue,tool_simple,tool_multiple,tool_irrelevant"
+
+
+@pytest.fixture(scope="module")
+def sft_data(tmp_path_factory, shared):
+    from qazlm.sft.data import SftDataConfig, run
+
+    out = tmp_path_factory.mktemp("align") / "sft_data"
+    run(SftDataConfig(out_dir=str(out), tasks=TASKS.split(","), per_task=24, decontaminate=[], seed=3))
+    return out
+
+
+@pytest.fixture(scope="module")
+def pref(sft_data, tmp_path_factory):
+    from qazlm.align.pairs import PrefDataConfig, run
+
+    out = tmp_path_factory.mktemp("align") / "pref"
+    run(PrefDataConfig(sft_data=str(sft_data), out_dir=str(out), per_type=30, seed=1), log=lambda m: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory, corpus):
+    from serve_harness import tiny_chat_model
+
+    return tiny_chat_model(tmp_path_factory.mktemp("align_model"), corpus, max_pos=512)
+
+
+def rows(folder: Path, name: str) -> list[dict]:
+    return [json.loads(line) for line in (folder / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def test_pairs_are_right_by_construction(pref, sft_data):
+    from qazlm.align.pairs import why_not
+
+    train, held = rows(pref, "train"), rows(pref, "heldout")
+    card = json.loads((pref / "card.json").read_text())
+    assert card["pairs"] == {"train": len(train), "heldout": len(held), "rejected": len(rows(pref, "rejected"))}
+    assert {p["type"] for p in train} == {"language", "tool_call", "tool_irrelevant", "computed", "concise",
+                                          "harmless_en"}
+    assert {p["lang"] for p in train} == {"kk", "ru", "en"}
+    assert all(why_not(p) is None for p in train + held)
+    assert not {json.dumps(p["prompt"]) for p in train} & {json.dumps(p["prompt"]) for p in held}
+    for p in train:
+        good, bad = p["chosen"][0], p["rejected"][0]
+        if p["type"] == "tool_call":
+            names = {t["function"]["name"] for t in json.loads(p["tools"])}
+            call = bad["tool_calls"][0]["function"]
+            broken = call["name"] not in names
+            try:
+                args = json.loads(call["arguments"])
+            except ValueError:
+                broken = True
+            else:
+                want = json.loads(good["tool_calls"][0]["function"]["arguments"])
+                broken = broken or set(args) < set(want)
+            assert broken, p
+        elif p["type"] == "tool_irrelevant":
+            assert bad.get("tool_calls") and not good.get("tool_calls")
+        elif p["type"] == "computed":
+            assert good["content"] != bad["content"] and [c.isdigit() for c in good["content"]].count(True)
+        elif p["type"] == "concise":
+            assert bad["content"].startswith(good["content"].strip()) and len(bad["content"]) > len(good["content"])
+        elif p["type"] == "language":
+            assert good["content"] != bad["content"]
+    assert "MIT" in (pref / "card.md").read_text()
+
+
+def test_pref_data_golden_counts_and_skip(pref, sft_data, capfd):
+    card = json.loads((pref / "card.json").read_text())
+    assert card["pairs"] == {"train": 170, "heldout": 43, "rejected": 6}   # pinned for seed 1
+    code, _, err = run_cli(["pref-data", "--sft-data", sft_data, "-o", pref, "--per-type", "30", "--seed", "1"], capfd)
+    assert code == 0, err
+
+
+def test_bad_pairs_are_set_aside_with_a_reason():
+    from qazlm.align.pairs import hh_dialogue, why_not
+
+    same = {"prompt": [{"role": "user", "content": "x"}], "chosen": [{"role": "assistant", "content": "a"}],
+            "rejected": [{"role": "assistant", "content": "a"}]}
+    assert why_not(same) == "identical chosen and rejected"
+    assert why_not({**same, "rejected": [{"role": "assistant", "content": " "}]}) == "empty response"
+    assert hh_dialogue("\n\nHuman: hi\n\nAssistant: hello\n\nHuman: bye") == [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "bye"}]
+
+
+def test_bad_inputs_are_one_line(tmp_path, capfd, pref, model):
+    assert_one_line_error(["pref-data", "-o", tmp_path / "p"], capfd, "sft-data")
+    assert_one_line_error(["pref-data", "--sft-data", tmp_path, "-o", tmp_path / "p"], capfd, "train.jsonl not found")
+    assert_one_line_error(["pref-data", "--sft-data", tmp_path, "--types", "nope"], capfd, "types")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "train.jsonl").write_text('{"prompt": []}\n')
+    assert_one_line_error(["rm", "train", model, "--data", tmp_path / "bad", "-o", tmp_path / "r"], capfd,
+                          "needs prompt, chosen and rejected")
+    assert_one_line_error(["dpo", model, "--data", pref, "-o", tmp_path / "d", "--set", "loss_type=['nope']"],
+                          capfd, "loss_type")
+    assert_one_line_error(["rm", "score", tmp_path, "--prompt", "x", "--response", "y"], capfd, "not a reward model")
+
+
+@pytest.mark.slow
+def test_reward_model_trains_and_ranks(model, pref, tmp_path, capfd):
+    from transformers import AutoModelForSequenceClassification
+
+    out = tmp_path / "rm"
+    code, _, err = run_cli(["rm", "train", model, "--data", pref, "-o", out, "--max-steps", "4", "--lr", "1e-3",
+                            "--max-len", "320", "--device", "cpu"], capfd)
+    assert code == 0, err
+    loaded = AutoModelForSequenceClassification.from_pretrained(out / "final")
+    assert type(loaded).__name__ == "Qwen3ForSequenceClassification" and loaded.config.num_labels == 1
+    report = json.loads((out / "rm_report.json").read_text())
+    assert report["steps"] == 4 and report["heldout"]["all"]["pairs"] > 10
+    assert {"type:computed", "lang:kk", "lang:en"} <= set(report["heldout"])
+    assert (out / "metrics.jsonl").is_file() and "pairwise accuracy" in (out / "rm_report.md").read_text()
+    code, printed, err = run_cli(["rm", "score", out / "final", "--prompt", "Сәлем!", "--response", "Сәлем! Қалайсың?",
+                                  "--response", "Hello."], capfd)
+    assert code == 0, err
+    ranked = [line for line in printed.splitlines() if line[:2] in ("1.", "2.")]
+    assert len(ranked) == 2 and float(ranked[0].split()[1]) >= float(ranked[1].split()[1])
+
+
+@pytest.mark.slow
+def test_dpo_trains_a_model_that_generate_loads(model, pref, tmp_path, capfd):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "dpo"
+    code, _, err = run_cli(["dpo", model, "--data", pref, "-o", out, "--max-steps", "3", "--lr", "1e-3",
+                            "--max-len", "320", "--batch-size", "4", "--device", "cpu", "--set", "win_prompts=6",
+                            "--set", "max_new_tokens=8", "--set", "loss_type=['ipo']"], capfd)
+    assert code == 0, err
+    report = json.loads((out / "dpo_report.json").read_text())
+    assert report["steps"] == 3 and report["loss_type"] == ["ipo"]
+    assert 0.0 <= report["heldout"]["rewards/accuracies"] <= 1.0
+    assert report["win_rate"]["prompts"] == 6 and report["win_rate"]["rules"]["prompts"] >= 1
+    lineage = json.loads((out / "final" / "qazlm_lineage.json").read_text())
+    assert lineage["stage"] == "dpo" and lineage["parent"]["path"] == str(Path(model).resolve())
+    assert AutoModelForCausalLM.from_pretrained(out / "final").config.model_type == "qwen3"
+    code, printed, err = run_cli(["generate", out / "final", "Сәлем", "--max-new-tokens", "4"], capfd)
+    assert code == 0, err
+    code, printed, err = run_cli(["dpo", model, "--data", pref, "-o", out, "--max-steps", "3", "--lr", "1e-3",
+                                  "--max-len", "320", "--batch-size", "4", "--device", "cpu", "--set", "win_prompts=6",
+                                  "--set", "max_new_tokens=8", "--set", "loss_type=['ipo']"], capfd)
+    assert code == 0 and "up to date" in printed
+
+
+def test_our_model_folders_start_a_reward_model(model, tmp_path):
+    from test_eval_helpers import make_our_folder
+
+    from qazlm.align.reward import load_reward_start
+
+    ours = make_our_folder(Path(model).parent / "tok", tmp_path / "ours")
+    rm, tok, kind = load_reward_start(ours, "cpu")
+    assert kind == "qazlm" and type(rm).__name__ == "Qwen3ForSequenceClassification"
+    assert rm.config.pad_token_id == tok.pad_token_id and tok.chat_template
