@@ -95,7 +95,8 @@ def test_bad_pairs_are_set_aside_with_a_reason():
     assert why_not(same) == "identical chosen and rejected"
     assert why_not({**same, "rejected": [{"role": "assistant", "content": " "}]}) == "empty response"
     assert hh_dialogue("\n\nHuman: hi\n\nAssistant: hello\n\nHuman: bye") == [
-        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "bye"}]
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "bye"}]
 
 
 def test_bad_inputs_are_one_line(tmp_path, capfd, pref, model):

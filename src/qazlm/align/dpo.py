@@ -98,8 +98,14 @@ def _train(cfg: DpoConfig, out: Path, log) -> dict:
     from qazlm.runs import write_record
     from qazlm.sft.callbacks import MetricsCallback, TokenCounter, quiet_progress
     from qazlm.sft.load import load_chat_tokenizer, load_model
-    from qazlm.sft.train import (last_complete_checkpoint, quiet_libraries, resolve_device, save_final,
-                                 tokens_before, write_jsonl)
+    from qazlm.sft.train import (
+        last_complete_checkpoint,
+        quiet_libraries,
+        resolve_device,
+        save_final,
+        tokens_before,
+        write_jsonl,
+    )
     from qazlm.train.monitor import MetricsLogger
 
     t0 = time.perf_counter()

@@ -142,8 +142,14 @@ def _train(cfg: RmConfig, out: Path, log) -> dict:
 
     from qazlm.runs import write_record
     from qazlm.sft.callbacks import MetricsCallback, TokenCounter, quiet_progress
-    from qazlm.sft.train import (last_complete_checkpoint, quiet_libraries, resolve_device, save_final,
-                                 tokens_before, write_jsonl)
+    from qazlm.sft.train import (
+        last_complete_checkpoint,
+        quiet_libraries,
+        resolve_device,
+        save_final,
+        tokens_before,
+        write_jsonl,
+    )
     from qazlm.train.monitor import MetricsLogger
 
     t0 = time.perf_counter()
@@ -195,7 +201,8 @@ def write_report(out: Path, report: dict) -> None:
              f"{report['train_loss']:.4f}, {report['train_pairs']:,} pairs ({report['set_aside']} set aside).", "",
              "Held-out pairwise accuracy (chosen scored above rejected) and mean margin:", "",
              "| group | pairs | accuracy | margin |", "|---|---:|---:|---:|"]
-    lines += [f"| {k} | {v['pairs']} | {v['accuracy']:.1%} | {v['margin']:+.3f} |" for k, v in report["heldout"].items()]
+    lines += [f"| {k} | {v['pairs']} | {v['accuracy']:.1%} | {v['margin']:+.3f} |"
+              for k, v in report["heldout"].items()]
     write_text(out / "rm_report.md", "\n".join(lines) + "\n")
     write_json(out / "rm_report.json", report)
 
