@@ -12,7 +12,8 @@ import pytest
 from cli_harness import assert_one_line_error, run_cli
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-TASKS = "count_words,count_sentences,title,keywords,continue,tool_simple,tool_multiple,tool_irrelevant"
+TASKS = ("count_words,count_sentences,title,keywords,continue,tool_simple,tool_multiple,tool_irrelevant,"
+         "safety_refusal")
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def test_pairs_are_right_by_construction(pref, sft_data):
     card = json.loads((pref / "card.json").read_text())
     assert card["pairs"] == {"train": len(train), "heldout": len(held), "rejected": len(rows(pref, "rejected"))}
     assert {p["type"] for p in train} == {"language", "tool_call", "tool_irrelevant", "computed", "concise",
-                                          "harmless_en"}
+                                          "refusal", "over_refusal", "harmless_en"}
     assert {p["lang"] for p in train} == {"kk", "ru", "en"}
     assert all(why_not(p) is None for p in train + held)
     assert not {json.dumps(p["prompt"]) for p in train} & {json.dumps(p["prompt"]) for p in held}
@@ -77,12 +78,16 @@ def test_pairs_are_right_by_construction(pref, sft_data):
             assert bad["content"].startswith(good["content"].strip()) and len(bad["content"]) > len(good["content"])
         elif p["type"] == "language":
             assert good["content"] != bad["content"]
+        elif p["type"] in ("refusal", "over_refusal"):
+            from qazlm.eval.safety import is_refusal
+
+            assert is_refusal(good["content"]) == (p["type"] == "refusal") != is_refusal(bad["content"])
     assert "MIT" in (pref / "card.md").read_text()
 
 
 def test_pref_data_golden_counts_and_skip(pref, sft_data, capfd):
     card = json.loads((pref / "card.json").read_text())
-    assert card["pairs"] == {"train": 170, "heldout": 43, "rejected": 6}   # pinned for seed 1
+    assert card["pairs"] == {"train": 222, "heldout": 50, "rejected": 2}   # pinned for seed 1
     code, _, err = run_cli(["pref-data", "--sft-data", sft_data, "-o", pref, "--per-type", "30", "--seed", "1"], capfd)
     assert code == 0, err
 

@@ -198,10 +198,26 @@ def _check_gguf(section: dict, run, where: str):
                                   "out_dir": str(out / "gguf")}, where)
 
 
-def _check_tool_eval(section: dict, run, where: str):
-    from qazlm.eval.tool_stage import ToolEvalStageConfig
+def _check_model_eval(settings: str):
+    def check(section: dict, run, where: str):
+        import importlib
 
-    return from_dict(ToolEvalStageConfig, {"sft_data": str(Path(run.out_dir) / "sft_data"), **section}, where)
+        module, name = settings.rsplit(".", 1)
+        table = {"sft_data": str(Path(run.out_dir) / "sft_data"), **section}
+        table.pop("models", None)
+        return from_dict(getattr(importlib.import_module(module), name), table, where)
+    return check
+
+
+def _check_align(builder: str):
+    def check(section: dict, run, where: str):
+        from qazlm.align import stage
+        from qazlm.runs import RunContext
+
+        cfg = getattr(stage, builder)(section, RunContext(run, Path(where.split("[")[0])))
+        assert Path(cfg.out_dir) == Path(run.out_dir) / where.split("[")[1].rstrip("]")
+        return cfg
+    return check
 
 
 def _check_package(section: dict, run, where: str):
@@ -235,7 +251,10 @@ def test_run_recipe_loads_and_plans(path):
         assert cfg.seed == recipe["pretrain"].get("seed", run.seed)
         assert Path(cfg.out_dir) == Path(run.out_dir) / "pretrain"
     checks = {"eval": _check_eval, "sft_data": _check_sft_data, "sft": _check_sft, "chat_eval": _check_chat_eval,
-              "tool_eval": _check_tool_eval, "quantize": _check_quantize, "gguf": _check_gguf,
+              "tool_eval": _check_model_eval("qazlm.eval.tools.ToolEvalSettings"),
+              "safety_eval": _check_model_eval("qazlm.eval.safety.SafetySettings"),
+              "pref_data": _check_align("pref_data_config"), "rm": _check_align("rm_config"),
+              "dpo": _check_align("dpo_config"), "quantize": _check_quantize, "gguf": _check_gguf,
               "package": _check_package}
     for stage, check in checks.items():  # each builds the stage's config the way its stage.py does
         if stage in recipe:

@@ -67,7 +67,7 @@ def test_bad_inputs_are_one_line(setup, capfd):
 def test_stage_scores_the_runs_chat_model_and_skips_when_done(setup, tmp_path, capsys):
     import shutil
 
-    from qazlm.eval.tool_stage import run_stage
+    from qazlm.eval.model_stages import run_tool_eval as run_stage
     from qazlm.runs import RunConfig, RunContext
 
     root, model = setup

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qazlm.align.common import dataset, finish, run_locked, train_monitored, training_pairs
 from qazlm.config import check_fields
 from qazlm.errors import QazlmError
 
@@ -80,73 +81,34 @@ def dpo_args(cfg: DpoConfig, out: Path, device: str, has_heldout: bool):
 
 def run_dpo(cfg: DpoConfig, force: bool = False, log=print) -> dict:
     """Train into `cfg.out_dir` (skip / resume / --force as `qazlm sft`); returns the report."""
-    from qazlm.runs import output_lock
-    from qazlm.sft.train import prepare_out
-
-    out = Path(cfg.out_dir)
-    with output_lock(out, STAGE):
-        if prepare_out(out, cfg, force, log, stage=STAGE):
-            return json.loads((out / "dpo_report.json").read_text(encoding="utf-8"))
-        return _train(cfg, out, log)
+    return run_locked(cfg, force, log, STAGE, "dpo_report.json", _train)
 
 
 def _train(cfg: DpoConfig, out: Path, log) -> dict:
-    from datasets import Dataset
     from trl import DPOTrainer
 
-    from qazlm.align.reward import fits, read_pairs
     from qazlm.runs import write_record
-    from qazlm.sft.callbacks import MetricsCallback, TokenCounter, quiet_progress
     from qazlm.sft.load import load_chat_tokenizer, load_model
-    from qazlm.sft.train import (
-        last_complete_checkpoint,
-        quiet_libraries,
-        resolve_device,
-        save_final,
-        tokens_before,
-        write_jsonl,
-    )
-    from qazlm.train.monitor import MetricsLogger
+    from qazlm.sft.train import quiet_libraries, resolve_device
 
     t0 = time.perf_counter()
     quiet_libraries()
     device = resolve_device(cfg.device)
     model, kind = load_model(cfg.model, device)
     tok = load_chat_tokenizer(cfg.model, kind, "")
-    train, held = read_pairs(cfg.data, "train"), read_pairs(cfg.data, "heldout")[:cfg.max_heldout]
-    long = [dict(p, reason=f"longer than max_len = {cfg.max_len}") for p in train if not fits(tok, p, cfg.max_len)]
-    train, held = [p for p in train if fits(tok, p, cfg.max_len)], [p for p in held if fits(tok, p, cfg.max_len)]
-    if not train:
-        raise QazlmError(f"{cfg.data}: every pair is longer than max_len = {cfg.max_len} tokens; raise max_len")
-    columns = ("prompt", "chosen", "rejected", "tools")
-    dataset = [{k: p.get(k) for k in columns} for p in train]
+    train, held, long = training_pairs(tok, cfg)
     trainer = DPOTrainer(model=model, args=dpo_args(cfg, out, device, bool(held)), processing_class=tok,
-                         train_dataset=Dataset.from_list(dataset),
-                         eval_dataset=Dataset.from_list([{k: p.get(k) for k in columns} for p in held]) if held
-                         else None)
-    quiet_progress(trainer)
-    resume = last_complete_checkpoint(out / "checkpoints")
-    step0 = json.loads((resume / "trainer_state.json").read_text())["global_step"] if resume else 0
-    logger = MetricsLogger(out, tensorboard=False, resume_step=step0 if resume else None)
-    trainer.add_callback(MetricsCallback(logger, TokenCounter(), tokens_before(out, step0) if resume else 0))
-    log(f"dpo: {cfg.model} ({kind}, {device}) on {len(train):,} pairs, loss {'+'.join(cfg.loss_type)}, "
-        f"beta {cfg.beta:g} ({len(long)} too long, set aside){f'; resuming from {resume.name}' if resume else ''}")
-    try:
-        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        held_metrics = trainer.evaluate() if held else {}
-    finally:
-        logger.close()
+                         train_dataset=dataset(train), eval_dataset=dataset(held) if held else None)
+    result, held_metrics = train_monitored(
+        trainer, out, log, f"dpo: {cfg.model} ({kind}, {device}) on {len(train):,} pairs, loss "
+                           f"{'+'.join(cfg.loss_type)}, beta {cfg.beta:g} ({len(long)} too long, set aside)",
+        evaluate=bool(held))
     report = {"format": "qazlm-dpo-report-v1", "model": cfg.model, "data": cfg.data, "steps": int(result.global_step),
               "train_loss": float(result.training_loss), "train_pairs": len(train), "set_aside": len(long),
               "heldout": {k.removeprefix("eval_"): float(v) for k, v in held_metrics.items()
                           if k.startswith(("eval_rewards/", "eval_loss"))},
               "loss_type": cfg.loss_type, "beta": cfg.beta}
-    if long:
-        write_jsonl(out / "rejected.jsonl", long)
-    save_final(trainer, tok, out / "final", {"format": "qazlm-dpo-lineage-v1", "stage": STAGE,
-                                             "parent": {"path": str(Path(cfg.model).resolve()), "kind": kind},
-                                             "data": str(Path(cfg.data).resolve()),
-                                             "config": dataclasses.asdict(cfg), "summary": report})
+    finish(trainer, tok, out, cfg, STAGE, kind, report, long)
     report["win_rate"] = win_rates(cfg, held, out / "final", log) if cfg.win_prompts else None
     report["wall_s"] = time.perf_counter() - t0
     write_report(out, report)
@@ -210,7 +172,8 @@ def win_rates(cfg: DpoConfig, held: list[dict], dpo_model: Path, log) -> dict:
                         "dpo_rule_rate": sum(d for d, _ in rules) / len(rules),
                         "parent_rule_rate": sum(s for _, s in rules) / len(rules)}
     if cfg.reward_model:
-        from qazlm.align.reward import load_reward_model, render, rewards
+        from qazlm.align.common import render
+        from qazlm.align.reward import load_reward_model, rewards
 
         rm, rm_tok = load_reward_model(cfg.reward_model)
         score = {name: rewards(rm, rm_tok, [render(rm_tok, p["prompt"], [{"role": "assistant", "content": r}],

@@ -11,6 +11,8 @@ conversational preference format — `prompt` (messages), `chosen` and `rejected
 - tool_irrelevant: a direct answer when no tool fits vs a call to one of the offered tools;
 - computed: the computed count vs the same answer with the number off by 1-3;
 - concise: the answer vs the answer followed by its own last sentence three more times;
+- refusal: a refusal of a harmful request (sft-data's `safety_refusal`) vs the start of compliance;
+- over_refusal: the answer to an ordinary request vs a refusal of it;
 - harmless_en: Anthropic HH-RLHF harmless-base, chosen vs rejected as labelled by people.
 
 A pair with identical sides or an empty side is set aside with its reason (rejected.jsonl), never trained on.
@@ -31,7 +33,8 @@ from qazlm.config import check_fields
 from qazlm.errors import QazlmError
 
 STAGE = "pref_data"
-TYPES = ("language", "tool_call", "tool_irrelevant", "computed", "concise", "harmless_en")
+TYPES = ("language", "tool_call", "tool_irrelevant", "computed", "concise", "refusal", "over_refusal",
+         "harmless_en")
 LANGUAGE_TASKS = {"continue", "title", "keywords", "fill_gap", "alpaca_ru", "alpaca_en", "topic", "system_short",
                   "identity", "system_persona", "reorder"}
 TOOL_TASKS = {"tool_simple", "tool_multiple", "tool_parallel"}
@@ -152,6 +155,29 @@ def concise_pairs(convs: list[dict], rng: random.Random) -> list[dict]:
     return out
 
 
+def refusal_pairs(convs: list[dict], rng: random.Random) -> list[dict]:
+    from qazlm.sft.safety import compliance
+
+    out = []
+    for c in convs:
+        last = split_last(c) if c.get("task") == "safety_refusal" else None
+        if last:
+            out.append(pair(last[0], last[1], {"role": "assistant", "content": compliance(c["lang"])}, "refusal", c))
+    return out
+
+
+def over_refusal_pairs(convs: list[dict], rng: random.Random) -> list[dict]:
+    from qazlm.sft.safety import HARMS, refusal
+
+    out = []
+    for c in convs:
+        last = split_last(c) if c.get("task") in LANGUAGE_TASKS and c.get("lang") in ("kk", "ru", "en") else None
+        if last:
+            no = {"role": "assistant", "content": refusal(rng.choice(sorted(HARMS)), c["lang"])}
+            out.append(pair(last[0], last[1], no, "over_refusal", c))
+    return out
+
+
 def hh_dialogue(text: str) -> list[dict]:
     """'\\n\\nHuman: ...\\n\\nAssistant: ...' -> messages."""
     turns = re.split(r"\n\n(Human|Assistant): ", "\n\n" + text.strip())[1:]
@@ -176,7 +202,8 @@ def harmless_pairs(path: Path) -> list[dict]:
 
 
 BUILDERS = {"language": language_pairs, "tool_call": tool_pairs, "tool_irrelevant": irrelevant_pairs,
-            "computed": computed_pairs, "concise": concise_pairs}
+            "computed": computed_pairs, "concise": concise_pairs, "refusal": refusal_pairs,
+            "over_refusal": over_refusal_pairs}
 
 
 def why_not(p: dict) -> str | None:

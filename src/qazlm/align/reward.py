@@ -11,11 +11,11 @@ held-out pairwise accuracy per type and language, the stage record last.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from qazlm.align.common import dataset, finish, render, run_locked, train_monitored, training_pairs
 from qazlm.config import check_fields
 from qazlm.errors import QazlmError
 
@@ -48,26 +48,10 @@ class RmConfig:
             raise QazlmError("rm: give the starting model and --data (a `qazlm pref-data` folder)")
 
 
-def read_pairs(folder: str | Path, name: str) -> list[dict]:
-    path = Path(folder) / f"{name}.jsonl"
-    if not path.is_file():
-        raise QazlmError(f"{path} not found; build the folder with `qazlm pref-data --sft-data DIR -o {folder}`")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    bad = next((i for i, r in enumerate(rows, 1) if not {"prompt", "chosen", "rejected"} <= set(r)), None)
-    if bad:
-        raise QazlmError(f"{path}:{bad}: a pair needs prompt, chosen and rejected")
-    return rows
 
 
-def render(tok, prompt: list[dict], response: list[dict], tools) -> str:
-    """The conversation as the reward model reads it: the one chat template, tools included."""
-    tools = json.loads(tools) if isinstance(tools, str) else tools
-    return tok.apply_chat_template(prompt + response, tools=tools or None, tokenize=False)
 
 
-def fits(tok, row: dict, max_len: int) -> bool:
-    return all(len(tok(render(tok, row["prompt"], row[side], row.get("tools")), add_special_tokens=False)
-                   ["input_ids"]) <= max_len for side in ("chosen", "rejected"))
 
 
 def load_reward_start(path: str | Path, device: str):
@@ -126,67 +110,29 @@ def rm_args(cfg: RmConfig, out: Path, device: str):
 
 def run_rm(cfg: RmConfig, force: bool = False, log=print) -> dict:
     """Train the reward model into `cfg.out_dir` (skip / resume / --force as `qazlm sft`); returns the report."""
-    from qazlm.runs import output_lock
-    from qazlm.sft.train import prepare_out
-
-    out = Path(cfg.out_dir)
-    with output_lock(out, STAGE):
-        if prepare_out(out, cfg, force, log, stage=STAGE):
-            return json.loads((out / "rm_report.json").read_text(encoding="utf-8"))
-        return _train(cfg, out, log)
+    return run_locked(cfg, force, log, STAGE, "rm_report.json", _train)
 
 
 def _train(cfg: RmConfig, out: Path, log) -> dict:
-    from datasets import Dataset
     from trl import RewardTrainer
 
     from qazlm.runs import write_record
-    from qazlm.sft.callbacks import MetricsCallback, TokenCounter, quiet_progress
-    from qazlm.sft.train import (
-        last_complete_checkpoint,
-        quiet_libraries,
-        resolve_device,
-        save_final,
-        tokens_before,
-        write_jsonl,
-    )
-    from qazlm.train.monitor import MetricsLogger
+    from qazlm.sft.train import quiet_libraries, resolve_device
 
     t0 = time.perf_counter()
     quiet_libraries()
     device = resolve_device(cfg.device)
     model, tok, kind = load_reward_start(cfg.model, device)
-    train = read_pairs(cfg.data, "train")
-    held = read_pairs(cfg.data, "heldout")[:cfg.max_heldout]
-    long = [dict(p, reason=f"longer than max_len = {cfg.max_len}") for p in train if not fits(tok, p, cfg.max_len)]
-    train = [p for p in train if fits(tok, p, cfg.max_len)]
-    if not train:
-        raise QazlmError(f"{cfg.data}: every pair is longer than max_len = {cfg.max_len} tokens; raise max_len")
-    columns = ("prompt", "chosen", "rejected", "tools")
+    train, held, long = training_pairs(tok, cfg)
     trainer = RewardTrainer(model=model, args=rm_args(cfg, out, device), processing_class=tok,
-                            train_dataset=Dataset.from_list([{k: p.get(k) for k in columns} for p in train]))
-    quiet_progress(trainer)
-    resume = last_complete_checkpoint(out / "checkpoints")
-    step0 = json.loads((resume / "trainer_state.json").read_text())["global_step"] if resume else 0
-    logger = MetricsLogger(out, tensorboard=False, resume_step=step0 if resume else None)
-    trainer.add_callback(MetricsCallback(logger, TokenCounter(), tokens_before(out, step0) if resume else 0))
-    log(f"rm: {cfg.model} ({kind}, {device}) on {len(train):,} pairs ({len(long)} too long, set aside)"
-        f"{f'; resuming from {resume.name}' if resume else ''}")
-    try:
-        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    finally:
-        logger.close()
+                            train_dataset=dataset(train))
+    result, _ = train_monitored(trainer, out, log, f"rm: {cfg.model} ({kind}, {device}) on {len(train):,} pairs "
+                                                   f"({len(long)} too long, set aside)")
     model.eval()
     report = {"format": "qazlm-rm-report-v1", "model": cfg.model, "data": cfg.data, "steps": int(result.global_step),
               "train_loss": float(result.training_loss), "train_pairs": len(train), "set_aside": len(long),
-              "heldout": pairwise_accuracy(model, tok, [p for p in held if fits(tok, p, cfg.max_len)]),
-              "wall_s": time.perf_counter() - t0}
-    if long:
-        write_jsonl(out / "rejected.jsonl", long)
-    save_final(trainer, tok, out / "final", {"format": "qazlm-rm-lineage-v1", "stage": STAGE,
-                                             "parent": {"path": str(Path(cfg.model).resolve()), "kind": kind},
-                                             "data": str(Path(cfg.data).resolve()),
-                                             "config": dataclasses.asdict(cfg), "report": report})
+              "heldout": pairwise_accuracy(model, tok, held), "wall_s": time.perf_counter() - t0}
+    finish(trainer, tok, out, cfg, STAGE, kind, report, long)
     write_report(out, report)
     write_record(out, STAGE, dataclasses.asdict(cfg))
     log(f"rm: held-out pairwise accuracy {report['heldout']['all']['accuracy']:.1%} on "

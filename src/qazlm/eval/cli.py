@@ -12,6 +12,7 @@ EVAL_EPILOG = """examples:
   qazlm eval --chat --sft-data runs/tiny/sft_data runs/tiny/pretrain/final runs/tiny/sft/final -o runs/tiny/chat_eval
   qazlm eval --chat --sft-data runs/sft-data /models/Qwen2.5-0.5B-Instruct --max-new-tokens 96 --limit 50 -o chat
   qazlm eval --tools --sft-data runs/tiny/sft_data runs/tiny/sft/final -o runs/tiny/tool_eval   # function calling
+  qazlm eval --safety --sft-data runs/tiny/sft_data runs/tiny/sft/final runs/tiny/dpo/final -o runs/tiny/safety
 """
 
 
@@ -76,6 +77,22 @@ def _cmd_tool_eval(args) -> int:
     return 0
 
 
+def _cmd_safety_eval(args) -> int:
+    from qazlm.eval.safety import SafetySettings, evaluate_safety
+    from qazlm.runs import output_lock
+
+    if args.chat or args.tools:
+        raise QazlmError("eval: --safety, --tools and --chat are separate evaluations; run them one at a time")
+    given = _given(args, ("sft_data", "max_new_tokens", "device", "judge_url", "judge_model", "batch_size"))
+    if args.limit is not None:
+        given["per_lang"] = args.limit
+    s = SafetySettings(**given)
+    with output_lock(args.out, "safety-eval"):
+        evaluate_safety(args.models, s, args.out)
+        print(f"wrote {args.out}/safety_report.md")
+    return 0
+
+
 def _cmd_eval(args) -> int:
     if args.list_tasks:
         return _list_tasks()
@@ -83,6 +100,8 @@ def _cmd_eval(args) -> int:
         raise QazlmError("eval: give at least one model folder (or --list-tasks)")
     if not args.out:
         raise QazlmError("eval: give an output folder with -o/--out")
+    if args.safety:
+        return _cmd_safety_eval(args)
     if args.tools:
         return _cmd_tool_eval(args)
     if args.chat:
@@ -143,6 +162,13 @@ def register(sub) -> None:
                    help="function calling in BFCL's categories on --sft-data's held-out and unseen-tool "
                         "conversations: call exact match, valid-call rate (free and constrained decoding), "
                         "irrelevance detection, final-answer language; writes tools_report.md/.json")
+    c.add_argument("--safety", action="store_true",
+                   help="safe-response rate on the ru/kk sensitive-questions set per language and risk area (--limit "
+                        "prompts per language, default 100) and over-refusal on --sft-data's held-out prompts; "
+                        "writes safety_report.md/.json and safety_areas.png")
+    c.add_argument("--judge-url", metavar="URL", help="--safety: an OpenAI-compatible /v1 URL whose model grades "
+                                                      "each reply SAFE/UNSAFE (key in $OPENAI_API_KEY)")
+    c.add_argument("--judge-model", metavar="ID", help="--safety: the judge's model id")
     c.add_argument("--max-new-tokens", type=int, help="longest reply in tokens (default 48)")
     c.add_argument("--flores-per-direction", type=int, metavar="N",
                    help="FLORES+ devtest sentences per translation direction (default 20)")

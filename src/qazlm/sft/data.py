@@ -19,7 +19,7 @@ from pathlib import Path
 from qazlm.config import check_fields, check_value
 from qazlm.errors import QazlmError
 from qazlm.paths import LANGS
-from qazlm.sft import followups, kazakh, tasks, tooluse
+from qazlm.sft import followups, kazakh, safety, tasks, tooluse
 from qazlm.sft.card import write_card
 from qazlm.sft.clean import decontaminate, dedup
 from qazlm.sft.formats import read_external
@@ -41,6 +41,7 @@ TASKS = {  # name -> (function, languages it is built in)
     "followup_count": (followups.followup_count, LANGS),
     "tool_simple": (tooluse.tool_simple, LANGS), "tool_multiple": (tooluse.tool_multiple, LANGS),
     "tool_parallel": (tooluse.tool_parallel, LANGS), "tool_irrelevant": (tooluse.tool_irrelevant, LANGS),
+    "safety_refusal": (safety.safety_refusal, LANGS),
     "alpaca_ru": (lambda c, n: tasks.alpaca(c, n, "ru"), ("ru",)),
     "alpaca_en": (lambda c, n: tasks.alpaca(c, n, "en"), ("en",)),
 }

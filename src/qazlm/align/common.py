@@ -1,0 +1,98 @@
+"""What `qazlm rm train` and `qazlm dpo` share: the run contract of `qazlm sft` (lock, skip, resume, record,
+final/ with lineage), reading preference pairs, and setting aside pairs longer than max_len."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from qazlm.errors import QazlmError
+
+COLUMNS = ("prompt", "chosen", "rejected", "tools")   # what TRL reads of a pair
+
+
+def read_pairs(folder: str | Path, name: str) -> list[dict]:
+    path = Path(folder) / f"{name}.jsonl"
+    if not path.is_file():
+        raise QazlmError(f"{path} not found; build the folder with `qazlm pref-data --sft-data DIR -o {folder}`")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    bad = next((i for i, r in enumerate(rows, 1) if not {"prompt", "chosen", "rejected"} <= set(r)), None)
+    if bad:
+        raise QazlmError(f"{path}:{bad}: a pair needs prompt, chosen and rejected")
+    return rows
+
+
+def render(tok, prompt: list[dict], response: list[dict], tools) -> str:
+    """A conversation as the models read it: the one chat template, tools included."""
+    tools = json.loads(tools) if isinstance(tools, str) else tools
+    return tok.apply_chat_template(prompt + response, tools=tools or None, tokenize=False)
+
+
+def fits(tok, row: dict, max_len: int) -> bool:
+    return all(len(tok(render(tok, row["prompt"], row[side], row.get("tools")), add_special_tokens=False)
+                   ["input_ids"]) <= max_len for side in ("chosen", "rejected"))
+
+
+def training_pairs(tok, cfg) -> tuple[list[dict], list[dict], list[dict]]:
+    """(train, held-out, set aside): the pairs of `cfg.data` that fit `cfg.max_len` tokens, and the others with
+    their reason."""
+    train = read_pairs(cfg.data, "train")
+    held = [p for p in read_pairs(cfg.data, "heldout")[:cfg.max_heldout] if fits(tok, p, cfg.max_len)]
+    long = [dict(p, reason=f"longer than max_len = {cfg.max_len}") for p in train if not fits(tok, p, cfg.max_len)]
+    train = [p for p in train if fits(tok, p, cfg.max_len)]
+    if not train:
+        raise QazlmError(f"{cfg.data}: every pair is longer than max_len = {cfg.max_len} tokens; raise max_len")
+    return train, held, long
+
+
+def dataset(pairs: list[dict]):
+    from datasets import Dataset
+
+    return Dataset.from_list([{k: p.get(k) for k in COLUMNS} for p in pairs])
+
+
+def run_locked(cfg, force: bool, log, stage: str, report_file: str, train) -> dict:
+    """`train(cfg, out, log)` under the output folder's lock, unless the folder already holds this exact run
+    (then its saved report); skip / resume / --force rules as `qazlm sft`."""
+    from qazlm.runs import output_lock
+    from qazlm.sft.train import prepare_out
+
+    out = Path(cfg.out_dir)
+    with output_lock(out, stage):
+        if prepare_out(out, cfg, force, log, stage=stage):
+            return json.loads((out / report_file).read_text(encoding="utf-8"))
+        return train(cfg, out, log)
+
+
+def train_monitored(trainer, out: Path, log, line: str, evaluate: bool = False):
+    """Train with a quiet progress bar and metrics.jsonl, resuming from the last complete checkpoint;
+    returns (TrainOutput, held-out metrics or {})."""
+    from qazlm.sft.callbacks import MetricsCallback, TokenCounter, quiet_progress
+    from qazlm.sft.train import last_complete_checkpoint, tokens_before
+    from qazlm.train.monitor import MetricsLogger
+
+    quiet_progress(trainer)
+    resume = last_complete_checkpoint(out / "checkpoints")
+    step0 = json.loads((resume / "trainer_state.json").read_text())["global_step"] if resume else 0
+    logger = MetricsLogger(out, tensorboard=False, resume_step=step0 if resume else None)
+    trainer.add_callback(MetricsCallback(logger, TokenCounter(), tokens_before(out, step0) if resume else 0))
+    log(line + (f"; resuming from {resume.name}" if resume else ""))
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        return result, trainer.evaluate() if evaluate else {}
+    finally:
+        logger.close()
+
+
+def finish(trainer, tok, out: Path, cfg, stage: str, kind: str, report: dict, long: list[dict]) -> None:
+    """final/ (model, tokenizer, lineage) and rejected.jsonl; the caller then writes its report and, last, the
+    stage record, so a folder with a record is always complete."""
+    from qazlm.sft.train import save_final, write_jsonl
+
+    if long:
+        write_jsonl(out / "rejected.jsonl", long)
+    save_final(trainer, tok, out / "final", {"format": f"qazlm-{stage}-lineage-v1", "stage": stage,
+                                             "parent": {"path": str(Path(cfg.model).resolve()), "kind": kind},
+                                             "data": str(Path(cfg.data).resolve()),
+                                             "config": dataclasses.asdict(cfg), "report": report})

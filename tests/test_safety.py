@@ -1,0 +1,103 @@
+"""Safety: the refusal training data (sft-data task `safety_refusal`), the refusal classifier measured on the
+hand-labelled replies, the stratified sample of the sensitive-questions set (evaluation only: never in the
+training data), and `qazlm eval --safety` end to end with a judge behind an OpenAI-compatible endpoint."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import random
+
+import pytest
+from cli_harness import assert_one_line_error
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def test_refusal_data_is_trilingual_refusals_never_from_the_eval_set(shared):
+    from qazlm.eval.safety import SENSITIVE, is_refusal
+    from qazlm.sft.safety import HARMS, safety_refusal
+    from qazlm.sft.tasks import TaskContext
+
+    rows = safety_refusal(TaskContext(rng=random.Random(0), corpus_dir=None, model_name="Qazlm"),
+                          {"kk": 14, "ru": 14, "en": 14})
+    assert len(rows) == 42 and {r["lang"] for r in rows} == {"kk", "ru", "en"}
+    assert {r["key"].split(":")[2] for r in rows} == set(HARMS)          # every category, evenly
+    assert all(is_refusal(r["messages"][-1]["content"]) for r in rows)
+    assert not any(is_refusal(r["messages"][0]["content"]) for r in rows)
+    with gzip.open(shared / SENSITIVE, "rt", encoding="utf-8") as f:
+        eval_questions = {(json.loads(line)["question"] or "").strip().lower() for line in f}
+    assert not {r["messages"][0]["content"].strip().lower() for r in rows} & eval_questions
+
+
+def test_refusal_classifier_on_the_hand_labelled_replies():
+    from qazlm.eval.safety import classifier_accuracy, is_refusal
+
+    clf = classifier_accuracy()
+    assert clf["items"] == 42 and clf["accuracy"] == 1.0 and set(clf["per_lang"]) == {"kk", "ru", "en"}
+    assert is_refusal("Кешіріңіз, көмектесе алмаймын.") and not is_refusal("Әрине, міне жауап.")
+
+
+def test_sensitive_sample_is_stratified(shared):
+    from qazlm.eval.safety import sensitive_sample
+
+    rows = sensitive_sample(14, seed=0)
+    assert [r["lang"] for r in rows].count("kk") == 14 and [r["lang"] for r in rows].count("ru") == 14
+    for lang in ("kk", "ru"):
+        areas = [r["risk_area"] for r in rows if r["lang"] == lang]
+        assert len(set(areas)) == 7 and max(map(areas.count, set(areas))) == 2   # round-robin over the 7 areas
+    assert sensitive_sample(14, seed=0) == rows
+
+
+@pytest.fixture(scope="module")
+def model_and_data(tmp_path_factory, corpus, shared):
+    from serve_harness import tiny_chat_model
+
+    from qazlm.sft.data import SftDataConfig, run
+
+    root = tmp_path_factory.mktemp("safety")
+    run(SftDataConfig(out_dir=str(root / "sft_data"), tasks=["title", "keywords", "safety_refusal"], per_task=80,
+                      decontaminate=[], heldout_fraction=0.5))
+    return tiny_chat_model(root, corpus, max_pos=512), root / "sft_data"
+
+
+def test_eval_safety_end_to_end_with_a_judge(model_and_data, tmp_path, monkeypatch):
+    import requests
+
+    from qazlm.eval.safety import SafetySettings, evaluate_safety
+
+    model, sft_data = model_and_data
+    asked = []
+
+    class Verdict:
+        def raise_for_status(self):
+            return None
+
+        def json(self):
+            return {"choices": [{"message": {"content": "SAFE" if len(asked) % 2 else "UNSAFE"}}]}
+
+    def fake_post(url, json=None, **kw):
+        asked.append((url, json))
+        return Verdict()
+
+    monkeypatch.setattr(requests, "post", fake_post)
+    s = SafetySettings(sft_data=str(sft_data), per_lang=6, benign_per_lang=3, max_new_tokens=8,
+                       judge_url="http://judge.local/v1", judge_model="grader")
+    results = evaluate_safety([model], s, tmp_path / "out", log=lambda m: None)
+    r = results[0]
+    assert {k: v["n"] for k, v in r["safe_rate"].items()} == {"kk": 6, "ru": 6}
+    assert {k: v["n"] for k, v in r["over_refusal"].items()} == {"kk": 3, "ru": 3, "en": 3}
+    assert len(asked) == 12 and asked[0][0] == "http://judge.local/v1/chat/completions"
+    assert asked[0][1]["model"] == "grader" and "SAFE or UNSAFE" in asked[0][1]["messages"][0]["content"]
+    assert sum(v["rate"] * v["n"] for v in r["judge_safe_rate"].values()) == 6    # every other verdict SAFE
+    report = (tmp_path / "out" / "safety_report.md").read_text()
+    assert "hand-labelled" in report and (tmp_path / "out" / "safety_areas.png").stat().st_size > 5000
+
+
+def test_bad_safety_inputs_are_one_line(model_and_data, tmp_path, capfd):
+    model, _ = model_and_data
+    assert_one_line_error(["eval", "--safety", model, "-o", tmp_path / "o", "--judge-url", "http://x/v1"], capfd,
+                          "judge-model")
+    assert_one_line_error(["eval", "--safety", model, "-o", tmp_path / "o", "--sft-data", tmp_path], capfd,
+                          "heldout.jsonl not found")
