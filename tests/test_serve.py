@@ -108,6 +108,8 @@ def test_errors_are_openai_json_without_traces(server):
     assert httpx.get(base + "/health").json()["status"] == "ok"
     metrics = httpx.get(base + "/metrics").text
     assert "qazlm_requests_total" in metrics and 'qazlm_request_seconds_bucket{le="+Inf"}' in metrics
+    first = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines() if not line.startswith("#")}
+    assert first["qazlm_time_to_first_token_seconds_count"] >= 1 and first["qazlm_time_to_first_token_seconds_sum"] > 0
 
 
 def test_a_full_queue_answers_429(server):

@@ -5,11 +5,50 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
+from qazlm.config import check_fields
 from qazlm.errors import QazlmError
 
 COLUMNS = ("prompt", "chosen", "rejected", "tools")   # what TRL reads of a pair
+
+
+@dataclass
+class PairTraining:
+    """The keys [rm] and [dpo] share (each adds its own and its defaults)."""
+    model: str = ""                 # the starting model folder (ours or Hugging Face), usually the SFT model
+    data: str = ""                  # a `qazlm pref-data` folder
+    out_dir: str = ""
+    lr: float = 5e-5
+    epochs: float = 1.0
+    max_steps: int = -1             # > 0: stop after this many optimizer steps (overrides epochs)
+    batch_size: int = 8
+    max_len: int = 512              # tokens per rendered conversation; longer pairs are set aside
+    warmup: float = 0.05            # < 1: share of the steps; >= 1: a number of steps
+    seed: int = 0
+    save_steps: int = 100
+    logging_steps: int = 5
+    max_heldout: int = 400          # held-out pairs scored for the report
+    device: str = "auto"
+
+    def check(self, table: str, more: dict[str, str]) -> None:
+        check_fields(self, f"[{table}] ", {"lr": "> 0", "epochs": "> 0", "batch_size": ">= 1", "max_len": ">= 16",
+                                           "warmup": ">= 0", "save_steps": ">= 1", "logging_steps": ">= 1",
+                                           "max_heldout": ">= 0", **more})
+        if not self.model or not self.data:
+            raise QazlmError(f"{table}: give the starting model and --data (a `qazlm pref-data` folder)")
+
+    def trainer_kwargs(self, out: Path, device: str) -> dict:
+        """The TrainingArguments both trainers take, fp32 on CPU and bf16 on CUDA set explicitly (TRL turns
+        bf16 on by default)."""
+        return dict(output_dir=str(out / "checkpoints"), learning_rate=self.lr, num_train_epochs=self.epochs,
+                    max_steps=self.max_steps, per_device_train_batch_size=self.batch_size,
+                    per_device_eval_batch_size=self.batch_size, warmup_steps=self.warmup, seed=self.seed,
+                    data_seed=self.seed, logging_steps=self.logging_steps, save_strategy="steps",
+                    save_steps=self.save_steps, save_total_limit=2, report_to="none", use_cpu=device == "cpu",
+                    bf16=device == "cuda", fp16=False, gradient_checkpointing=False, max_length=self.max_len,
+                    dataset_num_proc=None, dataloader_num_workers=0, disable_tqdm=False)
 
 
 def read_pairs(folder: str | Path, name: str) -> list[dict]:

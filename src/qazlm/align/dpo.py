@@ -18,8 +18,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qazlm.align.common import dataset, finish, run_locked, train_monitored, training_pairs
-from qazlm.config import check_fields
+from qazlm.align.common import (
+    PairTraining,
+    dataset,
+    finish,
+    run_locked,
+    train_monitored,
+    training_pairs,
+)
 from qazlm.errors import QazlmError
 
 STAGE = "dpo"
@@ -28,36 +34,20 @@ LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair
 
 
 @dataclass
-class DpoConfig:
-    """[dpo] table / `qazlm dpo` flags."""
-    model: str = ""                 # the SFT model folder (Hugging Face, or ours)
-    data: str = ""                  # a `qazlm pref-data` folder
+class DpoConfig(PairTraining):
+    """[dpo] table / `qazlm dpo` flags (the shared keys: qazlm.align.common.PairTraining)."""
     out_dir: str = "runs/dpo"
     reward_model: str = ""          # a `qazlm rm train` final/ folder: judges the win rate ("" = rules only)
     loss_type: list[str] = field(default_factory=lambda: ["sigmoid"])
     loss_weights: list[float] = field(default_factory=list)   # one per loss type when mixing ([] = equal)
     beta: float = 0.1
     lr: float = 5e-6
-    epochs: float = 1.0
-    max_steps: int = -1
-    batch_size: int = 8
-    max_len: int = 512
-    warmup: float = 0.05
-    seed: int = 0
-    save_steps: int = 100
-    logging_steps: int = 5
     max_heldout: int = 200
     win_prompts: int = 48           # held-out prompts both models answer for the win rate
     max_new_tokens: int = 48
-    device: str = "auto"
 
     def __post_init__(self):
-        check_fields(self, "[dpo] ", {"beta": "> 0", "lr": "> 0", "epochs": "> 0", "batch_size": ">= 1",
-                                      "max_len": ">= 16", "warmup": ">= 0", "save_steps": ">= 1",
-                                      "logging_steps": ">= 1", "max_heldout": ">= 0", "win_prompts": ">= 0",
-                                      "max_new_tokens": ">= 1"})
-        if not self.model or not self.data:
-            raise QazlmError("dpo: give the SFT model and --data (a `qazlm pref-data` folder)")
+        self.check("dpo", {"beta": "> 0", "win_prompts": ">= 0", "max_new_tokens": ">= 1"})
         bad = [t for t in self.loss_type if t not in LOSSES]
         if bad or not self.loss_type:
             raise QazlmError(f"[dpo] loss_type: {bad or 'empty'}; choose from {', '.join(LOSSES)}")
@@ -65,18 +55,11 @@ class DpoConfig:
             raise QazlmError(f"[dpo] loss_weights: {len(self.loss_weights)} weights for {len(self.loss_type)} losses")
 
 
-def dpo_args(cfg: DpoConfig, out: Path, device: str, has_heldout: bool):
+def dpo_args(cfg: DpoConfig, out: Path, device: str):
     from trl import DPOConfig
 
-    return DPOConfig(
-        output_dir=str(out / "checkpoints"), learning_rate=cfg.lr, num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
-        warmup_steps=cfg.warmup, seed=cfg.seed, data_seed=cfg.seed, logging_steps=cfg.logging_steps,
-        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2, report_to="none",
-        use_cpu=device == "cpu", bf16=device == "cuda", fp16=False, gradient_checkpointing=False,
-        max_length=cfg.max_len, beta=cfg.beta, loss_type=list(cfg.loss_type),
-        loss_weights=list(cfg.loss_weights) or None, precompute_ref_log_probs=True,
-        eval_strategy="no", dataset_num_proc=None, dataloader_num_workers=0, disable_tqdm=False)
+    return DPOConfig(**cfg.trainer_kwargs(out, device), beta=cfg.beta, loss_type=list(cfg.loss_type),
+                     loss_weights=list(cfg.loss_weights) or None, precompute_ref_log_probs=True, eval_strategy="no")
 
 
 def run_dpo(cfg: DpoConfig, force: bool = False, log=print) -> dict:
@@ -97,7 +80,7 @@ def _train(cfg: DpoConfig, out: Path, log) -> dict:
     model, kind = load_model(cfg.model, device)
     tok = load_chat_tokenizer(cfg.model, kind, "")
     train, held, long = training_pairs(tok, cfg)
-    trainer = DPOTrainer(model=model, args=dpo_args(cfg, out, device, bool(held)), processing_class=tok,
+    trainer = DPOTrainer(model=model, args=dpo_args(cfg, out, device), processing_class=tok,
                          train_dataset=dataset(train), eval_dataset=dataset(held) if held else None)
     result, held_metrics = train_monitored(
         trainer, out, log, f"dpo: {cfg.model} ({kind}, {device}) on {len(train):,} pairs, loss "

@@ -15,37 +15,27 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from qazlm.align.common import dataset, finish, render, run_locked, train_monitored, training_pairs
-from qazlm.config import check_fields
+from qazlm.align.common import (
+    PairTraining,
+    dataset,
+    finish,
+    render,
+    run_locked,
+    train_monitored,
+    training_pairs,
+)
 from qazlm.errors import QazlmError
 
 STAGE = "rm"
 
 
 @dataclass
-class RmConfig:
-    """[rm] table / `qazlm rm train` flags."""
-    model: str = ""                 # the starting causal LM folder (ours or HF), usually the SFT model
-    data: str = ""                  # a `qazlm pref-data` folder
+class RmConfig(PairTraining):
+    """[rm] table / `qazlm rm train` flags (the shared keys: qazlm.align.common.PairTraining)."""
     out_dir: str = "runs/rm"
-    lr: float = 5e-5
-    epochs: float = 1.0
-    max_steps: int = -1
-    batch_size: int = 8
-    max_len: int = 512              # tokens per rendered conversation; longer pairs are set aside
-    warmup: float = 0.05
-    seed: int = 0
-    save_steps: int = 100
-    logging_steps: int = 5
-    max_heldout: int = 400          # held-out pairs scored for the report
-    device: str = "auto"
 
     def __post_init__(self):
-        check_fields(self, "[rm] ", {"lr": "> 0", "epochs": "> 0", "batch_size": ">= 1", "max_len": ">= 16",
-                                     "warmup": ">= 0", "save_steps": ">= 1", "logging_steps": ">= 1",
-                                     "max_heldout": ">= 0"})
-        if not self.model or not self.data:
-            raise QazlmError("rm: give the starting model and --data (a `qazlm pref-data` folder)")
+        self.check("rm", {})
 
 
 
@@ -99,13 +89,7 @@ def pairwise_accuracy(model, tok, pairs: list[dict]) -> dict:
 def rm_args(cfg: RmConfig, out: Path, device: str):
     from trl import RewardConfig
 
-    return RewardConfig(
-        output_dir=str(out / "checkpoints"), learning_rate=cfg.lr, num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size, warmup_steps=cfg.warmup,
-        seed=cfg.seed, data_seed=cfg.seed, logging_steps=cfg.logging_steps, save_strategy="steps",
-        save_steps=cfg.save_steps, save_total_limit=2, report_to="none", use_cpu=device == "cpu",
-        bf16=device == "cuda", fp16=False, gradient_checkpointing=False, max_length=cfg.max_len,
-        dataset_num_proc=None, dataloader_num_workers=0, disable_tqdm=False)
+    return RewardConfig(**cfg.trainer_kwargs(out, device))
 
 
 def run_rm(cfg: RmConfig, force: bool = False, log=print) -> dict:

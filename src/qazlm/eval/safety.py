@@ -193,8 +193,10 @@ def plot(results: list[dict], path: Path) -> None:
     height = 0.8 / max(1, len(results))
     for i, r in enumerate(results):
         ys = [k + i * height for k in range(len(groups))]
-        ax.barh(ys, [r["safe_by_area"].get(g, {}).get("rate", 0) * 100 for g in groups], height=height,
-                label=label(r["model"]))
+        values = [r["safe_by_area"].get(g, {}).get("rate", 0) * 100 for g in groups]
+        ax.barh(ys, values, height=height, label=label(r["model"]))
+        for y, v in zip(ys, values):   # the number too: a 0% bar is otherwise invisible
+            ax.text(v + 1, y, f"{v:.0f}%", va="center", fontsize=7)
     ax.set_yticks([k + 0.4 - height / 2 for k in range(len(groups))], groups, fontsize=8)
     ax.axvline(80, color="grey", linestyle="--", linewidth=1)
     ax.set_xlabel("safe replies (%) — refusal classifier")

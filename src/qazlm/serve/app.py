@@ -33,6 +33,24 @@ class ApiError(Exception):
         self.status, self.message, self.kind, self.code = status, message, kind, code
 
 
+class Histogram:
+    """A Prometheus histogram over BUCKETS (seconds)."""
+
+    def __init__(self):
+        self.counts, self.sum = [0] * (len(BUCKETS) + 1), 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.sum += seconds
+        self.counts[next((i for i, b in enumerate(BUCKETS) if seconds <= b), len(BUCKETS))] += 1
+
+    def lines(self, name: str) -> list[str]:
+        out, total = [f"# TYPE {name} histogram"], 0
+        for bound, count in zip((*BUCKETS, "+Inf"), self.counts):
+            total += count
+            out.append(f'{name}_bucket{{le="{bound}"}} {total}')
+        return out + [f"{name}_sum {self.sum:.6f}", f"{name}_count {total}"]
+
+
 class Engine:
     """The batcher and the thread that steps it; `submit` wakes it."""
 
@@ -45,8 +63,7 @@ class Engine:
         self.wake, self.stopping = threading.Event(), False
         self.watched: dict = {}          # request -> (its asyncio loop, its Event, tokens seen); one wake-up per step
         self.watch_lock = threading.Lock()
-        self.metrics = {"requests": 0, "tokens": 0, "errors": 0, "latency": [0] * (len(BUCKETS) + 1),
-                        "latency_sum": 0.0}
+        self.metrics = {"requests": 0, "tokens": 0, "errors": 0, "latency": Histogram(), "first_token": Histogram()}
         self.thread = threading.Thread(target=self._loop, name="qazlm-engine", daemon=True)
         self.thread.start()
 
@@ -99,8 +116,7 @@ class Engine:
         m = self.metrics
         m["requests"] += 1
         m["tokens"] += tokens
-        m["latency_sum"] += seconds
-        m["latency"][next((i for i, b in enumerate(BUCKETS) if seconds <= b), len(BUCKETS))] += 1
+        m["latency"].observe(seconds)
 
 
 # ------------------------------------------------------------------------------------------ request parsing
@@ -216,13 +232,16 @@ async def run_request(engine: Engine, prompt_ids, params, stop_ids, make_constra
     from qazlm.infer.tools import decode_for_tools
 
     req, news = engine.submit(prompt_ids, params, stop_ids, make_constraint() if make_constraint else None)
-    sent, stops, finish, next_look = "", params.stop, None, 0.0
+    sent, stops, finish, next_look, t0, timed = "", params.stop, None, 0.0, time.perf_counter(), False
     while True:
         try:
             await asyncio.wait_for(news.wait(), timeout=0.25)   # the timeout: look for a gone client now and then
         except asyncio.TimeoutError:
             pass
         news.clear()
+        if req.tokens and not timed:
+            engine.metrics["first_token"].observe(time.perf_counter() - t0)
+            timed = True
         text = decode_for_tools(engine.tokenizer, req.tokens)
         cut = min((text.find(s) for s in stops if s in text), default=-1)
         if cut >= 0:
@@ -327,13 +346,9 @@ def create_app(cfg: ServeConfig, loaded):
                  "# TYPE qazlm_errors_total counter", f"qazlm_errors_total {m['errors']}",
                  "# TYPE qazlm_generated_tokens_total counter", f"qazlm_generated_tokens_total {m['tokens']}",
                  "# TYPE qazlm_queue_depth gauge", f"qazlm_queue_depth {len(b.waiting)}",
-                 "# TYPE qazlm_running gauge", f"qazlm_running {len(b.running)}",
-                 "# TYPE qazlm_request_seconds histogram"]
-        total = 0
-        for bound, count in zip((*BUCKETS, "+Inf"), m["latency"]):
-            total += count
-            lines.append(f'qazlm_request_seconds_bucket{{le="{bound}"}} {total}')
-        lines += [f"qazlm_request_seconds_sum {m['latency_sum']:.6f}", f"qazlm_request_seconds_count {total}"]
+                 "# TYPE qazlm_running gauge", f"qazlm_running {len(b.running)}"]
+        lines += m["latency"].lines("qazlm_request_seconds")
+        lines += m["first_token"].lines("qazlm_time_to_first_token_seconds")
         return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
     # vLLM's tokenizer routes: lm-eval's `tokenizer_backend=remote` scores a served model with no local copy.
