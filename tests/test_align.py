@@ -171,3 +171,28 @@ def test_our_model_folders_start_a_reward_model(model, tmp_path):
     rm, tok, kind = load_reward_start(ours, "cpu")
     assert kind == "qazlm" and type(rm).__name__ == "Qwen3ForSequenceClassification"
     assert rm.config.pad_token_id == tok.pad_token_id and tok.chat_template
+
+
+def test_on_policy_pairs_rank_the_policys_own_samples(model, sft_data, tmp_path):
+    from qazlm.align.dpo import rule_score
+    from qazlm.align.pairs import PrefDataConfig, build
+    from qazlm.align.reward import load_reward_start
+
+    cfg = PrefDataConfig(sft_data=str(sft_data), types=["on_policy"], per_type=6, policy=str(model), samples=3,
+                         max_new_tokens=8, seed=2)
+    result = build(cfg)
+    pairs = result["train"] + result["heldout"]
+    assert pairs and {p["type"] for p in pairs} == {"on_policy"}
+    for p in pairs:   # ranked by the prompt's own rule: the chosen sample keeps it, the rejected one does not
+        assert p["judge"] in ("rule:language", "rule:computed") and p["scores"] == [1.0, 0.0]
+        if p["judge"] == "rule:language":
+            assert rule_score({**p, "type": "language"}, p["chosen"][0]["content"]) == 1.0
+            assert rule_score({**p, "type": "language"}, p["rejected"][0]["content"]) == 0.0
+    rm, tok, _ = load_reward_start(model, "cpu")       # an untrained reward model still ranks: its path is tested
+    rm.save_pretrained(tmp_path / "rm")
+    tok.save_pretrained(tmp_path / "rm")
+    ranked = build(PrefDataConfig(sft_data=str(sft_data), types=["on_policy"], per_type=4, policy=str(model),
+                                  reward_model=str(tmp_path / "rm"), samples=2, max_new_tokens=6))
+    assert len(ranked["train"]) == 4
+    with pytest.raises(Exception, match="policy"):
+        PrefDataConfig(sft_data=str(sft_data), types=["on_policy"])

@@ -6,6 +6,8 @@ from __future__ import annotations
 PREF_EPILOG = """examples:
   qazlm pref-data --sft-data runs/tiny/sft_data -o runs/tiny/pref_data
   qazlm pref-data --sft-data runs/sft-data -o runs/pref --per-type 500 --types language,tool_call,computed
+  qazlm pref-data --sft-data runs/tiny/sft_data -o runs/tiny/pref2 --policy runs/tiny/sft/final \
+      --reward-model runs/tiny/rm/final --set samples=4            # + on-policy pairs ranked by the RM
 
 Outputs: train.jsonl / heldout.jsonl (TRL's conversational preference format: prompt, chosen, rejected, tools;
 plus type, lang, source), rejected.jsonl (set aside, with the reason), card.md / card.json, qazlm_stage.json."""
@@ -27,7 +29,7 @@ OUT/final is a Hugging Face causal LM folder (chat template, lineage) that gener
 quantize take as is; dpo_report.md/.json: held-out reward accuracy and margins, win rate over the parent."""
 
 PREF_FLAGS = {"sft_data": "sft_data", "out_dir": "out_dir", "per_type": "per_type", "types": "types",
-              "seed": "seed"}
+              "seed": "seed", "policy": "policy", "reward_model": "reward_model"}
 RM_FLAGS = {"model": "model", "data": "data", "out_dir": "out_dir", "lr": "lr", "max_steps": "max_steps",
             "batch_size": "batch_size", "max_len": "max_len", "device": "device"}
 DPO_FLAGS = {**RM_FLAGS, "reward_model": "reward_model", "beta": "beta", "loss_type": "loss_type"}
@@ -95,6 +97,8 @@ def register(sub) -> None:
     p.add_argument("--per-type", default=None, help="training pairs per type (default: 200; held-out: a tenth)")
     p.add_argument("--types", default=None, help="comma-separated pair types (default: all)")
     p.add_argument("--seed", default=None, help="random seed (default: 0)")
+    p.add_argument("--policy", default=None, help="add on-policy pairs: the model whose samples are paired")
+    p.add_argument("--reward-model", default=None, help="ranks the on-policy samples (default: the checkable rules)")
     _common(p, "pref_data")
     p.set_defaults(func=_pref_data)
 

@@ -13,7 +13,10 @@ conversational preference format — `prompt` (messages), `chosen` and `rejected
 - concise: the answer vs the answer followed by its own last sentence three more times;
 - refusal: a refusal of a harmful request (sft-data's `safety_refusal`) vs the start of compliance;
 - over_refusal: the answer to an ordinary request vs a refusal of it;
-- harmless_en: Anthropic HH-RLHF harmless-base, chosen vs rejected as labelled by people.
+- harmless_en: Anthropic HH-RLHF harmless-base, chosen vs rejected as labelled by people;
+- on_policy (with `policy`): `samples` replies of the policy model (usually the SFT model) to each prompt,
+  the best against the worst as ranked by `reward_model`, or without one by the checkable rule of the
+  prompt's task (answer language, the computed number); ties give no pair.
 
 A pair with identical sides or an empty side is set aside with its reason (rejected.jsonl), never trained on.
 """
@@ -34,7 +37,7 @@ from qazlm.errors import QazlmError
 
 STAGE = "pref_data"
 TYPES = ("language", "tool_call", "tool_irrelevant", "computed", "concise", "refusal", "over_refusal",
-         "harmless_en")
+         "harmless_en", "on_policy")
 LANGUAGE_TASKS = {"continue", "title", "keywords", "fill_gap", "alpaca_ru", "alpaca_en", "topic", "system_short",
                   "identity", "system_persona", "reorder"}
 TOOL_TASKS = {"tool_simple", "tool_multiple", "tool_parallel"}
@@ -49,13 +52,23 @@ class PrefDataConfig:
     """[pref_data] table / `qazlm pref-data` flags."""
     sft_data: str = ""                     # a `qazlm sft-data` folder (train.jsonl, heldout.jsonl)
     out_dir: str = "runs/pref_data"
-    types: list[str] = field(default_factory=lambda: list(TYPES))
+    types: list[str] = field(default_factory=lambda: [t for t in TYPES if t != "on_policy"])
     per_type: int = 200                    # at most this many training pairs per type (held-out: a tenth, >= 20)
     harmless_file: str = ""                # "": ../shared/data/preference/hh_rlhf_harmless_base_test.jsonl.gz
     seed: int = 0
+    policy: str = ""                       # on_policy: the model whose samples are paired (usually sft/final)
+    reward_model: str = ""                 # on_policy: ranks the samples ("" = the checkable rules)
+    samples: int = 4                       # on_policy: replies per prompt
+    temperature: float = 1.0
+    max_new_tokens: int = 48
 
     def __post_init__(self):
-        check_fields(self, "[pref_data] ", {"per_type": ">= 1"})
+        check_fields(self, "[pref_data] ", {"per_type": ">= 1", "samples": ">= 2", "temperature": "> 0",
+                                            "max_new_tokens": ">= 1"})
+        if self.policy and "on_policy" not in self.types:
+            self.types = [*self.types, "on_policy"]
+        if "on_policy" in self.types and not self.policy:
+            raise QazlmError("[pref_data] on_policy pairs need the policy model (--policy DIR, e.g. sft/final)")
         if not self.sft_data:
             raise QazlmError("pref-data: give the sft-data folder the pairs are built from (--sft-data DIR)")
         unknown = [t for t in self.types if t not in TYPES]
@@ -201,6 +214,49 @@ def harmless_pairs(path: Path) -> list[dict]:
     return out
 
 
+def on_policy_pairs(convs: list[dict], rng: random.Random, cfg: PrefDataConfig, limit: int) -> list[dict]:
+    """Best vs worst of the policy's samples per prompt (single-turn prompts of tasks with a checkable rule)."""
+    from qazlm.align.dpo import rule_score
+    from qazlm.infer.engine import generate_chat
+    from qazlm.infer.loading import load_model
+    from qazlm.infer.sampling import SamplingParams
+
+    kinds = {**{t: "language" for t in LANGUAGE_TASKS}, **{t: "computed" for t in COUNT_TASKS}}
+    pool = [c for c in convs if c.get("task") in kinds and split_last(c)]
+    rng.shuffle(pool)
+    pool = pool[:limit]
+    loaded = load_model(cfg.policy)
+    samples: list[list[str]] = [[] for _ in pool]
+    for k in range(cfg.samples):   # one batch per round, each with its own seed
+        params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed + k)
+        for i in range(0, len(pool), 16):
+            got = generate_chat(loaded.model, loaded.tokenizer, [split_last(c)[0] for c in pool[i:i + 16]], params)
+            for j, text in enumerate(got):
+                samples[i + j].append(text)
+    if cfg.reward_model:
+        from qazlm.align.common import render
+        from qazlm.align.reward import load_reward_model, rewards
+
+        rm, tok = load_reward_model(cfg.reward_model)
+        texts = [render(tok, split_last(c)[0], [{"role": "assistant", "content": r}], None)
+                 for c, rs in zip(pool, samples) for r in rs]
+        flat = rewards(rm, tok, texts)
+        scores = [flat[i * cfg.samples:(i + 1) * cfg.samples] for i in range(len(pool))]
+    else:
+        scores = [[rule_score({"type": kinds[c["task"]], "lang": c.get("lang"), "chosen": [split_last(c)[1]]}, r)
+                   for r in rs] for c, rs in zip(pool, samples)]
+    out = []
+    for c, rs, sc in zip(pool, samples, scores):
+        best, worst = max(range(len(rs)), key=sc.__getitem__), min(range(len(rs)), key=sc.__getitem__)
+        if sc[best] > sc[worst]:
+            p = pair(split_last(c)[0], {"role": "assistant", "content": rs[best]},
+                     {"role": "assistant", "content": rs[worst]}, "on_policy", c)
+            p["judge"] = "reward_model" if cfg.reward_model else f"rule:{kinds[c['task']]}"
+            p["scores"] = [float(sc[best]), float(sc[worst])]
+            out.append(p)
+    return out
+
+
 BUILDERS = {"language": language_pairs, "tool_call": tool_pairs, "tool_irrelevant": irrelevant_pairs,
             "computed": computed_pairs, "concise": concise_pairs, "refusal": refusal_pairs,
             "over_refusal": over_refusal_pairs}
@@ -242,6 +298,9 @@ def build(cfg: PrefDataConfig) -> dict:
             rng.shuffle(pool)
             cut = max(1, len(pool) // 10)
             made = {"heldout": pool[:cut], "train": pool[cut:]}
+        elif kind == "on_policy":
+            made = {side: on_policy_pairs(convs, rng, cfg, cfg.per_type if side == "train" else
+                                          max(20, cfg.per_type // 10)) for side, convs in sides.items()}
         else:
             made = {side: BUILDERS[kind](convs, rng) for side, convs in sides.items()}
         for side, limit in (("train", cfg.per_type), ("heldout", max(20, cfg.per_type // 10))):
