@@ -164,3 +164,20 @@ def test_stage_quantizes_the_chat_model_when_there_is_one(tmp_path):
     assert stage_config({"model": "elsewhere"}, ctx).model == "elsewhere"
     with pytest.raises(QazlmError, match=r"\[quantize\] out_dir: not settable"):
         stage_config({"out_dir": "x"}, ctx)
+
+
+def test_the_server_batches_a_quantized_folder_as_it_decodes_alone(int8_ours):
+    """`qazlm serve` takes quantized folders: the continuous batcher (one transformers cache per slot, since
+    int8 tensors have no qazlm counterpart) decodes each request as generate_ids does alone."""
+    from qazlm.infer.batcher import ContinuousBatcher, _HFSlots
+    from qazlm.infer.engine import SamplingParams, generate_ids
+    from qazlm.infer.loading import load_model
+
+    q, tok, _ = load_model(int8_ours[0] / "final")
+    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in ("Қазақстан", "Алматы қаласы", "Hello")]
+    params = SamplingParams(max_new_tokens=6)
+    batcher = ContinuousBatcher(q, slots=2, max_len=64)
+    assert isinstance(batcher.backend, _HFSlots)
+    reqs = [batcher.submit(p, params, ()) for p in prompts]
+    batcher.run_until_idle()
+    assert [r.tokens for r in reqs] == [generate_ids(q, [p], params, stop_token_ids=())[0] for p in prompts]
