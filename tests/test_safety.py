@@ -101,3 +101,4 @@ def test_bad_safety_inputs_are_one_line(model_and_data, tmp_path, capfd):
                           "judge-model")
     assert_one_line_error(["eval", "--safety", model, "-o", tmp_path / "o", "--sft-data", tmp_path], capfd,
                           "heldout.jsonl not found")
+    assert_one_line_error(["eval", "--safety", model, "-o", tmp_path / "o", "--limit", "0"], capfd, "--limit 0")

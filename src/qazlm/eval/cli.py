@@ -85,6 +85,8 @@ def _cmd_safety_eval(args) -> int:
         raise QazlmError("eval: --safety, --tools and --chat are separate evaluations; run them one at a time")
     given = _given(args, ("sft_data", "max_new_tokens", "device", "judge_url", "judge_model", "batch_size"))
     if args.limit is not None:
+        if args.limit < 1:
+            raise QazlmError(f"eval --safety: --limit {args.limit}: give at least 1 prompt per language")
         given["per_lang"] = args.limit
     s = SafetySettings(**given)
     with output_lock(args.out, "safety-eval"):
