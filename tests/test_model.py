@@ -35,6 +35,20 @@ def test_loss_near_uniform_at_init(model):
     assert torch.isfinite(model(x, y))
 
 
+def test_inputs_embeds_is_the_token_embedding_path(model):
+    """The one core change the multimodal experiment needs: features spliced in as embeddings."""
+    x = torch.randint(0, 500, (2, 16), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(model(inputs_embeds=model.embed_tokens(x)), model(x))
+        embeds = model.embed_tokens(x)
+        embeds[:, :4] = torch.randn(2, 4, embeds.shape[-1], generator=torch.Generator().manual_seed(3))
+        assert not torch.equal(model(inputs_embeds=embeds)[:, 4:], model(x)[:, 4:])   # later tokens see them
+    assert torch.isfinite(model(targets=x, inputs_embeds=model.embed_tokens(x)))
+    for bad in ({}, {"input_ids": x, "inputs_embeds": model.embed_tokens(x)}):
+        with pytest.raises(ValueError, match="exactly one"):
+            model(**bad)
+
+
 @torch.no_grad()
 def test_decoder_incremental_equals_full_forward(model):
     """Prefill + one token at a time through the fused Decoder == the training forward's logits."""

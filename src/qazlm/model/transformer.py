@@ -134,11 +134,16 @@ class Transformer(nn.Module):
     def output_weight(self) -> torch.Tensor:
         return self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
 
-    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None):
-        """Logits [B, T, V] (float32), or the mean cross-entropy when `targets` is given (-100 = ignore)."""
-        T = input_ids.shape[1]
+    def forward(self, input_ids: torch.Tensor | None = None, targets: torch.Tensor | None = None,
+                inputs_embeds: torch.Tensor | None = None):
+        """Logits [B, T, V] (float32), or the mean cross-entropy when `targets` is given (-100 = ignore).
+        `inputs_embeds` [B, T, d_model] replaces the token embeddings (e.g. projected image or audio features
+        spliced in by an experiment); give it or `input_ids`, not both."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Transformer.forward: give input_ids or inputs_embeds (exactly one)")
+        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        T = x.shape[1]
         cos, sin = self.rope_cos[:T].unsqueeze(0), self.rope_sin[:T].unsqueeze(0)
-        x = self.embed_tokens(input_ids)
         for layer in self.layers:
             if self.activation_checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, use_reentrant=False)

@@ -1,0 +1,1 @@
+"""Stage 8 experiment: images and speech into the trilingual model (docs/multimodal.md)."""

@@ -1,0 +1,150 @@
+"""Images the project draws itself (licensed by construction) with questions and answers in kk/ru/en.
+
+Each picture is a white square with 1-4 copies of one coloured shape (colour, shape, count and side are known
+by construction), or a word or number printed in one of several fonts. Questions: the colour, the shape, how
+many, which side (one shape), what is written, and a caption. The held-out split uses colour x shape
+combinations and words that the training split never shows, so a model that answers them has learned the
+parts, not the pictures.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from qazlm.errors import QazlmError
+
+LANGS = ("kk", "ru", "en")
+SHAPES = {"circle": ("дөңгелек", "круг", "circle"), "square": ("шаршы", "квадрат", "square"),
+          "triangle": ("үшбұрыш", "треугольник", "triangle")}
+COLOURS = {"red": ((220, 30, 30), ("қызыл", "красный", "red")), "green": ((30, 160, 60), ("жасыл", "зелёный", "green")),
+           "blue": ((30, 70, 220), ("көк", "синий", "blue")), "yellow": ((235, 200, 0), ("сары", "жёлтый", "yellow")),
+           "black": ((20, 20, 20), ("қара", "чёрный", "black"))}
+HELDOUT_COMBOS = {("blue", "triangle"), ("red", "square"), ("yellow", "circle"), ("green", "square")}
+WORDS = ["алма", "кітап", "қала", "бала", "өзен", "тау", "дом", "мир", "кот", "лес", "sun", "book", "tree", "road",
+         "ел", "жол", "сөз", "море", "окно", "city", "river", "бақ", "нан", "снег", "gold", "hand"]
+HELDOUT_WORDS = {"өзен", "лес", "river", "нан", "окно", "gold"}
+FONTS = ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf", "DejaVuSans-Bold.ttf")
+FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
+ASK = {
+    "colour": ("Суреттегі пішін қандай түсті?", "Какого цвета фигура на картинке?", "What colour is the shape?"),
+    "shape": ("Суретте қандай пішін бар?", "Какая фигура на картинке?", "What shape is in the picture?"),
+    "count": ("Суретте неше пішін бар?", "Сколько фигур на картинке?", "How many shapes are in the picture?"),
+    "side": ("Пішін суреттің қай жағында?", "С какой стороны картинки фигура?", "On which side is the shape?"),
+    "read": ("Суретте не жазылған?", "Что написано на картинке?", "What is written in the picture?"),
+    "caption": ("Суретті сипаттаңыз.", "Опишите картинку.", "Describe the picture."),
+}
+SIDES = {"left": ("сол жақта", "слева", "left"), "right": ("оң жақта", "справа", "right")}
+CAPTION = ("Пішін: {shape}, түсі: {colour}, саны: {count}.", "Фигура: {shape}, цвет: {colour}, количество: {count}.",
+           "Shape: {shape}, colour: {colour}, count: {count}.")
+
+
+@dataclass
+class Item:
+    image: object            # a PIL image
+    lang: str
+    task: str
+    question: str
+    answer: str
+    meta: dict
+
+
+def font(name: str, size: int):
+    from PIL import ImageFont
+
+    path = FONT_DIR / name
+    if not path.is_file():
+        raise QazlmError(f"multimodal: font {path} not found; install Debian's fonts-dejavu-core")
+    return ImageFont.truetype(str(path), size)
+
+
+def draw_shapes(colour: str, shape: str, count: int, side: str | None, size: int, rng: random.Random):
+    """The picture and the centre of every shape drawn (for checks)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (size, size), "white")
+    pen = ImageDraw.Draw(img)
+    r = size // 10
+    half = (0, size // 2) if side == "left" else (size // 2, size) if side == "right" else (0, size)
+    centres: list[tuple[int, int]] = []
+    while len(centres) < count:
+        c = (rng.randint(half[0] + r + 1, half[1] - r - 2), rng.randint(r + 1, size - r - 2))
+        if all(abs(c[0] - o[0]) > 2 * r + 2 or abs(c[1] - o[1]) > 2 * r + 2 for o in centres):
+            centres.append(c)
+    rgb = COLOURS[colour][0]
+    for x, y in centres:
+        box = (x - r, y - r, x + r, y + r)
+        if shape == "circle":
+            pen.ellipse(box, fill=rgb)
+        elif shape == "square":
+            pen.rectangle(box, fill=rgb)
+        else:
+            pen.polygon([(x, y - r), (x - r, y + r), (x + r, y + r)], fill=rgb)
+    return img, centres
+
+
+def draw_text(text: str, font_name: str, size: int):
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (size, size), "white")
+    pen = ImageDraw.Draw(img)
+    f = font(font_name, size // 5)
+    box = pen.textbbox((0, 0), text, font=f)
+    pen.text(((size - (box[2] - box[0])) // 2 - box[0], (size - (box[3] - box[1])) // 2 - box[1]), text,
+             fill="black", font=f)
+    return img
+
+
+def shape_item(rng: random.Random, heldout: bool, lang: str, size: int) -> Item:
+    combos = [(c, s) for c in COLOURS for s in SHAPES if ((c, s) in HELDOUT_COMBOS) == heldout]
+    colour, shape = rng.choice(combos)
+    task = rng.choice(("colour", "shape", "count", "side", "caption"))
+    count = 1 if task == "side" else rng.randint(1, 4)
+    side = rng.choice(tuple(SIDES)) if task == "side" else None
+    img, centres = draw_shapes(colour, shape, count, side, size, rng)
+    i = LANGS.index(lang)
+    answer = {"colour": COLOURS[colour][1][i], "shape": SHAPES[shape][i], "count": str(count),
+              "side": SIDES[side][i] if side else "",
+              "caption": CAPTION[i].format(shape=SHAPES[shape][i], colour=COLOURS[colour][1][i], count=count)}[task]
+    return Item(img, lang, task, ASK[task][i], answer,
+                {"colour": colour, "shape": shape, "count": count, "side": side, "centres": centres})
+
+
+def text_item(rng: random.Random, heldout: bool, lang: str, size: int) -> Item:
+    words = [w for w in WORDS if (w in HELDOUT_WORDS) == heldout]
+    text = rng.choice(words) if heldout or rng.random() < 0.6 else str(rng.randint(10, 999))
+    font_name = rng.choice(FONTS)
+    return Item(draw_text(text, font_name, size), lang, "read", ASK["read"][LANGS.index(lang)], text,
+                {"text": text, "font": font_name})
+
+
+def make_items(n: int, split: str = "train", seed: int = 0, size: int = 64) -> list[Item]:
+    """`n` items of `split` ("train" or "heldout"), languages and kinds evenly mixed; same seed, same items."""
+    if split not in ("train", "heldout"):
+        raise QazlmError(f"multimodal: split {split!r}; use train or heldout")
+    rng = random.Random(f"{seed}:{split}")
+    make = (shape_item, shape_item, text_item)
+    return [make[k % 3](rng, split == "heldout", LANGS[(k // 3) % 3], size) for k in range(n)]
+
+
+def write_dataset(out_dir: str | Path, n_train: int, n_heldout: int, seed: int = 0, size: int = 64) -> dict:
+    """PNG files + train.jsonl / heldout.jsonl (image path, lang, task, question, answer, meta), atomically."""
+    from qazlm.io import atomic_dir
+
+    out = Path(out_dir)
+    counts = {}
+    with atomic_dir(out) as tmp:
+        for split, n in (("train", n_train), ("heldout", n_heldout)):
+            (tmp / split).mkdir()
+            rows = []
+            for k, it in enumerate(make_items(n, split, seed, size)):
+                name = f"{split}/{k:06d}.png"
+                it.image.save(tmp / name)
+                rows.append({"image": name, "lang": it.lang, "task": it.task, "question": it.question,
+                             "answer": it.answer, "meta": {k2: v for k2, v in it.meta.items() if k2 != "centres"}})
+            (tmp / f"{split}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                                                encoding="utf-8")
+            counts[split] = len(rows)
+    return counts
