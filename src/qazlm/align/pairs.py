@@ -353,8 +353,9 @@ def write_card(out: Path, cfg: PrefDataConfig, result: dict) -> dict:
 
 def run(cfg: PrefDataConfig, force: bool = False, log=print) -> dict:
     """Build the folder under its run lock; skip when its record equals this config (unless `force`)."""
-    from qazlm.io import atomic_write, clean_temp
+    from qazlm.io import clean_temp
     from qazlm.runs import config_changes, output_lock, read_record, write_record
+    from qazlm.sft.train import write_jsonl
 
     out = Path(cfg.out_dir)
     wanted = json.loads(json.dumps(dataclasses.asdict(cfg)))
@@ -368,9 +369,7 @@ def run(cfg: PrefDataConfig, force: bool = False, log=print) -> dict:
         if not result["train"]:
             raise QazlmError(f"pref-data: no pair could be built from {cfg.sft_data} with types {cfg.types}")
         for name, rows in result.items():
-            with atomic_write(out / f"{name}.jsonl") as f:
-                for row in rows:
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            write_jsonl(out / f"{name}.jsonl", rows)
         card = write_card(out, cfg, result)
         write_record(out, STAGE, wanted)
     log(f"pref-data: {len(result['train']):,} train, {len(result['heldout']):,} held-out pairs, "

@@ -159,6 +159,15 @@ def config_from_hf_dict(c: dict, path) -> ModelConfig:
         raise QazlmError(f"{path}: {e}") from None
 
 
+def our_names(hf_state_dict: dict, cfg: ModelConfig) -> dict:
+    """An HF Qwen3/Llama state dict under our Transformer's parameter names (a tied head has no weight of its
+    own)."""
+    sd = {k.removeprefix("model."): v for k, v in hf_state_dict.items()}
+    if cfg.tie_embeddings:
+        sd.pop("lm_head.weight", None)
+    return sd
+
+
 def as_ours(hf_model):
     """An HF Qwen3/Llama model in memory as our Transformer holding the same weight tensors (no copy), so the
     continuous batcher decodes its slots in one forward; None when the architecture, RoPE or weights (quantized
@@ -171,11 +180,9 @@ def as_ours(hf_model):
         cfg = config_from_hf_dict(hf_model.config.to_dict(), "model")
     except QazlmError:
         return None
-    sd = {k.removeprefix("model."): v for k, v in hf_model.state_dict().items()}
+    sd = our_names(hf_model.state_dict(), cfg)
     if any(type(t) is not torch.Tensor or t.dtype != torch.float32 for t in sd.values()):
         return None
-    if cfg.tie_embeddings:
-        sd.pop("lm_head.weight", None)
     model = build_model(cfg, next(iter(sd.values())).device)
     result = model.load_state_dict(sd, strict=False, assign=True)  # share the tensors; the initial ones are freed
     if result.unexpected_keys or any(not k.startswith("rope_") for k in result.missing_keys):
@@ -197,9 +204,7 @@ def import_hf(hf_folder: str | Path, out_dir: str | Path) -> Path:
     sd = {}
     for f in files:
         sd.update(read_weights(f))
-    sd = {k.removeprefix("model."): v.float() for k, v in sd.items()}
-    if cfg.tie_embeddings:
-        sd.pop("lm_head.weight", None)
+    sd = {k: v.float() for k, v in our_names(sd, cfg).items()}
     model = build_model(cfg, "cpu")
     load_state_dict_checked(model, sd, str(hf_folder))
     tok_dir = hf_folder if (hf_folder / "tokenizer.json").exists() else None
