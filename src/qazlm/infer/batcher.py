@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from qazlm.errors import QazlmError
@@ -33,7 +32,6 @@ class Request:
     params: SamplingParams
     stop_ids: frozenset[int]
     constraint: object | None = None
-    on_token: Callable[[int], None] | None = None
     tokens: list[int] = field(default_factory=list)
     finish: str | None = None           # stop | length | cancelled
     slot: int | None = None
@@ -100,8 +98,7 @@ class ContinuousBatcher:
         self.running: list[Request] = []
         self.lock = threading.Lock()
 
-    def submit(self, prompt: list[int], params: SamplingParams, stop_ids, *, constraint=None,
-               on_token: Callable[[int], None] | None = None) -> Request:
+    def submit(self, prompt: list[int], params: SamplingParams, stop_ids, *, constraint=None) -> Request:
         import torch
 
         if not prompt:
@@ -109,7 +106,7 @@ class ContinuousBatcher:
         if len(prompt) + params.max_new_tokens > self.max_len:
             raise QazlmError(f"generate: prompt ({len(prompt)} tokens) + max_new_tokens ({params.max_new_tokens}) "
                              f"exceeds the context ({self.max_len} tokens)")
-        req = Request(list(prompt), params, frozenset(stop_ids), constraint, on_token,
+        req = Request(list(prompt), params, frozenset(stop_ids), constraint,
                       generator=torch.Generator().manual_seed(params.seed))
         with self.lock:  # requests about to take a free slot at the next step are not waiting for one
             if len(self.waiting) >= self.max_queue + self.slots - len(self.running):
@@ -191,8 +188,6 @@ class ContinuousBatcher:
         if req.constraint is not None:
             req.constraint.advance([0], [token])
         req.tokens.append(token)
-        if req.on_token is not None:
-            req.on_token(token)
         if len(req.tokens) >= req.params.max_new_tokens or len(req.prompt) + len(req.tokens) >= self.max_len:
             return self._retire(req, "length")
         req.pending = token
