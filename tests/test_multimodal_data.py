@@ -37,13 +37,18 @@ def test_answers_are_true_by_construction():
 
 
 def test_heldout_combinations_and_words_are_never_trained_on():
-    from qazlm.experiments.multimodal.images import HELDOUT_COMBOS, HELDOUT_WORDS, make_items
+    from qazlm.experiments.multimodal.images import HELDOUT_COMBOS, is_heldout_word, make_items, words
 
     train, held = make_items(300, "train"), make_items(90, "heldout")
     assert all((it.meta["colour"], it.meta["shape"]) not in HELDOUT_COMBOS for it in train if it.task != "read")
     assert all((it.meta["colour"], it.meta["shape"]) in HELDOUT_COMBOS for it in held if it.task != "read")
-    assert not {it.answer for it in train if it.task == "read"} & HELDOUT_WORDS
-    assert {it.answer for it in held if it.task == "read"} <= HELDOUT_WORDS
+    read_train = {it.answer for it in train if it.task == "read"}
+    read_held = {it.answer for it in held if it.task == "read"}
+    assert read_train and read_held and not read_train & read_held
+    assert not any(is_heldout_word(w) for w in read_train) and all(is_heldout_word(w) for w in read_held)
+    pool = words()
+    assert all(len(ws) == 1500 for ws in pool.values()) and "және" in pool["kk"] and "the" in pool["en"]
+    assert 0.05 < sum(map(is_heldout_word, pool["kk"])) / 1500 < 0.15
     again = make_items(300, "train")
     assert [a.answer for a in again] == [b.answer for b in train]
     assert again[0].image.tobytes() == train[0].image.tobytes()

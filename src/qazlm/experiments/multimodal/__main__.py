@@ -1,0 +1,113 @@
+"""`python -m qazlm.experiments.multimodal data|train|eval|ask` — the experiment's own command (the core CLI
+never imports experiments)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from qazlm.errors import QazlmError
+
+EXAMPLES = {
+    "data": "python -m qazlm.experiments.multimodal data -o runs/mm/speech --train 3000 --heldout 450",
+    "train": "python -m qazlm.experiments.multimodal train --lm runs/tiny/sft/final --speech-data runs/mm/speech "
+             "-o runs/mm/train --set full_steps=900",
+    "eval": "python -m qazlm.experiments.multimodal eval runs/mm/train/final --speech-data runs/mm/speech "
+            "-o runs/mm/eval",
+    "ask": "python -m qazlm.experiments.multimodal ask runs/mm/train/final --image cat.png "
+           "\"Суретте не жазылған?\"",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m qazlm.experiments.multimodal",
+                                description="Images and speech into the trilingual model (docs/multimodal.md).")
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    def verb(name: str, help_: str):
+        return sub.add_parser(name, help=help_, description=help_, epilog="example:\n  " + EXAMPLES[name],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    d = verb("data", "synthesize the speech set with espeak-ng (images are drawn during training)")
+    d.add_argument("-o", "--out", required=True)
+    d.add_argument("--train", type=int, default=3000, help="training clips (default 3000)")
+    d.add_argument("--heldout", type=int, default=450, help="held-out clips (default 450)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--images", type=int, default=0, help="also write this many train PNGs (+ a third held out) "
+                                                         "to <out>/images, to look at")
+    t = verb("train", "two-stage training: projectors (+ encoders from scratch), then + the language model")
+    t.add_argument("--lm", required=True, help="our model folder (e.g. runs/tiny/sft/final)")
+    t.add_argument("--speech-data", default="", help="folder written by `data` (for the audio modality)")
+    t.add_argument("--config", help="TOML file with a [multimodal] table")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting, e.g. --set full_steps=900 --set modalities=image")
+    t.add_argument("-o", "--out", required=True)
+    e = verb("eval", "held-out scores beside chance, the blind model and the text-only parent")
+    e.add_argument("model")
+    e.add_argument("--speech-data", default=None)
+    e.add_argument("--images", type=int, default=540, help="held-out image questions (default 540)")
+    e.add_argument("--speech", type=int, default=450, help="held-out clips at most (default 450)")
+    e.add_argument("-o", "--out", required=True)
+    a = verb("ask", "answer one question about an image or a WAV file")
+    a.add_argument("model")
+    a.add_argument("question")
+    group = a.add_mutually_exclusive_group(required=True)
+    group.add_argument("--image", help="a picture (PNG/JPEG; resized to the encoder's size)")
+    group.add_argument("--audio", help="a 16-bit PCM WAV file (cut to two seconds)")
+    a.add_argument("--max-new-tokens", type=int, default=32)
+    return p
+
+
+def _data(args) -> int:
+    from qazlm.experiments.multimodal import images, speech
+
+    for flag, value in (("--train", args.train), ("--heldout", args.heldout), ("--images", args.images)):
+        if value < 0:
+            raise QazlmError(f"{flag} {value}: give a count >= 0")
+    report = speech.write_dataset(args.out, args.train, args.heldout, args.seed,
+                                  progress=lambda split, r: print(f"data: {split}: {r}", flush=True))
+    if args.images:
+        images.write_dataset(f"{args.out}/images", args.images, max(1, args.images // 3), args.seed)
+    print(json.dumps(report))
+    return 0
+
+
+def _train(args) -> int:
+    from qazlm.config import load_config
+    from qazlm.experiments.multimodal.train import MultimodalTrainConfig, train
+
+    overrides = [f"lm={args.lm}", *([f"speech_data={args.speech_data}"] if args.speech_data else []), *args.set]
+    cfg = load_config(MultimodalTrainConfig, args.config, section="multimodal" if args.config else None,
+                      overrides=overrides)
+    print(f"multimodal train: -> {train(cfg, args.out)}")
+    return 0
+
+
+def _eval(args) -> int:
+    from qazlm.experiments.multimodal.evaluate import evaluate
+
+    report = evaluate(args.model, args.out, args.speech_data, args.images, args.speech)
+    print((__import__("pathlib").Path(args.out) / "report.md").read_text(encoding="utf-8"))
+    print(json.dumps({"targets": report["targets"]}))
+    return 0
+
+
+def _ask(args) -> int:
+    from qazlm.experiments.multimodal.ask import ask
+
+    print(ask(args.model, args.question, image=args.image, audio=args.audio, max_new_tokens=args.max_new_tokens))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return {"data": _data, "train": _train, "eval": _eval, "ask": _ask}[args.verb](args)
+    except QazlmError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""The multimodal experiment (qazlm.experiments.multimodal): pixel shuffle and frame stacking, the spliced
+embeddings, the chat-template prompts and their loss mask, the head-only-where-needed path pinned to the
+model's own forward, espeak-ng speech, two-stage training (golden first loss, stage-1 resume, LoRA merged),
+the model folder, `ask` and `eval`, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+from qazlm.errors import QazlmError
+
+pytest.importorskip("PIL")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None and not os.environ.get("QAZLM_REQUIRE_ESPEAK"),
+                                  reason="espeak-ng not installed (make test installs it as root)")
+
+# First logged losses of the short run below (2-layer LM, 1-layer encoders, seed 0): any change to the
+# prompts, the loss mask, the splice, the projectors or the encoders' configs moves them.
+GOLDEN_FIRST = {"loss_image": 7.1383, "loss_audio": 7.1067}
+SMALL = {"shapes.vision_width": 32, "shapes.vision_layers": 1, "shapes.vision_heads": 2, "shapes.audio_width": 32,
+         "shapes.audio_layers": 1, "shapes.audio_heads": 2}
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory, corpus):
+    """A qazlm tokenizer (with the reserved placeholder tokens) and a random 2-layer model folder."""
+    from transformers import AutoTokenizer
+
+    from qazlm.model.io import save_model_folder
+    from qazlm.model.presets import preset
+    from qazlm.model.transformer import build_model
+    from qazlm.tokenizer.train import TokenizerTrainConfig, train_tokenizer
+
+    root = tmp_path_factory.mktemp("mm_lm")
+    train_tokenizer(TokenizerTrainConfig(inputs=[str(corpus)], vocab_size=1200), root / "tok", show_progress=False)
+    tok = AutoTokenizer.from_pretrained(root / "tok")
+    model = build_model(preset("tiny", len(tok), n_layers=2, d_model=64, n_heads=2, n_kv_heads=1, head_dim=32,
+                               ffn_dim=128), seed=0)
+    return save_model_folder(model, root / "lm", root / "tok")
+
+
+@pytest.fixture(scope="module")
+def speech_dir(tmp_path_factory):
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed")
+    from qazlm.experiments.multimodal.speech import write_dataset
+
+    out = tmp_path_factory.mktemp("mm_speech") / "speech"
+    assert write_dataset(out, 24, 12) == {"train": {"clips": 24, "too_long": 0},
+                                          "heldout": {"clips": 12, "too_long": 0}}
+    return out
+
+
+def small_config(lm, speech_dir, **kw):
+    from qazlm.config import apply_overrides, from_dict
+    from qazlm.experiments.multimodal.train import MultimodalTrainConfig
+
+    base = {"lm": str(lm), "speech_data": str(speech_dir), "projector_steps": 2, "full_steps": 2, "batch": 6,
+            "log_every": 2, "warmup": 0, "threads": 2}
+    data = apply_overrides({**base, **kw}, [f"{k}={v}" for k, v in SMALL.items()])
+    return from_dict(MultimodalTrainConfig, data)
+
+
+def test_pixel_shuffle_and_frame_stacking():
+    from qazlm.experiments.multimodal.model import pixel_shuffle, stack_frames
+
+    grid = torch.arange(16.0).view(1, 16, 1)             # a 4x4 patch grid, one channel: value = patch index
+    out = pixel_shuffle(grid, 2)
+    assert out.shape == (1, 4, 4)
+    assert out[0].tolist() == [[0, 1, 4, 5], [2, 3, 6, 7], [8, 9, 12, 13], [10, 11, 14, 15]]   # 2x2 blocks
+    with pytest.raises(QazlmError, match="square grid"):
+        pixel_shuffle(torch.zeros(1, 12, 3), 2)
+    frames = torch.arange(10.0).view(1, 5, 2)
+    stacked = stack_frames(frames, 2)
+    assert stacked.shape == (1, 3, 4) and stacked[0, 0].tolist() == [0, 1, 2, 3] and stacked[0, 2].tolist() == [8, 9, 0, 0]
+
+
+def build_small(lm, speech_dir=None):
+    from qazlm.experiments.multimodal.train import MultimodalTrainConfig, build
+
+    cfg = MultimodalTrainConfig(lm=str(lm), speech_data=str(speech_dir or ""), modalities=["image", "audio"])
+    for k, v in SMALL.items():
+        setattr(cfg.shapes, k.split(".")[1], v)
+    return build(cfg)
+
+
+def test_prompts_are_the_chat_template_and_only_answers_are_trained(lm):
+    from qazlm.experiments.multimodal.model import IMAGE_TOKEN
+    from qazlm.experiments.multimodal.train import Prompts, collate
+
+    model = build_small(lm)
+    prompts = Prompts(model.tokenizer, model.image_tokens, model.audio_tokens)
+    question, answer = "Суреттегі пішін қандай түсті?", "қызыл"
+    p, a = prompts.prompt("image", question), prompts.answer(answer)
+    whole = model.tokenizer.apply_chat_template(
+        [{"role": "user", "content": IMAGE_TOKEN * 16 + "\n" + question}, {"role": "assistant", "content": answer}],
+        tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    assert (p + a) == whole["input_ids"][:len(p + a)]      # the template adds only the closing newline
+    assert p.count(model.image_id) == model.image_tokens == 16
+    mask = whole["assistant_masks"][:len(p + a)]
+    assert [i for i, m in enumerate(mask) if m] == list(range(len(p), len(p + a)))   # answer + <|im_end|>
+    ids, targets = collate([(p, a), (p[:5], a)], pad_id=1)
+    assert ids.shape == (2, len(p + a)) and ids[1, 5 + len(a):].eq(1).all()
+    assert targets[0, len(p) - 1:len(p) + len(a) - 1].tolist() == a and (targets[0] != -100).sum() == len(a)
+
+
+def test_embeddings_spliced_in_order_and_head_path_equals_forward(lm):
+    from qazlm.experiments.multimodal.model import last_hidden
+
+    torch.manual_seed(0)
+    model = build_small(lm).eval()
+    n = model.image_tokens
+    ids = torch.tensor([[5] * 3 + [model.image_id] * n + [7] * 2] * 2)
+    pixels = torch.randn(2, 3, 64, 64)
+    x = model.embed(ids, pixel_values=pixels)
+    feats = model.image_features(pixels)
+    assert torch.equal(x[:, 3:3 + n], feats) and torch.equal(x[:, :3], model.lm.embed_tokens(ids[:, :3]))
+    with torch.no_grad():
+        ours = torch.nn.functional.linear(last_hidden(model.lm, x), model.lm.output_weight())
+        theirs = model.lm(inputs_embeds=x)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    with pytest.raises(QazlmError, match="32 image placeholders for 1 x 16"):
+        model.embed(ids, pixel_values=pixels[:1])
+    with pytest.raises(QazlmError, match="no image was given"):
+        model.embed(ids)
+
+
+@needs_espeak
+def test_speech_clips(speech_dir):
+    from qazlm.experiments.multimodal.speech import COMMANDS, HELDOUT_VARIANTS, make_clips, synthesize
+    from qazlm.experiments.multimodal.train import read_speech
+
+    rows, mel = read_speech(speech_dir, "heldout")
+    assert mel.shape == (12, 80, 200) and mel.dtype.name == "float16" and len(rows) == 12
+    assert {r["lang"] for r in rows} == {"kk", "ru", "en"}
+    for r in rows:
+        if r["task"] == "command":
+            assert r["answer"] in COMMANDS[r["lang"]] and r["voice"].split("+")[-1] in HELDOUT_VARIANTS
+    train = make_clips(300, "train")
+    assert not any(c.voice.split("+")[-1] in HELDOUT_VARIANTS for c in train)
+    assert {c.task for c in train} == {"command", "word", "number"}
+    audio = synthesize("жарықты қос", "kk", 150, 50)
+    assert audio.dtype.name == "float32" and 0.3 < len(audio) / 16000 < 2 and abs(audio).max() > 0.05
+    assert len(list((speech_dir / "examples").glob("*.wav"))) == 6
+
+
+@needs_espeak
+def test_two_stage_training_folder_resume_and_ask(lm, speech_dir, tmp_path):
+    from qazlm.experiments.multimodal.__main__ import main
+    from qazlm.experiments.multimodal.model import load
+    from qazlm.experiments.multimodal.train import train
+
+    logged = []
+    cfg = small_config(lm, speech_dir)
+    final = train(cfg, tmp_path / "run", log=logged.append)
+    first = logged[0]
+    assert first["stage"] == "projector"
+    for key, value in GOLDEN_FIRST.items():
+        assert first[key] == pytest.approx(value, abs=2e-3), (key, first[key], first)
+    assert [r["stage"] for r in logged] == ["projector", "full"]
+    meta = json.loads((final / "multimodal.json").read_text())
+    assert meta["image_tokens"] == 16 and meta["audio_tokens"] == 25 and meta["lineage"]["stage"] == "full"
+    assert (tmp_path / "run" / "loss.png").stat().st_size > 1000
+    # stage 1 trains the projectors and the (from-scratch) encoders, never the language model
+    stage1, parent = load(tmp_path / "run" / "stage1"), load(final)
+    from qazlm.model.io import load_model_folder
+
+    base = load_model_folder(lm)
+    assert torch.equal(stage1.lm.embed_tokens.weight, base.embed_tokens.weight)
+    assert not torch.equal(parent.lm.layers[0].mlp.up_proj.weight, base.layers[0].mlp.up_proj.weight)
+    # the LM inside is an ordinary qazlm model folder
+    assert load_model_folder(final / "lm").cfg.n_layers == 2
+    # a rerun after a kill starts at stage 2
+    again = []
+    train(cfg, tmp_path / "run", log=again.append)
+    assert [r["stage"] for r in again if isinstance(r, dict)] == ["full"] and "stage 1 done" in again[0]
+    # LoRA in stage 2: merged, so the folder holds plain weights
+    lora = train(small_config(lm, speech_dir, lora_rank=4), tmp_path / "lora", log=lambda _: None)
+    assert not any("lora" in k for k in load(lora).lm.state_dict())
+    # ask: one picture, one WAV
+    from qazlm.experiments.multimodal.images import draw_shapes
+
+    img, _ = draw_shapes("red", "circle", 2, None, 64, __import__("random").Random(0))
+    img.save(tmp_path / "red.png")
+    assert main(["ask", str(final), "--image", str(tmp_path / "red.png"), "What colour is the shape?",
+                 "--max-new-tokens", "3"]) == 0
+    wav = next((speech_dir / "examples").glob("*.wav"))
+    assert main(["ask", str(final), "--audio", str(wav), "Which command was spoken?", "--max-new-tokens", "3"]) == 0
+
+
+@needs_espeak
+def test_eval_report(lm, speech_dir, tmp_path):
+    from qazlm.experiments.multimodal.evaluate import CHANCE, evaluate
+    from qazlm.experiments.multimodal.train import train
+
+    final = train(small_config(lm, speech_dir, projector_steps=1, full_steps=1), tmp_path / "run",
+                  log=lambda _: None)
+    report = evaluate(final, tmp_path / "eval", str(speech_dir), n_images=18, n_speech=12, log=lambda _: None)
+    assert report["n"] == 30
+    assert set(report["model"]) >= {"colour", "read", "command"} or set(report["model"]) >= {"read"}
+    for name in ("model", "blind", "text-only"):
+        for task, langs in report[name].items():
+            for row in langs.values():
+                assert 0 <= row["exact"] <= 1 and row["n"] > 0
+                if task in ("read", "word"):
+                    assert row["cer"] >= 0
+    assert set(report["targets"]) == {"image shapes (colour/shape/count) exact", "reading CER",
+                                      "spoken command accuracy (each language)"}
+    assert CHANCE["colour"] == 0.2
+    md = (tmp_path / "eval" / "report.md").read_text()
+    assert "| target |" in md and "text-only" in md
+    for png in ("scores.png", "examples.png"):
+        assert (tmp_path / "eval" / png).stat().st_size > 5000
+
+
+def test_cer_and_scoring():
+    from qazlm.experiments.multimodal.evaluate import cer, score
+
+    assert cer("алма", "алма") == 0 and cer("алмa", "алма") == 0.25 and cer("", "кот") == 1
+    items = [{"task": "read", "lang": "kk", "answer": "алма"}, {"task": "colour", "lang": "en", "answer": "red"}]
+    s = score(items, ["АЛМА", "Red."])
+    assert s["read"]["kk"] == {"n": 1, "exact": 1.0, "cer": 0.0} and s["colour"]["en"]["exact"] == 1.0
+
+
+def test_bad_input(lm, tmp_path):
+    from qazlm.experiments.multimodal.__main__ import main
+    from qazlm.experiments.multimodal.model import load
+    from qazlm.experiments.multimodal.train import MultimodalTrainConfig
+
+    with pytest.raises(QazlmError, match="not a multimodal model folder"):
+        load(lm)
+    with pytest.raises(QazlmError, match="modalities"):
+        MultimodalTrainConfig(lm=str(lm), modalities=["video"])
+    with pytest.raises(QazlmError, match="read_share"):
+        MultimodalTrainConfig(lm=str(lm), read_share=float("nan"))
+    (tmp_path / "bad.png").write_text("not a picture")
+    from qazlm.experiments.multimodal.ask import read_image
+
+    with pytest.raises(QazlmError, match="not a readable picture"):
+        read_image(tmp_path / "bad.png")
+    from qazlm.experiments.multimodal.speech import read_audio
+
+    with pytest.raises(QazlmError, match="not a readable WAV"):
+        read_audio(tmp_path / "bad.png")
+    assert main(["train", "--lm", str(lm), "-o", str(tmp_path / "o"), "--set", "modalities=audio",
+                 "--set", "projector_steps=1", "--set", "full_steps=0"]) == 2   # audio without --speech-data
+
+
+def test_cli_help_has_examples(capsys):
+    from qazlm.experiments.multimodal.__main__ import main
+
+    for verb in ("data", "train", "eval", "ask"):
+        with pytest.raises(SystemExit):
+            main([verb, "--help"])
+        assert "example:" in capsys.readouterr().out
