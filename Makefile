@@ -9,10 +9,17 @@ export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXA
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: demo test bench venv clean
-# The web chat's test drives Debian's chromium through Playwright (which cannot download its own browser
-# offline): installed here, with apt as root or through passwordless sudo; otherwise that one test is skipped.
+# Debian packages the tests use, installed here with apt as root or through passwordless sudo (otherwise the
+# tests that need them are skipped): chromium for the web chat's test (Playwright cannot download its own browser
+# offline), espeak-ng for the multimodal experiment's speech.
 CHROMIUM := /usr/bin/chromium
-APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+ESPEAK := /usr/bin/espeak-ng
+APT_INSTALL = DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1)
+define apt
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && $(call APT_INSTALL,$(1)) >/dev/null; \
+	elif sudo -n true 2>/dev/null; then sudo apt-get update -qq && sudo $(call APT_INSTALL,$(1)) >/dev/null; \
+	else echo "make: no root to install $(1) (apt-get install $(1)): the tests that need it will be skipped"; fi
+endef
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -24,14 +31,15 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 $(CHROMIUM):
-	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && $(APT_INSTALL) >/dev/null; \
-	elif sudo -n true 2>/dev/null; then sudo apt-get update -qq && sudo $(APT_INSTALL) >/dev/null; \
-	else echo "make: no root to install chromium (apt-get install chromium): the web chat test will be skipped"; fi
+	$(call apt,chromium chromium-driver)
+
+$(ESPEAK):
+	$(call apt,espeak-ng)
 
 demo: $(STAMP)
 	$(BIN)/qazlm run recipes/tiny.toml
 
-test: $(STAMP) $(CHROMIUM)
+test: $(STAMP) $(CHROMIUM) $(ESPEAK)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

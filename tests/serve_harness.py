@@ -10,12 +10,21 @@ import time
 @contextlib.contextmanager
 def running_server(cfg, model_dir):
     """Yields (base URL, app); stops the server (and its engine thread) on exit."""
-    import uvicorn
-
     from qazlm.infer.loading import load_model
     from qazlm.serve.app import create_app
 
-    app = create_app(cfg, load_model(model_dir))
+    with running_app(create_app(cfg, load_model(model_dir))) as url:
+        yield url, app_of[url]
+
+
+app_of: dict = {}
+
+
+@contextlib.contextmanager
+def running_app(app):
+    """Any ASGI app on 127.0.0.1 (a free port) in a thread; yields its base URL."""
+    import uvicorn
+
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -24,11 +33,14 @@ def running_server(cfg, model_dir):
         assert thread.is_alive() and time.monotonic() < deadline, "the test server did not start"
         time.sleep(0.05)
     port = srv.servers[0].sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    app_of[url] = app
     try:
-        yield f"http://127.0.0.1:{port}", app
+        yield url
     finally:
         srv.should_exit = True
         thread.join(timeout=10)
+        app_of.pop(url, None)
 
 
 def tiny_chat_model(root, corpus, max_pos: int = 2048):

@@ -29,7 +29,7 @@ ALLOWED = {  # unit -> units it may import (besides itself and the foundation)
     "serve": {"infer", "tokenizer"},   # reads the other stages' records as files, never their code
     "pipeline": {"tokenizer", "data", "model", "infer", "train", "eval"},
     "cli": {"pipeline", "tokenizer", "data", "model", "infer", "train", "eval"},
-    "experiments": {"tokenizer", "data", "model", "infer", "train", "eval"},
+    "experiments": {"tokenizer", "data", "model", "infer", "train", "eval", "serve"},
 }
 
 

@@ -1,4 +1,4 @@
-"""`python -m qazlm.experiments.multimodal data|train|eval|ask` — the experiment's own command (the core CLI
+"""`python -m qazlm.experiments.multimodal data|train|eval|ask|serve` — the experiment's own command (the core CLI
 never imports experiments)."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ EXAMPLES = {
             "-o runs/mm/eval",
     "ask": "python -m qazlm.experiments.multimodal ask runs/mm/train/final --image cat.png "
            "\"Суретте не жазылған?\"",
+    "serve": "python -m qazlm.experiments.multimodal serve runs/mm/train/final --port 8001  # web chat at /",
 }
 
 
@@ -56,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--image", help="a picture (PNG/JPEG; resized to the encoder's size)")
     group.add_argument("--audio", help="a 16-bit PCM WAV file (cut to two seconds)")
     a.add_argument("--max-new-tokens", type=int, default=32)
+    s = verb("serve", "the web chat and an OpenAI-style chat route that take a picture or a WAV")
+    s.add_argument("model")
+    s.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+    s.add_argument("--port", type=int, default=8001)
     return p
 
 
@@ -100,10 +105,17 @@ def _ask(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    from qazlm.experiments.multimodal.serve import serve
+
+    serve(args.model, args.host, args.port)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"data": _data, "train": _train, "eval": _eval, "ask": _ask}[args.verb](args)
+        return {"data": _data, "train": _train, "eval": _eval, "ask": _ask, "serve": _serve}[args.verb](args)
     except QazlmError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

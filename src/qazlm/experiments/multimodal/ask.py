@@ -1,7 +1,8 @@
-"""One question about one picture or one WAV file (the experiment's `generate --image/--audio`)."""
+"""One question about one picture or one sound (the experiment's `generate --image/--audio`; its server too)."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
@@ -9,37 +10,49 @@ import torch
 from qazlm.errors import QazlmError
 
 
-def ask(model_dir: str | Path, question: str, image: str | None = None, audio: str | None = None,
-        max_new_tokens: int = 32) -> str:
+def answer(model, question: str, image=None, audio=None, max_new_tokens: int = 32) -> str:
+    """The model's greedy reply to `question` about a PIL `image` or a 16 kHz float32 `audio` array (one)."""
     from qazlm.experiments.multimodal.evaluate import greedy
-    from qazlm.experiments.multimodal.model import load
     from qazlm.experiments.multimodal.train import Prompts, image_processor
 
     if (image is None) == (audio is None):
-        raise QazlmError("multimodal ask: give --image FILE or --audio FILE (one)")
+        raise QazlmError("multimodal: give one image or one sound with the question")
     if max_new_tokens < 1:
-        raise QazlmError(f"--max-new-tokens {max_new_tokens}: give 1 or more")
-    model = load(model_dir)
+        raise QazlmError(f"max new tokens {max_new_tokens}: give 1 or more")
     prompts = Prompts(model.tokenizer, model.image_tokens, model.audio_tokens)
     if image is not None:
         if model.vision is None:
-            raise QazlmError(f"{model_dir}: this model has no vision encoder; ask it with --audio")
-        pixels = image_processor(model.vision.config.image_size)([read_image(image)], return_tensors="pt")
+            raise QazlmError("multimodal: this model has no vision encoder; give it a sound instead")
+        pixels = image_processor(model.vision.config.image_size)([image.convert("RGB")], return_tensors="pt")
         return greedy(model, [prompts.prompt("image", question)], pixel_values=pixels["pixel_values"],
                       max_new_tokens=max_new_tokens)[0]
     if model.audio is None:
-        raise QazlmError(f"{model_dir}: this model has no audio encoder; ask it with --image")
-    from qazlm.experiments.multimodal.speech import log_mel, read_audio
+        raise QazlmError("multimodal: this model has no audio encoder; give it a picture instead")
+    from qazlm.experiments.multimodal.speech import log_mel
 
-    mel = torch.from_numpy(log_mel([read_audio(audio)]).astype("float32"))
+    mel = torch.from_numpy(log_mel([audio]).astype("float32"))
     return greedy(model, [prompts.prompt("audio", question)], mel=mel, max_new_tokens=max_new_tokens)[0]
 
 
-def read_image(path: str | Path):
+def ask(model_dir: str | Path, question: str, image: str | None = None, audio: str | None = None,
+        max_new_tokens: int = 32) -> str:
+    from qazlm.experiments.multimodal.model import load
+    from qazlm.experiments.multimodal.speech import read_audio
+
+    if (image is None) == (audio is None):
+        raise QazlmError("multimodal ask: give --image FILE or --audio FILE (one)")
+    picture = read_image(image) if image is not None else None
+    sound = read_audio(audio) if audio is not None else None
+    return answer(load(model_dir), question, picture, sound, max_new_tokens)
+
+
+def read_image(source: str | Path | bytes):
+    """A picture from a file path or its bytes, as RGB."""
     from PIL import Image, UnidentifiedImageError
 
+    name = "the image" if isinstance(source, bytes) else str(source)
     try:
-        with Image.open(path) as img:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
             return img.convert("RGB")
     except (OSError, UnidentifiedImageError) as e:
-        raise QazlmError(f"{path}: not a readable picture ({type(e).__name__}); give a PNG or JPEG file") from None
+        raise QazlmError(f"{name}: not a readable picture ({type(e).__name__}); give a PNG or JPEG file") from None

@@ -142,9 +142,8 @@ def targets(scores: dict) -> dict:
 def evaluate(model_dir: str | Path, out_dir: str | Path, speech_data: str | None = None, n_images: int = 540,
              n_speech: int = 450, seed: int = 0, log=print) -> dict:
     """Score the model, the blind model and the text-only parent on the held-out sets; write the report."""
-    from qazlm.experiments.multimodal.model import MultimodalLM, load
+    from qazlm.experiments.multimodal.model import MultimodalLM, load, load_lm
     from qazlm.io import write_json
-    from qazlm.model.io import load_model_folder
 
     model = load(model_dir)
     meta = json.loads((Path(model_dir) / "multimodal.json").read_text(encoding="utf-8"))
@@ -155,7 +154,7 @@ def evaluate(model_dir: str | Path, out_dir: str | Path, speech_data: str | None
 
             raise QazlmError("multimodal eval: the model hears audio; pass --speech-data DIR (written by `data`)")
         items += speech_items(speech_data, n_speech)
-    parent = MultimodalLM(load_model_folder(meta["lineage"]["parent"]), model.tokenizer)
+    parent = MultimodalLM(*load_lm(meta["lineage"]["parent"]))
     runs = {}
     for name, who, mode in (("model", model, "model"), ("blind", model, "blind"), ("text-only", parent, "text")):
         log(f"multimodal eval: {name} on {len(items)} held-out questions")
@@ -191,7 +190,7 @@ def markdown(report: dict) -> str:
     for name, t in report["targets"].items():
         v = "—" if t["value"] is None else f"{100 * t['value']:.1f}%"
         lines.append(f"| {name} | {v} | {100 * t['target']:.0f}% | {t['met']} |")
-    lines += ["", "| task | metric | lang | n | model | blind | text-only | chance |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| task | metric | lang | n | model | blind | text-only | chance |", "|---" * 8 + "|"]
     for task, langs in report["model"].items():
         for key in ("exact", "cer", "chrf"):
             for lang in LANGS:

@@ -186,6 +186,21 @@ class MultimodalLM(nn.Module):
                                                 encoding="utf-8")
 
 
+def load_lm(path: str | Path):
+    """(our Transformer, tokenizer) from our model folder or an HF Qwen3/Llama folder (e.g. `qazlm sft`'s
+    output), the latter as our Transformer holding the same tensors."""
+    from qazlm.infer.loading import load_model
+    from qazlm.model.hf import as_ours
+
+    loaded = load_model(path)
+    module = loaded.model.module
+    lm = module if loaded.model.kind == "qazlm" else as_ours(module)
+    if lm is None:
+        raise QazlmError(f"{path}: the multimodal experiment takes qazlm models and fp32 Qwen3/Llama folders; "
+                         f"this is a {type(module).__name__}")
+    return lm, loaded.tokenizer
+
+
 def last_hidden(lm, x: torch.Tensor) -> torch.Tensor:
     """Our Transformer's final normed hidden states for embeddings `x` — its forward without the head, so the
     16k-way head runs only where it is needed (answer positions in training, the last one in decoding): over
@@ -210,10 +225,6 @@ def placeholder_id(tokenizer, token: str) -> int:
 def load(folder: str | Path) -> MultimodalLM:
     """A folder written by `MultimodalLM.save` (safetensors and JSON only)."""
     from safetensors.torch import load_file
-    from transformers import AutoTokenizer
-
-    from qazlm.model.io import load_model_folder
-
     folder = Path(folder)
     meta_path = folder / "multimodal.json"
     if not meta_path.is_file():
@@ -223,8 +234,7 @@ def load(folder: str | Path) -> MultimodalLM:
     shapes = EncoderShapes(**meta["shapes"])
     vision = build_vision(shapes, str(folder / "vision")) if (folder / "vision").is_dir() else None
     audio = build_audio(shapes, str(folder / "audio")) if (folder / "audio").is_dir() else None
-    model = MultimodalLM(load_model_folder(folder / "lm"), AutoTokenizer.from_pretrained(folder / "lm"),
-                         vision, audio, shapes)
+    model = MultimodalLM(*load_lm(folder / "lm"), vision, audio, shapes)
     weights = load_file(str(folder / "projectors.safetensors"))
     for name in ("vision", "audio"):
         proj = getattr(model, f"{name}_proj")

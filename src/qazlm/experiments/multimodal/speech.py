@@ -166,12 +166,18 @@ def write_wav(path: Path, audio: np.ndarray) -> None:
         w.writeframes((np.clip(audio, -1, 1) * 32767).astype(np.int16).tobytes())
 
 
-def read_audio(path: str | Path) -> np.ndarray:
-    """A 16-bit PCM WAV file as float32 at 16 kHz (mono; the first channel of stereo)."""
+def read_audio(path: str | Path | bytes) -> np.ndarray:
+    """A 16-bit PCM WAV file (a path or its bytes) as float32 at 16 kHz (mono; the first channel of stereo)."""
+    import io
+
     from scipy.signal import resample_poly
 
+    if isinstance(path, bytes):
+        source, path = io.BytesIO(path), "the audio"
+    else:
+        source = str(path)
     try:
-        with wave.open(str(path)) as w:
+        with wave.open(source) as w:
             rate, channels, width = w.getframerate(), w.getnchannels(), w.getsampwidth()
             raw = w.readframes(w.getnframes())
     except (OSError, wave.Error, EOFError) as e:

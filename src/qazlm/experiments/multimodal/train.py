@@ -28,7 +28,7 @@ MODALITIES = ("image", "audio")
 
 @dataclasses.dataclass
 class MultimodalTrainConfig:
-    lm: str = ""                         # our model folder (e.g. runs/tiny/sft/final)
+    lm: str = ""                         # our model folder or an HF Qwen3/Llama folder (runs/tiny/sft/final)
     speech_data: str = ""                # folder written by `data` (needed for "audio")
     modalities: list[str] = dataclasses.field(default_factory=lambda: ["image", "audio"])
     vision_encoder: str | None = None    # a local SigLIP folder (frozen in stage 1); None: train one from scratch
@@ -161,14 +161,10 @@ def read_speech(folder: str | Path, split: str) -> tuple[list[dict], np.ndarray]
 
 # ------------------------------------------------------------------------------------------ training
 def build(cfg: MultimodalTrainConfig) -> MultimodalLM:
-    from transformers import AutoTokenizer
+    from qazlm.experiments.multimodal.model import build_audio, build_vision, load_lm
 
-    from qazlm.experiments.multimodal.model import build_audio, build_vision
-    from qazlm.model.io import load_model_folder
-
+    lm, tokenizer = load_lm(cfg.lm)
     torch.manual_seed(cfg.seed)
-    lm = load_model_folder(cfg.lm)
-    tokenizer = AutoTokenizer.from_pretrained(cfg.lm)
     vision = build_vision(cfg.shapes, cfg.vision_encoder) if "image" in cfg.modalities else None
     audio = build_audio(cfg.shapes, cfg.audio_encoder) if "audio" in cfg.modalities else None
     return MultimodalLM(lm, tokenizer, vision, audio, cfg.shapes)
