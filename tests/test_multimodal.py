@@ -282,7 +282,6 @@ def _data_url(img) -> str:
 def test_server_answers_images_and_sounds_through_the_openai_client(tiny_mm, speech_dir):
     import base64
     import random
-
     import urllib.error
     import urllib.request
 
@@ -306,7 +305,8 @@ def test_server_answers_images_and_sounds_through_the_openai_client(tiny_mm, spe
         assert listed.id == "mm" and listed.model_extra["capabilities"] == ["vision", "audio"]
         question = [{"type": "text", "text": "How many shapes are in the picture?"},
                     {"type": "image_url", "image_url": {"url": _data_url(img)}}]
-        whole = client.chat.completions.create(model="mm", max_tokens=6, messages=[{"role": "user", "content": question}])
+        asked = [{"role": "user", "content": question}]
+        whole = client.chat.completions.create(model="mm", max_tokens=6, messages=asked)
         assert whole.choices[0].message.content == expected_img
         streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
             model="mm", max_tokens=6, stream=True, messages=[{"role": "user", "content": question}]))

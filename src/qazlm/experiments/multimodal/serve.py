@@ -21,7 +21,7 @@ import uuid
 from importlib import resources
 from pathlib import Path
 
-from fastapi import Request   # at module level: FastAPI resolves the handlers' (string) annotations here
+from fastapi import Request  # at module level: FastAPI resolves the handlers' (string) annotations here
 
 from qazlm.errors import QazlmError
 
