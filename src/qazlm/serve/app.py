@@ -269,9 +269,17 @@ def error_body(status: int, message: str, kind: str, code: str | None) -> dict:
     return {"error": {"message": message, "type": kind, "param": None, "code": code or str(status)}}
 
 
+def web_chat_page():
+    """The chat page: one static file; the CSP keeps it from loading anything from another origin."""
+    from fastapi.responses import HTMLResponse
+
+    page = resources.files("qazlm.serve").joinpath("webchat.html").read_text(encoding="utf-8")
+    return HTMLResponse(page, headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff"})
+
+
 def create_app(cfg: ServeConfig, loaded):
     from fastapi import FastAPI, Request
-    from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
+    from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
     engine = Engine(loaded, cfg)
     model_id = cfg.name or loaded.name
@@ -323,11 +331,7 @@ def create_app(cfg: ServeConfig, loaded):
             raise ApiError(400, "request body must be a JSON object")
         return body
 
-    @app.get("/")
-    def web_chat():
-        """The chat page: one static file; the CSP keeps it from loading anything from another origin."""
-        page = resources.files("qazlm.serve").joinpath("webchat.html").read_text(encoding="utf-8")
-        return HTMLResponse(page, headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff"})
+    app.get("/")(web_chat_page)
 
     @app.get("/health")
     def health():

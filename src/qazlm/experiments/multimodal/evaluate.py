@@ -160,7 +160,7 @@ def evaluate(model_dir: str | Path, out_dir: str | Path, speech_data: str | None
         log(f"multimodal eval: {name} on {len(items)} held-out questions")
         replies = answer_items(who, items, mode)
         runs[name] = {"scores": score(items, replies), "replies": replies}
-    report = {"model": str(model_dir), "parent": meta["lineage"]["parent"], "n": len(items),
+    report = {"model_dir": str(model_dir), "parent": meta["lineage"]["parent"], "n": len(items),
               "chance": CHANCE, "targets": targets(runs["model"]["scores"]),
               **{name: r["scores"] for name, r in runs.items()},
               "examples": [{k: v for k, v in it.items() if k not in ("image", "mel")} | {"reply": r}
@@ -185,7 +185,8 @@ def _cell(row: dict | None, key: str) -> str:
 
 def markdown(report: dict) -> str:
     lines = ["# Multimodal experiment: held-out results", "",
-             f"Model `{report['model']}` (text-only parent `{report['parent']}`), {report['n']} held-out questions.",
+             f"Model `{report['model_dir']}` (text-only parent `{report['parent']}`), "
+             f"{report['n']} held-out questions.",
              "", "| target | value | goal | met |", "|---|---|---|---|"]
     for name, t in report["targets"].items():
         v = "—" if t["value"] is None else f"{100 * t['value']:.1f}%"

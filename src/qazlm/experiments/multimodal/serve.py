@@ -18,7 +18,6 @@ import json
 import threading
 import time
 import uuid
-from importlib import resources
 from pathlib import Path
 
 from fastapi import Request  # at module level: FastAPI resolves the handlers' (string) annotations here
@@ -77,12 +76,12 @@ def _b64(data: str, where: str) -> bytes:
 def create_app(model_dir: str | Path, model_id: str | None = None):
     from fastapi import FastAPI
     from fastapi.concurrency import run_in_threadpool
-    from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+    from fastapi.responses import JSONResponse, StreamingResponse
 
     from qazlm.experiments.multimodal.ask import answer, read_image
     from qazlm.experiments.multimodal.model import load
     from qazlm.experiments.multimodal.speech import read_audio
-    from qazlm.serve.app import CSP, error_body
+    from qazlm.serve.app import error_body, web_chat_page
 
     model = load(model_dir)
     name = model_id or "/".join(Path(model_dir).resolve().parts[-2:])
@@ -98,10 +97,7 @@ def create_app(model_dir: str | Path, model_id: str | None = None):
     async def _internal(request, e: Exception):   # never a stack trace to a client
         return JSONResponse(error_body(500, "internal server error", "server_error", None), status_code=500)
 
-    @app.get("/")
-    def page():
-        html = resources.files("qazlm.serve").joinpath("webchat.html").read_text(encoding="utf-8")
-        return HTMLResponse(html, headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff"})
+    app.get("/")(web_chat_page)
 
     @app.get("/v1/models")
     def models():
