@@ -191,6 +191,11 @@ def test_two_stage_training_folder_resume_and_ask(lm, speech_dir, tmp_path):
     again = []
     train(cfg, tmp_path / "run", log=again.append)
     assert [r["stage"] for r in again if isinstance(r, dict)] == ["full"] and "stage 1 done" in again[0]
+    # going on from a finished folder: stage 2 only, the parent (text-only baseline) kept, the losses appended
+    more = train(small_config("", speech_dir, init=str(final)), tmp_path / "more", log=lambda _: None)
+    lineage = json.loads((more / "multimodal.json").read_text())["lineage"]
+    assert lineage["parent"] == str(lm.resolve()) and [r["stage"] for r in lineage["metrics"]] == [
+        "projector", "full", "full"]
     # LoRA in stage 2: merged, so the folder holds plain weights
     lora = train(small_config(lm, speech_dir, lora_rank=4), tmp_path / "lora", log=lambda _: None)
     assert not any("lora" in k for k in load(lora).lm.state_dict())
@@ -243,6 +248,8 @@ def test_bad_input(lm, tmp_path):
 
     with pytest.raises(QazlmError, match="not a multimodal model folder"):
         load(lm)
+    with pytest.raises(QazlmError, match="give --lm"):
+        MultimodalTrainConfig()
     with pytest.raises(QazlmError, match="modalities"):
         MultimodalTrainConfig(lm=str(lm), modalities=["video"])
     with pytest.raises(QazlmError, match="read_share"):

@@ -38,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--images", type=int, default=0, help="also write this many train PNGs (+ a third held out) "
                                                          "to <out>/images, to look at")
     t = verb("train", "two-stage training: projectors (+ encoders from scratch), then + the language model")
-    t.add_argument("--lm", required=True, help="our model folder (e.g. runs/tiny/sft/final)")
+    t.add_argument("--lm", default="", help="the text model: our model folder or an HF Qwen3/Llama folder "
+                                            "(e.g. runs/tiny/sft/final); not needed with --set init=FOLDER")
     t.add_argument("--speech-data", default="", help="folder written by `data` (for the audio modality)")
     t.add_argument("--config", help="TOML file with a [multimodal] table")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -82,7 +83,8 @@ def _train(args) -> int:
     from qazlm.config import load_config
     from qazlm.experiments.multimodal.train import MultimodalTrainConfig, train
 
-    overrides = [f"lm={args.lm}", *([f"speech_data={args.speech_data}"] if args.speech_data else []), *args.set]
+    given = {"lm": args.lm, "speech_data": args.speech_data}
+    overrides = [f"{k}={v}" for k, v in given.items() if v] + args.set
     cfg = load_config(MultimodalTrainConfig, args.config, section="multimodal" if args.config else None,
                       overrides=overrides)
     print(f"multimodal train: -> {train(cfg, args.out)}")

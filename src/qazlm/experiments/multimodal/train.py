@@ -30,6 +30,7 @@ MODALITIES = ("image", "audio")
 class MultimodalTrainConfig:
     lm: str = ""                         # our model folder or an HF Qwen3/Llama folder (runs/tiny/sft/final)
     speech_data: str = ""                # folder written by `data` (needed for "audio")
+    init: str | None = None              # a multimodal folder to go on training (stage 2 only; `lm` not needed)
     modalities: list[str] = dataclasses.field(default_factory=lambda: ["image", "audio"])
     vision_encoder: str | None = None    # a local SigLIP folder (frozen in stage 1); None: train one from scratch
     audio_encoder: str | None = None     # a local Whisper encoder folder; None: from scratch
@@ -53,6 +54,8 @@ class MultimodalTrainConfig:
         bad = set(self.modalities) - set(MODALITIES)
         if bad or not self.modalities:
             raise QazlmError(f"multimodal train: modalities {sorted(bad) or '[]'}; use image and/or audio")
+        if not self.lm and not self.init:
+            raise QazlmError("multimodal train: give --lm FOLDER (the text model) or --set init=FOLDER")
         if self.projector_steps + self.full_steps == 0:
             raise QazlmError("multimodal train: projector_steps + full_steps is 0; train at least one step")
 
@@ -262,26 +265,26 @@ def train(cfg: MultimodalTrainConfig, out_dir: str | Path, log=print) -> Path:
         torch.set_num_threads(cfg.threads)
     with output_lock(out, "multimodal-train"):
         stage1 = out / "stage1"
-        model = build(cfg) if not (stage1 / "multimodal.json").is_file() else None
-        prompts = None
-        metrics = []
-        if model is not None:
-            prompts, sources = sources_for(model, cfg)
+        resume = stage1 if (stage1 / "multimodal.json").is_file() else Path(cfg.init) if cfg.init else None
+        if resume is None:
+            model, parent, metrics = build(cfg), str(Path(cfg.lm).resolve()), []
+            _, sources = sources_for(model, cfg)
             metrics += train_stage(model, cfg, "projector", cfg.projector_steps, sources, log)
             with atomic_dir(stage1) as tmp:
-                model.save(tmp, lineage(cfg, "projector", metrics))
+                model.save(tmp, lineage(cfg, parent, "projector", metrics))
         else:
-            log(f"multimodal: {stage1} exists (stage 1 done); starting stage 2")
             from qazlm.experiments.multimodal.model import load
 
-            model = load(stage1)
-            metrics += json.loads((stage1 / "multimodal.json").read_text(encoding="utf-8"))["lineage"]["metrics"]
-        prompts, sources = sources_for(model, cfg)
+            log(f"multimodal: starting stage 2 from {resume}" + (" (stage 1 done)" if resume == stage1 else ""))
+            model = load(resume)
+            previous = json.loads((resume / "multimodal.json").read_text(encoding="utf-8"))["lineage"]
+            parent, metrics = previous["parent"], previous["metrics"]
+        _, sources = sources_for(model, cfg)
         metrics += train_stage(model, cfg, "full", cfg.full_steps, sources, log)
         write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in metrics))
         plot_losses(metrics, out / "loss.png")
         with atomic_dir(out / "final") as tmp:
-            model.save(tmp, lineage(cfg, "full", metrics))
+            model.save(tmp, lineage(cfg, parent, "full", metrics))
     return out / "final"
 
 
@@ -297,9 +300,9 @@ def sources_for(model: MultimodalLM, cfg: MultimodalTrainConfig):
     return prompts, sources
 
 
-def lineage(cfg: MultimodalTrainConfig, stage: str, metrics: list[dict]) -> dict:
-    return {"parent": str(Path(cfg.lm).resolve()), "stage": stage, "config": dataclasses.asdict(cfg),
-            "metrics": metrics}
+def lineage(cfg: MultimodalTrainConfig, parent: str, stage: str, metrics: list[dict]) -> dict:
+    """The text model it grew from (the eval's text-only baseline), the settings and every logged loss."""
+    return {"parent": parent, "stage": stage, "config": dataclasses.asdict(cfg), "metrics": metrics}
 
 
 def plot_losses(metrics: list[dict], path: Path) -> None:
