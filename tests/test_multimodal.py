@@ -377,3 +377,29 @@ def test_web_chat_sends_a_picture(tiny_mm, tmp_path):
         assert parts[1]["image_url"]["url"].startswith("data:image/png;base64,")
         assert page.locator(".msg.error").count() == 0
         browser.close()
+
+
+@needs_espeak
+def test_stage0_pretrains_the_encoders_then_llava_keeps_them_frozen(lm, speech_dir, tmp_path):
+    from qazlm.experiments.multimodal.encoders import SLOTS, alphabet, audio_labels, char_targets
+    from qazlm.experiments.multimodal.model import load
+    from qazlm.experiments.multimodal.train import build, train
+
+    ab = alphabet()
+    assert {"ә", "ң", "ё", "z", "7"} <= set(ab)
+    assert char_targets("ана") == [ab.index("а"), ab.index("н"), ab.index("а"), len(ab), -100, -100]
+    assert len(char_targets("абвгдеж")) == SLOTS
+    labels = audio_labels([{"task": "command", "lang": "ru", "answer": "стоп"},
+                           {"task": "number", "lang": "kk", "answer": "42"}])
+    assert labels["command"].tolist() == [17, -100] and labels["number"].tolist() == [-100, 42]
+    logged = []
+    cfg = small_config(lm, speech_dir, encoder_steps=2)
+    final = train(cfg, tmp_path / "run", log=logged.append)
+    stages = [r["stage"] for r in logged if isinstance(r, dict)]
+    assert stages == ["encoder_image", "encoder_audio", "projector", "full"]
+    fresh, stage1, done = build(cfg), load(tmp_path / "run" / "stage1"), load(final)
+    for name in ("vision", "audio"):
+        w0, w1, w2 = (dict(getattr(m, name).named_parameters()) for m in (fresh, stage1, done))
+        key = next(k for k in w0 if k.endswith("q_proj.weight"))
+        assert not torch.equal(w0[key], w1[key])     # stage 0 trained it
+        assert torch.equal(w1[key], w2[key])         # stages 1-2 kept it frozen

@@ -34,6 +34,8 @@ class MultimodalTrainConfig:
     modalities: list[str] = dataclasses.field(default_factory=lambda: ["image", "audio"])
     vision_encoder: str | None = None    # a local SigLIP folder (frozen in stage 1); None: train one from scratch
     audio_encoder: str | None = None     # a local Whisper encoder folder; None: from scratch
+    encoder_steps: int = 0               # stage 0 per modality: pretrain an encoder made from scratch (encoders.py)
+    encoder_lr: float = 1e-3
     projector_steps: int = 300           # stage 1
     full_steps: int = 900                # stage 2
     batch: int = 32
@@ -49,8 +51,9 @@ class MultimodalTrainConfig:
 
     def __post_init__(self):
         check_fields(self, "multimodal train: ", {
-            "projector_steps": ">=0", "full_steps": ">=0", "batch": ">0", "lr": ">0", "lm_lr": ">0",
-            "warmup": ">=0", "lora_rank": ">=0", "read_share": ">=0, <=1", "threads": ">=0", "log_every": ">0"})
+            "encoder_steps": ">=0", "encoder_lr": ">0", "projector_steps": ">=0", "full_steps": ">=0", "batch": ">0",
+            "lr": ">0", "lm_lr": ">0", "warmup": ">=0", "lora_rank": ">=0", "read_share": ">=0, <=1", "threads": ">=0",
+            "log_every": ">0"})
         bad = set(self.modalities) - set(MODALITIES)
         if bad or not self.modalities:
             raise QazlmError(f"multimodal train: modalities {sorted(bad) or '[]'}; use image and/or audio")
@@ -179,7 +182,7 @@ def stage_params(model: MultimodalLM, cfg: MultimodalTrainConfig, stage: str) ->
         p.requires_grad_(False)
     new = [m for m in (model.vision_proj, model.audio_proj) if m is not None]
     new += [enc for enc, given in ((model.vision, cfg.vision_encoder), (model.audio, cfg.audio_encoder))
-            if enc is not None and not given]
+            if enc is not None and not given and not cfg.encoder_steps]   # pretrained ones stay frozen (LLaVA)
     groups = [{"params": [p for m in new for p in m.parameters()], "lr": cfg.lr}]
     if stage == "full":
         lm_params = [p for n, p in model.lm.named_parameters() if "lora_" in n] if cfg.lora_rank else \
@@ -268,6 +271,7 @@ def train(cfg: MultimodalTrainConfig, out_dir: str | Path, log=print) -> Path:
         resume = stage1 if (stage1 / "multimodal.json").is_file() else Path(cfg.init) if cfg.init else None
         if resume is None:
             model, parent, metrics = build(cfg), str(Path(cfg.lm).resolve()), []
+            metrics += pretrain_encoders(model, cfg, log)
             _, sources = sources_for(model, cfg)
             metrics += train_stage(model, cfg, "projector", cfg.projector_steps, sources, log)
             with atomic_dir(stage1) as tmp:
@@ -286,6 +290,21 @@ def train(cfg: MultimodalTrainConfig, out_dir: str | Path, log=print) -> Path:
         with atomic_dir(out / "final") as tmp:
             model.save(tmp, lineage(cfg, parent, "full", metrics))
     return out / "final"
+
+
+def pretrain_encoders(model: MultimodalLM, cfg: MultimodalTrainConfig, log) -> list[dict]:
+    """Stage 0 for each encoder built from scratch (none when `encoder_steps` is 0 or a folder was given)."""
+    from qazlm.experiments.multimodal.encoders import pretrain
+
+    rows = []
+    if cfg.encoder_steps and model.vision is not None and not cfg.vision_encoder:
+        rows += pretrain(model, "image", cfg.encoder_steps, cfg.batch, cfg.encoder_lr, cfg.seed, log)
+    if cfg.encoder_steps and model.audio is not None and not cfg.audio_encoder:
+        if not cfg.speech_data:
+            raise QazlmError("multimodal train: modality audio needs --speech-data DIR (written by `data`)")
+        rows += pretrain(model, "audio", cfg.encoder_steps, cfg.batch, cfg.encoder_lr, cfg.seed, log,
+                         speech=read_speech(cfg.speech_data, "train"))
+    return rows
 
 
 def sources_for(model: MultimodalLM, cfg: MultimodalTrainConfig):
@@ -313,15 +332,26 @@ def plot_losses(metrics: list[dict], path: Path) -> None:
 
     from qazlm.io import save_png
 
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    offset = {"projector": 0, "full": max((r["step"] for r in metrics if r["stage"] == "projector"), default=0)}
+    lm_rows = [r for r in metrics if r["stage"] in ("projector", "full")]
+    enc_rows = [r for r in metrics if r["stage"].startswith("encoder_")]
+    fig, axes = plt.subplots(1, 2 if enc_rows else 1, figsize=(11 if enc_rows else 7, 3.5), squeeze=False)
+    if enc_rows:
+        for m in MODALITIES:
+            pts = [(r["step"], r[f"loss_{m}"]) for r in enc_rows if f"loss_{m}" in r]
+            if pts:
+                axes[0, 0].plot(*zip(*pts), label=m)
+        axes[0, 0].set(xlabel="step", ylabel="label loss (sum of heads)", yscale="log",
+                       title="stage 0: encoders on known labels")
+        axes[0, 0].legend()
+    ax = axes[0, -1]
+    offset = {"projector": 0, "full": max((r["step"] for r in lm_rows if r["stage"] == "projector"), default=0)}
     for m in MODALITIES:
-        pts = [(offset[r["stage"]] + r["step"], r[f"loss_{m}"]) for r in metrics if f"loss_{m}" in r]
+        pts = [(offset[r["stage"]] + r["step"], r[f"loss_{m}"]) for r in lm_rows if f"loss_{m}" in r]
         if pts:
             ax.plot(*zip(*pts), label=m)
     if offset["full"]:
         ax.axvline(offset["full"], color="grey", ls="--", lw=1)
     ax.set(xlabel="step (dashed: stage 2 starts)", ylabel="answer-token loss", yscale="log",
-           title="multimodal training")
+           title="stages 1-2: through the language model")
     ax.legend()
     save_png(fig, path)

@@ -1,0 +1,143 @@
+"""Stage 0: pretraining the encoders from scratch on what the data knows by construction.
+
+LLaVA connects encoders that arrive pretrained (SigLIP, Whisper) and keeps them frozen; with no pretrained
+weights offline, this stage makes them: supervised, as the original ViT was pretrained on labelled images.
+Linear heads read the encoder's tokens in the layout the projector will see (pixel-shuffled patches, stacked
+frames), flattened so that where things are stays visible:
+- pictures: colour (5), shape (3), count (4), side (left / right / not asked) of drawn shapes, and the
+  characters of printed words and numbers, one class per slot (6 slots, an end mark after the last);
+- sounds: which command (10 per language), which number (0-99), and the characters of spoken words.
+Trained through the language model alone, the encoders learnt colour but not shape, count or side in 3,000
+steps (docs/multimodal.md); with this stage they arrive knowing them. The heads are thrown away.
+"""
+
+from __future__ import annotations
+
+import random
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qazlm.experiments.multimodal.images import COLOURS, LANGS, SHAPES, SIDES, shape_item, text_item, words
+from qazlm.experiments.multimodal.model import pixel_shuffle, stack_frames
+from qazlm.experiments.multimodal.speech import COMMANDS
+
+SLOTS = 6
+
+
+@lru_cache(maxsize=1)
+def alphabet() -> str:
+    return "".join(sorted(set("".join(w for ws in words().values() for w in ws)) | set("0123456789")))
+
+
+def char_targets(text: str) -> list[int]:
+    """SLOTS class ids: each character's index in the alphabet, then the end mark, then -100 (ignored)."""
+    ab = alphabet()
+    ids = [ab.index(c) if c in ab else -100 for c in text[:SLOTS]]
+    if len(ids) < SLOTS:
+        ids.append(len(ab))
+    return ids + [-100] * (SLOTS - len(ids))
+
+
+class Heads(nn.Module):
+    """One linear classifier per label over the flattened encoder tokens."""
+
+    def __init__(self, tokens: int, width: int, sizes: dict[str, int]):
+        super().__init__()
+        self.sizes = sizes
+        self.heads = nn.ModuleDict({k: nn.Linear(tokens * width, n) for k, n in sizes.items()})
+
+    def loss(self, feats: torch.Tensor, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        flat = feats.flatten(1)
+        total = feats.new_zeros(())
+        for name, target in labels.items():
+            logits = self.heads[name](flat)
+            if name == "chars":
+                logits, target = logits.view(len(flat), SLOTS, -1).flatten(0, 1), target.flatten()
+            if (target != -100).any():
+                total = total + F.cross_entropy(logits, target, ignore_index=-100)
+        return total
+
+
+def image_batch(rng: random.Random, n: int, size: int, processor) -> tuple[torch.Tensor, dict]:
+    items = [(shape_item if k % 2 else text_item)(rng, False, rng.choice(LANGS), size) for k in range(n)]
+    ignore = [-100] * n
+    labels = {"colour": list(ignore), "shape": list(ignore), "count": list(ignore), "side": list(ignore),
+              "chars": [[-100] * SLOTS for _ in range(n)]}
+    for k, it in enumerate(items):
+        m = it.meta
+        if it.task == "read":
+            labels["chars"][k] = char_targets(m["text"])
+        else:
+            labels["colour"][k] = list(COLOURS).index(m["colour"])
+            labels["shape"][k] = list(SHAPES).index(m["shape"])
+            labels["count"][k] = m["count"] - 1
+            labels["side"][k] = list(SIDES).index(m["side"]) if m["side"] else len(SIDES)
+    pixels = processor([it.image for it in items], return_tensors="pt")["pixel_values"]
+    return pixels, {k: torch.tensor(v) for k, v in labels.items()}
+
+
+def audio_labels(rows: list[dict]) -> dict[str, torch.Tensor]:
+    n = len(rows)
+    labels = {"command": [-100] * n, "number": [-100] * n, "chars": [[-100] * SLOTS for _ in range(n)]}
+    for k, r in enumerate(rows):
+        if r["task"] == "command":
+            labels["command"][k] = LANGS.index(r["lang"]) * 10 + COMMANDS[r["lang"]].index(r["answer"])
+        elif r["task"] == "number":
+            labels["number"][k] = int(r["answer"])
+        else:
+            labels["chars"][k] = char_targets(r["answer"])
+    return {k: torch.tensor(v) for k, v in labels.items()}
+
+
+def pretrain(model, modality: str, steps: int, batch: int, lr: float, seed: int, log, speech=None) -> list[dict]:
+    """`steps` AdamW steps of the `modality` encoder with its heads; the rows it logged."""
+    from tqdm import tqdm
+
+    from qazlm.experiments.multimodal.train import image_processor, lr_factor
+
+    torch.manual_seed(seed)
+    rng, np_rng = random.Random(f"encoder:{seed}"), np.random.default_rng(seed)
+    if modality == "image":
+        encoder, width = model.vision, model.vision.config.hidden_size * model.shapes.pixel_shuffle ** 2
+        tokens, sizes = model.image_tokens, {"colour": len(COLOURS), "shape": len(SHAPES), "count": 4,
+                                             "side": len(SIDES) + 1, "chars": SLOTS * (len(alphabet()) + 1)}
+        processor = image_processor(model.vision.config.image_size)
+    else:
+        encoder, width = model.audio, model.audio.config.d_model * model.shapes.frame_stack
+        tokens, sizes = model.audio_tokens, {"command": 10 * len(LANGS), "number": 100,
+                                             "chars": SLOTS * (len(alphabet()) + 1)}
+        rows, mel = speech
+    heads = Heads(tokens, width, sizes)
+    params = list(encoder.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    encoder.train()
+    logged, window = [], []
+    for step in tqdm(range(steps), desc=f"multimodal encoder ({modality})", unit="step", disable=steps < 2):
+        if modality == "image":
+            pixels, labels = image_batch(rng, batch, model.vision.config.image_size, processor)
+            feats = pixel_shuffle(encoder(pixel_values=pixels).last_hidden_state, model.shapes.pixel_shuffle)
+        else:
+            picks = np_rng.integers(0, len(rows), batch)
+            labels = audio_labels([rows[k] for k in picks])
+            frames = encoder(input_features=torch.from_numpy(mel[picks].astype(np.float32))).last_hidden_state
+            feats = stack_frames(frames, model.shapes.frame_stack)
+        for g in opt.param_groups:
+            g["lr"] = lr * lr_factor(step, steps, min(30, steps // 10))
+        loss = heads.loss(feats, labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        window.append(loss.item())
+        if (step + 1) % 100 == 0 or step + 1 == steps:
+            row = {"stage": f"encoder_{modality}", "step": step + 1,
+                   f"loss_{modality}": round(sum(window) / len(window), 4)}
+            logged.append(row)
+            log(row)
+            window = []
+    encoder.eval()
+    return logged
