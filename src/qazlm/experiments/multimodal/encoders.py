@@ -7,8 +7,8 @@ frames), flattened so that where things are stays visible:
 - pictures: colour (5), shape (3), count (4), side (left / right / not asked) of drawn shapes, and the
   characters of printed words and numbers, one class per slot (6 slots, an end mark after the last);
 - sounds: which command (10 per language), which number (0-99), and the characters of spoken words.
-Trained through the language model alone, the encoders learnt colour but not shape, count or side in 3,000
-steps (docs/multimodal.md); with this stage they arrive knowing them. The heads are thrown away.
+Trained only through a small language model, the encoders learn colour long before shape, count or side
+(docs/multimodal.md has the figures); with this stage they arrive knowing them. The heads are thrown away.
 """
 
 from __future__ import annotations

@@ -61,11 +61,11 @@ def cer(hypothesis: str, reference: str) -> float:
 
 
 # ------------------------------------------------------------------------------------------ items
-def image_items(n: int, seed: int, size: int) -> list[dict]:
+def image_items(n: int, seed: int, size: int, split: str = "heldout") -> list[dict]:
     from qazlm.experiments.multimodal.images import make_items
 
     return [{"modality": "image", "lang": it.lang, "task": it.task, "question": it.question, "answer": it.answer,
-             "image": it.image} for it in make_items(n, "heldout", seed=seed + 1000, size=size)]
+             "image": it.image} for it in make_items(n, split, seed=seed + 1000, size=size)]
 
 
 def speech_items(folder: str | Path, limit: int) -> list[dict]:
@@ -160,9 +160,13 @@ def evaluate(model_dir: str | Path, out_dir: str | Path, speech_data: str | None
         log(f"multimodal eval: {name} on {len(items)} held-out questions")
         replies = answer_items(who, items, mode)
         runs[name] = {"scores": score(items, replies), "replies": replies}
+    if model.vision is not None:   # fresh drawings of the training split: seen combinations and words
+        seen = image_items(n_images // 2, seed + 1, model.vision.config.image_size, "train")
+        runs["model, training distribution"] = {"scores": score(seen, answer_items(model, seen, "model"))}
     report = {"model_dir": str(model_dir), "parent": meta["lineage"]["parent"], "n": len(items),
               "chance": CHANCE, "targets": targets(runs["model"]["scores"]),
               **{name: r["scores"] for name, r in runs.items()},
+              "in_distribution": runs.get("model, training distribution", {}).get("scores", {}),
               "examples": [{k: v for k, v in it.items() if k not in ("image", "mel")} | {"reply": r}
                            for it, r in list(zip(items, runs["model"]["replies"]))[::max(1, len(items) // 24)]]}
     out = Path(out_dir)
@@ -202,6 +206,14 @@ def markdown(report: dict) -> str:
                 lines.append(f"| {task} | {key} | {lang} | {row['n']} | {_cell(row, key)} | "
                              f"{_cell(report['blind'].get(task, {}).get(lang), key)} | "
                              f"{_cell(report['text-only'].get(task, {}).get(lang), key)} | {chance} |")
+    if report.get("in_distribution"):
+        seen = report["in_distribution"]
+        lines += ["", "The same model on fresh drawings of the training split (seen colour x shape combinations, "
+                  "seen words), all languages:", "", "| task | exact | CER |", "|---|---|---|"]
+        for task in seen:
+            c = overall(seen, (task,), "cer")
+            cer_cell = "—" if c is None else f"{100 * c:.1f}%"
+            lines.append(f"| {task} | {100 * overall(seen, (task,)):.1f}% | {cer_cell} |")
     lines += ["", "Examples (model replies):", "", "| modality | lang | task | question | answer | reply |",
               "|---|---|---|---|---|---|"]
     for ex in report["examples"]:
