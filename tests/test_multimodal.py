@@ -403,3 +403,23 @@ def test_stage0_pretrains_the_encoders_then_llava_keeps_them_frozen(lm, speech_d
         key = next(k for k in w0 if k.endswith("q_proj.weight"))
         assert not torch.equal(w0[key], w1[key])     # stage 0 trained it
         assert torch.equal(w1[key], w2[key])         # stages 1-2 kept it frozen
+
+
+def test_a_local_pretrained_vision_folder_is_loaded_and_kept_frozen(lm, tmp_path):
+    """Hub-form SigLIP weights from a local folder (no download): loaded as they are, frozen in both stages."""
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    from qazlm.experiments.multimodal.model import load
+    from qazlm.experiments.multimodal.train import train
+
+    torch.manual_seed(3)
+    given = SiglipVisionModel(SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                                 num_attention_heads=2, image_size=32, patch_size=8,
+                                                 vision_use_head=False))
+    given.save_pretrained(tmp_path / "siglip")
+    final = train(small_config(lm, "", modalities=["image"], vision_encoder=str(tmp_path / "siglip")),
+                  tmp_path / "run", log=lambda _: None)
+    model = load(final)
+    assert model.vision.config.image_size == 32 and model.image_tokens == 4    # 4x4 patches, shuffled 2x2
+    for name, weight in given.state_dict().items():
+        assert torch.equal(model.vision.state_dict()[name], weight), name
