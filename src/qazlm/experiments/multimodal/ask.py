@@ -5,33 +5,25 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import torch
-
 from qazlm.errors import QazlmError
 
 
 def answer(model, question: str, image=None, audio=None, max_new_tokens: int = 32) -> str:
     """The model's greedy reply to `question` about a PIL `image` or a 16 kHz float32 `audio` array (one)."""
-    from qazlm.experiments.multimodal.evaluate import greedy
-    from qazlm.experiments.multimodal.train import Prompts, image_processor
+    from qazlm.experiments.multimodal.evaluate import answer_items
+    from qazlm.experiments.multimodal.speech import log_mel
 
     if (image is None) == (audio is None):
         raise QazlmError("multimodal: give one image or one sound with the question")
     if max_new_tokens < 1:
         raise QazlmError(f"max new tokens {max_new_tokens}: give 1 or more")
-    prompts = Prompts(model.tokenizer, model.image_tokens, model.audio_tokens)
-    if image is not None:
-        if model.vision is None:
-            raise QazlmError("multimodal: this model has no vision encoder; give it a sound instead")
-        pixels = image_processor(model.vision.config.image_size)([image.convert("RGB")], return_tensors="pt")
-        return greedy(model, [prompts.prompt("image", question)], pixel_values=pixels["pixel_values"],
-                      max_new_tokens=max_new_tokens)[0]
-    if model.audio is None:
+    if image is not None and model.vision is None:
+        raise QazlmError("multimodal: this model has no vision encoder; give it a sound instead")
+    if audio is not None and model.audio is None:
         raise QazlmError("multimodal: this model has no audio encoder; give it a picture instead")
-    from qazlm.experiments.multimodal.speech import log_mel
-
-    mel = torch.from_numpy(log_mel([audio]).astype("float32"))
-    return greedy(model, [prompts.prompt("audio", question)], mel=mel, max_new_tokens=max_new_tokens)[0]
+    item = {"modality": "image", "question": question, "image": image.convert("RGB")} if image is not None else \
+        {"modality": "audio", "question": question, "mel": log_mel([audio])[0]}
+    return answer_items(model, [item], "model", max_new_tokens=max_new_tokens)[0]
 
 
 def ask(model_dir: str | Path, question: str, image: str | None = None, audio: str | None = None,

@@ -73,7 +73,7 @@ def speech_items(folder: str | Path, limit: int) -> list[dict]:
     return [{"modality": "audio", **r, "mel": mel[k]} for k, r in enumerate(rows[:limit])]
 
 
-def answer_items(model, items: list[dict], mode: str, batch: int = 48) -> list[str]:
+def answer_items(model, items: list[dict], mode: str, batch: int = 48, max_new_tokens: int = 24) -> list[str]:
     """Replies to every item; mode "model" (with its input), "blind" (blank picture / silence) or "text"
     (no placeholders at all: what a text-only model sees)."""
     prompts = Prompts(model.tokenizer, model.image_tokens, model.audio_tokens)
@@ -97,7 +97,7 @@ def answer_items(model, items: list[dict], mode: str, batch: int = 48) -> list[s
                 if mode == "blind":
                     mel = np.full_like(mel, mel.min())
                 kw["mel"] = torch.from_numpy(mel)
-            outs = greedy(model, [prompts.prompt(shown, question)] * len(part), **kw)
+            outs = greedy(model, [prompts.prompt(shown, question)] * len(part), max_new_tokens=max_new_tokens, **kw)
             for k, o in zip(part, outs):
                 replies[k] = o
     return replies

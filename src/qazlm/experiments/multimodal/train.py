@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import random
 import time
 from pathlib import Path
@@ -213,9 +212,10 @@ def merge_lora(model: MultimodalLM) -> None:
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+    """Pretraining's schedule: linear warmup, cosine down to a tenth."""
+    from qazlm.train.schedule import lr_at
+
+    return lr_at(step, lr=1.0, min_lr=0.1, warmup=warmup, total=total)
 
 
 def train_stage(model: MultimodalLM, cfg: MultimodalTrainConfig, stage: str, steps: int, sources: dict,
