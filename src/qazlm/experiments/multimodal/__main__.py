@@ -94,6 +94,9 @@ def _train(args) -> int:
 def _eval(args) -> int:
     from qazlm.experiments.multimodal.evaluate import evaluate
 
+    for flag, value in (("--images", args.images), ("--speech", args.speech)):
+        if value < 1:
+            raise QazlmError(f"{flag} {value}: give a count of 1 or more")
     report = evaluate(args.model, args.out, args.speech_data, args.images, args.speech)
     print((__import__("pathlib").Path(args.out) / "report.md").read_text(encoding="utf-8"))
     print(json.dumps({"targets": report["targets"]}))
@@ -110,6 +113,8 @@ def _ask(args) -> int:
 def _serve(args) -> int:
     from qazlm.experiments.multimodal.serve import serve
 
+    if not 1 <= args.port <= 65535:
+        raise QazlmError(f"--port {args.port}: give 1-65535")
     serve(args.model, args.host, args.port)
     return 0
 
