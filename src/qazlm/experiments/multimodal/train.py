@@ -271,8 +271,8 @@ def train(cfg: MultimodalTrainConfig, out_dir: str | Path, log=print) -> Path:
         resume = stage1 if (stage1 / "multimodal.json").is_file() else Path(cfg.init) if cfg.init else None
         if resume is None:
             model, parent, metrics = build(cfg), str(Path(cfg.lm).resolve()), []
-            metrics += pretrain_encoders(model, cfg, log)
-            _, sources = sources_for(model, cfg)
+            sources = sources_for(model, cfg)
+            metrics += pretrain_encoders(model, cfg, sources, log)
             metrics += train_stage(model, cfg, "projector", cfg.projector_steps, sources, log)
             with atomic_dir(stage1) as tmp:
                 model.save(tmp, lineage(cfg, parent, "projector", metrics))
@@ -283,7 +283,7 @@ def train(cfg: MultimodalTrainConfig, out_dir: str | Path, log=print) -> Path:
             model = load(resume)
             previous = json.loads((resume / "multimodal.json").read_text(encoding="utf-8"))["lineage"]
             parent, metrics = previous["parent"], previous["metrics"]
-        _, sources = sources_for(model, cfg)
+        sources = sources_for(model, cfg)   # each stage draws its data from the seed again
         metrics += train_stage(model, cfg, "full", cfg.full_steps, sources, log)
         write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in metrics))
         plot_losses(metrics, out / "loss.png")
@@ -292,22 +292,22 @@ def train(cfg: MultimodalTrainConfig, out_dir: str | Path, log=print) -> Path:
     return out / "final"
 
 
-def pretrain_encoders(model: MultimodalLM, cfg: MultimodalTrainConfig, log) -> list[dict]:
-    """Stage 0 for each encoder built from scratch (none when `encoder_steps` is 0 or a folder was given)."""
+def pretrain_encoders(model: MultimodalLM, cfg: MultimodalTrainConfig, sources: dict, log) -> list[dict]:
+    """Stage 0 for each encoder built from scratch (none when `encoder_steps` is 0 or a folder was given);
+    speech comes from the clips the audio batches already hold."""
     from qazlm.experiments.multimodal.encoders import pretrain
 
     rows = []
     if cfg.encoder_steps and model.vision is not None and not cfg.vision_encoder:
         rows += pretrain(model, "image", cfg.encoder_steps, cfg.batch, cfg.encoder_lr, cfg.seed, log)
     if cfg.encoder_steps and model.audio is not None and not cfg.audio_encoder:
-        if not cfg.speech_data:
-            raise QazlmError("multimodal train: modality audio needs --speech-data DIR (written by `data`)")
         rows += pretrain(model, "audio", cfg.encoder_steps, cfg.batch, cfg.encoder_lr, cfg.seed, log,
-                         speech=read_speech(cfg.speech_data, "train"))
+                         speech=(sources["audio"].rows, sources["audio"].mel))
     return rows
 
 
-def sources_for(model: MultimodalLM, cfg: MultimodalTrainConfig):
+def sources_for(model: MultimodalLM, cfg: MultimodalTrainConfig) -> dict:
+    """The batch makers of each trained modality."""
     prompts = Prompts(model.tokenizer, model.image_tokens, model.audio_tokens)
     sources = {}
     if "image" in cfg.modalities:
@@ -316,7 +316,7 @@ def sources_for(model: MultimodalLM, cfg: MultimodalTrainConfig):
         if not cfg.speech_data:
             raise QazlmError("multimodal train: modality audio needs --speech-data DIR (written by `data`)")
         sources["audio"] = AudioBatches(prompts, cfg.speech_data, "train", cfg.seed)
-    return prompts, sources
+    return sources
 
 
 def lineage(cfg: MultimodalTrainConfig, parent: str, stage: str, metrics: list[dict]) -> dict:
