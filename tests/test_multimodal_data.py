@@ -21,7 +21,7 @@ def test_answers_are_true_by_construction():
         m = it.meta
         assert len(m["centres"]) == m["count"]
         for x, y in m["centres"]:   # the shape's own colour at its centre (triangles: a little below it)
-            assert it.image.getpixel((x, y + (3 if m["shape"] == "triangle" else 0))) == COLOURS[m["colour"]][0]
+            assert it.image.getpixel((x, y + (3 if m["shape"] == "triangle" else 0))) == m["rgb"]
         i = LANGS.index(it.lang)
         expected = {"colour": COLOURS[m["colour"]][1][i], "shape": SHAPES[m["shape"]][i], "count": str(m["count"]),
                     "side": SIDES[m["side"]][i] if m["side"] else None}.get(it.task)
@@ -40,12 +40,18 @@ def test_heldout_combinations_and_words_are_never_trained_on():
     from qazlm.experiments.multimodal.images import HELDOUT_COMBOS, is_heldout_word, make_items, words
 
     train, held = make_items(300, "train"), make_items(90, "heldout")
+    colours, shapes = {c for c, _ in HELDOUT_COMBOS}, {s for _, s in HELDOUT_COMBOS}
+    assert len(HELDOUT_COMBOS) == 8 and len(colours) == 8 and len(shapes) == 5   # each colour and shape once+
+    seen = {(it.meta["colour"], it.meta["shape"]) for it in make_items(3000, "train") if it.task != "read"}
+    assert len(seen) == 32     # every colour with four shapes: colour does not predict shape
     assert all((it.meta["colour"], it.meta["shape"]) not in HELDOUT_COMBOS for it in train if it.task != "read")
     assert all((it.meta["colour"], it.meta["shape"]) in HELDOUT_COMBOS for it in held if it.task != "read")
-    read_train = {it.answer for it in train if it.task == "read"}
-    read_held = {it.answer for it in held if it.task == "read"}
+    read_train = {it.meta["text"] for it in train if it.task == "read"}
+    read_held = {it.meta["text"] for it in held if it.task == "read"}
+    assert all(it.answer == " ".join(it.meta["text"]) for it in train + held if it.task == "read")   # spelled
     assert read_train and read_held and not read_train & read_held
-    assert not any(is_heldout_word(w) for w in read_train) and all(is_heldout_word(w) for w in read_held)
+    assert not any(is_heldout_word(w) for w in read_train if not w.isdigit())   # numbers: training only
+    assert all(is_heldout_word(w) for w in read_held)
     pool = words()
     assert all(len(ws) == 1500 for ws in pool.values()) and "және" in pool["kk"] and "the" in pool["en"]
     assert 0.05 < sum(map(is_heldout_word, pool["kk"])) / 1500 < 0.15

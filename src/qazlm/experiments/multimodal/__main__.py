@@ -10,9 +10,9 @@ import sys
 from qazlm.errors import QazlmError
 
 EXAMPLES = {
-    "data": "python -m qazlm.experiments.multimodal data -o runs/mm/speech --train 3000 --heldout 450",
+    "data": "python -m qazlm.experiments.multimodal data -o runs/mm/speech --train 9000 --heldout 450",
     "train": "python -m qazlm.experiments.multimodal train --lm runs/tiny/sft/final --speech-data runs/mm/speech "
-             "-o runs/mm/train --set full_steps=900",
+             "-o runs/mm/train --set encoder_steps=2000 --set full_steps=2000",
     "eval": "python -m qazlm.experiments.multimodal eval runs/mm/train/final --speech-data runs/mm/speech "
             "-o runs/mm/eval",
     "ask": "python -m qazlm.experiments.multimodal ask runs/mm/train/final --image cat.png "
@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
 
     d = verb("data", "synthesize the speech set with espeak-ng (images are drawn during training)")
     d.add_argument("-o", "--out", required=True)
-    d.add_argument("--train", type=int, default=3000, help="training clips (default 3000)")
+    d.add_argument("--train", type=int, default=9000, help="training clips (default 9000)")
     d.add_argument("--heldout", type=int, default=450, help="held-out clips (default 450)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--images", type=int, default=0, help="also write this many train PNGs (+ a third held out) "

@@ -4,8 +4,9 @@ LLaVA connects encoders that arrive pretrained (SigLIP, Whisper) and keeps them 
 weights offline, this stage makes them: supervised, as the original ViT was pretrained on labelled images.
 Linear heads read the encoder's tokens in the layout the projector will see (pixel-shuffled patches, stacked
 frames), flattened so that where things are stays visible:
-- pictures: colour (5), shape (3), count (4), side (left / right / not asked) of drawn shapes, and the
-  characters of printed words and numbers, one class per slot (6 slots, an end mark after the last);
+- pictures: colour (8; none for shapes drawn in a colour without a name), shape (5), count (4), side (left /
+  right / not asked) of drawn shapes, and the characters of printed words and numbers, one class per slot
+  (6 slots, an end mark after the last);
 - sounds: which command (10 per language), which number (0-99), and the characters of spoken words.
 Trained only through a small language model, the encoders learn colour long before shape, count or side
 (docs/multimodal.md has the figures); with this stage they arrive knowing them. The heads are thrown away.
@@ -43,27 +44,43 @@ def char_targets(text: str) -> list[int]:
 
 
 class Heads(nn.Module):
-    """One linear classifier per label over the flattened encoder tokens."""
+    """One linear classifier per label over the flattened encoder tokens (character slots: one per slot)."""
 
     def __init__(self, tokens: int, width: int, sizes: dict[str, int]):
         super().__init__()
         self.sizes = sizes
-        self.heads = nn.ModuleDict({k: nn.Linear(tokens * width, n) for k, n in sizes.items()})
+        self.heads = nn.ModuleDict({k: nn.Linear(tokens * width, n * (SLOTS if k == "chars" else 1))
+                                    for k, n in sizes.items()})
 
-    def loss(self, feats: torch.Tensor, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+    def logits(self, feats: torch.Tensor, labels: dict[str, torch.Tensor]):
+        """(name, logits [N, classes], targets [N]) per label; character slots are rows of their own."""
         flat = feats.flatten(1)
-        total = feats.new_zeros(())
         for name, target in labels.items():
             logits = self.heads[name](flat)
             if name == "chars":
-                logits, target = logits.view(len(flat), SLOTS, -1).flatten(0, 1), target.flatten()
+                logits, target = logits.view(len(flat) * SLOTS, -1), target.flatten()
+            yield name, logits, target
+
+    def loss(self, feats: torch.Tensor, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        total = feats.new_zeros(())
+        for _, logits, target in self.logits(feats, labels):
             if (target != -100).any():
                 total = total + F.cross_entropy(logits, target, ignore_index=-100)
         return total
 
+    @torch.no_grad()
+    def accuracy(self, feats: torch.Tensor, labels: dict[str, torch.Tensor]) -> dict[str, float]:
+        out = {}
+        for name, logits, target in self.logits(feats, labels):
+            keep = target != -100
+            if keep.any():
+                out[name] = round(float((logits.argmax(-1)[keep] == target[keep]).float().mean()), 4)
+        return out
 
-def image_batch(rng: random.Random, n: int, size: int, processor) -> tuple[torch.Tensor, dict]:
-    items = [(shape_item if k % 2 else text_item)(rng, False, rng.choice(LANGS), size) for k in range(n)]
+
+def image_batch(rng: random.Random, n: int, size: int, processor, heldout: bool = False):
+    """Pixels [n, 3, size, size] and their labels: half shapes, half printed text, of one split."""
+    items = [(shape_item if k % 2 else text_item)(rng, heldout, rng.choice(LANGS), size) for k in range(n)]
     ignore = [-100] * n
     labels = {"colour": list(ignore), "shape": list(ignore), "count": list(ignore), "side": list(ignore),
               "chars": [[-100] * SLOTS for _ in range(n)]}
@@ -72,7 +89,7 @@ def image_batch(rng: random.Random, n: int, size: int, processor) -> tuple[torch
         if it.task == "read":
             labels["chars"][k] = char_targets(m["text"])
         else:
-            labels["colour"][k] = list(COLOURS).index(m["colour"])
+            labels["colour"][k] = list(COLOURS).index(m["colour"]) if m["named"] else -100
             labels["shape"][k] = list(SHAPES).index(m["shape"])
             labels["count"][k] = m["count"] - 1
             labels["side"][k] = list(SIDES).index(m["side"]) if m["side"] else len(SIDES)
@@ -93,25 +110,28 @@ def audio_labels(rows: list[dict]) -> dict[str, torch.Tensor]:
     return {k: torch.tensor(v) for k, v in labels.items()}
 
 
-def pretrain(model, modality: str, steps: int, batch: int, lr: float, seed: int, log, speech=None) -> list[dict]:
-    """`steps` AdamW steps of the `modality` encoder with its heads; the rows it logged."""
+def pretrain(model, modality: str, steps: int, batch: int, lr: float, seed: int, log, speech=None,
+             heldout_speech=None) -> list[dict]:
+    """`steps` AdamW steps of the `modality` encoder with its heads; the rows it logged, the last one the
+    heads' accuracy on held-out pictures (unseen combinations and words) or clips (unseen voices and words):
+    what the encoder can tell the language model about data it never saw."""
     from tqdm import tqdm
 
     from qazlm.experiments.multimodal.train import image_processor, lr_factor
 
     torch.manual_seed(seed)
     rng, np_rng = random.Random(f"encoder:{seed}"), np.random.default_rng(seed)
+    processor = None
     if modality == "image":
         encoder, width = model.vision, model.vision.config.hidden_size * model.shapes.pixel_shuffle ** 2
-        tokens, sizes = model.image_tokens, {"colour": len(COLOURS), "shape": len(SHAPES), "count": 4,
-                                             "side": len(SIDES) + 1, "chars": SLOTS * (len(alphabet()) + 1)}
+        sizes = {"colour": len(COLOURS), "shape": len(SHAPES), "count": 4, "side": len(SIDES) + 1,
+                 "chars": len(alphabet()) + 1}
         processor = image_processor(model.vision.config.image_size)
     else:
         encoder, width = model.audio, model.audio.config.d_model * model.shapes.frame_stack
-        tokens, sizes = model.audio_tokens, {"command": 10 * len(LANGS), "number": 100,
-                                             "chars": SLOTS * (len(alphabet()) + 1)}
+        sizes = {"command": 10 * len(LANGS), "number": 100, "chars": len(alphabet()) + 1}
         rows, mel = speech
-    heads = Heads(tokens, width, sizes)
+    heads = Heads(model.image_tokens if modality == "image" else model.audio_tokens, width, sizes)
     params = list(encoder.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     encoder.train()
@@ -140,4 +160,23 @@ def pretrain(model, modality: str, steps: int, batch: int, lr: float, seed: int,
             log(row)
             window = []
     encoder.eval()
-    return logged
+    row = {"stage": f"encoder_{modality}", "step": steps,
+           "heldout_accuracy": probe(model, modality, heads, rng, processor, heldout_speech)}
+    log(row)
+    return logged + [row]
+
+
+@torch.no_grad()
+def probe(model, modality: str, heads: Heads, rng, processor, heldout_speech, n: int = 256,
+          heldout: bool = True) -> dict:
+    if modality == "image":
+        pixels, labels = image_batch(rng, n, model.vision.config.image_size, processor, heldout=heldout)
+        feats = pixel_shuffle(model.vision(pixel_values=pixels).last_hidden_state, model.shapes.pixel_shuffle)
+    elif heldout_speech is not None:
+        rows, mel = heldout_speech
+        labels = audio_labels(rows[:n])
+        frames = model.audio(input_features=torch.from_numpy(mel[:n].astype(np.float32))).last_hidden_state
+        feats = stack_frames(frames, model.shapes.frame_stack)
+    else:
+        return {}
+    return heads.accuracy(feats, labels)

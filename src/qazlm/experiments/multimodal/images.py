@@ -2,9 +2,12 @@
 
 Each picture is a white square with 1-4 copies of one coloured shape (colour, shape, count and side are known
 by construction), or a word or number printed in one of several fonts. Questions: the colour, the shape, how
-many, which side (one shape), what is written, and a caption. The held-out split uses colour x shape
-combinations and words that the training split never shows, so a model that answers them has learned the
-parts, not the pictures.
+many, which side (one shape), what is written (read out letter by letter), and a caption. The held-out split
+uses colour x shape combinations and words that the training split never shows, so a model that answers them
+has learned the parts, not the pictures. Eight colours and five shapes, one combination per colour held out:
+every colour is seen with four shapes and every shape with six or seven colours, so colour never predicts
+shape in training (with five colours and three shapes it did, and the model answered held-out shapes from
+the colour).
 """
 
 from __future__ import annotations
@@ -24,11 +27,16 @@ from qazlm.paths import SAMPLE_DIR
 
 LANGS = ("kk", "ru", "en")
 SHAPES = {"circle": ("дөңгелек", "круг", "circle"), "square": ("шаршы", "квадрат", "square"),
-          "triangle": ("үшбұрыш", "треугольник", "triangle")}
+          "triangle": ("үшбұрыш", "треугольник", "triangle"), "diamond": ("ромб", "ромб", "diamond"),
+          "cross": ("айқыш", "крест", "cross")}
 COLOURS = {"red": ((220, 30, 30), ("қызыл", "красный", "red")), "green": ((30, 160, 60), ("жасыл", "зелёный", "green")),
            "blue": ((30, 70, 220), ("көк", "синий", "blue")), "yellow": ((235, 200, 0), ("сары", "жёлтый", "yellow")),
-           "black": ((20, 20, 20), ("қара", "чёрный", "black"))}
-HELDOUT_COMBOS = {("blue", "triangle"), ("red", "square"), ("yellow", "circle"), ("green", "square")}
+           "black": ((20, 20, 20), ("қара", "чёрный", "black")),
+           "orange": ((250, 130, 20), ("қызғылт сары", "оранжевый", "orange")),
+           "purple": ((140, 40, 180), ("күлгін", "фиолетовый", "purple")),
+           "brown": ((120, 70, 30), ("қоңыр", "коричневый", "brown"))}
+# colour k with shape k mod 5: each colour held out once, each shape with one or two colours
+HELDOUT_COMBOS = {(c, list(SHAPES)[k % len(SHAPES)]) for k, c in enumerate(COLOURS)}
 WORD_LETTERS = {"kk": "а-яёәғқңөұүһі", "ru": "а-яё", "en": "a-z"}
 WORDS_PER_LANG = 1500
 FONTS = ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf", "DejaVuSans-Bold.ttf")
@@ -38,7 +46,8 @@ ASK = {
     "shape": ("Суретте қандай пішін бар?", "Какая фигура на картинке?", "What shape is in the picture?"),
     "count": ("Суретте неше пішін бар?", "Сколько фигур на картинке?", "How many shapes are in the picture?"),
     "side": ("Пішін суреттің қай жағында?", "С какой стороны картинки фигура?", "On which side is the shape?"),
-    "read": ("Суретте не жазылған?", "Что написано на картинке?", "What is written in the picture?"),
+    "read": ("Суретте не жазылған? Әріптеп айтыңыз.", "Что написано на картинке? Назовите по буквам.",
+             "What is written in the picture? Spell it out."),
     "caption": ("Суретті сипаттаңыз.", "Опишите картинку.", "Describe the picture."),
 }
 SIDES = {"left": ("сол жақта", "слева", "left"), "right": ("оң жақта", "справа", "right")}
@@ -90,8 +99,8 @@ def font(name: str, size: int):
     return ImageFont.truetype(str(path), size)
 
 
-def draw_shapes(colour: str, shape: str, count: int, side: str | None, size: int, rng: random.Random):
-    """The picture and the centre of every shape drawn (for checks)."""
+def draw_shapes(colour: str | tuple, shape: str, count: int, side: str | None, size: int, rng: random.Random):
+    """The picture and the centre of every shape drawn (for checks); `colour`: a name of COLOURS or an RGB."""
     from PIL import Image, ImageDraw
 
     img = Image.new("RGB", (size, size), "white")
@@ -103,59 +112,96 @@ def draw_shapes(colour: str, shape: str, count: int, side: str | None, size: int
         c = (rng.randint(half[0] + r + 1, half[1] - r - 2), rng.randint(r + 1, size - r - 2))
         if all(abs(c[0] - o[0]) > 2 * r + 2 or abs(c[1] - o[1]) > 2 * r + 2 for o in centres):
             centres.append(c)
-    rgb = COLOURS[colour][0]
+    rgb = COLOURS[colour][0] if isinstance(colour, str) else colour
     for x, y in centres:
         box = (x - r, y - r, x + r, y + r)
         if shape == "circle":
             pen.ellipse(box, fill=rgb)
         elif shape == "square":
             pen.rectangle(box, fill=rgb)
-        else:
+        elif shape == "triangle":
             pen.polygon([(x, y - r), (x - r, y + r), (x + r, y + r)], fill=rgb)
+        elif shape == "diamond":
+            pen.polygon([(x, y - r), (x + r, y), (x, y + r), (x - r, y)], fill=rgb)
+        else:
+            w = max(1, r // 3)
+            pen.rectangle((x - w, y - r, x + w, y + r), fill=rgb)
+            pen.rectangle((x - r, y - w, x + r, y + w), fill=rgb)
     return img, centres
 
 
 def draw_text(text: str, font_name: str, size: int):
-    """`text` centred in black, at a fifth of the picture's height, smaller when it would not fit."""
+    """`text` in black from the left edge (so the n-th letter is always about as far in), vertically centred,
+    at a quarter of the picture's height, smaller when it would not fit."""
     from PIL import Image, ImageDraw
 
     img = Image.new("RGB", (size, size), "white")
     pen = ImageDraw.Draw(img)
-    points = size // 5
+    points = size // 4
     while True:
         f = font(font_name, points)
         box = pen.textbbox((0, 0), text, font=f)
         if box[2] - box[0] <= size - 4 or points <= 6:
             break
         points -= 1
-    pen.text(((size - (box[2] - box[0])) // 2 - box[0], (size - (box[3] - box[1])) // 2 - box[1]), text,
-             fill="black", font=f)
+    pen.text((2 - box[0], (size - (box[3] - box[1])) // 2 - box[1]), text, fill="black", font=f)
     return img
 
 
+def nearest_colour(rgb: tuple) -> str:
+    return min(COLOURS, key=lambda c: sum((a - b) ** 2 for a, b in zip(COLOURS[c][0], rgb)))
+
+
+def unnamed_colour(rng: random.Random, shape: str) -> tuple:
+    """Any colour (not too pale to see) whose nearest named colour does not make a held-out pair with `shape`."""
+    while True:
+        rgb = tuple(rng.randint(0, 255) for _ in range(3))
+        if sum(rgb) < 600 and (nearest_colour(rgb), shape) not in HELDOUT_COMBOS:
+            return rgb
+
+
 def shape_item(rng: random.Random, heldout: bool, lang: str, size: int) -> Item:
+    """Copies of one shape. Training questions about shape, count or side show three times in four a colour without a
+    name (outside every held-out pair), so the colour never tells the shape: taught on named colours alone, the
+    encoder learned colour-shape pairs and answered a held-out pair's shape from its colour."""
     combos = [(c, s) for c in COLOURS for s in SHAPES if ((c, s) in HELDOUT_COMBOS) == heldout]
     colour, shape = rng.choice(combos)
     task = rng.choice(("colour", "shape", "count", "side", "caption"))
     count = 1 if task == "side" else rng.randint(1, 4)
     side = rng.choice(tuple(SIDES)) if task == "side" else None
-    img, centres = draw_shapes(colour, shape, count, side, size, rng)
+    named = heldout or task in ("colour", "caption") or rng.random() < 0.25
+    rgb = COLOURS[colour][0] if named else unnamed_colour(rng, shape)
+    colour = colour if named else nearest_colour(rgb)
+    img, centres = draw_shapes(rgb, shape, count, side, size, rng)
     i = LANGS.index(lang)
     answer = {"colour": COLOURS[colour][1][i], "shape": SHAPES[shape][i], "count": str(count),
               "side": SIDES[side][i] if side else "",
               "caption": CAPTION[i].format(shape=SHAPES[shape][i], colour=COLOURS[colour][1][i], count=count)}[task]
     return Item(img, lang, task, ASK[task][i], answer,
-                {"colour": colour, "shape": shape, "count": count, "side": side, "centres": centres})
+                {"colour": colour, "named": named, "rgb": rgb, "shape": shape, "count": count, "side": side,
+                 "centres": centres})
+
+
+def spell(text: str) -> str:
+    """The answer to a reading question: the letters one by one ("кітап" -> "к і т а п"). Our tokenizer has a
+    token for (nearly) every letter, so each answer token is one letter the picture shows; a whole-word
+    answer would ask a small model to compose the subword tokens of words it has never seen."""
+    return " ".join(text)
+
+
+def unspell(reply: str) -> str:
+    return "".join(reply.split())
 
 
 def text_item(rng: random.Random, heldout: bool, lang: str, size: int) -> Item:
-    """A printed word (any of the three languages: reading is not translation) or, in training, a number."""
+    """A printed word (any of the three languages: reading is not translation) or, in training, a number;
+    the answer spells it."""
     if heldout or rng.random() < 0.85:
         text = rng.choice(word_pool(heldout))[1]
     else:
         text = str(rng.randint(0, 999))
     font_name = rng.choice(FONTS)
-    return Item(draw_text(text, font_name, size), lang, "read", ASK["read"][LANGS.index(lang)], text,
+    return Item(draw_text(text, font_name, size), lang, "read", ASK["read"][LANGS.index(lang)], spell(text),
                 {"text": text, "font": font_name})
 
 

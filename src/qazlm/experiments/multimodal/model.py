@@ -152,13 +152,17 @@ class MultimodalLM(nn.Module):
         return x
 
     def forward(self, ids, targets=None, pixel_values=None, mel=None):
-        """Logits [B, T, V], or the mean cross-entropy over the positions whose target is not -100 (the
-        output head runs only there)."""
+        """Logits [B, T, V], or the loss: each answer's mean cross-entropy over its positions (target not
+        -100; the output head runs only there), averaged over the answers. Every answer weighs the same: per
+        token, a spelled word (~11 tokens) outweighed a colour (1-2) and the colour went unlearnt."""
         h = last_hidden(self.lm, self.embed(ids, pixel_values, mel))
         if targets is None:
             return F.linear(h, self.lm.output_weight()).float()
         keep = targets != -100
-        return F.cross_entropy(F.linear(h[keep], self.lm.output_weight()).float(), targets[keep])
+        ce = F.cross_entropy(F.linear(h[keep], self.lm.output_weight()).float(), targets[keep], reduction="none")
+        per_answer = ce.new_zeros(len(ids)).index_add_(0, keep.nonzero()[:, 0], ce)
+        counts = keep.sum(1)
+        return (per_answer[counts > 0] / counts[counts > 0]).mean()
 
     # ----------------------------------------------------------------------------------- folders
     def save(self, folder: str | Path, lineage: dict) -> None:

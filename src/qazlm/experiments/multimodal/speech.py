@@ -28,7 +28,10 @@ SAMPLE_RATE = 16_000
 SECONDS = 2                       # the encoder's window: Whisper's 30 s cut to what a command needs
 MEL_BINS = 80
 VOICES = {"kk": "kk", "ru": "ru", "en": "en-us"}
-TRAIN_VARIANTS = ("", "m1", "m3", "m4", "f1", "f2", "f4")       # espeak-ng voice variants ("" = the default)
+# espeak-ng voice variants ("" = the default): many in training, so a new voice is one more of a kind
+TRAIN_VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m8", "f1", "f2", "f3", "f4", "klatt", "klatt2", "klatt3",
+                  "croak", "adam", "Andy", "Annie", "belinda", "benjamin", "david", "edward", "john", "linda", "max",
+                  "paul", "robert", "steph", "quincy")
 HELDOUT_VARIANTS = ("m7", "f5")
 SPEEDS = (130, 150, 170, 190)     # words per minute
 PITCHES = (35, 50, 65)

@@ -301,8 +301,10 @@ def pretrain_encoders(model: MultimodalLM, cfg: MultimodalTrainConfig, sources: 
     if cfg.encoder_steps and model.vision is not None and not cfg.vision_encoder:
         rows += pretrain(model, "image", cfg.encoder_steps, cfg.batch, cfg.encoder_lr, cfg.seed, log)
     if cfg.encoder_steps and model.audio is not None and not cfg.audio_encoder:
+        heldout = read_speech(cfg.speech_data, "heldout") if (Path(cfg.speech_data) / "heldout.jsonl").is_file() \
+            else None
         rows += pretrain(model, "audio", cfg.encoder_steps, cfg.batch, cfg.encoder_lr, cfg.seed, log,
-                         speech=(sources["audio"].rows, sources["audio"].mel))
+                         speech=(sources["audio"].rows, sources["audio"].mel), heldout_speech=heldout)
     return rows
 
 
