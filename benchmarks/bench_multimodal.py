@@ -26,10 +26,10 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lm", default=str(REPO / "runs/tiny/sft/final"), help="the text model (make demo writes it)")
     p.add_argument("--out", default="/tmp/qazlm_bench_multimodal")
-    p.add_argument("--encoder-steps", type=int, default=1000, help="stage 0, per encoder")
+    p.add_argument("--encoder-steps", type=int, default=2000, help="stage 0, per encoder")
     p.add_argument("--projector-steps", type=int, default=200)
-    p.add_argument("--full-steps", type=int, default=2000)
-    p.add_argument("--train-clips", type=int, default=3000)
+    p.add_argument("--full-steps", type=int, default=2500)
+    p.add_argument("--train-clips", type=int, default=9000)
     p.add_argument("--heldout-clips", type=int, default=450)
     p.add_argument("--images", type=int, default=540, help="held-out image questions")
     p.add_argument("--set", action="append", default=[], help="more training settings, KEY=VALUE")
@@ -48,7 +48,7 @@ def main() -> int:
     times["data_s"] = round(time.time() - t, 1)
     cfg = from_dict(MultimodalTrainConfig, apply_overrides(
         {"lm": args.lm, "speech_data": str(out / "speech"), "encoder_steps": args.encoder_steps,
-         "projector_steps": args.projector_steps, "full_steps": args.full_steps, "read_share": 0.35, "lm_lr": 5e-4,
+         "projector_steps": args.projector_steps, "full_steps": args.full_steps, "read_share": 0.2, "lm_lr": 1e-3,
          "log_every": 100}, args.set))
     t = time.time()
     final = train(cfg, out / "train")
