@@ -142,6 +142,20 @@ def test_embeddings_spliced_in_order_and_head_path_equals_forward(lm):
         model.embed(ids)
 
 
+def test_every_answer_weighs_the_same_in_the_loss(lm):
+    """A 6-token answer and a 1-token answer count equally: the loss is the mean of per-answer means."""
+    torch.manual_seed(0)
+    model = build_small(lm).eval()
+    ids = torch.randint(10, 200, (2, 9))
+    targets = torch.full((2, 9), -100)
+    targets[0, 2:8], targets[1, 4] = ids[0, 3:9], ids[1, 5]
+    with torch.no_grad():
+        logits = model(ids)
+        ce = [torch.nn.functional.cross_entropy(logits[r][targets[r] != -100], targets[r][targets[r] != -100])
+              for r in range(2)]
+        torch.testing.assert_close(model(ids, targets), (ce[0] + ce[1]) / 2)
+
+
 @needs_espeak
 def test_speech_clips(speech_dir):
     from qazlm.experiments.multimodal.speech import COMMANDS, HELDOUT_VARIANTS, make_clips, synthesize

@@ -167,10 +167,9 @@ def pretrain(model, modality: str, steps: int, batch: int, lr: float, seed: int,
 
 
 @torch.no_grad()
-def probe(model, modality: str, heads: Heads, rng, processor, heldout_speech, n: int = 256,
-          heldout: bool = True) -> dict:
+def probe(model, modality: str, heads: Heads, rng, processor, heldout_speech, n: int = 256) -> dict:
     if modality == "image":
-        pixels, labels = image_batch(rng, n, model.vision.config.image_size, processor, heldout=heldout)
+        pixels, labels = image_batch(rng, n, model.vision.config.image_size, processor, heldout=True)
         feats = pixel_shuffle(model.vision(pixel_values=pixels).last_hidden_state, model.shapes.pixel_shuffle)
     elif heldout_speech is not None:
         rows, mel = heldout_speech
