@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from qazlm.experiments.multimodal.images import COLOURS, LANGS, SHAPES, SIDES, shape_item, text_item, words
-from qazlm.experiments.multimodal.model import pixel_shuffle, stack_frames
 from qazlm.experiments.multimodal.speech import COMMANDS
 
 SLOTS = 6
@@ -138,13 +137,11 @@ def pretrain(model, modality: str, steps: int, batch: int, lr: float, seed: int,
     logged, window = [], []
     for step in tqdm(range(steps), desc=f"multimodal encoder ({modality})", unit="step", disable=steps < 2):
         if modality == "image":
-            pixels, labels = image_batch(rng, batch, model.vision.config.image_size, processor)
-            feats = pixel_shuffle(encoder(pixel_values=pixels).last_hidden_state, model.shapes.pixel_shuffle)
+            inputs, labels = image_batch(rng, batch, model.vision.config.image_size, processor)
         else:
             picks = np_rng.integers(0, len(rows), batch)
-            labels = audio_labels([rows[k] for k in picks])
-            frames = encoder(input_features=torch.from_numpy(mel[picks].astype(np.float32))).last_hidden_state
-            feats = stack_frames(frames, model.shapes.frame_stack)
+            inputs, labels = torch.from_numpy(mel[picks].astype(np.float32)), audio_labels([rows[k] for k in picks])
+        feats = model.encoded(modality, inputs)
         for g in opt.param_groups:
             g["lr"] = lr * lr_factor(step, steps, min(30, steps // 10))
         loss = heads.loss(feats, labels)
@@ -169,13 +166,10 @@ def pretrain(model, modality: str, steps: int, batch: int, lr: float, seed: int,
 @torch.no_grad()
 def probe(model, modality: str, heads: Heads, rng, processor, heldout_speech, n: int = 256) -> dict:
     if modality == "image":
-        pixels, labels = image_batch(rng, n, model.vision.config.image_size, processor, heldout=True)
-        feats = pixel_shuffle(model.vision(pixel_values=pixels).last_hidden_state, model.shapes.pixel_shuffle)
+        inputs, labels = image_batch(rng, n, model.vision.config.image_size, processor, heldout=True)
     elif heldout_speech is not None:
         rows, mel = heldout_speech
-        labels = audio_labels(rows[:n])
-        frames = model.audio(input_features=torch.from_numpy(mel[:n].astype(np.float32))).last_hidden_state
-        feats = stack_frames(frames, model.shapes.frame_stack)
+        inputs, labels = torch.from_numpy(mel[:n].astype(np.float32)), audio_labels(rows[:n])
     else:
         return {}
-    return heads.accuracy(feats, labels)
+    return heads.accuracy(model.encoded(modality, inputs), labels)

@@ -126,13 +126,17 @@ class MultimodalLM(nn.Module):
             return 0
         return -(-self.audio.config.max_source_positions // self.shapes.frame_stack)
 
+    def encoded(self, modality: str, inputs: torch.Tensor) -> torch.Tensor:
+        """The encoder's output in the projector's layout: pixel-shuffled patches or stacked frames."""
+        if modality == "image":
+            return pixel_shuffle(self.vision(pixel_values=inputs).last_hidden_state, self.shapes.pixel_shuffle)
+        return stack_frames(self.audio(input_features=inputs).last_hidden_state, self.shapes.frame_stack)
+
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        patches = self.vision(pixel_values=pixel_values).last_hidden_state
-        return self.vision_proj(pixel_shuffle(patches, self.shapes.pixel_shuffle))
+        return self.vision_proj(self.encoded("image", pixel_values))
 
     def audio_features(self, mel: torch.Tensor) -> torch.Tensor:
-        frames = self.audio(input_features=mel).last_hidden_state
-        return self.audio_proj(stack_frames(frames, self.shapes.frame_stack))
+        return self.audio_proj(self.encoded("audio", mel))
 
     def embed(self, ids: torch.Tensor, pixel_values=None, mel=None) -> torch.Tensor:
         """Token embeddings with every placeholder replaced, in order, by a feature vector (LLaVA's splice)."""
