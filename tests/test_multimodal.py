@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -290,6 +291,14 @@ def test_bad_input(lm, tmp_path):
         read_audio(tmp_path / "bad.png")
     assert main(["train", "--lm", str(lm), "-o", str(tmp_path / "o"), "--set", "modalities=audio",
                  "--set", "projector_steps=1", "--set", "full_steps=0"]) == 2   # audio without --speech-data
+    empty = tmp_path / "empty_speech"
+    empty.mkdir()
+    (empty / "train.jsonl").write_text("")
+    np.save(empty / "train.mel.npy", np.zeros((0, 80, 200), np.float16))
+    from qazlm.experiments.multimodal.train import read_speech
+
+    with pytest.raises(QazlmError, match="no train clips"):
+        read_speech(empty, "train")
 
 
 def test_cli_help_has_examples(capsys):

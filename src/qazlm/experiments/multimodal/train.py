@@ -159,6 +159,8 @@ def read_speech(folder: str | Path, split: str) -> tuple[list[dict], np.ndarray]
                          f"`python -m qazlm.experiments.multimodal data -o {folder}`")
     rows = [json.loads(line) for line in rows_path.read_text(encoding="utf-8").splitlines() if line]
     mel = np.load(mel_path, allow_pickle=False)
+    if not rows:
+        raise QazlmError(f"{folder}: no {split} clips; write it again with `data --train N --heldout N` (N > 0)")
     if len(rows) != len(mel):
         raise QazlmError(f"{folder}: {len(rows)} {split} rows but {len(mel)} spectrograms; write the folder again")
     return rows, mel
