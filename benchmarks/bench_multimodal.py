@@ -2,10 +2,12 @@
 
 Prints the targets table (held-out colour/shape/count exact match, reading CER on unseen words, spoken-command
 accuracy per language in unseen voices) with the model, the blind model (blank picture / silence), the text-only
-parent and chance side by side per task; the last line is one JSON object. Steps are settings: the figures in
-docs/multimodal.md name the ones used.
+parent and chance side by side per task; the last line is one JSON object. The defaults are run g1 of
+docs/multimodal.md (batch 64; on CUDA with bf16 and pictures drawn by all cores but two): ~7.5 min on one
+H200; on 2 CPU cores ~1 h 45 min, so pass fewer steps there (--encoder-steps 2000 --full-steps 2500 --set
+batch=32: ~45 min).
 
-    python benchmarks/bench_multimodal.py --lm runs/tiny/sft/final --out /tmp/mm   # ~26 min on 2 cores
+    python benchmarks/bench_multimodal.py --lm runs/tiny/sft/final --out /tmp/mm
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lm", default=str(REPO / "runs/tiny/sft/final"), help="the text model (make demo writes it)")
     p.add_argument("--out", default="/tmp/qazlm_bench_multimodal")
-    p.add_argument("--encoder-steps", type=int, default=2000, help="stage 0, per encoder")
-    p.add_argument("--projector-steps", type=int, default=200)
-    p.add_argument("--full-steps", type=int, default=2500)
+    p.add_argument("--encoder-steps", type=int, default=3100, help="stage 0, per encoder")
+    p.add_argument("--projector-steps", type=int, default=500)
+    p.add_argument("--full-steps", type=int, default=6200)
     p.add_argument("--train-clips", type=int, default=9000)
     p.add_argument("--heldout-clips", type=int, default=450)
     p.add_argument("--images", type=int, default=540, help="held-out image questions")
@@ -38,7 +40,7 @@ def main() -> int:
     from qazlm.config import apply_overrides, from_dict
     from qazlm.experiments.multimodal import speech
     from qazlm.experiments.multimodal.evaluate import CHANCE, evaluate, overall
-    from qazlm.experiments.multimodal.train import MultimodalTrainConfig, train
+    from qazlm.experiments.multimodal.train import MultimodalTrainConfig, pick_device, train
 
     out = Path(args.out)
     times = {}
@@ -46,10 +48,13 @@ def main() -> int:
     if not (out / "speech" / "report.json").is_file():
         speech.write_dataset(out / "speech", args.train_clips, args.heldout_clips)
     times["data_s"] = round(time.time() - t, 1)
+    import torch
+
+    workers = max(0, (os.cpu_count() or 1) - 2) if torch.cuda.is_available() else 0
     cfg = from_dict(MultimodalTrainConfig, apply_overrides(
         {"lm": args.lm, "speech_data": str(out / "speech"), "encoder_steps": args.encoder_steps,
-         "projector_steps": args.projector_steps, "full_steps": args.full_steps, "read_share": 0.2, "lm_lr": 1e-3,
-         "log_every": 100}, args.set))
+         "projector_steps": args.projector_steps, "full_steps": args.full_steps, "batch": 64, "read_share": 0.5,
+         "lm_lr": 5e-4, "warmup": 100, "workers": workers, "log_every": 100}, args.set))
     t = time.time()
     final = train(cfg, out / "train")
     times["train_s"] = round(time.time() - t, 1)
@@ -70,7 +75,7 @@ def main() -> int:
     for name, tgt in report["targets"].items():
         print(f"{name:<44} {tgt['value']!s:>22}  target {tgt['target']}  met {tgt['met']}")
     steps = {"encoder": args.encoder_steps, "projector": args.projector_steps, "full": args.full_steps}
-    print(json.dumps({"bench": "multimodal", **times, "steps": steps,
+    print(json.dumps({"bench": "multimodal", **times, "steps": steps, "device": str(pick_device(cfg.device)),
                       "targets": {k: {"value": v["value"], "met": v["met"]} for k, v in report["targets"].items()}}))
     return 0
 

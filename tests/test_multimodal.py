@@ -22,7 +22,7 @@ needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None and not os.e
 
 # First logged losses of the short run below (2-layer LM, 1-layer encoders, seed 0): any change to the
 # prompts, the loss mask, the splice, the projectors or the encoders' configs moves them.
-GOLDEN_FIRST = {"loss_image": 7.0725, "loss_audio": 7.152}
+GOLDEN_FIRST = {"loss_image": 7.0864, "loss_audio": 7.152}
 SMALL = {"shapes.vision_width": 32, "shapes.vision_layers": 1, "shapes.vision_heads": 2, "shapes.audio_width": 32,
          "shapes.audio_layers": 1, "shapes.audio_heads": 2}
 
@@ -280,6 +280,13 @@ def test_bad_input(lm, tmp_path):
         MultimodalTrainConfig(lm=str(lm), modalities=["video"])
     with pytest.raises(QazlmError, match="read_share"):
         MultimodalTrainConfig(lm=str(lm), read_share=float("nan"))
+    with pytest.raises(QazlmError, match="device='tpu'"):
+        MultimodalTrainConfig(lm=str(lm), device="tpu")
+    if not torch.cuda.is_available():
+        from qazlm.experiments.multimodal.train import pick_device
+
+        with pytest.raises(QazlmError, match="no CUDA device"):
+            pick_device("cuda")
     (tmp_path / "bad.png").write_text("not a picture")
     from qazlm.experiments.multimodal.ask import read_image
 
@@ -440,6 +447,31 @@ def test_stage0_pretrains_the_encoders_then_llava_keeps_them_frozen(lm, speech_d
         key = next(k for k in w0 if k.endswith("q_proj.weight"))
         assert not torch.equal(w0[key], w1[key])     # stage 0 trained it
         assert torch.equal(w1[key], w2[key])         # stages 1-2 kept it frozen
+    # going on from a finished folder: its encoders are pretrained, so frozen unless full_encoder_lr is set
+    for lr, trained in ((0.0, False), (1e-3, True)):
+        more = load(train(small_config("", speech_dir, init=str(final), full_encoder_lr=lr), tmp_path / f"more{lr}",
+                          log=lambda _: None))
+        for name in ("vision", "audio"):
+            before, after = (dict(getattr(m, name).named_parameters()) for m in (done, more))
+            key = next(k for k in before if k.endswith("q_proj.weight"))
+            assert torch.equal(before[key], after[key]) != trained, (name, lr)
+
+
+def test_pictures_drawn_by_worker_processes_differ_per_worker_and_repeat():
+    """A GPU run draws pictures in DataLoader workers; each worker must draw its own (reseeded) pictures,
+    the same ones on a rerun, and a run without workers must keep the original seed (the golden losses)."""
+    from qazlm.experiments.multimodal.encoders import EncoderImages
+    from qazlm.experiments.multimodal.train import stream
+
+    def first_two(workers):
+        batches = stream(EncoderImages(64, 0), 3, 0, workers)
+        return [next(batches)[0] for _ in range(2)]
+
+    a, b = first_two(2), first_two(2)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(a[0], a[1])
+    in_process = first_two(0)
+    assert torch.equal(in_process[0], EncoderImages(64, 0)(3)[0]) and not torch.equal(in_process[0], a[0])
 
 
 def test_a_local_pretrained_vision_folder_is_loaded_and_kept_frozen(lm, tmp_path):

@@ -53,6 +53,13 @@ def test_heldout_combinations_and_words_are_never_trained_on():
     assert not any(is_heldout_word(w) for w in read_train if not w.isdigit())   # numbers: training only
     assert all(is_heldout_word(w) for w in read_held)
     pool = words()
+    # training also prints random letters of one language (reading, not recalling a word)
+    from qazlm.experiments.multimodal.images import letters
+
+    known = {w for ws in pool.values() for w in ws}
+    made_up = [w for w in read_train if not w.isdigit() and w not in known]
+    assert len(made_up) > len(read_train) / 5
+    assert all(3 <= len(w) <= 6 and any(set(w) <= set(abc) for abc in letters().values()) for w in made_up)
     assert all(len(ws) == 1500 for ws in pool.values()) and "және" in pool["kk"] and "the" in pool["en"]
     assert 0.05 < sum(map(is_heldout_word, pool["kk"])) / 1500 < 0.15
     again = make_items(300, "train")

@@ -15,6 +15,7 @@ Trained only through a small language model, the encoders learn colour long befo
 from __future__ import annotations
 
 import random
+import time
 from functools import lru_cache
 
 import numpy as np
@@ -109,67 +110,94 @@ def audio_labels(rows: list[dict]) -> dict[str, torch.Tensor]:
     return {k: torch.tensor(v) for k, v in labels.items()}
 
 
+class EncoderImages:
+    """Labelled picture batches of stage 0; reseedable, so DataLoader workers can draw them."""
+
+    def __init__(self, size: int, seed: int):
+        from qazlm.experiments.multimodal.train import image_processor
+
+        self.size, self.seed, self.processor = size, seed, image_processor(size)
+        self.rng = random.Random(f"encoder:{seed}")
+
+    def reseed(self, worker: int) -> None:
+        self.rng = random.Random(f"encoder:{self.seed}:worker{worker}")
+
+    def __call__(self, n: int, pad=None, heldout: bool = False):
+        return image_batch(self.rng, n, self.size, self.processor, heldout)
+
+
+class EncoderClips:
+    """Labelled spectrogram batches of stage 0, drawn from the training clips."""
+
+    def __init__(self, rows: list[dict], mel: np.ndarray, seed: int):
+        self.rows, self.mel, self.rng = rows, mel, np.random.default_rng(seed)
+
+    def __call__(self, n: int, pad=None):
+        picks = self.rng.integers(0, len(self.rows), n)
+        return torch.from_numpy(self.mel[picks].astype(np.float32)), audio_labels([self.rows[k] for k in picks])
+
+
 def pretrain(model, modality: str, steps: int, batch: int, lr: float, seed: int, log, speech=None,
-             heldout_speech=None) -> list[dict]:
+             heldout_speech=None, workers: int = 0) -> list[dict]:
     """`steps` AdamW steps of the `modality` encoder with its heads; the rows it logged, the last one the
     heads' accuracy on held-out pictures (unseen combinations and words) or clips (unseen voices and words):
     what the encoder can tell the language model about data it never saw."""
     from tqdm import tqdm
 
-    from qazlm.experiments.multimodal.train import image_processor, lr_factor
+    from qazlm.experiments.multimodal.train import autocast, lr_factor, stream, to_device
 
     torch.manual_seed(seed)
-    rng, np_rng = random.Random(f"encoder:{seed}"), np.random.default_rng(seed)
-    processor = None
+    device = next(model.parameters()).device
     if modality == "image":
         encoder, width = model.vision, model.vision.config.hidden_size * model.shapes.pixel_shuffle ** 2
         sizes = {"colour": len(COLOURS), "shape": len(SHAPES), "count": 4, "side": len(SIDES) + 1,
                  "chars": len(alphabet()) + 1}
-        processor = image_processor(model.vision.config.image_size)
+        source = EncoderImages(model.vision.config.image_size, seed)
     else:
         encoder, width = model.audio, model.audio.config.d_model * model.shapes.frame_stack
         sizes = {"command": 10 * len(LANGS), "number": 100, "chars": len(alphabet()) + 1}
-        rows, mel = speech
-    heads = Heads(model.image_tokens if modality == "image" else model.audio_tokens, width, sizes)
+        source = EncoderClips(*speech, seed)
+    heads = Heads(model.image_tokens if modality == "image" else model.audio_tokens, width, sizes).to(device)
     params = list(encoder.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    batches = stream(source, batch, 0, workers)
     encoder.train()
-    logged, window = [], []
+    logged, window, t0 = [], [], time.time()
     for step in tqdm(range(steps), desc=f"multimodal encoder ({modality})", unit="step", disable=steps < 2):
-        if modality == "image":
-            inputs, labels = image_batch(rng, batch, model.vision.config.image_size, processor)
-        else:
-            picks = np_rng.integers(0, len(rows), batch)
-            inputs, labels = torch.from_numpy(mel[picks].astype(np.float32)), audio_labels([rows[k] for k in picks])
-        feats = model.encoded(modality, inputs)
+        inputs, labels = next(batches)
         for g in opt.param_groups:
             g["lr"] = lr * lr_factor(step, steps, min(30, steps // 10))
-        loss = heads.loss(feats, labels)
+        with autocast(device):
+            loss = heads.loss(model.encoded(modality, inputs.to(device)), to_device(labels, device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         window.append(loss.item())
         if (step + 1) % 100 == 0 or step + 1 == steps:
-            row = {"stage": f"encoder_{modality}", "step": step + 1,
+            row = {"stage": f"encoder_{modality}", "step": step + 1, "seconds": round(time.time() - t0, 1),
                    f"loss_{modality}": round(sum(window) / len(window), 4)}
             logged.append(row)
             log(row)
             window = []
     encoder.eval()
     row = {"stage": f"encoder_{modality}", "step": steps,
-           "heldout_accuracy": probe(model, modality, heads, rng, processor, heldout_speech)}
+           "heldout_accuracy": probe(model, modality, heads, source, heldout_speech)}
     log(row)
     return logged + [row]
 
 
 @torch.no_grad()
-def probe(model, modality: str, heads: Heads, rng, processor, heldout_speech, n: int = 256) -> dict:
+def probe(model, modality: str, heads: Heads, source, heldout_speech, n: int = 256) -> dict:
+    from qazlm.experiments.multimodal.train import autocast, to_device
+
+    device = next(model.parameters()).device
     if modality == "image":
-        inputs, labels = image_batch(rng, n, model.vision.config.image_size, processor, heldout=True)
+        inputs, labels = source(n, heldout=True)
     elif heldout_speech is not None:
         rows, mel = heldout_speech
         inputs, labels = torch.from_numpy(mel[:n].astype(np.float32)), audio_labels(rows[:n])
     else:
         return {}
-    return heads.accuracy(model.encoded(modality, inputs), labels)
+    with autocast(device):
+        return heads.accuracy(model.encoded(modality, inputs.to(device)), to_device(labels, device))

@@ -193,11 +193,31 @@ def unspell(reply: str) -> str:
     return "".join(reply.split())
 
 
+@lru_cache(maxsize=1)
+def letters() -> dict[str, str]:
+    """Each language's letters, as its words use them."""
+    return {lang: "".join(sorted(set("".join(ws)))) for lang, ws in words().items()}
+
+
+def pseudo_word(rng: random.Random) -> str:
+    """3-6 random letters of one language, never a held-out word (the split's own hash rule)."""
+    abc = letters()[rng.choice(LANGS)]
+    while True:
+        text = "".join(rng.choice(abc) for _ in range(rng.randint(3, 6)))
+        if not is_heldout_word(text):
+            return text
+
+
 def text_item(rng: random.Random, heldout: bool, lang: str, size: int) -> Item:
-    """A printed word (any of the three languages: reading is not translation) or, in training, a number;
-    the answer spells it."""
-    if heldout or rng.random() < 0.85:
+    """A printed word (any of the three languages: reading is not translation) or, in training, also random
+    letters and numbers; the answer spells it. Random letters take a third of training: on words alone the
+    model read seen words far better than unseen ones (docs/multimodal.md), i.e. it half-recalled words
+    instead of reading letters."""
+    pick = 0.0 if heldout else rng.random()
+    if pick < 0.5:
         text = rng.choice(word_pool(heldout))[1]
+    elif pick < 0.85:
+        text = pseudo_word(rng)
     else:
         text = str(rng.randint(0, 999))
     font_name = rng.choice(FONTS)

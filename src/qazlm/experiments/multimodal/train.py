@@ -40,10 +40,13 @@ class MultimodalTrainConfig:
     batch: int = 32
     lr: float = 1e-3                     # encoders + projectors
     lm_lr: float = 3e-4                  # the language model in stage 2
+    full_encoder_lr: float = 0.0         # > 0: the encoders train on in stage 2 at this rate (SmolVLM); 0: frozen
     warmup: int = 30
     lora_rank: int = 0                   # > 0: LoRA on the LM's attention and MLP in stage 2 instead of full
     read_share: float = 0.5              # of image batches: printed words (the rest: shapes)
     threads: int = 0                     # torch threads; 0 = all cores
+    device: str = "auto"                 # auto: cuda when there is one (bf16 autocast), else cpu (fp32)
+    workers: int = 0                     # processes drawing pictures (a GPU outruns one); 0 = in the loop
     seed: int = 0
     log_every: int = 25
     shapes: EncoderShapes = dataclasses.field(default_factory=EncoderShapes)
@@ -51,8 +54,10 @@ class MultimodalTrainConfig:
     def __post_init__(self):
         check_fields(self, "multimodal train: ", {
             "encoder_steps": ">=0", "encoder_lr": ">0", "projector_steps": ">=0", "full_steps": ">=0", "batch": ">0",
-            "lr": ">0", "lm_lr": ">0", "warmup": ">=0", "lora_rank": ">=0", "read_share": ">=0, <=1", "threads": ">=0",
-            "log_every": ">0"})
+            "lr": ">0", "lm_lr": ">0", "full_encoder_lr": ">=0", "warmup": ">=0", "lora_rank": ">=0",
+            "read_share": ">=0, <=1", "threads": ">=0", "workers": ">=0", "log_every": ">0"})
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise QazlmError(f"multimodal train: device={self.device!r}; use auto, cpu or cuda[:N]")
         bad = set(self.modalities) - set(MODALITIES)
         if bad or not self.modalities:
             raise QazlmError(f"multimodal train: modalities {sorted(bad) or '[]'}; use image and/or audio")
@@ -113,9 +118,12 @@ class ImageBatches:
     """Freshly drawn pictures with a question each (languages, tasks and held-out rules of `images`)."""
 
     def __init__(self, prompts: Prompts, size: int, read_share: float, seed: int):
-        self.prompts, self.size, self.read_share = prompts, size, read_share
+        self.prompts, self.size, self.read_share, self.seed = prompts, size, read_share, seed
         self.rng = random.Random(f"image-batches:{seed}")
         self.processor = image_processor(size)
+
+    def reseed(self, worker: int) -> None:
+        self.rng = random.Random(f"image-batches:{self.seed}:worker{worker}")
 
     def items(self, n: int):
         from qazlm.experiments.multimodal.images import LANGS, shape_item, text_item
@@ -151,6 +159,48 @@ class AudioBatches:
         return {"ids": ids, "targets": targets, "mel": mel}
 
 
+class Stream(torch.utils.data.IterableDataset):
+    """Endless `source(n, pad)` batches; in a DataLoader worker the source is first reseeded by the worker's
+    number, so workers draw different pictures (and a run with a given worker count is repeatable)."""
+
+    def __init__(self, source, n: int, pad: int):
+        super().__init__()
+        self.source, self.n, self.pad = source, n, pad
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        if info is not None:
+            self.source.reseed(info.id)
+        while True:
+            yield self.source(self.n, self.pad)
+
+
+def stream(source, n: int, pad: int, workers: int):
+    """An iterator of batches: drawn in this process, or by `workers` processes when the source can be
+    reseeded (pictures: PIL drawing on one core feeds a GPU a few steps a second; clips are only indexed)."""
+    if not workers or not hasattr(source, "reseed"):
+        return iter(Stream(source, n, pad))
+    return iter(torch.utils.data.DataLoader(Stream(source, n, pad), batch_size=None, num_workers=workers,
+                                            prefetch_factor=4))
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise QazlmError(f"multimodal train: device={name} but torch sees no CUDA device; use device=cpu or auto")
+    return torch.device(name)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (as pretraining does); fp32 on CPU, where bf16 is far slower."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 def read_speech(folder: str | Path, split: str) -> tuple[list[dict], np.ndarray]:
     folder = Path(folder)
     rows_path, mel_path = folder / f"{split}.jsonl", folder / f"{split}.mel.npy"
@@ -182,13 +232,18 @@ def stage_params(model: MultimodalLM, cfg: MultimodalTrainConfig, stage: str) ->
     for p in model.parameters():
         p.requires_grad_(False)
     new = [m for m in (model.vision_proj, model.audio_proj) if m is not None]
-    new += [enc for enc, given in ((model.vision, cfg.vision_encoder), (model.audio, cfg.audio_encoder))
-            if enc is not None and not given and not cfg.encoder_steps]   # pretrained ones stay frozen (LLaVA)
-    groups = [{"params": [p for m in new for p in m.parameters()], "lr": cfg.lr}]
+    # encoders made at random in this run learn with the projectors; pretrained ones (a folder, stage 0, or
+    # the `init` model's) stay frozen as in LLaVA, unless full_encoder_lr trains them on in stage 2
+    fresh = [enc for enc, given in ((model.vision, cfg.vision_encoder), (model.audio, cfg.audio_encoder))
+             if enc is not None and not given and not cfg.encoder_steps and not cfg.init]
+    groups = [{"params": [p for m in new + fresh for p in m.parameters()], "lr": cfg.lr}]
     if stage == "full":
         lm_params = [p for n, p in model.lm.named_parameters() if "lora_" in n] if cfg.lora_rank else \
             list(model.lm.parameters())
         groups.append({"params": lm_params, "lr": cfg.lm_lr})
+        pretrained = [enc for enc in (model.vision, model.audio) if enc is not None and enc not in fresh]
+        if cfg.full_encoder_lr and pretrained:
+            groups.append({"params": [p for enc in pretrained for p in enc.parameters()], "lr": cfg.full_encoder_lr})
     for g in groups:
         for p in g["params"]:
             p.requires_grad_(True)
@@ -227,19 +282,22 @@ def train_stage(model: MultimodalLM, cfg: MultimodalTrainConfig, stage: str, ste
 
     if stage == "full" and cfg.lora_rank:
         add_lora(model, cfg.lora_rank)
+    device = next(model.parameters()).device
     groups = stage_params(model, cfg, stage)
     opt = torch.optim.AdamW(groups, weight_decay=0.0)
     base = [g["lr"] for g in opt.param_groups]
     pad = model.tokenizer.pad_token_id or 0
+    streams = {m: stream(src, cfg.batch, pad, cfg.workers) for m, src in sources.items()}
     model.train()
     rows, window = [], {m: [] for m in sources}
     t0 = time.time()
     for step in tqdm(range(steps), desc=f"multimodal {stage}", unit="step", disable=steps < 2):
         modality = cfg.modalities[step % len(cfg.modalities)]
-        batch = sources[modality](cfg.batch, pad)
+        batch = to_device(next(streams[modality]), device)
         for g, lr in zip(opt.param_groups, base):
             g["lr"] = lr * lr_factor(step, steps, cfg.warmup)
-        loss = model(batch["ids"], batch["targets"], batch.get("pixel_values"), batch.get("mel"))
+        with autocast(device):
+            loss = model(batch["ids"], batch["targets"], batch.get("pixel_values"), batch.get("mel"))
         if not torch.isfinite(loss):
             raise QazlmError(f"multimodal {stage}: loss is {loss.item()} at step {step}; lower lr (now {cfg.lr})")
         opt.zero_grad(set_to_none=True)
@@ -262,7 +320,7 @@ def train_stage(model: MultimodalLM, cfg: MultimodalTrainConfig, stage: str, ste
 def train(cfg: MultimodalTrainConfig, out_dir: str | Path, log=print) -> Path:
     """Both stages -> <out>/final (a multimodal model folder) + metrics.jsonl + loss.png; <out>/stage1 is kept,
     so a rerun after a kill starts at stage 2. One run per folder (the run lock)."""
-    from qazlm.io import atomic_dir, write_text
+    from qazlm.io import write_text
     from qazlm.runs import output_lock
 
     out = Path(out_dir)
@@ -271,27 +329,37 @@ def train(cfg: MultimodalTrainConfig, out_dir: str | Path, log=print) -> Path:
     with output_lock(out, "multimodal-train"):
         stage1 = out / "stage1"
         resume = stage1 if (stage1 / "multimodal.json").is_file() else Path(cfg.init) if cfg.init else None
+        device = pick_device(cfg.device)
         if resume is None:
-            model, parent, metrics = build(cfg), str(Path(cfg.lm).resolve()), []
+            model, parent, metrics = build(cfg).to(device), str(Path(cfg.lm).resolve()), []
             sources = sources_for(model, cfg)
             metrics += pretrain_encoders(model, cfg, sources, log)
             metrics += train_stage(model, cfg, "projector", cfg.projector_steps, sources, log)
-            with atomic_dir(stage1) as tmp:
-                model.save(tmp, lineage(cfg, parent, "projector", metrics))
+            save(model, stage1, lineage(cfg, parent, "projector", metrics))
         else:
             from qazlm.experiments.multimodal.model import load
 
             log(f"multimodal: starting stage 2 from {resume}" + (" (stage 1 done)" if resume == stage1 else ""))
-            model = load(resume)
+            model = load(resume).to(device)
             previous = json.loads((resume / "multimodal.json").read_text(encoding="utf-8"))["lineage"]
             parent, metrics = previous["parent"], previous["metrics"]
         sources = sources_for(model, cfg)   # each stage draws its data from the seed again
         metrics += train_stage(model, cfg, "full", cfg.full_steps, sources, log)
         write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in metrics))
         plot_losses(metrics, out / "loss.png")
-        with atomic_dir(out / "final") as tmp:
-            model.save(tmp, lineage(cfg, parent, "full", metrics))
+        save(model, out / "final", lineage(cfg, parent, "full", metrics))
     return out / "final"
+
+
+def save(model: MultimodalLM, folder: Path, lineage: dict) -> None:
+    """The model folder, written from CPU tensors (then the model goes back to where it trains)."""
+    from qazlm.io import atomic_dir
+
+    device = next(model.parameters()).device
+    model.to("cpu")
+    with atomic_dir(folder) as tmp:
+        model.save(tmp, lineage)
+    model.to(device)
 
 
 def pretrain_encoders(model: MultimodalLM, cfg: MultimodalTrainConfig, sources: dict, log) -> list[dict]:
@@ -301,7 +369,8 @@ def pretrain_encoders(model: MultimodalLM, cfg: MultimodalTrainConfig, sources: 
 
     rows = []
     if cfg.encoder_steps and model.vision is not None and not cfg.vision_encoder:
-        rows += pretrain(model, "image", cfg.encoder_steps, cfg.batch, cfg.encoder_lr, cfg.seed, log)
+        rows += pretrain(model, "image", cfg.encoder_steps, cfg.batch, cfg.encoder_lr, cfg.seed, log,
+                         workers=cfg.workers)
     if cfg.encoder_steps and model.audio is not None and not cfg.audio_encoder:
         heldout = read_speech(cfg.speech_data, "heldout") if (Path(cfg.speech_data) / "heldout.jsonl").is_file() \
             else None
