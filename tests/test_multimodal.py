@@ -457,6 +457,15 @@ def test_stage0_pretrains_the_encoders_then_llava_keeps_them_frozen(lm, speech_d
             assert torch.equal(before[key], after[key]) != trained, (name, lr)
 
 
+def test_loss_plot_puts_a_continued_run_after_the_one_it_went_on_from():
+    from qazlm.experiments.multimodal.train import loss_segments
+
+    rows = [{"stage": s, "step": k} for s, k in
+            [("projector", 1), ("projector", 2), ("full", 1), ("full", 3), ("full", 2), ("full", 4)]]
+    assert [(offset, [r["step"] for r in seg]) for offset, seg in loss_segments(rows)] == [
+        (0, [1, 2]), (2, [1, 3]), (5, [2, 4])]
+
+
 def test_pictures_drawn_by_worker_processes_differ_per_worker_and_repeat():
     """A GPU run draws pictures in DataLoader workers; each worker must draw its own (reseeded) pictures,
     the same ones on a rerun, and a run without workers must keep the original seed (the golden losses)."""

@@ -407,7 +407,8 @@ def plot_losses(metrics: list[dict], path: Path) -> None:
 
     lm_rows = [r for r in metrics if r["stage"] in ("projector", "full")]
     enc_rows = [r for r in metrics if r["stage"].startswith("encoder_")]
-    fig, axes = plt.subplots(1, 2 if enc_rows else 1, figsize=(11 if enc_rows else 7, 3.5), squeeze=False)
+    fig, axes = plt.subplots(1, 2 if enc_rows else 1, figsize=(11 if enc_rows else 7, 3.5), squeeze=False,
+                             layout="constrained")
     if enc_rows:
         for m in MODALITIES:
             pts = [(r["step"], r[f"loss_{m}"]) for r in enc_rows if f"loss_{m}" in r]
@@ -417,14 +418,26 @@ def plot_losses(metrics: list[dict], path: Path) -> None:
                        title="stage 0: encoders on known labels")
         axes[0, 0].legend()
     ax = axes[0, -1]
-    offset = {"projector": 0, "full": max((r["step"] for r in lm_rows if r["stage"] == "projector"), default=0)}
-    for m in MODALITIES:
-        pts = [(offset[r["stage"]] + r["step"], r[f"loss_{m}"]) for r in lm_rows if f"loss_{m}" in r]
-        if pts:
-            ax.plot(*zip(*pts), label=m)
-    if offset["full"]:
-        ax.axvline(offset["full"], color="grey", ls="--", lw=1)
-    ax.set(xlabel="step (dashed: stage 2 starts)", ylabel="answer-token loss", yscale="log",
-           title="stages 1-2: through the language model")
+    for k, (offset, rows) in enumerate(loss_segments(lm_rows)):
+        for m, colour in zip(MODALITIES, ("C0", "C1")):
+            pts = [(offset + r["step"], r[f"loss_{m}"]) for r in rows if f"loss_{m}" in r]
+            if pts:
+                ax.plot(*zip(*pts), color=colour, label=None if k else m)
+        if k:
+            ax.axvline(offset, color="grey", ls="--", lw=1)
+    ax.set(xlabel="step (dashed: stage 2 starts, or a run goes on from the last)", ylabel="answer-token loss",
+           yscale="log", title="stages 1-2: through the language model")
     ax.legend()
     save_png(fig, path)
+
+
+def loss_segments(rows: list[dict]) -> list[tuple[int, list[dict]]]:
+    """Stage 1-2 rows cut where a stage starts or a run went on from an earlier one (`init`: its steps count
+    from 1 again), each with the steps before it, so the segments follow one another on one axis."""
+    segments: list[tuple[int, list[dict]]] = []
+    for r in rows:
+        last = segments[-1][1][-1] if segments else None
+        if last is None or last["stage"] != r["stage"] or r["step"] <= last["step"]:
+            segments.append((segments[-1][0] + last["step"] if segments else 0, []))
+        segments[-1][1].append(r)
+    return segments
