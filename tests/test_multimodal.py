@@ -457,6 +457,17 @@ def test_stage0_pretrains_the_encoders_then_llava_keeps_them_frozen(lm, speech_d
             assert torch.equal(before[key], after[key]) != trained, (name, lr)
 
 
+def test_example_pictures_cover_every_task_and_language():
+    from qazlm.experiments.multimodal.evaluate import example_picks
+    from qazlm.experiments.multimodal.images import make_items
+
+    items = [{"task": it.task, "lang": it.lang} for it in make_items(540, "heldout")]
+    picks = example_picks(items, 12)
+    assert len(picks) == 12 and picks[0]["task"] == "read"
+    assert {p["task"] for p in picks} == {"read", "colour", "shape", "count", "side", "caption"}
+    assert {p["lang"] for p in picks} == {"kk", "ru", "en"}
+
+
 def test_loss_plot_puts_a_continued_run_after_the_one_it_went_on_from():
     from qazlm.experiments.multimodal.train import loss_segments
 

@@ -253,6 +253,23 @@ def plot_scores(report: dict, path: Path) -> None:
     save_png(fig, path)
 
 
+def example_picks(items: list[dict], n: int) -> list[dict]:
+    """`n` items, every task in turn and the languages rotating (a stride through the held-out list, which
+    cycles task and language in step, showed one task in one language)."""
+    tasks = [t for t in ("read", "colour", "shape", "count", "side", "caption") if any(it["task"] == t for it in items)]
+    pools = defaultdict(list)
+    for it in items:
+        pools[(it["task"], it["lang"])].append(it)
+    picks = []
+    for k in range(len(items)):
+        pool = pools[(tasks[k % len(tasks)], LANGS[(k + k // len(tasks)) % 3])]
+        if pool:
+            picks.append(pool.pop(0))
+        if len(picks) == n:
+            break
+    return picks
+
+
 def plot_examples(items: list[dict], path: Path, n: int = 12) -> None:
     """A grid of held-out pictures with question, expected answer (✓) and the model's reply (→)."""
     if not items:
@@ -264,7 +281,7 @@ def plot_examples(items: list[dict], path: Path, n: int = 12) -> None:
 
     from qazlm.io import save_png
 
-    picks = items[:: max(1, len(items) // n)][:n]
+    picks = example_picks(items, n)
     fig, axes = plt.subplots(2, (len(picks) + 1) // 2, figsize=(2.1 * ((len(picks) + 1) // 2), 5.2))
     for ax in axes.flat:
         ax.axis("off")
