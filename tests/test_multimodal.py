@@ -283,10 +283,10 @@ def test_bad_input(lm, tmp_path):
     with pytest.raises(QazlmError, match="device='tpu'"):
         MultimodalTrainConfig(lm=str(lm), device="tpu")
     if not torch.cuda.is_available():
-        from qazlm.experiments.multimodal.train import pick_device
+        from qazlm.sft.train import resolve_device
 
-        with pytest.raises(QazlmError, match="no CUDA device"):
-            pick_device("cuda")
+        with pytest.raises(QazlmError, match=r"multimodal train: device = 'cuda:1' but no CUDA GPU"):
+            resolve_device("cuda:1", "multimodal train:")
     (tmp_path / "bad.png").write_text("not a picture")
     from qazlm.experiments.multimodal.ask import read_image
 

@@ -76,7 +76,7 @@ def _train(cfg: DpoConfig, out: Path, log) -> dict:
 
     t0 = time.perf_counter()
     quiet_libraries()
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "[dpo]")
     model, kind = load_model(cfg.model, device)
     tok = load_chat_tokenizer(cfg.model, kind, "")
     train, held, long = training_pairs(tok, cfg)

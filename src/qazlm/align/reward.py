@@ -105,7 +105,7 @@ def _train(cfg: RmConfig, out: Path, log) -> dict:
 
     t0 = time.perf_counter()
     quiet_libraries()
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "[rm]")
     model, tok, kind = load_reward_start(cfg.model, device)
     train, held, long = training_pairs(tok, cfg)
     trainer = RewardTrainer(model=model, args=rm_args(cfg, out, device), processing_class=tok,

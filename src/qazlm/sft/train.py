@@ -28,13 +28,14 @@ LINEAGE = "qazlm_lineage.json"
 CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")  # trainer_state.json is written last
 
 
-def resolve_device(device: str) -> str:
+def resolve_device(device: str, where: str = "[sft]") -> str:
+    """"auto" -> cuda when a GPU is visible, else cpu; cuda[:N] without a GPU is one error line naming `where`."""
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise QazlmError("[sft] device = 'cuda' but no CUDA GPU is visible; use device = 'auto' or 'cpu'")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise QazlmError(f"{where} device = {device!r} but no CUDA GPU is visible; use device = 'auto' or 'cpu'")
     return device
 
 

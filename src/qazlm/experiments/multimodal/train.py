@@ -184,14 +184,6 @@ def stream(source, n: int, pad: int, workers: int):
                                             prefetch_factor=4))
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise QazlmError(f"multimodal train: device={name} but torch sees no CUDA device; use device=cpu or auto")
-    return torch.device(name)
-
-
 def autocast(device: torch.device):
     """bf16 autocast on CUDA (as pretraining does); fp32 on CPU, where bf16 is far slower."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -322,6 +314,7 @@ def train(cfg: MultimodalTrainConfig, out_dir: str | Path, log=print) -> Path:
     so a rerun after a kill starts at stage 2. One run per folder (the run lock)."""
     from qazlm.io import write_text
     from qazlm.runs import output_lock
+    from qazlm.sft.train import resolve_device
 
     out = Path(out_dir)
     if cfg.threads:
@@ -329,7 +322,7 @@ def train(cfg: MultimodalTrainConfig, out_dir: str | Path, log=print) -> Path:
     with output_lock(out, "multimodal-train"):
         stage1 = out / "stage1"
         resume = stage1 if (stage1 / "multimodal.json").is_file() else Path(cfg.init) if cfg.init else None
-        device = pick_device(cfg.device)
+        device = torch.device(resolve_device(cfg.device, "multimodal train:"))
         if resume is None:
             model, parent, metrics = build(cfg).to(device), str(Path(cfg.lm).resolve()), []
             sources = sources_for(model, cfg)
