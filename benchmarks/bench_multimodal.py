@@ -41,7 +41,7 @@ def main() -> int:
     from qazlm.experiments.multimodal import speech
     from qazlm.experiments.multimodal.evaluate import CHANCE, evaluate, overall
     from qazlm.experiments.multimodal.train import MultimodalTrainConfig, train
-    from qazlm.sft.train import resolve_device
+    from qazlm.runs import resolve_device
 
     out = Path(args.out)
     times = {}
@@ -76,7 +76,8 @@ def main() -> int:
     for name, tgt in report["targets"].items():
         print(f"{name:<44} {tgt['value']!s:>22}  target {tgt['target']}  met {tgt['met']}")
     steps = {"encoder": args.encoder_steps, "projector": args.projector_steps, "full": args.full_steps}
-    print(json.dumps({"bench": "multimodal", **times, "steps": steps, "device": resolve_device(cfg.device),
+    device = resolve_device(cfg.device, "bench_multimodal:")
+    print(json.dumps({"bench": "multimodal", **times, "steps": steps, "device": device,
                       "targets": {k: {"value": v["value"], "met": v["met"]} for k, v in report["targets"].items()}}))
     return 0
 

@@ -283,7 +283,7 @@ def test_bad_input(lm, tmp_path):
     with pytest.raises(QazlmError, match="device='tpu'"):
         MultimodalTrainConfig(lm=str(lm), device="tpu")
     if not torch.cuda.is_available():
-        from qazlm.sft.train import resolve_device
+        from qazlm.runs import resolve_device
 
         with pytest.raises(QazlmError, match=r"multimodal train: device = 'cuda:1' but no CUDA GPU"):
             resolve_device("cuda:1", "multimodal train:")

@@ -250,3 +250,15 @@ def read_recipe(path: str | Path, overrides: list[str] | None = None) -> dict:
         hint = f"did you mean [{close[0]}]? " if close else ""
         raise QazlmError(f"{path}: unknown table [{unknown[0]}]; {hint}valid tables: run, {', '.join(STAGES)}")
     return data
+
+
+def resolve_device(device: str, where: str) -> str:
+    """"auto" -> cuda when a GPU is visible, else cpu; cuda[:N] without a GPU is one error line naming `where`
+    (the stage's config section)."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise QazlmError(f"{where} device = {device!r} but no CUDA GPU is visible; use device = 'auto' or 'cpu'")
+    return device

@@ -70,9 +70,9 @@ def run_dpo(cfg: DpoConfig, force: bool = False, log=print) -> dict:
 def _train(cfg: DpoConfig, out: Path, log) -> dict:
     from trl import DPOTrainer
 
-    from qazlm.runs import write_record
+    from qazlm.runs import resolve_device, write_record
     from qazlm.sft.load import load_chat_tokenizer, load_model
-    from qazlm.sft.train import quiet_libraries, resolve_device
+    from qazlm.sft.train import quiet_libraries
 
     t0 = time.perf_counter()
     quiet_libraries()

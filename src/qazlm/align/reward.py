@@ -100,8 +100,8 @@ def run_rm(cfg: RmConfig, force: bool = False, log=print) -> dict:
 def _train(cfg: RmConfig, out: Path, log) -> dict:
     from trl import RewardTrainer
 
-    from qazlm.runs import write_record
-    from qazlm.sft.train import quiet_libraries, resolve_device
+    from qazlm.runs import resolve_device, write_record
+    from qazlm.sft.train import quiet_libraries
 
     t0 = time.perf_counter()
     quiet_libraries()

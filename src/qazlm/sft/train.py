@@ -28,17 +28,6 @@ LINEAGE = "qazlm_lineage.json"
 CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")  # trainer_state.json is written last
 
 
-def resolve_device(device: str, where: str = "[sft]") -> str:
-    """"auto" -> cuda when a GPU is visible, else cpu; cuda[:N] without a GPU is one error line naming `where`."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise QazlmError(f"{where} device = {device!r} but no CUDA GPU is visible; use device = 'auto' or 'cpu'")
-    return device
-
-
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -179,14 +168,14 @@ def run_sft(cfg: SftConfig, force: bool = False, log=print, callbacks: list | No
 
 
 def _train(cfg: SftConfig, out: Path, log, callbacks: list) -> dict:
-    from qazlm.runs import write_record
+    from qazlm.runs import resolve_device, write_record
     from qazlm.sft.load import (check_lora_targets, check_template, load_chat_tokenizer, load_model, read_sft_data,
                                 set_aside_overlong)
     from qazlm.train.monitor import MetricsLogger
 
     t_start = time.perf_counter()
     quiet_libraries()
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "[sft]")
     train, held, rejected = read_sft_data(cfg.data, cfg.max_heldout)
     model, kind = load_model(cfg.model, device)
     tok = load_chat_tokenizer(cfg.model, kind, cfg.chat_template)

@@ -313,8 +313,7 @@ def train(cfg: MultimodalTrainConfig, out_dir: str | Path, log=print) -> Path:
     """Both stages -> <out>/final (a multimodal model folder) + metrics.jsonl + loss.png; <out>/stage1 is kept,
     so a rerun after a kill starts at stage 2. One run per folder (the run lock)."""
     from qazlm.io import write_text
-    from qazlm.runs import output_lock
-    from qazlm.sft.train import resolve_device
+    from qazlm.runs import output_lock, resolve_device
 
     out = Path(out_dir)
     if cfg.threads:
