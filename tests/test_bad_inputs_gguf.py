@@ -33,7 +33,16 @@ def folders(tmp_path_factory, corpus, tiny_tokenizer_dir):
         config = json.loads((root / name / "config.json").read_text())
         (root / name / "config.json").write_text(json.dumps({**config, **edit}))
     make_hf_folder(tiny_tokenizer_dir, root / "gpt2regex")
+    (root / "short.txt").write_text("Қысқа мәтін.\n", encoding="utf-8")
+    write_foreign_imatrix(root / "other.imatrix.gguf")
     return root
+
+
+def write_foreign_imatrix(path):
+    """A matrix for a model with other widths (another model's llama-imatrix file)."""
+    from qazlm.gguf.imatrix import Imatrix, write
+
+    write(path, Imatrix({"blk.0.attn_k.weight": [1.0] * 7}, {"blk.0.attn_k.weight": 3}, ["x"], 1, 512))
 
 
 CASES = [  # (argv after `export gguf`, regex the error line must match)
@@ -48,6 +57,13 @@ CASES = [  # (argv after `export gguf`, regex the error line must match)
     (["{r}/ours", "--name", "a/b"], r"name = 'a/b': use letters, digits"),
     (["{r}/ours", "--set", "type=q8_0"], r"unknown key 'type'; did you mean 'types'"),
     ([], r"\[gguf\] model: not set"),
+    (["{r}/ours", "--calibration", "{r}/nowhere"], r"nowhere: no such file or folder"),
+    (["{r}/ours", "--calibration", "{r}/short.txt"], r"calibration: .*short.txt hold \d+ tokens, fewer than one chunk"),
+    (["{r}/ours", "--calibration", "{r}/short.txt", "--imatrix", "{r}/x.gguf"], r"calibration and imatrix: give one"),
+    (["{r}/ours", "--imatrix", "{r}/short.txt"], r"short.txt: not a readable GGUF importance matrix"),
+    (["{r}/ours", "--imatrix", "{r}/other.imatrix.gguf"], r"imatrix: blk.0.attn_k.weight: .* made for another model"),
+    (["{r}/ours", "--set", "output_type=q4_0"], r"output_type = 'q4_0': choose f16 or q8_0"),
+    (["{r}/ours", "--set", "calibration_chunks=0"], r"calibration_chunks = 0: must be >= 1"),
 ]
 
 

@@ -225,3 +225,56 @@ def test_package_ships_the_files_with_their_scoreboard(exported, tmp_path):
     row = next(line for line in card.text.splitlines() if line.startswith("| ours-Q8_0.gguf |"))
     assert f"{q8['kk']['ppl_delta_pct']:+.2f}%" in row and "llama-cli -m ours-Q8_0.gguf --jinja" in card.text
     assert "ours-Q4_K_M.gguf" not in card.text  # only the shipped files are listed
+
+
+def test_importance_matrix_from_calibration_text(tmp_path, tok_dir, corpus):
+    """The matrix llama-imatrix would collect (mean squared input per column of every weight), computed on the
+    source model, saved in llama-imatrix's GGUF format, used by the quantizer, and read back exactly."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from qazlm.gguf.imatrix import calibration_chunks, read
+
+    model = make_hf_folder(tok_dir, tmp_path / "hf")  # 2 layers, width 64, 128 positions, tied head
+    base = dict(model=str(model), types=["q4_k_m"], name="m", check_sentences=0)
+    report = run_gguf(GGUFConfig(**base, out_dir=str(tmp_path / "a"), calibration=[str(corpus)], calibration_chunks=2,
+                                 output_type="f16"), log=lambda *_: None)
+    assert report["imatrix"]["chunks"] == 2 and report["imatrix"]["chunk_tokens"] == 128
+    matrix = read(tmp_path / "a" / "m.imatrix.gguf")
+    linears = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+    assert set(matrix.sums) == {f"blk.{b}.{n}.weight" for b in (0, 1) for n in linears} | {"token_embd.weight"}
+    assert set(matrix.counts.values()) == {256}
+    # the tied head's entry is the mean square of the final normed hidden state, as transformers computes it
+    from transformers import AutoTokenizer
+
+    hf = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
+    chunks = calibration_chunks([str(corpus)], AutoTokenizer.from_pretrained(model), 2, 128)
+    with torch.no_grad():
+        last = torch.cat([hf(torch.tensor([c]), output_hidden_states=True).hidden_states[-1][0] for c in chunks])
+    expected = (last.double() ** 2).mean(0)
+    assert torch.allclose(torch.tensor(matrix.means()["token_embd.weight"], dtype=torch.float64), expected, rtol=1e-4)
+    # f16 output: the tied embedding stays in f16 inside the 4-bit file
+    assert "F16" in report["files"]["q4_k_m"]["tensor_types"]
+    # the matrix changes the quantization, and the saved file reproduces it byte for byte
+    run_gguf(GGUFConfig(**base, out_dir=str(tmp_path / "b"), output_type="f16"), log=lambda *_: None)
+    run_gguf(GGUFConfig(**base, out_dir=str(tmp_path / "c"), output_type="f16",
+                        imatrix=str(tmp_path / "a" / "m.imatrix.gguf")), log=lambda *_: None)
+    with_matrix, without, reread = ((tmp_path / d / "m-Q4_K_M.gguf").read_bytes() for d in "abc")
+    assert with_matrix != without and with_matrix == reread
+    assert not (tmp_path / "c" / "m.imatrix.gguf").exists()  # a given matrix is not copied
+    assert "Quantizer: importance matrix `m.imatrix.gguf` from 2 x 128 tokens of" in (
+        tmp_path / "a" / "gguf_report.md").read_text()
+    assert "Quantizer: no importance matrix; output tensor: f16." in (tmp_path / "b" / "gguf_report.md").read_text()
+
+
+def test_calibration_lines_weigh_each_input_the_same(tmp_path):
+    """One line from each input in turn, and within a folder from each file in turn: a folder of many files
+    does not crowd out a single file (give kk/, ru/, en/ for equal thirds)."""
+    from qazlm.gguf.imatrix import calibration_lines
+
+    (tmp_path / "en").mkdir()
+    (tmp_path / "en" / "a.txt").write_text("a1\na2\na3\n")
+    (tmp_path / "en" / "b.txt").write_text("b1\n")
+    (tmp_path / "kk.txt").write_text("k1\nk2\nk3\nk4\n")
+    lines = list(calibration_lines([str(tmp_path / "en"), str(tmp_path / "kk.txt")]))
+    assert lines == ["a1", "k1", "b1", "k2", "a2", "k3", "a3", "k4"]

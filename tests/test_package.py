@@ -177,6 +177,12 @@ def test_stage_packages_the_runs_last_model(tmp_path):
         (tmp_path / stage / "final").mkdir(parents=True)
         cfg = stage_config({"license": "mit"}, ctx)
         assert cfg.model == str(tmp_path / stage / "final") and cfg.run == str(tmp_path)
-    assert cfg.out_dir == str(tmp_path / "package") and cfg.license == "mit"
+    assert cfg.out_dir == str(tmp_path / "package") and cfg.license == "mit" and cfg.gguf == []
+    # the [gguf] stage's model files, by its report: not the quantizer's importance matrix beside them
+    (tmp_path / "gguf").mkdir()
+    (tmp_path / "gguf" / "gguf_report.json").write_text(json.dumps({"files": {"q8_0": {"file": "t-Q8_0.gguf"}}}))
+    for name in ("t-Q8_0.gguf", "t.imatrix.gguf"):
+        (tmp_path / "gguf" / name).write_bytes(b"GGUF")
+    assert stage_config({}, ctx).gguf == [str(tmp_path / "gguf" / "t-Q8_0.gguf")]
     with pytest.raises(QazlmError, match=r"\[package\] out_dir: not settable"):
         stage_config({"out_dir": "x"}, ctx)

@@ -6,6 +6,8 @@ EPILOG = """examples:
   qazlm export gguf runs/tiny/sft/final -o runs/tiny-gguf                       # f16, q8_0, q4_k_m (default)
   qazlm export gguf runs/tiny/sft/final --type q4_k_m --type q8_0 -o runs/tiny-gguf
   qazlm export gguf smollm2-135m/ --type f32,q6_k,q5_k_m,q4_0 -o runs/smol-gguf   # Llama/Qwen2/Qwen3 HF folders
+  qazlm export gguf smollm2-135m/ --calibration data/sample --output-type f16 -o runs/smol-gguf
+                                            # importance matrix from training text; output tensor kept in f16
   llama-cli -m runs/tiny-gguf/tiny-sft-Q4_K_M.gguf --jinja -cnv                  # chat with llama.cpp
 
 Types (llama.cpp's quantizer makes each from the f32 conversion):
@@ -14,11 +16,13 @@ Types (llama.cpp's quantizer makes each from the f32 conversion):
 Outputs in OUT: NAME-<TYPE>.gguf per type (chat template, BOS/EOS/end-of-turn ids in the metadata),
 gguf_report.json and gguf_report.md: token ids vs transformers (sample texts with Kazakh letters, digits,
 emoji, whitespace runs, and FLORES+ dev), f32 logits vs the source, and per type the perplexity change,
-KL divergence and same-top-token rate vs f32 per language. Needs llama-cpp-python and llama.cpp's
-converter, which `make venv` installs."""
+KL divergence and same-top-token rate vs f32 per language. With --calibration, also NAME.imatrix.gguf: the
+importance matrix the quantizer used, in llama-imatrix's format (llama-quantize --imatrix takes it). Needs
+llama-cpp-python and llama.cpp's converter, which `make venv` installs."""
 
 FLAGS = {"model": "model", "out_dir": "out_dir", "types": "types", "name": "name",
-         "check_sentences": "check_sentences"}
+         "check_sentences": "check_sentences", "calibration": "calibration", "imatrix": "imatrix",
+         "output_type": "output_type"}
 
 
 def load_gguf_config(args):
@@ -53,5 +57,13 @@ def register(sub) -> None:
     p.add_argument("--name", default=None, help="file stem (default: from the model path, e.g. tiny-sft)")
     p.add_argument("--check-sentences", default=None,
                    help="FLORES+ dev sentences per language for the checks (default: 16; 0: sample texts only)")
+    p.add_argument("--calibration", action="append", default=None, metavar="PATH",
+                   help="text files/folders (training text, never an evaluation set) to compute the quantizer's "
+                        "importance matrix from (llama.cpp's imatrix; repeatable)")
+    p.add_argument("--imatrix", default=None, metavar="FILE",
+                   help="an importance matrix in llama-imatrix's GGUF format, instead of --calibration")
+    p.add_argument("--output-type", default=None, choices=["f16", "q8_0"],
+                   help="the output (or tied embedding) tensor's type in quantized files "
+                        "(llama-quantize --output-tensor-type; default: llama.cpp's choice per type)")
     add_config_flags(p, "gguf", "redo even when OUT holds this exact result")
     p.set_defaults(func=_run)

@@ -18,6 +18,8 @@ TYPES = {
     "q4_0": "4-bit, one scale per block of 32 (~4.5 bits/weight)",
 }
 
+OUTPUT_TYPES = {"": None, "f16": "F16", "q8_0": "Q8_0"}  # -> llama_cpp.GGML_TYPE_*
+
 
 @dataclass
 class GGUFConfig:
@@ -26,6 +28,14 @@ class GGUFConfig:
     types: list[str] = field(default_factory=lambda: ["f16", "q8_0", "q4_k_m"])
     name: str = ""                  # file stem (NAME-Q4_K_M.gguf); default from the model folder's path
     check_sentences: int = 16       # FLORES+ dev sentences per language for the parity and quality checks
+    # importance matrix for the quantizer (llama.cpp recommends one for 4/5-bit types on small models): computed
+    # on the source model from `calibration` text (files/folders; training text, never an evaluation set), or
+    # read from `imatrix`, a file in llama-imatrix's GGUF format
+    calibration: list[str] = field(default_factory=list)
+    calibration_chunks: int = 32    # windows of 512 tokens (llama-imatrix's context)
+    imatrix: str = ""
+    output_type: str = ""           # the output (or tied embedding) tensor's type in quantized files: "" = what
+    #                                 llama.cpp picks per type; "f16"/"q8_0" as llama-quantize --output-tensor-type
 
     def __post_init__(self):
         if not self.model:
@@ -40,4 +50,10 @@ class GGUFConfig:
             raise QazlmError(f"[gguf] types: {self.types} names a type twice")
         if self.name and not self.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise QazlmError(f"[gguf] name = {self.name!r}: use letters, digits, '-', '_' and '.' only")
-        check_fields(self, "[gguf] ", {"check_sentences": ">= 0"})
+        if self.calibration and self.imatrix:
+            raise QazlmError("[gguf] calibration and imatrix: give one (text to compute the importance matrix "
+                             "from, or a matrix llama-imatrix made), not both")
+        if self.output_type not in OUTPUT_TYPES:
+            raise QazlmError(f"[gguf] output_type = {self.output_type!r}: choose f16 or q8_0 (or leave it empty "
+                             "for llama.cpp's choice per type)")
+        check_fields(self, "[gguf] ", {"check_sentences": ">= 0", "calibration_chunks": ">= 1"})

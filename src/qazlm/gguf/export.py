@@ -77,15 +77,20 @@ def run_gguf(cfg: GGUFConfig, force: bool = False, log=print) -> dict:
 def record(cfg: GGUFConfig) -> dict:
     from qazlm.gguf.converter import llama_cpp_version
     from qazlm.infer.loading import model_kind
+    from qazlm.io import expand_inputs
     from qazlm.model.io import weights_sha256
+    from qazlm.tokenizer.mixture import inputs_fingerprint
 
+    importance = cfg.calibration or ([cfg.imatrix] if cfg.imatrix else [])
     return {**json.loads(json.dumps(dataclasses.asdict(cfg))), "llama_cpp": llama_cpp_version(),
-            "parent_sha256": weights_sha256(cfg.model, model_kind(cfg.model))}
+            "parent_sha256": weights_sha256(cfg.model, model_kind(cfg.model)),
+            "importance_inputs": inputs_fingerprint({"": expand_inputs(importance)}) if importance else ""}
 
 
 def export(cfg: GGUFConfig, out: Path, stem: str, log) -> dict:
     from qazlm.gguf import vocab
     from qazlm.gguf.converter import llama_cpp_version, require_converter, run_converter
+    from qazlm.gguf.imatrix import IMATRIX_SUFFIX
     from qazlm.gguf.llamacpp import quantize
     from qazlm.infer.loading import model_kind
     from qazlm.io import TMP_PREFIX
@@ -103,20 +108,46 @@ def export(cfg: GGUFConfig, out: Path, stem: str, log) -> dict:
         log(f"gguf: converting {model} with llama.cpp's convert_hf_to_gguf.py")
         run_converter(hf_dir, f32, vocab.overrides(hf_dir, ours=kind == "qazlm"))
         files = {"f32": f32}
+        imatrix, imatrix_report = importance(cfg, hf_dir, f32, scratch / f"{stem}{IMATRIX_SUFFIX}", log)
         for type_name in cfg.types:
             if type_name != "f32":
                 log(f"gguf: quantizing to {type_name} with llama.cpp")
                 files[type_name] = scratch / file_name(stem, type_name)
-                quantize(f32, files[type_name], type_name)
+                quantize(f32, files[type_name], type_name, imatrix, cfg.output_type)
         log("gguf: checking token ids, logits and quality against the source")
         report = {"model": str(model.resolve()), "model_kind": kind, "llama_cpp": llama_cpp_version(),
+                  "output_type": cfg.output_type or "llama.cpp's choice per type", "imatrix": imatrix_report,
                   **checks(hf_dir, files, cfg.check_sentences)}
         report["files"] = {t: info for t, info in report["files"].items() if t in cfg.types}
-        publish(scratch, out, [files[t].name for t in cfg.types])
+        publish(scratch, out, [files[t].name for t in cfg.types] + ([imatrix_report["file"]] if cfg.calibration
+                                                                       else []))
     report["seconds"] = time.perf_counter() - t0
     write_reports(out, report)
     log(summary(report, out))
     return report
+
+
+def importance(cfg: GGUFConfig, hf_dir: Path, f32: Path, path: Path, log):
+    """(Imatrix or None, its report entry): computed from `cfg.calibration` on the source model and written
+    to `path` (published beside the GGUF files), or read from `cfg.imatrix`."""
+    from qazlm.gguf import imatrix as im
+
+    if cfg.imatrix:
+        matrix = im.read(Path(cfg.imatrix))
+        im.check_names(matrix, f32)
+        return matrix, {"source": str(Path(cfg.imatrix).resolve()), "tensors": len(matrix.sums)}
+    if not cfg.calibration:
+        return None, None
+    from qazlm.infer.loading import load_tokenizer
+    from qazlm.quantize.quantize import load_fp32
+
+    t0 = time.perf_counter()
+    matrix = im.compute(load_fp32(hf_dir), load_tokenizer(hf_dir), f32, cfg.calibration, cfg.calibration_chunks)
+    im.write(path, matrix)
+    log(f"gguf: importance matrix from {matrix.chunks} x {matrix.chunk_tokens} tokens of "
+        f"{', '.join(cfg.calibration)} ({time.perf_counter() - t0:.1f} s)")
+    return matrix, {"file": path.name, "datasets": matrix.datasets, "chunks": matrix.chunks,
+                    "chunk_tokens": matrix.chunk_tokens, "tensors": len(matrix.sums)}
 
 
 def checks(hf_dir: Path, files: dict[str, Path], sentences: int) -> dict:
@@ -173,7 +204,8 @@ def markdown(report: dict) -> str:
     langs = list(report["f32_vs_source"])
     lines = [f"# GGUF export of `{report['model']}`", "",
              f"llama.cpp {report['llama_cpp']} (llama-cpp-python); pre-tokenizer "
-             f"`{report['special_tokens']['pre_tokenizer']}`.", "", "## Token ids (llama.cpp vs transformers)", "",
+             f"`{report['special_tokens']['pre_tokenizer']}`. {quantizer_line(report)}", "",
+             "## Token ids (llama.cpp vs transformers)", "",
              "| text set | lines | identical |", "|---|---:|---:|"]
     lines += [f"| {name} | {p['lines']} | {p['identical']} |" for name, p in report["parity"].items()]
     lines += ["", "## f32 GGUF vs the source model (fp32)", "", "| lang | max logit diff | bpb source | bpb GGUF |",
@@ -190,6 +222,20 @@ def markdown(report: dict) -> str:
                            if lang in q else "ref | 0 | 100%" for lang in langs)
         lines.append(f"| {type_name} | {info['bytes'] / 2**20:.1f} | {info['bits_per_weight']:.2f} | {cells} |")
     return "\n".join(lines) + "\n"
+
+
+def quantizer_line(report: dict) -> str:
+    """How the quantizer ran: the importance matrix (made here, or given) and the output tensor's type."""
+    matrix = report.get("imatrix")
+    if not matrix:
+        made = "no importance matrix"
+    elif "file" in matrix:
+        made = (f"importance matrix `{matrix['file']}` from {matrix['chunks']} x {matrix['chunk_tokens']} tokens of "
+                + ", ".join(f"`{d}`" for d in matrix["datasets"]))
+    else:
+        made = f"importance matrix from `{matrix['source']}`"
+    output = report.get("output_type") or "llama.cpp's choice per type"
+    return f"Quantizer: {made}; output tensor: {output}."
 
 
 def summary(report: dict, out: Path) -> str:

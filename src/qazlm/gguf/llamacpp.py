@@ -77,14 +77,21 @@ class Scorer:
         return torch.stack(rows)
 
 
-def quantize(f32_path: Path, out_path: Path, type_name: str) -> None:
+def quantize(f32_path: Path, out_path: Path, type_name: str, imatrix=None, output_type: str = "") -> None:
     """llama.cpp's quantizer (llama-quantize) from the f32 file; k-quants fall back to a legacy type for tensors
-    whose rows are not a multiple of 256, as llama-quantize does."""
-    llama_cpp = quiet_llama_cpp()
+    whose rows are not a multiple of 256, as llama-quantize does. `imatrix`: a qazlm.gguf.imatrix.Imatrix
+    (llama-quantize --imatrix); `output_type`: f16/q8_0 for the output tensor (--output-tensor-type)."""
+    from qazlm.gguf.config import OUTPUT_TYPES
+    from qazlm.gguf.imatrix import as_quantize_param
 
+    llama_cpp = quiet_llama_cpp()
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_{FTYPES[type_name]}")
     params.nthread = threads()
+    if OUTPUT_TYPES[output_type]:
+        params.output_tensor_type = getattr(llama_cpp, f"GGML_TYPE_{OUTPUT_TYPES[output_type]}")
+    if imatrix is not None:
+        params.imatrix, buffers = as_quantize_param(imatrix)  # noqa: F841 (buffers: alive until the call returns)
     with tempfile.TemporaryFile() as log, native_stderr(log):
         status = llama_cpp.llama_model_quantize(str(f32_path).encode(), str(out_path).encode(), params)
         log.seek(0)
