@@ -108,7 +108,8 @@ def export(cfg: GGUFConfig, out: Path, stem: str, log) -> dict:
         log(f"gguf: converting {model} with llama.cpp's convert_hf_to_gguf.py")
         run_converter(hf_dir, f32, vocab.overrides(hf_dir, ours=kind == "qazlm"))
         files = {"f32": f32}
-        imatrix, imatrix_report = importance(cfg, hf_dir, f32, scratch / f"{stem}{IMATRIX_SUFFIX}", log)
+        source = load_source(hf_dir)
+        imatrix, imatrix_report = importance(cfg, source, f32, scratch / f"{stem}{IMATRIX_SUFFIX}", log)
         for type_name in cfg.types:
             if type_name != "f32":
                 log(f"gguf: quantizing to {type_name} with llama.cpp")
@@ -117,7 +118,7 @@ def export(cfg: GGUFConfig, out: Path, stem: str, log) -> dict:
         log("gguf: checking token ids, logits and quality against the source")
         report = {"model": str(model.resolve()), "model_kind": kind, "llama_cpp": llama_cpp_version(),
                   "output_type": cfg.output_type or "llama.cpp's choice per type", "imatrix": imatrix_report,
-                  **checks(hf_dir, files, cfg.check_sentences)}
+                  **checks(*source, files, cfg.check_sentences)}
         report["files"] = {t: info for t, info in report["files"].items() if t in cfg.types}
         publish(scratch, out, [files[t].name for t in cfg.types] + ([imatrix_report["file"]] if cfg.calibration
                                                                        else []))
@@ -127,7 +128,18 @@ def export(cfg: GGUFConfig, out: Path, stem: str, log) -> dict:
     return report
 
 
-def importance(cfg: GGUFConfig, hf_dir: Path, f32: Path, path: Path, log):
+def load_source(hf_dir: Path) -> tuple:
+    """(fp32 transformers model, tokenizer) of the folder the converter read: the matrix and the checks use it."""
+    import transformers
+
+    from qazlm.infer.loading import load_tokenizer
+    from qazlm.quantize.quantize import load_fp32
+
+    transformers.logging.disable_progress_bar()
+    return load_fp32(hf_dir), load_tokenizer(hf_dir)
+
+
+def importance(cfg: GGUFConfig, source: tuple, f32: Path, path: Path, log):
     """(Imatrix or None, its report entry): computed from `cfg.calibration` on the source model and written
     to `path` (published beside the GGUF files), or read from `cfg.imatrix`."""
     from qazlm.gguf import imatrix as im
@@ -138,11 +150,8 @@ def importance(cfg: GGUFConfig, hf_dir: Path, f32: Path, path: Path, log):
         return matrix, {"source": str(Path(cfg.imatrix).resolve()), "tensors": len(matrix.sums)}
     if not cfg.calibration:
         return None, None
-    from qazlm.infer.loading import load_tokenizer
-    from qazlm.quantize.quantize import load_fp32
-
     t0 = time.perf_counter()
-    matrix = im.compute(load_fp32(hf_dir), load_tokenizer(hf_dir), f32, cfg.calibration, cfg.calibration_chunks)
+    matrix = im.compute(*source, f32, cfg.calibration, cfg.calibration_chunks)
     im.write(path, matrix)
     log(f"gguf: importance matrix from {matrix.chunks} x {matrix.chunk_tokens} tokens of "
         f"{', '.join(cfg.calibration)} ({time.perf_counter() - t0:.1f} s)")
@@ -150,19 +159,13 @@ def importance(cfg: GGUFConfig, hf_dir: Path, f32: Path, path: Path, log):
                     "chunk_tokens": matrix.chunk_tokens, "tensors": len(matrix.sums)}
 
 
-def checks(hf_dir: Path, files: dict[str, Path], sentences: int) -> dict:
-    import transformers
-
+def checks(source, tok, files: dict[str, Path], sentences: int) -> dict:
     from qazlm.gguf.check import PARITY_SAMPLES, special_tokens, tensor_types, token_parity
     from qazlm.gguf.llamacpp import Scorer, open_gguf
-    from qazlm.infer.loading import load_tokenizer
     from qazlm.quantize.compare import compare_languages
-    from qazlm.quantize.quantize import check_texts, load_fp32
+    from qazlm.quantize.quantize import check_texts
 
-    transformers.logging.disable_progress_bar()
-    tok = load_tokenizer(hf_dir)
     texts = check_texts(sentences) if sentences else {}
-    source = load_fp32(hf_dir)
     params = sum(p.numel() for p in source.parameters())
     with open_gguf(files["f32"]) as f32:
         parity = {"samples": token_parity(f32, tok, PARITY_SAMPLES),
