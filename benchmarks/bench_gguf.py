@@ -86,6 +86,7 @@ def quality(files: dict[str, Path], source, tok, texts) -> dict:
 def bench_model(name: str, path: Path, args, work: Path) -> dict:
     from qazlm.gguf.config import GGUFConfig
     from qazlm.gguf.export import file_name, run_gguf
+    from qazlm.gguf.llamacpp import quantize
     from qazlm.infer.loading import load_model
     from qazlm.quantize.config import QuantizeConfig
     from qazlm.quantize.quantize import run_quantize
@@ -97,10 +98,9 @@ def bench_model(name: str, path: Path, args, work: Path) -> dict:
     report = run_gguf(GGUFConfig(model=str(path), out_dir=str(out), types=list(TYPES), name=name,
                                  check_sentences=0, **importance), log=print)
     export_s = time.perf_counter() - t0
-    run_gguf(GGUFConfig(model=str(path), out_dir=str(work / name / "f16out"), types=["q8_0"], name=name,
-                        check_sentences=0, output_type="f16"), log=lambda *_: None)
     files = {t: out / file_name(name, t) for t in TYPES}
-    files[F16_OUTPUT] = work / name / "f16out" / file_name(name, "q8_0")
+    files[F16_OUTPUT] = out / f"{name}-Q8_0-f16out.gguf"  # from the same f32 file, by llama.cpp's quantizer
+    quantize(files["f32"], files[F16_OUTPUT], "q8_0", output_type="f16")
     engine, tok, _ = load_model(path)
     parity = full_parity(files["f32"], tok)
     print(f"  {name}: parity {parity_line(parity)}", flush=True)
