@@ -98,6 +98,23 @@ def test_quantized_folder_generates_and_scores(int8_ours, models, tiny_tokenizer
     assert bits_per_byte(ref, tok, kk)["bpb"] == pytest.approx(report["check"]["kk"]["bpb_ref"], rel=1e-5)
 
 
+def test_int4_keeps_a_weight_already_on_a_4bit_grid():
+    """A group whose values are min + k * step (k = 0..15, as in a Q4_1 GGUF) comes back exactly; an integer
+    zero point (IntxWeightOnlyConfig's own choice) would shift it by up to half a step."""
+    import torch
+
+    from qazlm.quantize.quantize import int4_float_zero
+
+    gen = torch.Generator().manual_seed(0)
+    low, step = torch.randn(8, 4, 1, generator=gen), torch.rand(8, 4, 1, generator=gen) / 10 + 0.01
+    k = torch.randint(0, 16, (8, 4, 32), generator=gen)
+    k[..., 0], k[..., 1] = 0, 15                                           # every group spans its whole range
+    weight = (low + k * step).reshape(8, 128)
+    q = int4_float_zero(weight, 32)
+    assert torch.allclose(q.dequantize(), weight, atol=1e-5)
+    assert int(q.qdata.min()) == -8 and int(q.qdata.max()) == 7
+
+
 def test_int4_on_hf_folder_then_skip_and_rebuild(models, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
@@ -112,6 +129,12 @@ def test_int4_on_hf_folder_then_skip_and_rebuild(models, tmp_path):
     assert type(w).__name__ == "IntxUnpackedToInt8Tensor"
     assert int(w.qdata.min()) >= -8 and int(w.qdata.max()) <= 7          # int4 values
     assert w.scale.shape[-1] == w.shape[1] // 32                          # one scale per 32 input columns
+    assert w.zero_point.dtype == torch.float32                            # float offsets, not rounded ones
+    ref = AutoModelForCausalLM.from_pretrained(models["hf"], local_files_only=True).model.layers[0].mlp.down_proj
+    groups = ref.weight.detach().reshape(w.shape[0], -1, 32)
+    step = (groups.amax(-1) - groups.amin(-1)) / 15
+    error = (w.dequantize() - ref.weight).abs().reshape(w.shape[0], -1, 32).amax(-1)
+    assert bool((error <= step / 2 + 1e-6).all())                         # within half a step of its own group
     assert first["parent_kind"] == "hf" and first["group_size"] == 32
     run_quantize(cfg, log=logs.append)
     assert "up to date" in logs[-1]

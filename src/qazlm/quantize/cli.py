@@ -11,7 +11,7 @@ EPILOG = """examples:
 Schemes (torchao, Linear layers; the embedding stays fp32):
   int8-weight   int8 weights per output row, fp32 activations
   int8-dynamic  int8 weights per row + int8 activations per token, quantized on the fly
-  int4-weight   int4 weights, one scale per --group-size input columns
+  int4-weight   int4 weights, one scale and one float offset per --group-size input columns
 
 Outputs in OUT: final/ (a Hugging Face model folder: safetensors with torchao's quantized tensors,
 config.json with the quantization_config, tokenizer with the chat template, qazlm_lineage.json) and

@@ -12,7 +12,8 @@ SCHEMES = {
     "int8-weight": "int8 weights, one scale per output row; activations stay fp32 (Int8WeightOnlyConfig)",
     "int8-dynamic": "int8 weights per row and int8 activations per token, quantized on the fly "
                     "(Int8DynamicActivationInt8WeightConfig)",
-    "int4-weight": "int4 weights, one scale per group of input columns (IntxWeightOnlyConfig, int4, PerGroup)",
+    "int4-weight": "int4 weights, one scale and one float offset per group of input columns (the Q4_1 / "
+                   "tinygemm grid, stored as torchao's IntxUnpackedToInt8Tensor)",
 }
 GROUP_SIZES = (16, 32, 64, 128, 256)
 
