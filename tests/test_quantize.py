@@ -135,6 +135,22 @@ def test_int4_on_hf_folder_then_skip_and_rebuild(models, tmp_path):
     step = (groups.amax(-1) - groups.amin(-1)) / 15
     error = (w.dequantize() - ref.weight).abs().reshape(w.shape[0], -1, 32).amax(-1)
     assert bool((error <= step / 2 + 1e-6).all())                         # within half a step of its own group
+    from qazlm.infer.int4_cpu import Bf16Int4Linear
+    from qazlm.infer.loading import load_model
+
+    ids = torch.tensor([[5, 17, 42, 99, 7, 250, 31, 64]])
+    with torch.inference_mode():
+        slow = q(ids).logits                                              # transformers: dequantize per call
+        fast = load_model(out / "final").model                            # ours on a CPU: the packed kernel
+        packed = fast.module.model.layers[0].mlp.down_proj
+        assert isinstance(packed.forward, Bf16Int4Linear) and packed.weight.numel() == 0
+        assert sum(isinstance(m.forward, Bf16Int4Linear) for m in fast.module.modules()) == first[
+            "quantized_linear_layers"]
+        x = torch.randn(3, w.shape[1])
+        exact = torch.nn.functional.linear(x.to(torch.bfloat16).float(), w.dequantize())
+        assert torch.allclose(packed(x), exact, atol=2e-2 * float(exact.abs().max()))  # bf16 scales, same grid
+        assert (fast(ids) - slow).abs().max() < 0.05 * slow.abs().max()  # bf16 activations, 2 layers deep
+        assert int((fast(ids).argmax(-1) == slow.argmax(-1)).sum()) >= 7
     assert first["parent_kind"] == "hf" and first["group_size"] == 32
     run_quantize(cfg, log=logs.append)
     assert "up to date" in logs[-1]

@@ -103,6 +103,10 @@ def load_model(path: str | Path, device: str = "cpu", tokenizer: str | Path | No
         except (OSError, ValueError) as e:
             raise QazlmError(f"{path}: cannot load the HF model ({e}); check config.json and the weights") from None
         module.to(device)
+        if str(device) == "cpu":
+            from qazlm.infer.int4_cpu import use_cpu_int4_kernel
+
+            use_cpu_int4_kernel(module)  # `qazlm quantize` int4 folders: the packed kernel, not a dequantize per call
         max_len = int(getattr(module.config, "max_position_embeddings", 2048) or 2048)
         vocab = int(module.config.vocab_size)
     check_vocab_match(tok, vocab, tokenizer or path)
