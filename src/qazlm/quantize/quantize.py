@@ -53,8 +53,7 @@ def int4_float_zero(weight, group_size: int):
     float zero point) that saves to safetensors and runs on any device.
 
     Why not IntxWeightOnlyConfig's own choice: it rounds the zero point to an integer, which shifts every
-    group's grid by up to half a step, and on a 135M model that costs 10-20% bits per byte
-    (docs/deploy.md)."""
+    group's grid by up to half a step (what that costs a real model: docs/deploy.md)."""
     import torch
     from torchao.quantization import IntxUnpackedToInt8Tensor, MappingType
     from torchao.quantization.quant_primitives import _choose_qparams_affine_tinygemm, _quantize_affine_tinygemm
