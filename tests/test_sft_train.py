@@ -195,6 +195,37 @@ def test_trl_padding_free_batch_is_isolated_too(base, data, tmp_path):
             start += length
 
 
+def test_cpu_loss_projects_only_labelled_positions_and_equals_trl(base, data, tmp_path):
+    """On a CPU the trainer sends only the labelled (assistant) positions through the LM head; the loss and its
+    gradient equal TRL's fused head, which projects every position there."""
+    from qazlm.sft.callbacks import labelled_positions_loss
+    from qazlm.sft.load import read_sft_data
+
+    train, _, _ = read_sft_data(data, 0)
+    trainer, _ = trainer_for(base, data, tmp_path, train, packing=True)
+    model = trainer.model.train()
+    n = len(trainer.train_dataset)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(n - 2, n)])
+    batch.pop("qazlm_real_tokens")
+    labelled = int((batch["labels"][:, 1:] != -100).sum())
+    assert 0 < labelled < batch["labels"].numel() // 2  # prompts and system turns are most of a row
+
+    def loss_and_grad(fn):
+        model.zero_grad()
+        loss = fn()
+        loss.backward()
+        return loss.item(), model.get_output_embeddings().weight.grad.clone()
+
+    rows_seen = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, i, o: rows_seen.append(i[0].shape[0]))
+    ours, ours_grad = loss_and_grad(lambda: labelled_positions_loss(trainer, model, dict(batch)))
+    hook.remove()
+    trl, trl_grad = loss_and_grad(lambda: model(**batch, fused_lm_head=True).loss)
+    assert rows_seen == [labelled]
+    assert ours == pytest.approx(trl, abs=1e-5) and torch.allclose(ours_grad, trl_grad, atol=1e-6)
+    assert trainer._metrics["train"]["mean_token_accuracy"] and trainer._metrics["train"]["entropy"][-1] > 0
+
+
 # ------------------------------------------------------------------------------------------------ full run
 def test_full_run_learns_and_pins_the_first_loss(full_run):
     out, s, lines = full_run

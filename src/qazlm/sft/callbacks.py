@@ -43,8 +43,10 @@ def counting_collator(collate):
 
 
 def make_trainer_class():
-    """SFTTrainer that takes the real-token count off each batch before the model sees it."""
+    """SFTTrainer that takes the real-token count off each batch before the model sees it, and on devices
+    without Triton projects only the trained positions through the LM head (`labelled_positions_loss`)."""
     from trl import SFTTrainer
+    from trl.kernels.chunked_logprob import _use_triton
 
     class CountingSFTTrainer(SFTTrainer):
         counter: TokenCounter
@@ -53,10 +55,55 @@ def make_trainer_class():
             real = inputs.pop(REAL_KEY, None)
             if real is not None and model.training:
                 self.counter.add(int(real), int(inputs["input_ids"].numel()))
+            if not return_outputs and not _use_triton(inputs["input_ids"].device) and not self.aux_loss_enabled:
+                return labelled_positions_loss(self, model, inputs, num_items_in_batch)
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
 
     return CountingSFTTrainer
+
+
+BACKBONE_INPUTS = ("input_ids", "attention_mask", "position_ids")
+
+
+def labelled_positions_loss(trainer, model, inputs: dict, num_items_in_batch=None):
+    """TRL's loss (token-summed NLL over the labelled positions, its entropy and token-accuracy metrics), with the
+    vocabulary projection run on the labelled positions only.
+
+    TRL's fused LM head drops the unlabelled positions only where Triton runs (CUDA/XPU); elsewhere its torch
+    fallback projects every position of the batch, prompts and system turns included, in tiles, and projects them
+    again in the backward. With loss on assistant tokens only, most positions are unlabelled, and the projection is
+    most of a small model's compute: on a CPU this costs several times the step (docs/sft.md, speed)."""
+    import torch
+    import torch.nn.functional as F
+
+    core = trainer.accelerator.unwrap_model(model)
+    core = core.get_base_model() if hasattr(core, "get_base_model") else core  # PEFT: the LoRA-injected model
+    backbone = getattr(core, core.base_model_prefix)
+    hidden = backbone(**{k: inputs[k] for k in BACKBONE_INPUTS if k in inputs}, use_cache=False).last_hidden_state
+    labels = inputs["labels"][:, 1:]
+    mask = labels != -100
+    logits = core.get_output_embeddings()(hidden[:, :-1][mask]).float()
+    targets = labels[mask]
+    nll_sum = F.cross_entropy(logits, targets, reduction="sum")
+    loss = nll_sum / (mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
+    if trainer.args.average_tokens_across_devices and num_items_in_batch is not None:
+        loss = loss * (trainer.accelerator.num_processes // trainer.get_tp_size())
+    with torch.no_grad():
+        log_p = logits.log_softmax(-1)
+        gather = trainer.accelerator.gather_for_metrics
+        n = gather(mask.sum()).sum()
+        entropy = gather(-(log_p.exp() * log_p).sum()).sum()
+        correct = gather((logits.argmax(-1) == targets).sum()).sum()
+    mode = "train" if model.training else "eval"
+    trainer._metrics[mode]["entropy"].append((entropy / n).item() if n > 0 else 0.0)
+    trainer._metrics[mode]["mean_token_accuracy"].append((correct / n).item() if n > 0 else 0.0)
+    if mode == "train":
+        mask_in = inputs.get("attention_mask")
+        seen = mask_in.sum() if mask_in is not None else torch.tensor(inputs["input_ids"].numel())
+        trainer._total_train_tokens += int(gather(seen).sum()) // trainer._tp_size
+    trainer._metrics[mode]["num_tokens"] = [trainer._total_train_tokens]
+    return loss
 
 
 class MetricsCallback(TrainerCallback):
