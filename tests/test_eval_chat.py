@@ -36,8 +36,20 @@ def sft_data(tmp_path_factory, shared):
 # ------------------------------------------------------------------------------------------- metrics
 def test_eot_rate_counts_each_ending():
     assert chat.eot_rate(["eot", "eot", "eot", "limit", "eos"]) == {"rate": 0.6, "n": 5, "eot": 3, "eos": 1,
-                                                                     "limit": 1}
+                                                                     "limit": 1, "long_reference": 0}
     assert chat.eot_rate([])["rate"] is None
+    # a reply that hits the limit where the right answer alone is longer is not judged
+    assert chat.eot_rate(["eot", "limit", "limit"], fits=[True, False, True]) == {
+        "rate": 0.5, "n": 2, "eot": 1, "eos": 0, "limit": 1, "long_reference": 1}
+
+
+def test_a_reference_fits_when_it_and_the_end_of_turn_are_within_the_limit(tiny_tokenizer_dir):
+    from transformers import PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(tiny_tokenizer_dir / "tokenizer.json"))
+    n = len(tok.encode("Бұл сөйлем қысқа емес.", add_special_tokens=False))
+    assert chat.reference_fits(tok, ["Бұл сөйлем қысқа емес.", None], n + 1) == [True, True]
+    assert chat.reference_fits(tok, ["Бұл сөйлем қысқа емес."], n) == [False]
 
 
 def test_fidelity_counts_the_right_language_and_leaves_out_short_replies():
@@ -89,6 +101,17 @@ def test_expected_language_of_each_kind_of_item():
     assert expected_language("followup_latin", "en", user("Now write it in the Kazakh Latin alphabet (2021).")) is None
     assert expected_language("title", "ru", user("Как называется статья?")) is None  # a Kazakh name whatever the ask
     assert expected_language("morph_inflect", "en", user("Put the Kazakh word «ауыл» into this form")) == "kk"
+
+
+def test_a_flores_prompt_expects_its_target_language():
+    """A FLORES+ translation reply belongs in the language asked for, not the source's (the report judged
+    kk->ru replies as Kazakh before)."""
+    from qazlm.eval.chat_items import flores_items
+
+    items = flores_items(1)
+    assert sorted((it["lang"], it["expect"]) for it in items) == sorted(
+        [("kk", "ru"), ("kk", "en"), ("ru", "kk"), ("ru", "en"), ("en", "kk"), ("en", "ru")])
+    assert all(it["task"] == f"flores_{it['lang']}_{it['expect']}" for it in items)
 
 
 def test_a_follow_up_is_asked_for_its_last_reply_with_the_reference_first_reply():
@@ -190,7 +213,8 @@ def test_cli_writes_report_for_two_models(model, sft_data, tmp_path, shared, tin
     assert rep["format"] == "qazlm-chat-eval-v1" and rep["items"]["by_set"]["flores"] == 6
     a, b = rep["models"]
     assert (a["kind"], b["name"], b["kind"]) == ("qazlm", "sft/final", "hf") and a["name"].endswith("/final")
-    assert set(a["fidelity"]) == {"kk", "ru", "en", "all"} and a["eot"]["n"] == b["eot"]["n"] == rep["items"]["n"]
+    assert set(a["fidelity"]) == {"kk", "ru", "en", "all"} and a["eot"]["n"] + a["eot"]["long_reference"] == rep["items"]["n"]
+    assert 0 < a["eot"]["long_reference"] == b["eot"]["long_reference"]  # 6 new tokens: most references are longer
     assert {"sib200:sib200_kk", "flores:flores_kk_en", "flores:flores_en_ru", "heldout:count_words"} <= set(a["tasks"])
     assert a["tasks"]["sib200:sib200_kk"]["chance"] == pytest.approx(1 / 7)
     md = (out / "chat_report.md").read_text()

@@ -4,7 +4,8 @@ Every model answers the same chat prompts (`qazlm.eval.chat_items`) through the 
 (`qazlm.infer.engine.generate_ids`, prompts rendered by `qazlm.infer.chat.render_chat`, batched, greedy by
 default, stopping at `<|im_end|>`). Per model:
 
-- end-of-turn rate: replies that close their turn with `<|im_end|>` within `max_new_tokens`;
+- end-of-turn rate: replies that close their turn with `<|im_end|>` within `max_new_tokens`, judged on the
+  items whose reference answer fits in that limit;
 - language fidelity (the headline): replies in the language the user wrote in, or the one the instruction
   or system prompt asked for, per language, by `qazlm.text.langid`; replies too short to identify are left
   out of the denominator and counted;
@@ -76,12 +77,21 @@ def chrf(replies: list[str], references: list[str]) -> float:
     return float(CHRF().corpus_score(list(replies), [list(references)]).score)
 
 
-def eot_rate(endings: list[str]) -> dict:
+def eot_rate(endings: list[str], fits: list[bool] | None = None) -> dict:
     """Share of replies whose turn ended with `<|im_end|>` ("eot"); the others hit the document end token
-    ("eos") or the token limit ("limit")."""
-    n = len(endings)
-    counts = {k: sum(e == k for e in endings) for k in ("eot", "eos", "limit")}
-    return {"rate": counts["eot"] / n if n else None, "n": n, **counts}
+    ("eos") or the token limit ("limit"). Only items whose reference answer fits within the token limit are
+    judged (`fits`): where even the right answer is longer, a reply that runs into the limit says nothing about
+    ending a turn. The others are counted as `long_reference`."""
+    fits = [True] * len(endings) if fits is None else fits
+    judged = [e for e, f in zip(endings, fits) if f]
+    n = len(judged)
+    counts = {k: sum(e == k for e in judged) for k in ("eot", "eos", "limit")}
+    return {"rate": counts["eot"] / n if n else None, "n": n, **counts, "long_reference": len(endings) - n}
+
+
+def reference_fits(tokenizer, references: list[str | None], max_new_tokens: int) -> list[bool]:
+    """Whether each reference answer and its `<|im_end|>` fit in `max_new_tokens` in this model's tokens."""
+    return [ref is None or len(tokenizer.encode(ref, add_special_tokens=False)) < max_new_tokens for ref in references]
 
 
 @lru_cache(maxsize=8192)
@@ -213,12 +223,13 @@ def pick_samples(items: list[dict], results: list[dict], per_lang: int) -> dict[
 
 
 def score_model(name: str, path: str, kind: str, params: int, items: list[dict], results: list[dict],
-                s: ChatEvalSettings) -> dict:
-    """Every figure of one model from its replies (skipped items are counted, not scored)."""
+                s: ChatEvalSettings, fits: list[bool] | None = None) -> dict:
+    """Every figure of one model from its replies (skipped items are counted, not scored); `fits`: per item,
+    whether its reference fits the token limit (end-of-turn is judged on those)."""
     done = [i for i, r in enumerate(results) if "reply" in r]
     its, replies = [items[i] for i in done], [results[i]["reply"] for i in done]
     return {"name": name, "path": path, "kind": kind, "params": params,
-            "eot": eot_rate([results[i]["end"] for i in done]),
+            "eot": eot_rate([results[i]["end"] for i in done], None if fits is None else [fits[i] for i in done]),
             "fidelity": fidelity([(it["expect"], r) for it, r in zip(its, replies)]),
             "fidelity_by_set": {k: fidelity([(it["expect"], r) for it, r in zip(its, replies) if it["set"] == k])["all"]
                                 for k in dict.fromkeys(it["set"] for it in its)},
@@ -249,7 +260,8 @@ def evaluate_chat_model(path: str | Path, items: list[dict], s: ChatEvalSettings
         log(f"  {loaded.name}: {skipped} prompts skipped: with {s.max_new_tokens} new tokens they exceed the "
             f"model's context ({loaded.model.max_len} tokens)")
     n_params = sum(p.numel() for p in loaded.model.module.parameters())
-    figures = score_model(label or loaded.name, str(path), loaded.model.kind, n_params, items, results, s)
+    fits = reference_fits(loaded.tokenizer, [it["reference"] for it in items], s.max_new_tokens)
+    figures = score_model(label or loaded.name, str(path), loaded.model.kind, n_params, items, results, s, fits)
     figures["seconds"] = round(time.time() - t0, 1)
     fid, eot = figures["fidelity"]["all"], figures["eot"]
     log(f"  {figures['name']}: language fidelity {_pct(fid['rate'])} ({fid['n']} judged, {fid['too_short']} too "

@@ -157,8 +157,9 @@ def flores_items(per_direction: int | None) -> list[dict]:
     texts = {k.rsplit(":", 1)[1]: v for k, v in flores_texts("devtest").items()}
     n = min(len(v) for v in texts.values())
     n = min(per_direction or n, n)
-    return [_item("flores", f"flores_{s}_{t}", s, [{"role": "user", "content": translate_prompt(s, t, texts[s][i])}],
-                  texts[t][i], "chrf") for s, t in FLORES_DIRECTIONS for i in range(n)]
+    return [{**_item("flores", f"flores_{s}_{t}", s, [{"role": "user", "content": translate_prompt(s, t, texts[s][i])}],
+                     texts[t][i], "chrf"), "expect": t}  # the reply belongs in the target language
+            for s, t in FLORES_DIRECTIONS for i in range(n)]
 
 
 def build_items(sets: list[str], records: list[dict] | None, *, limit: int | None, sib_limit: int | None,

@@ -55,11 +55,13 @@ def _eot_section(result: dict) -> list[str]:
     models = result["models"]
     lines = ["## End of turn", "", f"Replies that close their turn with `<|im_end|>` within "
              f"{result['settings']['max_new_tokens']} new tokens; the others stopped at the document end token "
-             "`<|endoftext|>` or ran into the token limit.", ""] + _header(models, "")
+             "`<|endoftext|>` or ran into the token limit. Judged on the prompts whose reference answer fits in "
+             "that limit (in the model's tokens); those whose right answer alone is longer are left out and "
+             "counted.", ""] + _header(models, "")
     lines.append("| **end-of-turn rate** | " + " | ".join(_pct(m["eot"]["rate"]) for m in models) + " |")
     for key, what in (("eot", "ended with <\\|im_end\\|>"), ("eos", "ended with <\\|endoftext\\|>"),
-                      ("limit", "hit the token limit")):
-        lines.append(f"| {what} | " + " | ".join(str(m["eot"][key]) for m in models) + " |")
+                      ("limit", "hit the token limit"), ("long_reference", "left out: reference longer than the limit")):
+        lines.append(f"| {what} | " + " | ".join(str(m["eot"].get(key, 0)) for m in models) + " |")
     return lines
 
 
