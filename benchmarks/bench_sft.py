@@ -94,21 +94,36 @@ def run_ours(model: Path, data: Path, out: Path, args, packing: bool = True) -> 
             "padding_waste": summary["padding_waste"], "summary_tokens_per_s": summary["tokens_per_s"]}
 
 
-def run_bare_trl(model_dir: Path, data: Path, out: Path, args) -> dict:
-    """The script a user writes with TRL alone: SFTConfig + SFTTrainer on the conversations."""
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+def chat_tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
 
     from qazlm.tokenizer.special_tokens import CHAT_TEMPLATE
 
-    rows = [json.loads(line) for line in open(data / "train.jsonl", encoding="utf-8") if line.strip()]
-    dataset = Dataset.from_list([{"messages": r["messages"]} for r in rows])
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     tok.chat_template = CHAT_TEMPLATE  # SmolLM2's own template has no {% generation %} markers
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    return tok
+
+
+def trained_conversations(model_dir: Path, data: Path, max_len: int) -> list[dict]:
+    """The conversations `qazlm sft` trains on (tools included, those longer than max_len left out), so the
+    bare script sees the same data; TRL alone would cut the long ones instead."""
+    from qazlm.sft.load import read_sft_data, set_aside_overlong
+
+    train, _, _ = read_sft_data(data, 0)
+    return set_aside_overlong(chat_tokenizer(model_dir), train, max_len)[0]
+
+
+def run_bare_trl(model_dir: Path, conversations: list[dict], out: Path, args) -> dict:
+    """The script a user writes with TRL alone: SFTConfig + SFTTrainer on the conversations."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    dataset = Dataset.from_list(conversations)
+    tok = chat_tokenizer(model_dir)
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     s = settings(args)
     config = SFTConfig(
@@ -226,9 +241,10 @@ def main() -> int:
     except QazlmError as e:
         print(f"qazlm: error: {e}", file=sys.stderr)
         return 2
+    conversations = trained_conversations(model_hf, data, args.max_len)
     bare, ours = [], []
     for r in range(args.rounds):
-        bare.append(run_bare_trl(model_hf, data, tmp / f"bare_{r}", args))
+        bare.append(run_bare_trl(model_hf, conversations, tmp / f"bare_{r}", args))
         ours.append(run_ours(model, data, tmp / f"ours_{r}", args))
         for done in (tmp / f"bare_{r}", tmp / f"ours_{r}"):  # checkpoints of a 135M model: GBs each
             shutil.rmtree(done, ignore_errors=True)
