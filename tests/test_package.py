@@ -97,6 +97,28 @@ def test_card_numbers_equal_the_reports(run, tmp_path):
     assert AutoModelForCausalLM.from_pretrained(out, local_files_only=True) is not None
 
 
+def test_card_reports_the_nearest_safety_evaluated_model(tmp_path):
+    """A quantized model is not safety-evaluated itself: the card shows its parent's figures from the run's
+    safety_eval report, with the bar they are held to, and never the figures of another branch."""
+    from qazlm.package.card import safety
+    from qazlm.package.facts import safety_entry
+
+    run = tmp_path / "run"
+    quant, dpo, sft = run / "quantize" / "final", run / "dpo" / "final", run / "sft" / "final"
+    rates = {"sft": ({"kk": 0.9, "ru": 0.85}, 0.3), "dpo": ({"kk": 0.16, "ru": 0.76}, 0.08)}
+    write(run / "safety_eval" / "safety_report.json", {"classifier": {"items": 42, "accuracy": 1.0}, "models": [
+        {"model": str(folder), "safe_rate": {k: {"n": 50, "rate": v} for k, v in rates[name][0].items()},
+         "over_refusal": {"kk": {"n": 50, "rate": rates[name][1]}}, "judge_safe_rate": None}
+        for name, folder in (("sft", sft), ("dpo", dpo))]})
+    entry = safety_entry(run, [quant, dpo, sft])
+    assert entry["model"] == str(dpo) and entry["safe_rate"]["kk"]["rate"] == 0.16
+    text = safety(entry)
+    assert f"`{dpo}`" in text and "kk 16% (n=50), ru 76% (n=50)" in text and "kk 8% (n=50)" in text
+    assert "100% right on 42 hand-labelled replies" in text and "Below the bar" in text
+    assert safety_entry(run, [quant]) is None and "Not evaluated" in safety(None)
+    assert "Meets the bar" in safety({**entry, "safe_rate": {"kk": {"n": 50, "rate": 0.9}}})
+
+
 def test_without_reports_the_card_says_not_evaluated(tiny_tokenizer_dir, tmp_path):
     from huggingface_hub import ModelCard
 

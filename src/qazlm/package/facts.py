@@ -116,6 +116,18 @@ def tool_eval_entry(run: Path | None, folder) -> dict | None:
     return None
 
 
+def safety_entry(run: Path | None, folders: list) -> dict | None:
+    """The safety figures of the first of `folders` (the model, then its parents) that the run's
+    safety_eval/safety_report.json scored: a quantized model is not evaluated itself, its parent is."""
+    report = read_json(run / "safety_eval" / "safety_report.json") if run else None
+    for folder in folders:
+        for m in (report or {}).get("models", []):
+            if same_folder(m.get("model"), folder):
+                return {"model": m.get("model"), "safe_rate": m.get("safe_rate"), "over_refusal": m.get("over_refusal"),
+                        "judge_safe_rate": m.get("judge_safe_rate"), "classifier": (report or {}).get("classifier")}
+    return None
+
+
 def collect(model: Path, run_arg: str = "") -> dict:
     """The facts of `model` and its run, as plain JSON (written to qazlm_package.json beside the card)."""
     from qazlm.infer.loading import model_kind
@@ -141,6 +153,7 @@ def collect(model: Path, run_arg: str = "") -> dict:
         if quant else None,
         "eval": model_entry(eval_report, root),
         "tool_eval": tool_eval_entry(run, sft_folder or model),
+        "safety_eval": safety_entry(run, [model] + [c["parent"].get("path") for c in chain]),
         "chat_eval": {"chat": model_entry(chat_report, sft_folder or model) if chat_report else None,
                       "base": model_entry(chat_report, root) if chat_report else None,
                       "settings": (chat_report or {}).get("settings")},
