@@ -83,18 +83,17 @@ def labelled_positions_loss(trainer, model, inputs: dict, num_items_in_batch=Non
     hidden = backbone(**{k: inputs[k] for k in BACKBONE_INPUTS if k in inputs}, use_cache=False).last_hidden_state
     labels = inputs["labels"][:, 1:]
     mask = labels != -100
-    logits = core.get_output_embeddings()(hidden[:, :-1][mask]).float()
+    log_p = core.get_output_embeddings()(hidden[:, :-1][mask]).float().log_softmax(-1)
     targets = labels[mask]
-    nll_sum = F.cross_entropy(logits, targets, reduction="sum")
+    nll_sum = F.nll_loss(log_p, targets, reduction="sum")
     loss = nll_sum / (mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
     if trainer.args.average_tokens_across_devices and num_items_in_batch is not None:
         loss = loss * (trainer.accelerator.num_processes // trainer.get_tp_size())
     with torch.no_grad():
-        log_p = logits.log_softmax(-1)
         gather = trainer.accelerator.gather_for_metrics
         n = gather(mask.sum()).sum()
         entropy = gather(-(log_p.exp() * log_p).sum()).sum()
-        correct = gather((logits.argmax(-1) == targets).sum()).sum()
+        correct = gather((log_p.argmax(-1) == targets).sum()).sum()
     mode = "train" if model.training else "eval"
     trainer._metrics[mode]["entropy"].append((entropy / n).item() if n > 0 else 0.0)
     trainer._metrics[mode]["mean_token_accuracy"].append((correct / n).item() if n > 0 else 0.0)
