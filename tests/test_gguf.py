@@ -278,3 +278,17 @@ def test_calibration_lines_weigh_each_input_the_same(tmp_path):
     (tmp_path / "kk.txt").write_text("k1\nk2\nk3\nk4\n")
     lines = list(calibration_lines([str(tmp_path / "en"), str(tmp_path / "kk.txt")]))
     assert lines == ["a1", "k1", "b1", "k2", "a2", "k3", "a3", "k4"]
+
+
+def test_summary_without_quality_checks_says_so():
+    """check_sentences = 0 (the benchmarks score devtest themselves): the summary says quality was not checked
+    instead of printing a NaN logit difference and empty per-type lines."""
+    from pathlib import Path
+
+    from qazlm.gguf.export import summary
+
+    report = {"parity": {"samples": {"identical": 14, "lines": 14}}, "files": {"f32": {}, "q4_k_m": {}},
+              "seconds": 1.0, "f32_vs_source": {}, "quality": {"q4_k_m": {}}}
+    assert summary(report, Path("out")).splitlines() == [
+        "gguf: f32, q4_k_m -> out (1.0 s); token ids identical on 14/14 texts; "
+        "quality not checked (check_sentences = 0)"]

@@ -244,11 +244,12 @@ def quantizer_line(report: dict) -> str:
 def summary(report: dict, out: Path) -> str:
     parity = report["parity"]
     same, total = sum(p["identical"] for p in parity.values()), sum(p["lines"] for p in parity.values())
-    diff = max((c["max_logit_diff"] for c in report["f32_vs_source"].values()), default=float("nan"))
+    diffs = [c["max_logit_diff"] for c in report["f32_vs_source"].values()]
+    checked = f"f32 max logit diff {max(diffs):.1e}" if diffs else "quality not checked (check_sentences = 0)"
     lines = [f"gguf: {', '.join(report['files'])} -> {out} ({report['seconds']:.1f} s); token ids identical on "
-             f"{same}/{total} texts; f32 max logit diff {diff:.1e}"]
+             f"{same}/{total} texts; {checked}"]
     for type_name, by_lang in report["quality"].items():
-        if type_name in report["files"]:
+        if type_name in report["files"] and by_lang:
             lines.append(f"  {type_name}: " + ", ".join(
                 f"{lang} PPL {c['ppl_delta_pct']:+.2f}% KL {c['kl']:.4f} top {100 * c['top1']:.1f}%"
                 for lang, c in by_lang.items()))
