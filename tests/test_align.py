@@ -87,18 +87,27 @@ def test_pairs_are_right_by_construction(pref, sft_data):
 
 def test_pref_data_golden_counts_and_skip(pref, sft_data, capfd):
     card = json.loads((pref / "card.json").read_text())
-    assert card["pairs"] == {"train": 222, "heldout": 50, "rejected": 2}   # pinned for seed 1
+    assert card["pairs"] == {"train": 218, "heldout": 53, "rejected": 14}   # pinned for seed 1
+    # the sft-data fixture skipped decontamination; pref-data's own check sets aside the KazQAD/SIB-200 text
+    reasons = [r["reason"] for r in rows(pref, "rejected")]
+    assert reasons.count("contaminated: kazqad") == 5 and reasons.count("contaminated: sib200") == 1
     code, _, err = run_cli(["pref-data", "--sft-data", sft_data, "-o", pref, "--per-type", "30", "--seed", "1"], capfd)
     assert code == 0, err
 
 
 def test_bad_pairs_are_set_aside_with_a_reason():
-    from qazlm.align.pairs import hh_dialogue, why_not
+    from qazlm.align.pairs import contamination, hh_dialogue, why_not
+    from qazlm.data.decontam import NgramIndex
 
     same = {"prompt": [{"role": "user", "content": "x"}], "chosen": [{"role": "assistant", "content": "a"}],
             "rejected": [{"role": "assistant", "content": "a"}]}
     assert why_not(same) == "identical chosen and rejected"
     assert why_not({**same, "rejected": [{"role": "assistant", "content": " "}]}) == "empty response"
+    index = NgramIndex()
+    index.add("Как правильно ответить на вопрос о спорных событиях прошлого века в нашей стране", "safety")
+    quoting = {**same, "prompt": [{"role": "user", "content": "Вопрос: как правильно ответить на вопрос о спорных "
+                                                               "событиях прошлого века в нашей стране?"}]}
+    assert contamination(quoting, index) == "contaminated: safety" and contamination(same, index) is None
     assert hh_dialogue("\n\nHuman: hi\n\nAssistant: hello\n\nHuman: bye") == [
         {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
         {"role": "user", "content": "bye"}]
@@ -108,6 +117,8 @@ def test_bad_inputs_are_one_line(tmp_path, capfd, pref, model):
     assert_one_line_error(["pref-data", "-o", tmp_path / "p"], capfd, "sft-data")
     assert_one_line_error(["pref-data", "--sft-data", tmp_path, "-o", tmp_path / "p"], capfd, "train.jsonl not found")
     assert_one_line_error(["pref-data", "--sft-data", tmp_path, "--types", "nope"], capfd, "types")
+    assert_one_line_error(["pref-data", "--sft-data", tmp_path, "--decontaminate", "flores,devset"], capfd,
+                          "decontaminate: unknown set 'devset'")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "train.jsonl").write_text('{"prompt": []}\n')
     assert_one_line_error(["rm", "train", model, "--data", tmp_path / "bad", "-o", tmp_path / "r"], capfd,

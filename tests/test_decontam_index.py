@@ -89,7 +89,7 @@ def test_cli_refuses_planted_pickles_at_both_paths(tmp_path, items_file, tiny_to
 def test_cli_unknown_set_names_the_valid_ones(tmp_path, tiny_tokenizer_dir, capfd):
     cfg = _data_config(tmp_path, tiny_tokenizer_dir, ["flores", "nosuchset"])
     assert_one_line_error(["data", "prepare", "--config", cfg], capfd,
-                          match=r"'nosuchset' is neither a known evaluation set \(flores, sib200, kkcopa, kazqad\)")
+                          match=r"'nosuchset' is neither a known evaluation set \(flores, sib200, kkcopa, kazqad, safety\)")
     assert not (tmp_path / "out" / INDEX_DIR).exists()
 
 

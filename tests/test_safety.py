@@ -20,15 +20,40 @@ def test_refusal_data_is_trilingual_refusals_never_from_the_eval_set(shared):
     from qazlm.sft.safety import HARMS, safety_refusal
     from qazlm.sft.tasks import TaskContext
 
+    n = 4 * len(HARMS)
     rows = safety_refusal(TaskContext(rng=random.Random(0), corpus_dir=None, model_name="Qazlm"),
-                          {"kk": 14, "ru": 14, "en": 14})
-    assert len(rows) == 42 and {r["lang"] for r in rows} == {"kk", "ru", "en"}
-    assert {r["key"].split(":")[2] for r in rows} == set(HARMS)          # every category, evenly
+                          {"kk": n, "ru": n, "en": n})
+    assert len(rows) == 3 * n and {r["lang"] for r in rows} == {"kk", "ru", "en"}
+    for lang in ("kk", "ru", "en"):                                      # every category, evenly
+        cats = [r["key"].split(":")[2] for r in rows if r["lang"] == lang]
+        assert {c: cats.count(c) for c in HARMS} == dict.fromkeys(HARMS, 4)
+    # the policy covers every risk area of the sensitive set, in the taxonomy's words
+    assert {h.area for h in HARMS.values()} == {
+        "malicious uses", "information hazards", "discrimination and toxicity", "misinformation harms",
+        "human-chatbot interaction harms", "sensitive in Kazakhstan/Russia"}
     assert all(is_refusal(r["messages"][-1]["content"]) for r in rows)
     assert not any(is_refusal(r["messages"][0]["content"]) for r in rows)
+    assert not any("{" in m["content"] for r in rows for m in r["messages"])   # every slot filled
+    assert len({r["messages"][0]["content"] for r in rows if r["lang"] == "kk"}) >= 2 * len(HARMS)
     with gzip.open(shared / SENSITIVE, "rt", encoding="utf-8") as f:
         eval_questions = {(json.loads(line)["question"] or "").strip().lower() for line in f}
     assert not {r["messages"][0]["content"].strip().lower() for r in rows} & eval_questions
+
+
+def test_sensitive_set_is_a_decontamination_set(shared):
+    """A conversation that quotes a question of the sensitive set is set aside, like one quoting FLORES+."""
+    from qazlm.eval.safety import SENSITIVE
+    from qazlm.sft.clean import decontaminate
+    from qazlm.sft.data import DEFAULT_DECONTAM
+
+    assert "safety" in DEFAULT_DECONTAM
+    with gzip.open(shared / SENSITIVE, "rt", encoding="utf-8") as f:
+        question = next(q for q in (json.loads(line)["question"] for line in f) if q and len(q.split()) >= 20)
+    conv = {"messages": [{"role": "user", "content": "Тыңда: " + question}, {"role": "assistant", "content": "Жоқ."}],
+            "task": "alpaca_ru", "lang": "ru", "source": "x", "key": "k"}
+    clean = {**conv, "messages": [{"role": "user", "content": "Сәлем!"}, {"role": "assistant", "content": "Сәлем."}]}
+    kept, removed, _ = decontaminate([conv, clean], ["safety"])
+    assert kept == [clean] and [r["reason"] for r in removed] == ["contaminated: safety"]
 
 
 def test_refusal_classifier_on_the_hand_labelled_replies():

@@ -29,7 +29,7 @@ OUT/final is a Hugging Face causal LM folder (chat template, lineage) that gener
 quantize take as is; dpo_report.md/.json: held-out reward accuracy and margins, win rate over the parent."""
 
 PREF_FLAGS = {"sft_data": "sft_data", "out_dir": "out_dir", "per_type": "per_type", "types": "types",
-              "seed": "seed", "policy": "policy", "reward_model": "reward_model"}
+              "seed": "seed", "policy": "policy", "reward_model": "reward_model", "decontaminate": "decontaminate"}
 RM_FLAGS = {"model": "model", "data": "data", "out_dir": "out_dir", "lr": "lr", "max_steps": "max_steps",
             "batch_size": "batch_size", "max_len": "max_len", "device": "device"}
 DPO_FLAGS = {**RM_FLAGS, "reward_model": "reward_model", "beta": "beta", "loss_type": "loss_type"}
@@ -99,6 +99,8 @@ def register(sub) -> None:
     p.add_argument("--seed", default=None, help="random seed (default: 0)")
     p.add_argument("--policy", default=None, help="add on-policy pairs: the model whose samples are paired")
     p.add_argument("--reward-model", default=None, help="ranks the on-policy samples (default: the checkable rules)")
+    p.add_argument("--decontaminate", default=None,
+                   help="evaluation sets no pair may share text with (default: flores,sib200,kkcopa,kazqad,safety)")
     _common(p, "pref_data")
     p.set_defaults(func=_pref_data)
 

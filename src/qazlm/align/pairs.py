@@ -18,7 +18,9 @@ conversational preference format — `prompt` (messages), `chosen` and `rejected
   the best against the worst as ranked by `reward_model`, or without one by the checkable rule of the
   prompt's task (answer language, the computed number); ties give no pair.
 
-A pair with identical sides or an empty side is set aside with its reason (rejected.jsonl), never trained on.
+A pair with identical sides or an empty side, a duplicate, or one that shares a word 13-gram (or a whole short
+item) with an evaluation set of `decontaminate` (the corpus pipeline's own index, as `qazlm sft-data` uses) is
+set aside with its reason (rejected.jsonl), never trained on.
 """
 
 from __future__ import annotations
@@ -47,6 +49,12 @@ LICENCES = {"sft-data": "the sft-data folder's own (see its card.md)",
             "hh-rlhf harmless-base": "MIT (Anthropic, https://github.com/anthropics/hh-rlhf)"}
 
 
+def default_decontam() -> list[str]:
+    from qazlm.sft.data import DEFAULT_DECONTAM
+
+    return DEFAULT_DECONTAM
+
+
 @dataclass
 class PrefDataConfig:
     """[pref_data] table / `qazlm pref-data` flags."""
@@ -61,6 +69,7 @@ class PrefDataConfig:
     samples: int = 4                       # on_policy: replies per prompt
     temperature: float = 1.0
     max_new_tokens: int = 48
+    decontaminate: list[str] = field(default_factory=lambda: list(default_decontam()))
 
     def __post_init__(self):
         check_fields(self, "[pref_data] ", {"per_type": ">= 1", "samples": ">= 2", "temperature": "> 0",
@@ -71,6 +80,11 @@ class PrefDataConfig:
             raise QazlmError("[pref_data] on_policy pairs need the policy model (--policy DIR, e.g. sft/final)")
         if not self.sft_data:
             raise QazlmError("pref-data: give the sft-data folder the pairs are built from (--sft-data DIR)")
+        from qazlm.data.decontam import KNOWN_SETS
+
+        for name in self.decontaminate:
+            if name not in KNOWN_SETS:
+                raise QazlmError(f"[pref_data] decontaminate: unknown set {name!r}; choose from {', '.join(KNOWN_SETS)}")
         unknown = [t for t in self.types if t not in TYPES]
         if unknown or not self.types:
             raise QazlmError(f"[pref_data] types: {unknown or 'empty'}; choose from {', '.join(TYPES)}")
@@ -274,6 +288,15 @@ def why_not(p: dict) -> str | None:
     return None
 
 
+def contamination(p: dict, index) -> str | None:
+    """'contaminated: SET' when a message of the pair shares an n-gram with an evaluation set."""
+    if index is None:
+        return None
+    texts = [m.get("content") or "" for m in p["prompt"] + p["chosen"] + p["rejected"]]
+    hit = next((h for t in texts if isinstance(t, str) and (h := index.match(t))), None)
+    return f"contaminated: {hit}" if hit else None
+
+
 def read_convs(folder: Path, name: str) -> list[dict]:
     path = folder / f"{name}.jsonl"
     if not path.is_file():
@@ -286,7 +309,9 @@ def build(cfg: PrefDataConfig) -> dict:
     tenth as many held-out ones (at least 20, so held-out scores mean something), deduplicated, in a seeded
     order."""
     from qazlm.paths import shared_dir
+    from qazlm.sft.clean import eval_index
 
+    index = eval_index(cfg.decontaminate)[0] if cfg.decontaminate else None
     rng = random.Random(cfg.seed)
     folder = Path(cfg.sft_data)
     sides = {"train": read_convs(folder, "train"), "heldout": read_convs(folder, "heldout")}
@@ -309,7 +334,7 @@ def build(cfg: PrefDataConfig) -> dict:
             for p in made[side]:
                 key = hashlib.sha1(json.dumps([p["prompt"], p["chosen"], p["rejected"]], sort_keys=True,
                                               ensure_ascii=False).encode()).hexdigest()
-                reason = why_not(p) or ("duplicate" if key in seen else None)
+                reason = why_not(p) or ("duplicate" if key in seen else None) or contamination(p, index)
                 if reason:
                     result["rejected"].append({**p, "reason": reason})
                     continue
@@ -344,7 +369,9 @@ def write_card(out: Path, cfg: PrefDataConfig, result: dict) -> dict:
         for lang in sorted(card["train"][kind]):
             lines.append(f"| {kind} | {lang} | {card['train'][kind][lang]} | "
                          f"{card['heldout'].get(kind, {}).get(lang, 0)} |")
-    lines += ["", f"Set aside: {len(result['rejected'])} (rejected.jsonl, each with its reason).", "",
+    lines += ["", f"Set aside: {len(result['rejected'])} (rejected.jsonl, each with its reason: identical or empty "
+              "sides, duplicates, pairs sharing text with the evaluation sets "
+              f"{', '.join(cfg.decontaminate) or '(none: decontaminate = [])'}).", "",
               "## Sources and licences", ""] + [f"- {k}: {v}" for k, v in LICENCES.items()]
     write_text(out / "card.md", "\n".join(lines) + "\n")
     write_json(out / "card.json", card)

@@ -134,7 +134,7 @@ class DataConfig:
     boilerplate_min_docs: int = 5   # a line seen in this many documents of a source is boilerplate
     pii: bool = True
     exact_dedup: bool = True        # in-memory set of 12-byte hashes in the final step; turn off beyond ~100M docs
-    decontaminate: list[str] = field(default_factory=lambda: ["flores", "sib200", "kkcopa", "kazqad"])
+    decontaminate: list[str] = field(default_factory=lambda: ["flores", "sib200", "kkcopa", "kazqad", "safety"])
     decontam_ngram: int = 13
     minhash_ngram: int = 5
     minhash_buckets: int = 14

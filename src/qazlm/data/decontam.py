@@ -26,7 +26,8 @@ from qazlm.io import atomic_dir, atomic_write, iter_text_lines, write_json
 from qazlm.paths import FLORES_CODES, flores_path, shared_dir
 
 MIN_ITEM_WORDS = 8
-KNOWN_SETS = ("flores", "sib200", "kkcopa", "kazqad")
+KNOWN_SETS = ("flores", "sib200", "kkcopa", "kazqad", "safety")
+SAFETY_FILE = "safety/ru_kk_sensitive_questions.jsonl.gz"   # evaluation only: never training text
 FORMAT = "qazlm-decontam-v1"
 INDEX_DIR, INDEX_FILE, META_FILE, LEGACY_FILE = "decontam", "index.npz", "meta.json", "decontam.pkl"
 
@@ -47,6 +48,8 @@ def set_files(name: str) -> list[Path]:
         found = [base / "kk" / "kkcopa.jsonl"]
     elif name == "kazqad":
         found = [base / "kk" / "kazqad_rc_validation.jsonl.gz"]
+    elif name == "safety":
+        found = [base / SAFETY_FILE]
     else:
         found = [Path(name)]
     return [p for p in found if p.is_file()]
@@ -91,7 +94,7 @@ def _file_texts(name: str, path: Path) -> Iterator[str]:
     elif name == "kkcopa":
         for obj in _json_lines(path):
             yield from (v for k, v in obj.items() if "contents" in k and isinstance(v, str))
-    elif name == "kazqad":
+    elif name in ("kazqad", "safety"):
         for obj in _json_lines(path):
             yield obj.get("context") or ""
             yield obj.get("question") or ""

@@ -1,7 +1,7 @@
 """Exact deduplication and decontamination of the built conversations (the corpus pipeline's own index).
 
 Decontamination indexes only the evaluation splits: FLORES+ devtest (dev is a training source here),
-SIB-200 test, kkCOPA and KazQAD, through `qazlm.data.decontam.build_index`/`NgramIndex.match` (word
+SIB-200 test, kkCOPA, KazQAD and the ru/kk sensitive-questions set (`safety`), through `qazlm.data.decontam.build_index`/`NgramIndex.match` (word
 13-grams; shorter items matched whole from 8 words). A conversation sharing one with any of them is set
 aside. Sets absent on this machine are listed in the card.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from qazlm.data.decontam import KNOWN_SETS, NgramIndex, build_index
+from qazlm.data.decontam import KNOWN_SETS, SAFETY_FILE, NgramIndex, build_index
 from qazlm.errors import QazlmError
 from qazlm.paths import FLORES_CODES, flores_path, shared_dir
 from qazlm.sft.sources import warn
@@ -51,6 +51,8 @@ def eval_split_files(name: str) -> list:
         paths = [base / "sib200" / code / "test.tsv" for code in FLORES_CODES.values()]
     elif name == "kkcopa":
         paths = [base / "kk" / "kkcopa.jsonl"]
+    elif name == "safety":
+        paths = [base / SAFETY_FILE]
     else:
         paths = [base / "kk" / "kazqad_rc_validation.jsonl.gz"]
     return [p for p in paths if p.is_file()]

@@ -47,7 +47,7 @@ TASKS = {  # name -> (function, languages it is built in)
 }
 NON_COMMERCIAL = {"alpaca_en"}
 DEFAULT_TASKS = [t for t in TASKS if t not in NON_COMMERCIAL]
-DEFAULT_DECONTAM = ["flores", "sib200", "kkcopa", "kazqad"]
+DEFAULT_DECONTAM = ["flores", "sib200", "kkcopa", "kazqad", "safety"]
 
 
 @dataclass
