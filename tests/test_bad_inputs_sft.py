@@ -86,8 +86,11 @@ SFT_CASES = [  # (argv after `sft`, regex the error line must match)
     (["{r}/ours", "--data", "{r}/data", "--set", "device=gpu"], r"device = 'gpu': choose from"),
     (["{r}/ours", "--data", "{r}/data", "--set", "lr_rate=1"], r"unknown key 'lr_rate'"),
     (["{r}/ours", "--data", "{r}/data", "--set", "lora.r=0"], r"\[sft.lora\] r = 0: must be >= 1"),
-    (["{r}/ours", "--data", "{r}/data", "--lora", "--set", "lora.target_modules=attn"],
+    (["{r}/ours", "--data", "{r}/data", "--max-len", "512", "--lora", "--set", "lora.target_modules=attn"],
      r"target_modules: 'attn' matches no layer of .*ours; available: down_proj, gate_proj"),
+    (["{r}/ours", "--data", "{r}/data", "--max-len", "1024"],
+     r"max_len = 1024 is longer than the context of .*ours \(512 tokens\); lower max_len, or pretrain with "
+     r"\[pretrain\] model_overrides = \{ max_seq_len = 1024 \}"),
     (["{r}/hf", "--data", "{r}/data"], r"hf: has no chat template; set chat_template = \"qazlm\""),
     (["{r}/hf_plain", "--data", "{r}/data"], r"hf_plain: chat template is not training-compatible.*chat_template = \"qazlm\""),
     (["{r}/nomodel", "--data", "{r}/data"], r"nomodel: model folder not found"),

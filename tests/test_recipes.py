@@ -143,7 +143,7 @@ def _check_pretrain(path: Path, vocab: int, where: str):
     lo, hi = _expected_params(cfg.model)
     assert lo <= n <= hi, f"{where}: model {cfg.model!r} has {n / 1e6:.1f}M params at vocab {vocab}, " \
                           f"expected {lo / 1e6:.0f}M-{hi / 1e6:.0f}M"
-    return cfg, n
+    return cfg, mcfg
 
 
 def _check_eval(section: dict, run, where: str):
@@ -247,9 +247,12 @@ def test_run_recipe_loads_and_plans(path):
     if "data" in recipe:
         _check_data(recipe["data"], run, f"{path}[data]")
     if "pretrain" in recipe:
-        cfg, _ = _check_pretrain(path, vocab, f"{path}[pretrain]")
+        cfg, mcfg = _check_pretrain(path, vocab, f"{path}[pretrain]")
         assert cfg.seed == recipe["pretrain"].get("seed", run.seed)
         assert Path(cfg.out_dir) == Path(run.out_dir) / "pretrain"
+        for stage in ("sft", "rm", "dpo"):  # post-training rows must fit the context the run's model is built with
+            max_len = recipe.get(stage, {}).get("max_len", 0)
+            assert max_len <= mcfg.max_seq_len, f"{path}[{stage}] max_len {max_len} > context {mcfg.max_seq_len}"
     checks = {"eval": _check_eval, "sft_data": _check_sft_data, "sft": _check_sft, "chat_eval": _check_chat_eval,
               "tool_eval": _check_model_eval("qazlm.eval.tools.ToolEvalSettings"),
               "safety_eval": _check_model_eval("qazlm.eval.safety.SafetySettings"),

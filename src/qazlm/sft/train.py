@@ -153,6 +153,17 @@ def tokens_before(out: Path, step: int) -> int:
     return int(rows[-1]["tokens"]) if rows else 0
 
 
+def check_context(model, kind: str, cfg: SftConfig) -> None:
+    """Rows longer than the model's context would train positions it was never built for (transformers' RoPE
+    extrapolates silently) and the saved model could not read them back: one error naming the fixes."""
+    context = getattr(model.config, "max_position_embeddings", None)
+    if context and cfg.max_len > context:
+        fix = (f"pretrain with [pretrain] model_overrides = {{ max_seq_len = {cfg.max_len} }}" if kind == "qazlm"
+               else "use a model with a longer context")
+        raise QazlmError(f"[sft] max_len = {cfg.max_len} is longer than the context of {cfg.model} ({context} tokens); "
+                         f"lower max_len, or {fix}")
+
+
 def run_sft(cfg: SftConfig, force: bool = False, log=print, callbacks: list | None = None) -> dict:
     """Fine-tune `cfg.model` on `cfg.data` into `cfg.out_dir`; returns the run summary (steps, tokens, tokens/s,
     s/step, wall time, losses, padding waste). A rerun resumes from the last complete checkpoint;
@@ -180,6 +191,7 @@ def _train(cfg: SftConfig, out: Path, log, callbacks: list) -> dict:
     model, kind = load_model(cfg.model, device)
     tok = load_chat_tokenizer(cfg.model, kind, cfg.chat_template)
     check_template(tok, train[0]["messages"], cfg.model)
+    check_context(model, kind, cfg)
     train, too_long = set_aside_overlong(tok, train, cfg.max_len)
     if not train:
         raise QazlmError(f"{cfg.data}: every conversation is longer than max_len = {cfg.max_len} tokens; raise max_len")
