@@ -22,7 +22,7 @@ ALLOWED = {  # unit -> units it may import (besides itself and the foundation)
     "train": {"model", "infer", "data"},
     "eval": {"model", "infer"},
     "sft": {"data", "tokenizer", "model", "infer", "train"},  # never eval (chat_eval reads sft/final as a folder)
-    "align": {"sft", "infer", "model", "tokenizer", "train"},  # pref-data, rm, dpo: sft's trainer contract
+    "align": {"sft", "data", "infer", "model", "tokenizer", "train"},  # sft's trainer contract; data: decontamination
     "quantize": {"model", "infer", "tokenizer"},
     "gguf": {"model", "infer", "tokenizer", "quantize"},  # quantize: the one quality comparison
     "package": {"model", "infer"},

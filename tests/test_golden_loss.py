@@ -11,9 +11,12 @@ Data: the first LINES_PER_FILE non-empty lines of every data/sample/{kk,ru,en}/*
 as UTF-8 bytes (vocab 256). Bytes keep the curve independent of any tokenizer library's training algorithm;
 the token stream's sha256 is in the golden file, so a changed sample corpus fails with its own message.
 
-Tolerances: loss abs 2e-3 per step (the run is bit-identical run to run and with 1 or 2 threads; a 1% change
-of lr, beta2 0.95 -> 0.99 or weight_decay 0.1 -> 0 each move the curve by about 2e-2), lr rel 1e-6 (a pure
-function of the schedule), grad_norm rel 1e-2.
+Tolerances: loss abs 2e-3 and grad_norm rel 1e-2 per step over the first TIGHT_STEPS steps, lr rel 1e-6 at
+every step (a pure function of the schedule), and the mean loss of the later steps within 2e-2. The run is
+bit-identical run to run and with 1 or 2 threads, but not across CPUs: on an AMD EPYC the matmul kernels differ
+from the golden machine's by ~1e-7 in steps 2-8, and this small, high-LR run amplifies that to 4e-2 per step
+(grad_norm 1.3x) after step 11. A 1% change of lr already moves steps 2-10 by 2e-3 to 0.27, so the tight
+window still catches a changed init, schedule, loss, optimizer or data order.
 
 An intended change of the training numerics (or a torch upgrade that moves the curve beyond the tolerance):
 regenerate the file, check the diff and say why in the commit message:
@@ -49,6 +52,7 @@ RUN = dict(model="tiny", model_overrides={"vocab_size": VOCAB}, seq_len=64, glob
            compile="false", activation_checkpointing="false", num_threads=1, prefetch=0, log_every=1,
            eval_every=-1, ckpt_every=0, tensorboard=False, wandb=False, resume=False)
 LOSS_ABS, LR_REL, GRAD_NORM_REL = 2e-3, 1e-6, 1e-2
+TIGHT_STEPS, LATE_MEAN_ABS = 10, 2e-2   # per-step checks where CPU kernels agree; the chaotic rest as a mean
 
 
 def sample_bytes() -> tuple[np.ndarray, list[str]]:
@@ -113,11 +117,16 @@ def test_golden_loss_curve(tmp_path):
     want = {r["step"]: r for r in golden["steps"]}
     assert sorted(want) == sorted(curve)
     where = f"(golden: torch {golden['torch']}; here: torch {torch.__version__})"
-    bad = [f"step {s}: loss {curve[s]['loss']:.6f} vs golden {want[s]['loss']:.6f}" for s in sorted(curve)
+    tight = [s for s in sorted(curve) if s <= TIGHT_STEPS]
+    bad = [f"step {s}: loss {curve[s]['loss']:.6f} vs golden {want[s]['loss']:.6f}" for s in tight
            if abs(curve[s]["loss"] - want[s]["loss"]) > LOSS_ABS]
     assert not bad, f"loss curve moved beyond {LOSS_ABS} {where}:\n" + "\n".join(bad)
+    late = [s for s in sorted(curve) if s > TIGHT_STEPS]
+    late_shift = np.mean([curve[s]["loss"] - want[s]["loss"] for s in late])
+    assert abs(late_shift) <= LATE_MEAN_ABS, f"mean loss of steps {late[0]}-{late[-1]} moved {late_shift:+.4f} {where}"
     for s in sorted(curve):
         assert curve[s]["lr"] == pytest.approx(want[s]["lr"], rel=LR_REL), f"lr at step {s} {where}"
+    for s in tight:
         assert curve[s]["grad_norm"] == pytest.approx(want[s]["grad_norm"], rel=GRAD_NORM_REL), \
             f"grad_norm at step {s} {where}"
 
