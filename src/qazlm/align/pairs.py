@@ -80,11 +80,9 @@ class PrefDataConfig:
             raise QazlmError("[pref_data] on_policy pairs need the policy model (--policy DIR, e.g. sft/final)")
         if not self.sft_data:
             raise QazlmError("pref-data: give the sft-data folder the pairs are built from (--sft-data DIR)")
-        from qazlm.data.decontam import KNOWN_SETS
+        from qazlm.data.decontam import check_known_sets
 
-        for name in self.decontaminate:
-            if name not in KNOWN_SETS:
-                raise QazlmError(f"[pref_data] decontaminate: unknown set {name!r}; choose from {', '.join(KNOWN_SETS)}")
+        check_known_sets(self.decontaminate, "[pref_data]")
         unknown = [t for t in self.types if t not in TYPES]
         if unknown or not self.types:
             raise QazlmError(f"[pref_data] types: {unknown or 'empty'}; choose from {', '.join(TYPES)}")

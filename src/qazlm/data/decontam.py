@@ -36,6 +36,14 @@ def _h(tokens: list[str]) -> int:
     return int.from_bytes(hashlib.blake2b(" ".join(tokens).encode(), digest_size=8).digest(), "little")
 
 
+def check_known_sets(names: list[str], table: str) -> None:
+    """Every name an evaluation set this module knows, else one error naming the `table` key and the choices
+    (the post-training stages take only known sets; the corpus pipeline also takes local files)."""
+    for name in names:
+        if name not in KNOWN_SETS:
+            raise QazlmError(f"{table} decontaminate: unknown set {name!r}; choose from {', '.join(KNOWN_SETS)}")
+
+
 def set_files(name: str) -> list[Path]:
     """The files of evaluation set `name` present on this machine ([] when absent); any other name is a
     local text file (one item per line)."""

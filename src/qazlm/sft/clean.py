@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import re
 
-from qazlm.data.decontam import KNOWN_SETS, SAFETY_FILE, NgramIndex, build_index
-from qazlm.errors import QazlmError
+from qazlm.data.decontam import SAFETY_FILE, NgramIndex, build_index, check_known_sets
 from qazlm.paths import FLORES_CODES, flores_path, shared_dir
 from qazlm.sft.sources import warn
 from qazlm.text.normalize import normalize_text
@@ -60,9 +59,7 @@ def eval_split_files(name: str) -> list:
 
 def eval_index(sets: list[str]) -> tuple[NgramIndex | None, list[str]]:
     """(index of the evaluation splits present, notes on sets absent here)."""
-    for name in sets:
-        if name not in KNOWN_SETS:
-            raise QazlmError(f"[sft_data] decontaminate: unknown set {name!r}; choose from {', '.join(KNOWN_SETS)}")
+    check_known_sets(sets, "[sft_data]")
     files = {name: eval_split_files(name) for name in sets}
     missing = [name for name, paths in files.items() if not paths]
     notes = [f"decontamination: {', '.join(missing)} not found on this machine, not checked"] if missing else []

@@ -79,12 +79,10 @@ class SftDataConfig:
 
     def _check_sources(self) -> None:
         """Names and files are checked before any work, so a typo costs nothing."""
-        from qazlm.data.decontam import KNOWN_SETS
+        from qazlm.data.decontam import check_known_sets
         from qazlm.sft.formats import HUB_PREFIX
 
-        for name in self.decontaminate:
-            if name not in KNOWN_SETS:
-                raise QazlmError(f"[sft_data] decontaminate: unknown set {name!r}; choose from {', '.join(KNOWN_SETS)}")
+        check_known_sets(self.decontaminate, "[sft_data]")
         for spec in self.external:
             if not spec.startswith(HUB_PREFIX) and not Path(spec).is_file():
                 raise QazlmError(f"[sft_data] external: {spec}: file not found; give a local .jsonl (messages, "
