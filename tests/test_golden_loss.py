@@ -11,12 +11,14 @@ Data: the first LINES_PER_FILE non-empty lines of every data/sample/{kk,ru,en}/*
 as UTF-8 bytes (vocab 256). Bytes keep the curve independent of any tokenizer library's training algorithm;
 the token stream's sha256 is in the golden file, so a changed sample corpus fails with its own message.
 
-Tolerances: loss abs 2e-3 and grad_norm rel 1e-2 per step over the first TIGHT_STEPS steps, lr rel 1e-6 at
-every step (a pure function of the schedule), and the mean loss of the later steps within 2e-2. The run is
-bit-identical run to run and with 1 or 2 threads, but not across CPUs: on an AMD EPYC the matmul kernels differ
-from the golden machine's by ~1e-7 in steps 2-8, and this small, high-LR run amplifies that to 4e-2 per step
-(grad_norm 1.3x) after step 11. A 1% change of lr already moves steps 2-10 by 2e-3 to 0.27, so the tight
-window still catches a changed init, schedule, loss, optimizer or data order.
+Tolerances: loss abs 2e-4 and grad_norm rel 1e-3 at every step, lr rel 1e-6 (a pure function of the
+schedule). The run is bit-identical run to run and with 1 or 2 threads, but not across CPUs (an AMD EPYC's
+matmul kernels differ from an Intel's by ~1e-7). The learning rate is chosen so that such differences do not
+grow: at lr 3e-3 a 1e-7 relative perturbation of the initial weights grew to 6e-2 in the loss by step 13
+(Adam's first steps are sign-like, and this small model sits at the edge of stability); at lr 1e-3 it stays
+below 1e-6 over all 20 steps. What the tolerances still catch (measured): a 1% change of lr moves steps 2-20
+by 2e-3 to 2e-2, beta2 0.95 -> 0.96 by up to 7e-3, one more warmup step by 5e-2; a changed init, loss or data
+order moves step 1.
 
 An intended change of the training numerics (or a torch upgrade that moves the curve beyond the tolerance):
 regenerate the file, check the diff and say why in the commit message:
@@ -47,12 +49,11 @@ VOCAB = 256  # UTF-8 bytes
 # Everything that shapes the curve; data/out_dir are filled in per run. Explicit device/dtype/compile so
 # that "auto" defaults changing later do not silently change what is pinned.
 RUN = dict(model="tiny", model_overrides={"vocab_size": VOCAB}, seq_len=64, global_batch_tokens=1024,
-           micro_batch=8, steps=20, warmup_steps=5, lr=3e-3, min_lr=3e-4, schedule="cosine", weight_decay=0.1,
+           micro_batch=8, steps=20, warmup_steps=5, lr=1e-3, min_lr=1e-4, schedule="cosine", weight_decay=0.1,
            beta1=0.9, beta2=0.95, eps=1e-8, grad_clip=1.0, seed=1234, device="cpu", dtype="fp32",
            compile="false", activation_checkpointing="false", num_threads=1, prefetch=0, log_every=1,
            eval_every=-1, ckpt_every=0, tensorboard=False, wandb=False, resume=False)
-LOSS_ABS, LR_REL, GRAD_NORM_REL = 2e-3, 1e-6, 1e-2
-TIGHT_STEPS, LATE_MEAN_ABS = 10, 2e-2   # per-step checks where CPU kernels agree; the chaotic rest as a mean
+LOSS_ABS, LR_REL, GRAD_NORM_REL = 2e-4, 1e-6, 1e-3
 
 
 def sample_bytes() -> tuple[np.ndarray, list[str]]:
@@ -117,16 +118,11 @@ def test_golden_loss_curve(tmp_path):
     want = {r["step"]: r for r in golden["steps"]}
     assert sorted(want) == sorted(curve)
     where = f"(golden: torch {golden['torch']}; here: torch {torch.__version__})"
-    tight = [s for s in sorted(curve) if s <= TIGHT_STEPS]
-    bad = [f"step {s}: loss {curve[s]['loss']:.6f} vs golden {want[s]['loss']:.6f}" for s in tight
+    bad = [f"step {s}: loss {curve[s]['loss']:.6f} vs golden {want[s]['loss']:.6f}" for s in sorted(curve)
            if abs(curve[s]["loss"] - want[s]["loss"]) > LOSS_ABS]
     assert not bad, f"loss curve moved beyond {LOSS_ABS} {where}:\n" + "\n".join(bad)
-    late = [s for s in sorted(curve) if s > TIGHT_STEPS]
-    late_shift = np.mean([curve[s]["loss"] - want[s]["loss"] for s in late])
-    assert abs(late_shift) <= LATE_MEAN_ABS, f"mean loss of steps {late[0]}-{late[-1]} moved {late_shift:+.4f} {where}"
     for s in sorted(curve):
         assert curve[s]["lr"] == pytest.approx(want[s]["lr"], rel=LR_REL), f"lr at step {s} {where}"
-    for s in tight:
         assert curve[s]["grad_norm"] == pytest.approx(want[s]["grad_norm"], rel=GRAD_NORM_REL), \
             f"grad_norm at step {s} {where}"
 
