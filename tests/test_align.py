@@ -142,6 +142,13 @@ def test_reward_model_trains_and_ranks(model, pref, tmp_path, capfd):
     assert report["steps"] == 4 and report["heldout"]["all"]["pairs"] > 10
     assert {"type:computed", "lang:kk", "lang:en"} <= set(report["heldout"])
     assert (out / "metrics.jsonl").is_file() and "pairwise accuracy" in (out / "rm_report.md").read_text()
+    long = rows(out, "rejected")   # the tool pairs (tool definitions) do not fit 320 tokens: set aside, not lost
+    assert {p["split"] for p in long} == {"train", "heldout"} and {p["reason"] for p in long} == {
+        "longer than max_len = 320"}
+    assert sum(p["split"] == "train" for p in long) == report["set_aside"]
+    assert sum(p["split"] == "heldout" for p in long) == report["heldout_set_aside"]
+    assert f"{report['heldout_set_aside']} held-out pairs longer than max_len not scored" in (
+        out / "rm_report.md").read_text()
     code, printed, err = run_cli(["rm", "score", out / "final", "--prompt", "Сәлем!", "--response", "Сәлем! Қалайсың?",
                                   "--response", "Hello."], capfd)
     assert code == 0, err

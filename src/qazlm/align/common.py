@@ -74,15 +74,28 @@ def fits(tok, row: dict, max_len: int) -> bool:
 
 
 def training_pairs(tok, cfg) -> tuple[list[dict], list[dict], list[dict]]:
-    """(train, held-out, set aside): the pairs of `cfg.data` that fit `cfg.max_len` tokens, and the others with
-    their reason."""
-    train = read_pairs(cfg.data, "train")
-    held = [p for p in read_pairs(cfg.data, "heldout")[:cfg.max_heldout] if fits(tok, p, cfg.max_len)]
-    long = [dict(p, reason=f"longer than max_len = {cfg.max_len}") for p in train if not fits(tok, p, cfg.max_len)]
-    train = [p for p in train if fits(tok, p, cfg.max_len)]
-    if not train:
+    """(train, held-out, set aside): the pairs of `cfg.data` (the first `cfg.max_heldout` held-out ones) that fit
+    `cfg.max_len` tokens, and the others with their split and reason, so that no pair is dropped unseen."""
+    splits = {"train": read_pairs(cfg.data, "train"), "heldout": read_pairs(cfg.data, "heldout")[:cfg.max_heldout]}
+    kept, long = {}, []
+    for split, pairs in splits.items():
+        ok = [fits(tok, p, cfg.max_len) for p in pairs]
+        kept[split] = [p for p, o in zip(pairs, ok) if o]
+        long += [dict(p, split=split, reason=f"longer than max_len = {cfg.max_len}") for p, o in zip(pairs, ok) if not o]
+    if not kept["train"]:
         raise QazlmError(f"{cfg.data}: every pair is longer than max_len = {cfg.max_len} tokens; raise max_len")
-    return train, held, long
+    return kept["train"], kept["heldout"], long
+
+
+def set_aside_counts(long: list[dict]) -> dict:
+    """{"set_aside": train pairs set aside, "heldout_set_aside": held-out pairs not scored} for the reports."""
+    return {"set_aside": sum(p["split"] == "train" for p in long),
+            "heldout_set_aside": sum(p["split"] == "heldout" for p in long)}
+
+
+def heldout_note(report: dict) -> str:
+    n = report.get("heldout_set_aside", 0)
+    return f" ({n} held-out pairs longer than max_len not scored, listed in rejected.jsonl)" if n else ""
 
 
 def dataset(pairs: list[dict]):

@@ -22,7 +22,9 @@ from qazlm.align.common import (
     PairTraining,
     dataset,
     finish,
+    heldout_note,
     run_locked,
+    set_aside_counts,
     train_monitored,
     training_pairs,
 )
@@ -80,14 +82,15 @@ def _train(cfg: DpoConfig, out: Path, log) -> dict:
     model, kind = load_model(cfg.model, device)
     tok = load_chat_tokenizer(cfg.model, kind, "")
     train, held, long = training_pairs(tok, cfg)
+    counts = set_aside_counts(long)
     trainer = DPOTrainer(model=model, args=dpo_args(cfg, out, device), processing_class=tok,
                          train_dataset=dataset(train), eval_dataset=dataset(held) if held else None)
     result, held_metrics = train_monitored(
         trainer, out, log, f"dpo: {cfg.model} ({kind}, {device}) on {len(train):,} pairs, loss "
-                           f"{'+'.join(cfg.loss_type)}, beta {cfg.beta:g} ({len(long)} too long, set aside)",
+                           f"{'+'.join(cfg.loss_type)}, beta {cfg.beta:g} ({counts['set_aside']} too long, set aside)",
         evaluate=bool(held))
     report = {"format": "qazlm-dpo-report-v1", "model": cfg.model, "data": cfg.data, "steps": int(result.global_step),
-              "train_loss": float(result.training_loss), "train_pairs": len(train), "set_aside": len(long),
+              "train_loss": float(result.training_loss), "train_pairs": len(train), **counts,
               "heldout": {k.removeprefix("eval_"): float(v) for k, v in held_metrics.items()
                           if k.startswith(("eval_rewards/", "eval_loss"))},
               "loss_type": cfg.loss_type, "beta": cfg.beta}
@@ -189,6 +192,7 @@ def write_report(out: Path, r: dict) -> None:
     lines = ["# DPO", "", f"`{r['model']}` on `{r['data']}`: loss {'+'.join(r['loss_type'])}, beta {r['beta']:g}, "
              f"{r['steps']} steps, train loss {r['train_loss']:.4f}, {r['train_pairs']:,} pairs "
              f"({r['set_aside']} set aside).", "", "## Held-out pairs (TRL's implicit rewards)", "",
+             f"Scored on the held-out pairs{heldout_note(r)}.", "",
              "| metric | value |", "|---|---:|"]
     lines += [f"| {k} | {v:.4f} |" for k, v in sorted(r["heldout"].items())]
     win = r.get("win_rate")

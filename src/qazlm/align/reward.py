@@ -19,8 +19,10 @@ from qazlm.align.common import (
     PairTraining,
     dataset,
     finish,
+    heldout_note,
     render,
     run_locked,
+    set_aside_counts,
     train_monitored,
     training_pairs,
 )
@@ -108,13 +110,14 @@ def _train(cfg: RmConfig, out: Path, log) -> dict:
     device = resolve_device(cfg.device, "[rm]")
     model, tok, kind = load_reward_start(cfg.model, device)
     train, held, long = training_pairs(tok, cfg)
+    counts = set_aside_counts(long)
     trainer = RewardTrainer(model=model, args=rm_args(cfg, out, device), processing_class=tok,
                             train_dataset=dataset(train))
     result, _ = train_monitored(trainer, out, log, f"rm: {cfg.model} ({kind}, {device}) on {len(train):,} pairs "
-                                                   f"({len(long)} too long, set aside)")
+                                                   f"({counts['set_aside']} too long, set aside)")
     model.eval()
     report = {"format": "qazlm-rm-report-v1", "model": cfg.model, "data": cfg.data, "steps": int(result.global_step),
-              "train_loss": float(result.training_loss), "train_pairs": len(train), "set_aside": len(long),
+              "train_loss": float(result.training_loss), "train_pairs": len(train), **counts,
               "heldout": pairwise_accuracy(model, tok, held), "wall_s": time.perf_counter() - t0}
     finish(trainer, tok, out, cfg, STAGE, kind, report, long)
     write_report(out, report)
@@ -129,7 +132,7 @@ def write_report(out: Path, report: dict) -> None:
 
     lines = ["# Reward model", "", f"`{report['model']}` on `{report['data']}`: {report['steps']} steps, train loss "
              f"{report['train_loss']:.4f}, {report['train_pairs']:,} pairs ({report['set_aside']} set aside).", "",
-             "Held-out pairwise accuracy (chosen scored above rejected) and mean margin:", "",
+             "Held-out pairwise accuracy (chosen scored above rejected) and mean margin" + heldout_note(report) + ":", "",
              "| group | pairs | accuracy | margin |", "|---|---:|---:|---:|"]
     lines += [f"| {k} | {v['pairs']} | {v['accuracy']:.1%} | {v['margin']:+.3f} |"
               for k, v in report["heldout"].items()]
