@@ -141,6 +141,8 @@ def test_reward_model_trains_and_ranks(model, pref, tmp_path, capfd):
     report = json.loads((out / "rm_report.json").read_text())
     assert report["steps"] == 4 and report["heldout"]["all"]["pairs"] > 10
     assert {"type:computed", "lang:kk", "lang:en"} <= set(report["heldout"])
+    held = report["heldout"]   # checkable: every type right by construction, harmless_en (people's labels) left out
+    assert held["checkable"]["pairs"] == held["all"]["pairs"] - held.get("type:harmless_en", {"pairs": 0})["pairs"]
     assert (out / "metrics.jsonl").is_file() and "pairwise accuracy" in (out / "rm_report.md").read_text()
     long = rows(out, "rejected")   # the tool pairs (tool definitions) do not fit 320 tokens: set aside, not lost
     assert {p["split"] for p in long} == {"train", "heldout"} and {p["reason"] for p in long} == {

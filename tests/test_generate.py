@@ -92,6 +92,8 @@ def test_pick_next_filters():
     seen = torch.tensor([[0]])
     # repetition penalty 10 pushes the seen token 0 (2.0 -> 0.2) below token 1 (HF semantics)
     assert pick_next(logits, seen, SamplingParams(repetition_penalty=10.0), None).item() == 1
+    # ...but a stop token (here 0) is never penalized: chat prompts hold <|im_end|>, ending a turn stays as likely
+    assert pick_next(logits, seen, SamplingParams(repetition_penalty=10.0), None, stop_ids=[0]).item() == 0
     g = torch.Generator().manual_seed(0)
     draws = {pick_next(logits, seen, SamplingParams(temperature=1.0, top_k=2), g).item() for _ in range(200)}
     assert draws == {0, 1}

@@ -40,6 +40,9 @@ from qazlm.errors import QazlmError
 STAGE = "pref_data"
 TYPES = ("language", "tool_call", "tool_irrelevant", "computed", "concise", "refusal", "over_refusal",
          "harmless_en", "on_policy")
+# Types whose chosen side is right by construction: the reward model's target is stated on these (harmless_en is
+# people's judgement; on_policy may be ranked by a reward model).
+CHECKABLE = frozenset(TYPES) - {"harmless_en", "on_policy"}
 LANGUAGE_TASKS = {"continue", "title", "keywords", "fill_gap", "alpaca_ru", "alpaca_en", "topic", "system_short",
                   "identity", "system_persona", "reorder"}
 TOOL_TASKS = {"tool_simple", "tool_multiple", "tool_parallel"}

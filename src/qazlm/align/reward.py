@@ -26,6 +26,7 @@ from qazlm.align.common import (
     train_monitored,
     training_pairs,
 )
+from qazlm.align.pairs import CHECKABLE
 from qazlm.errors import QazlmError
 
 STAGE = "rm"
@@ -77,12 +78,14 @@ def rewards(model, tok, texts: list[str], batch_size: int = 8) -> list[float]:
 
 
 def pairwise_accuracy(model, tok, pairs: list[dict]) -> dict:
-    """Share of pairs whose chosen side scores higher, overall and per type and per language, with margins."""
+    """Share of pairs whose chosen side scores higher, overall, on the checkable types (pairs.CHECKABLE), per type
+    and per language, with margins."""
     chosen = rewards(model, tok, [render(tok, p["prompt"], p["chosen"], p.get("tools")) for p in pairs])
     rejected = rewards(model, tok, [render(tok, p["prompt"], p["rejected"], p.get("tools")) for p in pairs])
     groups: dict[str, list[float]] = {}
     for p, c, r in zip(pairs, chosen, rejected):
-        for key in ("all", f"type:{p.get('type', '?')}", f"lang:{p.get('lang', '?')}"):
+        keys = ["all", f"type:{p.get('type', '?')}", f"lang:{p.get('lang', '?')}"]
+        for key in keys + ["checkable"] * (p.get("type") in CHECKABLE):
             groups.setdefault(key, []).append(c - r)
     return {k: {"pairs": len(v), "accuracy": sum(m > 0 for m in v) / len(v), "margin": sum(v) / len(v)}
             for k, v in sorted(groups.items())}
@@ -122,8 +125,10 @@ def _train(cfg: RmConfig, out: Path, log) -> dict:
     finish(trainer, tok, out, cfg, STAGE, kind, report, long)
     write_report(out, report)
     write_record(out, STAGE, dataclasses.asdict(cfg))
-    log(f"rm: held-out pairwise accuracy {report['heldout']['all']['accuracy']:.1%} on "
-        f"{report['heldout']['all']['pairs']} pairs -> {out / 'final'}")
+    held = report["heldout"]
+    checkable = f", checkable {held['checkable']['accuracy']:.1%}" if "checkable" in held else ""
+    log(f"rm: held-out pairwise accuracy {held['all']['accuracy']:.1%} on {held['all']['pairs']} pairs{checkable} "
+        f"-> {out / 'final'}")
     return report
 
 
@@ -132,11 +137,14 @@ def write_report(out: Path, report: dict) -> None:
 
     lines = ["# Reward model", "", f"`{report['model']}` on `{report['data']}`: {report['steps']} steps, train loss "
              f"{report['train_loss']:.4f}, {report['train_pairs']:,} pairs ({report['set_aside']} set aside).", "",
-             "Held-out pairwise accuracy (chosen scored above rejected) and mean margin" + heldout_note(report) + ":", "",
+             "Held-out pairwise accuracy (chosen scored above rejected) and mean margin" + heldout_note(report) + ":",
+             "",
              "| group | pairs | accuracy | margin |", "|---|---:|---:|---:|"]
+    note = ["", "*checkable*: the pair types whose chosen side is right by construction (all but harmless_en and "
+            "on_policy)."]
     lines += [f"| {k} | {v['pairs']} | {v['accuracy']:.1%} | {v['margin']:+.3f} |"
               for k, v in report["heldout"].items()]
-    write_text(out / "rm_report.md", "\n".join(lines) + "\n")
+    write_text(out / "rm_report.md", "\n".join(lines + note) + "\n")
     write_json(out / "rm_report.json", report)
 
 

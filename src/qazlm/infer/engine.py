@@ -169,7 +169,7 @@ def generate_ids(model, prompt_ids: list[list[int]], params: SamplingParams, *, 
             for t in range(params.max_new_tokens):
                 if constraint is not None:
                     logits = constraint.mask(logits.float())
-                nxt = pick_next(logits, seen, params, generator)
+                nxt = pick_next(logits, seen, params, generator, stop_token_ids)
                 is_stop = torch.isin(nxt, stops)
                 live = ~done & ~is_stop
                 if constraint is not None:

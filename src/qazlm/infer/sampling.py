@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from qazlm.config import check_fields
@@ -28,16 +29,23 @@ class SamplingParams:
             raise QazlmError(f"sampling: stop strings must be non-empty text, got {self.stop!r}")
 
 
-def pick_next(logits, seen, params: SamplingParams, generator):
-    """Next token per row from last-position logits [B, V], with repetition penalty, temperature, top-k/p."""
+def pick_next(logits, seen, params: SamplingParams, generator, stop_ids: Sequence[int] = ()):
+    """Next token per row from last-position logits [B, V], with repetition penalty, temperature, top-k/p.
+
+    The penalty is HF's (a seen token's logit divided by it if positive, multiplied if negative), except that
+    `stop_ids` are never penalized: every chat prompt holds `<|im_end|>` and starts with the document token, so
+    HF's rule makes ending the turn less likely at every step, and a small model then runs on to the limit."""
     import torch
 
     logits = logits.float()
     if params.repetition_penalty != 1.0:
-        # HF semantics: a seen token's logit is divided by the penalty if positive, multiplied if negative.
         prev = logits.gather(1, seen)
         prev = torch.where(prev > 0, prev / params.repetition_penalty, prev * params.repetition_penalty)
-        logits = logits.scatter(1, seen, prev)
+        penalized = logits.scatter(1, seen, prev)
+        if stop_ids:
+            keep = torch.tensor(sorted(stop_ids), device=logits.device)
+            penalized[:, keep] = logits[:, keep]
+        logits = penalized
     if params.temperature <= 0:
         return argmax_rows(logits)
     logits = logits / params.temperature
