@@ -38,10 +38,12 @@ def alone(model, prompt, params):
     return generate_ids(model, [prompt], params, stop_token_ids=sorted(STOP))[0]
 
 
-@pytest.mark.parametrize("sampled", [False, True], ids=["greedy", "sampled"])
-def test_staggered_requests_decode_as_alone(model, sampled):
+@pytest.mark.parametrize("mode", ["greedy", "sampled", "penalized"])
+def test_staggered_requests_decode_as_alone(model, mode):
+    sampled = mode == "sampled"   # penalized: greedy with the repetition penalty, over the reply as the engine's
     params = [SamplingParams(max_new_tokens=12, temperature=0.9 if sampled else 0.0, top_p=0.95 if sampled else None,
-                             seed=i) for i in range(len(PROMPTS))]
+                             repetition_penalty=1.5 if mode == "penalized" else 1.0, seed=i)
+              for i in range(len(PROMPTS))]
     batcher = ContinuousBatcher(model, slots=2, max_len=64, prefill_chunk=3)  # fewer slots than requests
     reqs = [batcher.submit(PROMPTS[0], params[0], STOP)]
     for i in range(1, len(PROMPTS)):  # one more request every other step, while others decode

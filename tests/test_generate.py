@@ -92,8 +92,8 @@ def test_pick_next_filters():
     seen = torch.tensor([[0]])
     # repetition penalty 10 pushes the seen token 0 (2.0 -> 0.2) below token 1 (HF semantics)
     assert pick_next(logits, seen, SamplingParams(repetition_penalty=10.0), None).item() == 1
-    # ...but a stop token (here 0) is never penalized: chat prompts hold <|im_end|>, ending a turn stays as likely
-    assert pick_next(logits, seen, SamplingParams(repetition_penalty=10.0), None, stop_ids=[0]).item() == 0
+    # nothing generated yet: nothing penalized (the prompt's own tokens never are)
+    assert pick_next(logits, seen[:, :0], SamplingParams(repetition_penalty=10.0), None).item() == 0
     g = torch.Generator().manual_seed(0)
     draws = {pick_next(logits, seen, SamplingParams(temperature=1.0, top_k=2), g).item() for _ in range(200)}
     assert draws == {0, 1}
@@ -109,6 +109,21 @@ def test_repetition_penalty_reduces_repeats(hf):
     pen = generate_ids(hf.model, ids, SamplingParams(max_new_tokens=30, repetition_penalty=3.0), pad_id=1)
     dup = lambda rows: sum(len(r) - len(set(r)) for r in rows)  # noqa: E731
     assert dup(pen) < dup(plain)
+
+
+def test_repetition_penalty_counts_the_reply_only(hf, monkeypatch):
+    """A chat prompt holds <|im_end|> and the words an answer must copy: the penalty never sees the prompt."""
+    from qazlm.infer import engine
+    from qazlm.infer.sampling import pick_next
+
+    seen_per_step = []
+    monkeypatch.setattr(engine, "pick_next", lambda logits, seen, *a: seen_per_step.append(seen.tolist()) or
+                        pick_next(logits, seen, *a))
+    ids = engine.encode_prompts(hf.tokenizer, PROMPTS[:2])
+    out = engine.generate_ids(hf.model, ids, engine.SamplingParams(max_new_tokens=4, repetition_penalty=1.5),
+                              pad_id=1)
+    assert seen_per_step[0] == [[], []]
+    assert seen_per_step[-1] == [row[:len(seen_per_step) - 1] for row in out]
 
 
 def test_stop_strings_tokens_and_streaming(hf):

@@ -180,8 +180,8 @@ class ContinuousBatcher:
             row = logits[None].float()
             if req.constraint is not None:
                 row = req.constraint.mask(row)
-            seen = torch.tensor([req.prompt + req.tokens]) if req.params.repetition_penalty != 1.0 else None
-            token = int(pick_next(row, seen, req.params, req.generator, req.stop_ids)[0])
+            seen = torch.tensor([req.tokens], dtype=torch.long) if req.params.repetition_penalty != 1.0 else None
+            token = int(pick_next(row, seen, req.params, req.generator)[0])
         req.pending = None
         if token in req.stop_ids:
             return self._retire(req, "stop")

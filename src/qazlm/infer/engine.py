@@ -157,7 +157,7 @@ def generate_ids(model, prompt_ids: list[list[int]], params: SamplingParams, *, 
     lengths = torch.zeros(batch, dtype=torch.long, device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     stops = torch.tensor(sorted(set(stop_token_ids)) or [-1], device=device)
-    seen = ids.clone() if params.repetition_penalty != 1.0 else None
+    seen = ids[:, :0] if params.repetition_penalty != 1.0 else None   # the reply so far (pick_next)
     ones = torch.ones(batch, 1, dtype=torch.long, device=device)
     module = unwrap(model)
     step = make_stepper(module, batch, max_len, device, compile)
@@ -169,7 +169,7 @@ def generate_ids(model, prompt_ids: list[list[int]], params: SamplingParams, *, 
             for t in range(params.max_new_tokens):
                 if constraint is not None:
                     logits = constraint.mask(logits.float())
-                nxt = pick_next(logits, seen, params, generator, stop_token_ids)
+                nxt = pick_next(logits, seen, params, generator)
                 is_stop = torch.isin(nxt, stops)
                 live = ~done & ~is_stop
                 if constraint is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from qazlm.config import check_fields
@@ -29,23 +28,21 @@ class SamplingParams:
             raise QazlmError(f"sampling: stop strings must be non-empty text, got {self.stop!r}")
 
 
-def pick_next(logits, seen, params: SamplingParams, generator, stop_ids: Sequence[int] = ()):
+def pick_next(logits, seen, params: SamplingParams, generator):
     """Next token per row from last-position logits [B, V], with repetition penalty, temperature, top-k/p.
 
-    The penalty is HF's (a seen token's logit divided by it if positive, multiplied if negative), except that
-    `stop_ids` are never penalized: every chat prompt holds `<|im_end|>` and starts with the document token, so
-    HF's rule makes ending the turn less likely at every step, and a small model then runs on to the limit."""
+    `seen` [B, n] holds the tokens of the reply so far; the penalty divides a seen token's logit by
+    `repetition_penalty` if positive and multiplies it if negative (HF's rule), but over the reply only, as
+    OpenAI's presence/frequency penalties count generated tokens. HF and vLLM also penalize the prompt, and a
+    chat prompt holds the end-of-turn token, the label list a topic answer must copy, the word to inflect, and
+    penalizing those keeps a small model from ending its turn (measured in docs/sft.md)."""
     import torch
 
     logits = logits.float()
-    if params.repetition_penalty != 1.0:
+    if params.repetition_penalty != 1.0 and seen is not None and seen.shape[1]:
         prev = logits.gather(1, seen)
         prev = torch.where(prev > 0, prev / params.repetition_penalty, prev * params.repetition_penalty)
-        penalized = logits.scatter(1, seen, prev)
-        if stop_ids:
-            keep = torch.tensor(sorted(stop_ids), device=logits.device)
-            penalized[:, keep] = logits[:, keep]
-        logits = penalized
+        logits = logits.scatter(1, seen, prev)
     if params.temperature <= 0:
         return argmax_rows(logits)
     logits = logits / params.temperature
