@@ -170,6 +170,12 @@ def test_dpo_trains_a_model_that_generate_loads(model, pref, tmp_path, capfd):
     report = json.loads((out / "dpo_report.json").read_text())
     assert report["steps"] == 3 and report["loss_type"] == ["ipo"]
     assert 0.0 <= report["heldout"]["rewards/accuracies"] <= 1.0
+    from qazlm.align.dpo import DpoConfig
+
+    held = rows(pref, "heldout")[:DpoConfig.max_heldout]   # every held-out pair scored or set aside, none lost
+    long = sum(p["split"] == "heldout" for p in rows(out, "rejected"))
+    assert report["heldout_pairs"] + long == len(held) and report["heldout_set_aside"] == long
+    assert f"Scored on {report['heldout_pairs']} held-out pairs" in (out / "dpo_report.md").read_text()
     assert report["win_rate"]["prompts"] == 6 and report["win_rate"]["rules"]["prompts"] >= 1
     lineage = json.loads((out / "final" / "qazlm_lineage.json").read_text())
     assert lineage["stage"] == "dpo" and lineage["parent"]["path"] == str(Path(model).resolve())

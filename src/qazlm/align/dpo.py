@@ -90,7 +90,8 @@ def _train(cfg: DpoConfig, out: Path, log) -> dict:
                            f"{'+'.join(cfg.loss_type)}, beta {cfg.beta:g} ({counts['set_aside']} too long, set aside)",
         evaluate=bool(held))
     report = {"format": "qazlm-dpo-report-v1", "model": cfg.model, "data": cfg.data, "steps": int(result.global_step),
-              "train_loss": float(result.training_loss), "train_pairs": len(train), **counts,
+              "train_loss": float(result.training_loss), "train_pairs": len(train), "heldout_pairs": len(held),
+              **counts,
               "heldout": {k.removeprefix("eval_"): float(v) for k, v in held_metrics.items()
                           if k.startswith(("eval_rewards/", "eval_loss"))},
               "loss_type": cfg.loss_type, "beta": cfg.beta}
@@ -192,7 +193,7 @@ def write_report(out: Path, r: dict) -> None:
     lines = ["# DPO", "", f"`{r['model']}` on `{r['data']}`: loss {'+'.join(r['loss_type'])}, beta {r['beta']:g}, "
              f"{r['steps']} steps, train loss {r['train_loss']:.4f}, {r['train_pairs']:,} pairs "
              f"({r['set_aside']} set aside).", "", "## Held-out pairs (TRL's implicit rewards)", "",
-             f"Scored on the held-out pairs{heldout_note(r)}.", "",
+             f"Scored on {r.get('heldout_pairs', 'the')} held-out pairs{heldout_note(r)}.", "",
              "| metric | value |", "|---|---:|"]
     lines += [f"| {k} | {v:.4f} |" for k, v in sorted(r["heldout"].items())]
     win = r.get("win_rate")
