@@ -178,5 +178,6 @@ def register(sub) -> None:
     c.add_argument("--chat-sets", metavar="NAMES",
                    help="comma-separated prompt sets: heldout, multiturn, sib200, flores (default all)")
     c.add_argument("--temperature", type=float, help="0 = greedy (default)")
-    c.add_argument("--repetition-penalty", type=float, help="> 1 discourages repeating the reply's own tokens (default 1.0: none)")
+    c.add_argument("--repetition-penalty", type=float,
+                   help="> 1 discourages repeating the reply's own tokens (default 1.0: none)")
     p.set_defaults(func=_cmd_eval)

@@ -192,7 +192,8 @@ def register(sub) -> None:
     c.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
     c.add_argument("--top-p", type=float, default=0.9, help="sample among the most likely tokens that reach this "
                                                            "probability (1 = off)")
-    c.add_argument("--repetition-penalty", type=float, default=1.1, help="> 1 discourages repeating the reply's own tokens")
+    c.add_argument("--repetition-penalty", type=float, default=1.1,
+                   help="> 1 discourages repeating the reply's own tokens")
     c.add_argument("--context", type=int, metavar="TOKENS",
                    help="tokens of history + reply (default: the model's maximum sequence length)")
     c.add_argument("--tokenizer", help="tokenizer folder if the model folder has none")

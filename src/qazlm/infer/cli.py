@@ -124,7 +124,8 @@ def register(sub) -> None:
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     g.add_argument("--top-k", type=int)
     g.add_argument("--top-p", type=float)
-    g.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeating the reply's own tokens")
+    g.add_argument("--repetition-penalty", type=float, default=1.0,
+                   help="> 1 discourages repeating the reply's own tokens")
     g.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable; \\n allowed)")
     g.add_argument("--stop-token", action="append", type=int, metavar="ID", help="extra stop token id (repeatable)")
     g.add_argument("--chat", action="store_true", help="wrap prompts in the tokenizer's chat template (ChatML if none)")
