@@ -125,3 +125,45 @@ def test_text_sets_and_bad_files(tmp_path, shared):
         load_bpb_sets([str(tmp_path / "missing.txt")])
     with pytest.raises(QazlmError, match="val/"):
         load_bpb_sets([str(tmp_path)])
+
+
+def induction_oracle(vocab: int):
+    """A 'model' that predicts, at each position, the token that followed the earlier position whose preceding
+    tokens match the current ones longest (what induction heads do), and is uniform where the token is new."""
+    import torch
+
+    def match(row, j, t):
+        n = 0
+        while n <= j and row[j - n] == row[t - n]:
+            n += 1
+        return n
+
+    def model(ids):
+        out = torch.zeros(*ids.shape, vocab)
+        for b, row in enumerate(ids.tolist()):
+            for t in range(len(row)):
+                best = max(range(t), key=lambda j: (match(row, j, t), j), default=None)
+                if best is not None and match(row, best, t):
+                    out[b, t, row[best + 1]] = 30.0
+        return out
+    return model
+
+
+def test_copy_score_tells_a_copier_from_a_model_that_cannot(tiny_tokenizer_dir, shared):
+    import torch
+    from transformers import AutoTokenizer
+
+    from qazlm.infer.scoring import copy_score
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    texts = flores("kk", 6) + flores("en", 6)
+    uniform = copy_score(lambda ids: torch.zeros(*ids.shape, len(tok)), tok, texts, span=12)
+    assert uniform["n_spans"] == 12 and uniform["span"] == 12
+    assert uniform["first_loss"] == pytest.approx(math.log(len(tok)), rel=1e-5)
+    assert uniform["repeat_loss"] == pytest.approx(uniform["first_loss"], rel=1e-6)
+    assert uniform["exact_repeat"] == 0.0
+    copier = copy_score(induction_oracle(len(tok)), tok, texts, span=12)
+    assert copier["first_loss"] > 0.5 * math.log(len(tok))      # new text: mostly unpredictable
+    assert copier["repeat_loss"] < 0.01 and copier["exact_repeat"] == 1.0   # the repeat: copied
+    with pytest.raises(QazlmError, match="copy_score"):
+        copy_score(induction_oracle(len(tok)), tok, ["", "a"], span=12)

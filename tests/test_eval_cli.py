@@ -34,8 +34,11 @@ def test_eval_report_two_checkpoints(hf_dir, tmp_path, shared, capsys):
     assert m["bpb"]["flores-devtest:kk"]["n_docs"] == 4 and m["tasks"]["qazlm_kkcopa_kk"]["n"] == 4
     assert "not found" in m["tasks"]["qazlm_belebele_kk"]["skipped"]
     assert set(m["samples"]) == {"kk", "ru", "en"}
+    copy = m["copy"]["flores-devtest:kk"]   # the copy probe: max_len 64 -> spans of 31 tokens
+    assert copy["n_spans"] == 4 and copy["span"] == 31 and copy["first_loss"] > 0 and 0 <= copy["exact_repeat"] <= 1
     md = (out / "report.md").read_text()
     assert "*unigram baseline*" in md and "qazlm_belebele_kk" in md and "Generation samples" in md
+    assert "## In-context copying" in md and f"{copy['first_loss']:.2f} → {copy['repeat_loss']:.2f}" in md
 
 
 def test_eval_errors_are_one_line(hf_dir, tmp_path, capsys, tiny_tokenizer_dir):

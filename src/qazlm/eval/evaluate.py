@@ -67,7 +67,7 @@ def evaluate_served(url: str, s: EvalSettings, log=print) -> dict:
     if s.bpb or s.samples:
         log(f"  {url}: a served model gets --tasks only (bits per byte and samples need the model folder)")
     out = {"name": model_id, "path": url, "kind": "served", "step": None, "params": None, "max_len": max_len,
-           "bpb": {}, "tasks": {}, "samples": {}}
+           "bpb": {}, "copy": {}, "tasks": {}, "samples": {}}
     if s.tasks:
         import requests
 
@@ -94,7 +94,7 @@ def evaluate_model(path: str | Path, s: EvalSettings, texts: dict[str, list[str]
     from qazlm.eval.harness import run_tasks
     from qazlm.infer.engine import SAMPLE_PROMPTS, generate
     from qazlm.infer.loading import load_model
-    from qazlm.infer.scoring import bits_per_byte
+    from qazlm.infer.scoring import bits_per_byte, copy_score
 
     torch.manual_seed(s.seed)
     if tokenizer is None and fallback_tokenizer and not (Path(path) / "tokenizer.json").exists():
@@ -106,12 +106,16 @@ def evaluate_model(path: str | Path, s: EvalSettings, texts: dict[str, list[str]
         log(f"  {loaded.name}: scoring windows of {max_len} tokens, the model's context (max_len {s.max_len} asked)")
     n_params = sum(p.numel() for p in model.module.parameters())
     out = {"name": loaded.name, "path": str(path), "kind": model.kind, "step": checkpoint_step(path),
-           "params": n_params, "max_len": max_len, "bpb": {}, "tasks": {}, "samples": {}}
+           "params": n_params, "max_len": max_len, "bpb": {}, "copy": {}, "tasks": {}, "samples": {}}
     for name, docs in texts.items():
         t0 = time.time()
         out["bpb"][name] = bits_per_byte(model, tok, docs, max_len=max_len, batch_size=s.batch_size,
                                          device=s.device, progress=True)
         log(f"  {loaded.name} bpb {name}: {out['bpb'][name]['bpb']:.4f} ({len(docs)} docs, {time.time() - t0:.1f}s)")
+        c = out["copy"][name] = copy_score(model, tok, docs, span=min(32, max_len // 2 - 1),
+                                           batch_size=s.batch_size, device=s.device)
+        log(f"  {loaded.name} copy {name}: loss {c['first_loss']:.2f} -> {c['repeat_loss']:.2f} nats/token on the "
+            f"repeat, {c['exact_repeat']:.0%} of {c['n_spans']} spans repeated exactly")
     if s.tasks:
         out["tasks"] = run_tasks(model, tok, s.tasks, data_dir=s.data_dir, num_fewshot=s.num_fewshot,
                                  limit=s.limit, batch_size=s.batch_size, device=s.device, max_len=max_len,

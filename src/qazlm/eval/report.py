@@ -19,6 +19,24 @@ def _fmt(v, digits=3) -> str:
     return "—" if v is None else f"{v:.{digits}f}"
 
 
+def _copy_section(models: list[dict]) -> list[str]:
+    sets = list(dict.fromkeys(k for m in models for k in m.get("copy", {})))
+    if not sets:
+        return []
+    span = next(m["copy"][s]["span"] for m in models for s in sets if s in m.get("copy", {}))
+    lines = ["", "## In-context copying", "",
+             f"Each document's first {span} tokens, then the same tokens again: loss per token (nats) on the first "
+             "occurrence → on the repeat, and the share of repeats reproduced exactly (greedy). A model with induction "
+             "heads predicts the repeat almost for free; one without scores it like new text, and cannot carry text "
+             "from a prompt into an answer (script conversion, inflection, tool arguments, a label from a list).", "",
+             "| model | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
+    for m in models:
+        cells = [(lambda c: "—" if c is None else f"{c['first_loss']:.2f} → {c['repeat_loss']:.2f}; "
+                  f"{c['exact_repeat']:.0%}")(m.get("copy", {}).get(s)) for s in sets]
+        lines.append(f"| {m['name']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(result: dict) -> str:
     models, base = result["models"], result["baselines"]
     sets = list(dict.fromkeys(k for m in models for k in m["bpb"]))
@@ -34,6 +52,7 @@ def markdown(result: dict) -> str:
         for m in models:
             lines.append(f"| {m['name']} | " + " | ".join(_fmt(m["bpb"].get(s, {}).get("bpb")) for s in sets) + " |")
         lines.append("| *unigram baseline* | " + " | ".join(_fmt(base["unigram_bpb"].get(s)) for s in sets) + " |")
+    lines += _copy_section(models)
     tasks = list(dict.fromkeys(t for m in models for t in m["tasks"]))
     if tasks:
         lines += ["", f"## Tasks (lm-eval-harness, {result['settings'].get('num_fewshot', 0)}-shot"

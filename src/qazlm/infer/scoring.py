@@ -112,6 +112,36 @@ def bits_per_byte(model, tokenizer, texts: list[str], *, max_len: int = 512, bat
             "n_tokens": sum(len(pred) for _, pred in windows), "n_docs": len(texts)}
 
 
+def copy_score(model, tokenizer, texts: list[str], *, span: int = 32, batch_size: int = 8,
+               device: str = "cpu") -> dict:
+    """In-context copying: each text's first `span` tokens, then the same tokens again. Returns the mean loss
+    (nats per token) on the first occurrence and on the repeat (both without their first token, which the
+    repeat cannot anticipate), and the share of repeats the model reproduces exactly by greedy argmax.
+
+    Why: copying a span seen earlier in the context is what induction heads do, and every SFT task that
+    carries text over from the prompt (script conversion, inflection, tool arguments, a label from a list)
+    needs it. A model without them scores the repeat like new text (the repeat's loss equals the first's)."""
+    prefix = prefix_token_id(tokenizer)
+    spans = [list(ids[:span]) for ids in tokenizer([t for t in texts if t], add_special_tokens=False)["input_ids"]
+             if len(ids) >= 4]
+    if not spans:
+        raise QazlmError("copy_score: no text of at least 4 tokens to repeat; check the evaluation files")
+    first = [([prefix] + ids[:-1], ids[1:]) for ids in spans]
+    repeat = [([prefix] + ids + ids[:-1], ids[1:]) for ids in spans]
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        a = score_windows(model, first, batch_size=batch_size, device=device)
+        b = score_windows(model, repeat, batch_size=batch_size, device=device, greedy=True)
+    finally:
+        if was_training:
+            model.train()
+    n_tokens = sum(len(ids) - 1 for ids in spans)
+    return {"first_loss": -sum(lp for lp, _ in a) / n_tokens, "repeat_loss": -sum(lp for lp, _ in b) / n_tokens,
+            "exact_repeat": sum(bool(g) for _, g in b) / len(spans), "n_spans": len(spans), "span": span}
+
+
 def bpb_per_language(model, tokenizer, texts_by_lang: dict[str, list[str]], **kwargs) -> dict[str, dict]:
     """`bits_per_byte` for each language (the in-training hook: call it every N steps)."""
     return {lang: bits_per_byte(model, tokenizer, texts, **kwargs) for lang, texts in texts_by_lang.items()}
