@@ -81,9 +81,9 @@ def evaluate_served(url: str, s: EvalSettings, log=print) -> dict:
 
 
 def evaluate_model(path: str | Path, s: EvalSettings, texts: dict[str, list[str]], *, tokenizer=None,
-                   fallback_tokenizer=None, log=print) -> dict:
+                   fallback_tokenizer=None, copy: bool = True, log=print) -> dict:
     """All evaluations of one model folder (or served model's URL) -> {"name", "path", "kind", "step", "bpb",
-    "tasks", "samples"}."""
+    "copy", "tasks", "samples"}; `copy=False` (checkpoints scored for the bpb curve) skips the copy probe."""
     import torch
 
     from qazlm.eval.harness import is_served
@@ -112,6 +112,8 @@ def evaluate_model(path: str | Path, s: EvalSettings, texts: dict[str, list[str]
         out["bpb"][name] = bits_per_byte(model, tok, docs, max_len=max_len, batch_size=s.batch_size,
                                          device=s.device, progress=True)
         log(f"  {loaded.name} bpb {name}: {out['bpb'][name]['bpb']:.4f} ({len(docs)} docs, {time.time() - t0:.1f}s)")
+        if not copy:
+            continue
         c = out["copy"][name] = copy_score(model, tok, docs, span=min(32, max_len // 2 - 1),
                                            batch_size=s.batch_size, device=s.device)
         log(f"  {loaded.name} copy {name}: loss {c['first_loss']:.2f} -> {c['repeat_loss']:.2f} nats/token on the "
@@ -149,8 +151,9 @@ def evaluate_models(paths: list[str | Path], s: EvalSettings, *, tokenizer=None,
     models = []
     for n, path in enumerate(paths, 1):
         log(f"[{n}/{len(paths)}] evaluating {path}")
-        light = dataclasses.replace(s, tasks=[], samples=0) if str(path) in map(str, bpb_only) else s
-        models.append(evaluate_model(path, light, texts, tokenizer=tokenizer, fallback_tokenizer=fallback_tokenizer,
+        light = str(path) in map(str, bpb_only)
+        models.append(evaluate_model(path, dataclasses.replace(s, tasks=[], samples=0) if light else s, texts,
+                                     tokenizer=tokenizer, fallback_tokenizer=fallback_tokenizer, copy=not light,
                                      log=log))
     tasks = expand_tasks(s.tasks) if s.tasks else []
     if not s.samples and not any(m["bpb"] or any("value" in r for r in m["tasks"].values()) for m in models):

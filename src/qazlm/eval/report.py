@@ -30,7 +30,7 @@ def _copy_section(models: list[dict]) -> list[str]:
              "heads predicts the repeat almost for free; one without scores it like new text, and cannot carry text "
              "from a prompt into an answer (script conversion, inflection, tool arguments, a label from a list).", "",
              "| model | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
-    for m in models:
+    for m in (m for m in models if m.get("copy")):
         cells = [(lambda c: "—" if c is None else f"{c['first_loss']:.2f} → {c['repeat_loss']:.2f}; "
                   f"{c['exact_repeat']:.0%}")(m.get("copy", {}).get(s)) for s in sets]
         lines.append(f"| {m['name']} | " + " | ".join(cells) + " |")
