@@ -3,6 +3,7 @@ errors, plots. Tiny model, a few steps each."""
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -189,10 +190,13 @@ def test_run_with_eval_logs_bpb_and_plots(tmp_path, tokens_dir, tiny_tokenizer_d
     assert sum("unigram_bpb/kk" in r for r in recs) == 1
     assert [r["step"] for r in recs if "val/bpb_kk" in r] == [3, 6]
     assert all(r["val/bpb_en"] > 0 for r in recs if "val/bpb_en" in r)
+    gains = [r["val/copy_gain_kk"] for r in recs if "val/copy_gain_kk" in r]   # the copy probe beside bpb
+    assert len(gains) == 2 and all(math.isfinite(g) and abs(g) < 5 for g in gains)
     step_rec = next(r for r in recs if "loss" in r)
     assert {"lr", "grad_norm", "tokens_per_s", "mfu", "memory_gb"} <= set(step_rec)
     pngs = plot_run(tmp_path / "run")
-    assert {p.name for p in pngs} == {"loss.png", "lr.png", "grad_norm.png", "tokens_per_s.png", "val_bpb.png"}
+    assert {p.name for p in pngs} == {"loss.png", "lr.png", "grad_norm.png", "tokens_per_s.png", "val_bpb.png",
+                                     "val_copy.png"}
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
     with pytest.raises(QazlmError, match="no metrics.jsonl"):
         plot_run(tmp_path / "empty")

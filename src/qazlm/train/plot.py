@@ -81,4 +81,16 @@ def plot_run(run: str | Path, out_dir: str | Path | None = None) -> list[Path]:
         fig.tight_layout()
         save_png(fig, out / "val_bpb.png")
         written.append(out / "val_bpb.png")
+    copy_langs = sorted({k.rsplit("_", 1)[1] for r in records for k in r if k.startswith("val/copy_gain_")})
+    if copy_langs:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for lang in copy_langs:
+            ax.plot(*series(records, f"val/copy_gain_{lang}"), marker="o", label=lang, color=LANG_COLORS.get(lang))
+        ax.set(xlabel="step", ylabel="nats/token saved on a repeated span",
+               title="in-context copying (rises when induction heads form)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        save_png(fig, out / "val_copy.png")
+        written.append(out / "val_copy.png")
     return written

@@ -357,7 +357,7 @@ class Trainer:
     def score_heldout(self) -> dict:
         import torch
 
-        from qazlm.infer.scoring import bits_per_byte
+        from qazlm.infer.scoring import bits_per_byte, copy_score
 
         scorer = _Scorer(self.model if self.fsdp else self.raw, self.autocast)
         max_len = min(self.cfg.eval_max_len, self.mcfg.max_seq_len)
@@ -367,6 +367,10 @@ class Trainer:
                 r = bits_per_byte(scorer, self.tokenizer, docs, max_len=max_len, batch_size=8, device=self.device)
                 rec[f"val/bpb_{lang}"] = r["bpb"]
                 rec[f"val/loss_{lang}"] = r["nll_nats"] / max(1, r["n_tokens"])
+                # in-context copying: the loss a repeated span saves (0 until induction heads form)
+                c = copy_score(scorer, self.tokenizer, docs, span=min(32, max_len // 2 - 1), batch_size=8,
+                               device=self.device)
+                rec[f"val/copy_gain_{lang}"] = c["first_loss"] - c["repeat_loss"]
         return rec
 
     def samples(self) -> dict:
