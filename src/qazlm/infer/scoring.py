@@ -121,25 +121,39 @@ def copy_score(model, tokenizer, texts: list[str], *, span: int = 32, batch_size
     Why: copying a span seen earlier in the context is what induction heads do, and every SFT task that
     carries text over from the prompt (script conversion, inflection, tool arguments, a label from a list)
     needs it. A model without them scores the repeat like new text (the repeat's loss equals the first's)."""
+    import torch
+
     prefix = prefix_token_id(tokenizer)
     spans = [list(ids[:span]) for ids in tokenizer([t for t in texts if t], add_special_tokens=False)["input_ids"]
              if len(ids) >= 4]
     if not spans:
         raise QazlmError("copy_score: no text of at least 4 tokens to repeat; check the evaluation files")
-    first = [([prefix] + ids[:-1], ids[1:]) for ids in spans]
-    repeat = [([prefix] + ids + ids[:-1], ids[1:]) for ids in spans]
+    first = repeat = 0.0
+    exact = 0
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
     try:
-        a = score_windows(model, first, batch_size=batch_size, device=device)
-        b = score_windows(model, repeat, batch_size=batch_size, device=device, greedy=True)
+        with torch.inference_mode():
+            for i in range(0, len(spans), batch_size):
+                batch = spans[i:i + batch_size]
+                width = 2 * max(map(len, batch))
+                inp = torch.zeros(len(batch), width, dtype=torch.long)
+                for row, ids in enumerate(batch):  # one pass scores both: [prefix] ids ids[:-1]
+                    inp[row, :2 * len(ids)] = torch.tensor([prefix] + ids + ids[:-1])
+                logp = torch.log_softmax(logits(model, inp.to(device)), dim=-1)
+                for row, ids in enumerate(batch):
+                    n, tgt = len(ids), torch.tensor(ids[1:], device=logp.device)
+                    first -= float(logp[row, 1:n].gather(1, tgt[:, None]).sum())
+                    part = logp[row, n + 1:2 * n]
+                    repeat -= float(part.gather(1, tgt[:, None]).sum())
+                    exact += bool((part.argmax(-1) == tgt).all())
     finally:
         if was_training:
             model.train()
     n_tokens = sum(len(ids) - 1 for ids in spans)
-    return {"first_loss": -sum(lp for lp, _ in a) / n_tokens, "repeat_loss": -sum(lp for lp, _ in b) / n_tokens,
-            "exact_repeat": sum(bool(g) for _, g in b) / len(spans), "n_spans": len(spans), "span": span}
+    return {"first_loss": first / n_tokens, "repeat_loss": repeat / n_tokens, "exact_repeat": exact / len(spans),
+            "n_spans": len(spans), "span": span}
 
 
 def bpb_per_language(model, tokenizer, texts_by_lang: dict[str, list[str]], **kwargs) -> dict[str, dict]:
