@@ -39,6 +39,7 @@ CASES = [  # (extra --set overrides or flags, expected regex of the error line)
     (["--set", "seq_len=1"], r"seq_len = 1: must be >= 2"),
     (["--set", "steps=-3"], r"steps = -3: must be >= 0"),
     (["--set", "eval_every=-2"], r"eval_every = -2: must be >= -1"),
+    (["--set", "eval_max_len=3"], r"eval_max_len = 3: must be >= 4"),   # a span and its repeat need 4
     (["--set", "warmup_steps=inf"], r"warmup_steps: expected a whole number, got inf"),
     (["--set", "steps=2.5"], r"steps: expected a whole number, got 2.5"),
     (["--set", "schedule=linear"], r"schedule = 'linear': use one of cosine, wsd"),

@@ -157,13 +157,13 @@ def test_copy_score_tells_a_copier_from_a_model_that_cannot(tiny_tokenizer_dir, 
 
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
     texts = flores("kk", 6) + flores("en", 6)
-    uniform = copy_score(lambda ids: torch.zeros(*ids.shape, len(tok)), tok, texts, span=12)
+    uniform = copy_score(lambda ids: torch.zeros(*ids.shape, len(tok)), tok, texts, max_len=24)
     assert uniform["n_spans"] == 12 and uniform["span"] == 12
     assert uniform["first_loss"] == pytest.approx(math.log(len(tok)), rel=1e-5)
     assert uniform["repeat_loss"] == pytest.approx(uniform["first_loss"], rel=1e-6)
     assert uniform["exact_repeat"] == 0.0
-    copier = copy_score(induction_oracle(len(tok)), tok, texts, span=12)
+    copier = copy_score(induction_oracle(len(tok)), tok, texts, max_len=24)
     assert copier["first_loss"] > 0.5 * math.log(len(tok))      # new text: mostly unpredictable
     assert copier["repeat_loss"] < 0.01 and copier["exact_repeat"] == 1.0   # the repeat: copied
     with pytest.raises(QazlmError, match="copy_score"):
-        copy_score(induction_oracle(len(tok)), tok, ["", "a"], span=12)
+        copy_score(induction_oracle(len(tok)), tok, ["", "a"], max_len=24)

@@ -34,8 +34,8 @@ def test_eval_report_two_checkpoints(hf_dir, tmp_path, shared, capsys):
     assert m["bpb"]["flores-devtest:kk"]["n_docs"] == 4 and m["tasks"]["qazlm_kkcopa_kk"]["n"] == 4
     assert "not found" in m["tasks"]["qazlm_belebele_kk"]["skipped"]
     assert set(m["samples"]) == {"kk", "ru", "en"}
-    copy = m["copy"]["flores-devtest:kk"]   # the copy probe: max_len 64 -> spans of 31 tokens
-    assert copy["n_spans"] == 4 and copy["span"] == 31 and copy["first_loss"] > 0 and 0 <= copy["exact_repeat"] <= 1
+    copy = m["copy"]["flores-devtest:kk"]   # the copy probe: max_len 64 -> spans of 32 tokens
+    assert copy["n_spans"] == 4 and copy["span"] == 32 and copy["first_loss"] > 0 and 0 <= copy["exact_repeat"] <= 1
     md = (out / "report.md").read_text()
     assert "*unigram baseline*" in md and "qazlm_belebele_kk" in md and "Generation samples" in md
     assert "## In-context copying" in md and f"{copy['first_loss']:.2f} → {copy['repeat_loss']:.2f}" in md
@@ -50,6 +50,8 @@ def test_eval_errors_are_one_line(hf_dir, tmp_path, capsys, tiny_tokenizer_dir):
     assert "invalid UTF-8" in capsys.readouterr().err
     assert main(["eval", str(hf_dir), "--no-bpb", "--tasks", "sib300", "-o", str(tmp_path / "o")]) == 2
     assert "unknown" in capsys.readouterr().err
+    assert main(["eval", str(hf_dir), "--max-len", "3", "-o", str(tmp_path / "o")]) == 2   # no room for the copy probe
+    assert "max_len = 3: must be >= 4" in capsys.readouterr().err
     # a tokenizer bigger than the model's vocabulary belongs to another model
     from transformers import AutoTokenizer
 

@@ -33,7 +33,7 @@ class EvalSettings:
     seed: int = 1234
 
     def __post_init__(self):
-        check_fields(self, "eval: ", {"bpb_limit": ">= 1", "num_fewshot": ">= 0", "limit": ">= 1", "max_len": ">= 2",
+        check_fields(self, "eval: ", {"bpb_limit": ">= 1", "num_fewshot": ">= 0", "limit": ">= 1", "max_len": ">= 4",
                                       "batch_size": ">= 1", "samples": ">= 0", "sample_tokens": ">= 1"})
 
 
@@ -114,8 +114,8 @@ def evaluate_model(path: str | Path, s: EvalSettings, texts: dict[str, list[str]
         log(f"  {loaded.name} bpb {name}: {out['bpb'][name]['bpb']:.4f} ({len(docs)} docs, {time.time() - t0:.1f}s)")
         if not copy:
             continue
-        c = out["copy"][name] = copy_score(model, tok, docs, span=min(32, max_len // 2 - 1),
-                                           batch_size=s.batch_size, device=s.device)
+        c = out["copy"][name] = copy_score(model, tok, docs, max_len=max_len, batch_size=s.batch_size,
+                                           device=s.device)
         log(f"  {loaded.name} copy {name}: loss {c['first_loss']:.2f} -> {c['repeat_loss']:.2f} nats/token on the "
             f"repeat, {c['exact_repeat']:.0%} of {c['n_spans']} spans repeated exactly")
     if s.tasks:

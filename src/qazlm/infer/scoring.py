@@ -112,9 +112,10 @@ def bits_per_byte(model, tokenizer, texts: list[str], *, max_len: int = 512, bat
             "n_tokens": sum(len(pred) for _, pred in windows), "n_docs": len(texts)}
 
 
-def copy_score(model, tokenizer, texts: list[str], *, span: int = 32, batch_size: int = 8,
+def copy_score(model, tokenizer, texts: list[str], *, max_len: int, span: int = 32, batch_size: int = 8,
                device: str = "cpu") -> dict:
-    """In-context copying: each text's first `span` tokens, then the same tokens again. Returns the mean loss
+    """In-context copying: each text's first `span` tokens (at most `max_len` / 2, so the span and its repeat
+    fit one window), then the same tokens again. Returns the mean loss
     (nats per token) on the first occurrence and on the repeat (both without their first token, which the
     repeat cannot anticipate), and the share of repeats the model reproduces exactly by greedy argmax.
 
@@ -123,11 +124,13 @@ def copy_score(model, tokenizer, texts: list[str], *, span: int = 32, batch_size
     needs it. A model without them scores the repeat like new text (the repeat's loss equals the first's)."""
     import torch
 
+    span = min(span, max_len // 2)
     prefix = prefix_token_id(tokenizer)
     spans = [list(ids[:span]) for ids in tokenizer([t for t in texts if t], add_special_tokens=False)["input_ids"]
-             if len(ids) >= 4]
+             if min(len(ids), span) >= 2]
     if not spans:
-        raise QazlmError("copy_score: no text of at least 4 tokens to repeat; check the evaluation files")
+        raise QazlmError(f"copy_score: no text of at least 2 tokens to repeat in windows of {max_len}; check the "
+                         "evaluation files")
     first = repeat = 0.0
     exact = 0
     was_training = getattr(model, "training", False)

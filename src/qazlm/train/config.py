@@ -70,7 +70,7 @@ class PretrainConfig:
             "warmup_steps": ">= 0", "decay_fraction": ">= 0, <= 1", "weight_decay": ">= 0", "beta1": ">= 0, < 1",
             "beta2": ">= 0, < 1", "eps": "> 0", "grad_clip": ">= 0", "steps": ">= 0", "token_budget": ">= 0",
             "log_every": ">= 0", "eval_every": ">= -1", "ckpt_every": ">= 0", "keep_last_k": ">= 0",
-            "sample_every": ">= 0", "sample_tokens": ">= 1", "eval_docs": ">= 1", "eval_max_len": ">= 2",
+            "sample_every": ">= 0", "sample_tokens": ">= 1", "eval_docs": ">= 1", "eval_max_len": ">= 4",
             "num_threads": ">= 0", "prefetch": ">= 0", "max_steps_this_run": ">= 0"})
         if self.min_lr > self.lr:
             raise QazlmError(f"[pretrain] min_lr = {self.min_lr} is above lr = {self.lr}; lower min_lr")

@@ -368,8 +368,7 @@ class Trainer:
                 rec[f"val/bpb_{lang}"] = r["bpb"]
                 rec[f"val/loss_{lang}"] = r["nll_nats"] / max(1, r["n_tokens"])
                 # in-context copying: the loss a repeated span saves (0 until induction heads form)
-                c = copy_score(scorer, self.tokenizer, docs, span=min(32, max_len // 2 - 1), batch_size=8,
-                               device=self.device)
+                c = copy_score(scorer, self.tokenizer, docs, max_len=max_len, batch_size=8, device=self.device)
                 rec[f"val/copy_gain_{lang}"] = c["first_loss"] - c["repeat_loss"]
         return rec
 
