@@ -54,7 +54,7 @@ EVAL = [
     (["--limit", "-1", "--tasks", "kkcopa_kk"], r"limit = -1: must be >= 1"),
     (["--bpb-limit", "-5"], r"bpb_limit = -5: must be >= 1"),
     (["--bpb-limit", "0"], r"bpb_limit = 0: must be >= 1"),
-    (["--max-len", "1"], r"max_len = 1: must be >= 2"),
+    (["--max-len", "1"], r"max_len = 1: must be >= 4"),
     (["--num-fewshot", "-1"], r"num_fewshot = -1: must be >= 0"),
     (["--samples", "-2"], r"samples = -2: must be >= 0"),
     (["--no-bpb", "--samples", "0"], r"nothing to do"),
