@@ -23,7 +23,7 @@ def _copy_section(models: list[dict]) -> list[str]:
     sets = list(dict.fromkeys(k for m in models for k in m.get("copy", {})))
     if not sets:
         return []
-    span = next(m["copy"][s]["span"] for m in models for s in sets if s in m.get("copy", {}))
+    span = next(c["span"] for m in models for c in m.get("copy", {}).values())
     lines = ["", "## In-context copying", "",
              f"Each document's first {span} tokens, then the same tokens again: loss per token (nats) on the first "
              "occurrence → on the repeat, and the share of repeats reproduced exactly (greedy). A model with induction "
@@ -31,10 +31,12 @@ def _copy_section(models: list[dict]) -> list[str]:
              "from a prompt into an answer (script conversion, inflection, tool arguments, a label from a list).", "",
              "| model | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
     for m in (m for m in models if m.get("copy")):
-        cells = [(lambda c: "—" if c is None else f"{c['first_loss']:.2f} → {c['repeat_loss']:.2f}; "
-                  f"{c['exact_repeat']:.0%}")(m.get("copy", {}).get(s)) for s in sets]
-        lines.append(f"| {m['name']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {m['name']} | " + " | ".join(_copy_cell(m["copy"].get(s)) for s in sets) + " |")
     return lines
+
+
+def _copy_cell(c: dict | None) -> str:
+    return "—" if c is None else f"{c['first_loss']:.2f} → {c['repeat_loss']:.2f}; {c['exact_repeat']:.0%}"
 
 
 def markdown(result: dict) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 
 from qazlm.errors import QazlmError
 
@@ -51,6 +52,20 @@ def document_windows(tokenizer, texts: list[str], max_len: int) -> list[tuple[li
     for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
         windows.extend(rolling_windows(list(ids), prefix, max_len))
     return windows
+
+
+@contextmanager
+def eval_mode(model):
+    """The model in eval mode for the block, back in training mode after it if it was (the training loop scores
+    held-out text between steps)."""
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        yield model
+    finally:
+        if was_training:
+            model.train()
 
 
 def score_windows(model: Callable, windows: Sequence[tuple[list[int], list[int]]], *, batch_size: int = 8,
@@ -98,14 +113,8 @@ def bits_per_byte(model, tokenizer, texts: list[str], *, max_len: int = 512, bat
     if max_len < 2:
         raise QazlmError(f"bits_per_byte: max_len={max_len} is too small; use at least 2")
     windows = document_windows(tokenizer, texts, max_len)
-    was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()
-    try:
+    with eval_mode(model):
         scores = score_windows(model, windows, batch_size=batch_size, device=device, progress=progress)
-    finally:
-        if was_training:
-            model.train()
     nll = -sum(logprob for logprob, _ in scores)
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
     return {"bpb": nll / n_bytes / math.log(2), "nll_nats": nll, "n_bytes": n_bytes,
@@ -133,27 +142,19 @@ def copy_score(model, tokenizer, texts: list[str], *, max_len: int, span: int = 
                          "evaluation files")
     first = repeat = 0.0
     exact = 0
-    was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()
-    try:
-        with torch.inference_mode():
-            for i in range(0, len(spans), batch_size):
-                batch = spans[i:i + batch_size]
-                width = 2 * max(map(len, batch))
-                inp = torch.zeros(len(batch), width, dtype=torch.long)
-                for row, ids in enumerate(batch):  # one pass scores both: [prefix] ids ids[:-1]
-                    inp[row, :2 * len(ids)] = torch.tensor([prefix] + ids + ids[:-1])
-                logp = torch.log_softmax(logits(model, inp.to(device)), dim=-1)
-                for row, ids in enumerate(batch):
-                    n, tgt = len(ids), torch.tensor(ids[1:], device=logp.device)
-                    first -= float(logp[row, 1:n].gather(1, tgt[:, None]).sum())
-                    part = logp[row, n + 1:2 * n]
-                    repeat -= float(part.gather(1, tgt[:, None]).sum())
-                    exact += bool((part.argmax(-1) == tgt).all())
-    finally:
-        if was_training:
-            model.train()
+    with eval_mode(model), torch.inference_mode():
+        for i in range(0, len(spans), batch_size):
+            batch = spans[i:i + batch_size]
+            inp = torch.zeros(len(batch), 2 * max(map(len, batch)), dtype=torch.long)
+            for row, ids in enumerate(batch):  # one pass scores both: [prefix] ids ids[:-1]
+                inp[row, :2 * len(ids)] = torch.tensor([prefix] + ids + ids[:-1])
+            logp = torch.log_softmax(logits(model, inp.to(device)), dim=-1)
+            for row, ids in enumerate(batch):
+                n, tgt = len(ids), torch.tensor(ids[1:], device=logp.device)
+                first -= float(logp[row, 1:n].gather(1, tgt[:, None]).sum())
+                part = logp[row, n + 1:2 * n]
+                repeat -= float(part.gather(1, tgt[:, None]).sum())
+                exact += bool((part.argmax(-1) == tgt).all())
     n_tokens = sum(len(ids) - 1 for ids in spans)
     return {"first_loss": first / n_tokens, "repeat_loss": repeat / n_tokens, "exact_repeat": exact / len(spans),
             "n_spans": len(spans), "span": span}

@@ -65,32 +65,28 @@ def plot_run(run: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     simple("grad_norm", "gradient norm (before clipping)", "grad_norm.png", logy=True)
     simple("tokens_per_s", "throughput (tokens/s)", "tokens_per_s.png")
 
-    langs = sorted({k.split("_", 1)[1] for r in records for k in r if k.startswith("val/bpb_")})
-    if langs:
+    def per_language(prefix: str, ylabel: str, title: str, fname: str, baseline: str = "") -> None:
+        """One line per language of the `prefix + lang` metrics; `baseline + lang` (if logged) dashed beside."""
+        langs = sorted({k.removeprefix(prefix) for r in records for k in r if k.startswith(prefix)})
+        if not langs:
+            return
         fig, ax = plt.subplots(figsize=(7, 4))
         for lang in langs:
             color = LANG_COLORS.get(lang)
-            xs, ys = series(records, f"val/bpb_{lang}")
-            ax.plot(xs, ys, marker="o", label=f"{lang} model", color=color)
-            _, base = series(records, f"unigram_bpb/{lang}")
+            ax.plot(*series(records, prefix + lang), marker="o", label=f"{lang} model" if baseline else lang,
+                    color=color)
+            _, base = series(records, baseline + lang) if baseline else ([], [])
             if base:
                 ax.axhline(base[-1], linestyle="--", color=color, alpha=0.7, label=f"{lang} unigram")
-        ax.set(xlabel="step", ylabel="bits per byte", title="validation bits per byte by language")
+        ax.set(xlabel="step", ylabel=ylabel, title=title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        save_png(fig, out / "val_bpb.png")
-        written.append(out / "val_bpb.png")
-    copy_langs = sorted({k.rsplit("_", 1)[1] for r in records for k in r if k.startswith("val/copy_gain_")})
-    if copy_langs:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for lang in copy_langs:
-            ax.plot(*series(records, f"val/copy_gain_{lang}"), marker="o", label=lang, color=LANG_COLORS.get(lang))
-        ax.set(xlabel="step", ylabel="nats/token saved on a repeated span",
-               title="in-context copying (rises when induction heads form)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        save_png(fig, out / "val_copy.png")
-        written.append(out / "val_copy.png")
+        save_png(fig, out / fname)
+        written.append(out / fname)
+
+    per_language("val/bpb_", "bits per byte", "validation bits per byte by language", "val_bpb.png",
+                 baseline="unigram_bpb/")
+    per_language("val/copy_gain_", "nats/token saved on a repeated span",
+                 "in-context copying (rises when induction heads form)", "val_copy.png")
     return written
