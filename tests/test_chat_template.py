@@ -8,7 +8,7 @@ import os
 import pytest
 
 from qazlm.errors import QazlmError
-from qazlm.infer.chat import assistant_mask
+from qazlm.infer.chat import assistant_mask, render_chat
 from qazlm.tokenizer.special_tokens import CHAT_TEMPLATE, IM_END
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -23,6 +23,9 @@ CONVERSATION = [
 # A ChatML template as many HF models ship it: right text, but no {% generation %} markers.
 PLAIN_CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}"
                 "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+MARKED_CHATML = ("{% for m in messages %}{% if m.role == 'assistant' %}{{ '<|im_start|>assistant\\n' }}{% generation %}"
+                 "{{ m.content + '<|im_end|>' }}{% endgeneration %}{{ '\\n' }}{% else %}"
+                 "{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endif %}{% endfor %}")
 TOOL_CALL_TEXT = '<tool_call>\n{"name": "weather", "arguments": {"city": "Алматы"}}\n</tool_call>'
 
 
@@ -116,3 +119,22 @@ def test_tokenizer_without_a_template_gets_qazlms(tiny_tokenizer_dir):
     assert not hf_tok.chat_template
     ids, mask = assistant_mask(hf_tok, CONVERSATION)
     assert hf_tok.decode([t for t, m in zip(ids, mask) if m]) == "Сәлем! Қалың қалай?<|im_end|>Қайырлы таң<|im_end|>"
+
+
+WEATHER_TOOL = {"type": "function", "function": {"name": "weather", "description": "the weather in a city",
+                                                 "parameters": {"type": "object", "properties": {}}}}
+
+
+def test_a_template_that_drops_tools_is_an_error_only_when_tools_are_given(qazlm_tok, tiny_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    assert '"name": "weather"' in render_chat(qazlm_tok, CONVERSATION[:2], tools=[WEATHER_TOOL])
+    hf_tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    hf_tok.chat_template = PLAIN_CHATML   # as SmolLM2's: ChatML without a word about tools
+    assert render_chat(hf_tok, CONVERSATION[:2]).endswith("<|im_start|>assistant\n")
+    with pytest.raises(QazlmError, match="its chat template does not render tools"):
+        render_chat(hf_tok, CONVERSATION[:2], tools=[WEATHER_TOOL])
+    hf_tok.chat_template = MARKED_CHATML  # trainable, still deaf to tools: SFT on tool data would drop them
+    assert sum(assistant_mask(hf_tok, CONVERSATION)[1]) > 0
+    with pytest.raises(QazlmError, match="its chat template does not render tools"):
+        assistant_mask(hf_tok, CONVERSATION, tools=[WEATHER_TOOL])

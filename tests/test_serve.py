@@ -112,6 +112,21 @@ def test_errors_are_openai_json_without_traces(server):
     assert first["qazlm_time_to_first_token_seconds_count"] >= 1 and first["qazlm_time_to_first_token_seconds_sum"] > 0
 
 
+def test_a_template_that_drops_tools_answers_400_not_a_toolless_prompt(server, monkeypatch):
+    import httpx2 as httpx
+
+    from test_chat_template import PLAIN_CHATML
+
+    url, app, model = server
+    monkeypatch.setattr(app.state.engine.tokenizer, "chat_template", PLAIN_CHATML)
+    ok, ask = {"Authorization": "Bearer k3y"}, {"messages": [{"role": "user", "content": "Алматыда ауа райы?"}],
+                                                 "max_tokens": 4}
+    r = httpx.post(url + "/v1/chat/completions", headers=ok, json={**ask, "tools": [WEATHER]})
+    assert r.status_code == 400 and "chat template does not render tools" in r.json()["error"]["message"]
+    assert str(model.parent) not in r.text                               # the model's folder, not the server's path
+    assert httpx.post(url + "/v1/chat/completions", headers=ok, json=ask).status_code == 200
+
+
 def test_a_full_queue_answers_429(server):
     """The queue rule itself is tested in test_batcher.py; here a queue with room for nothing (not even the free
     slots' share) makes every request find it full, so the HTTP answer is checked without racing the engine."""

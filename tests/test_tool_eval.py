@@ -62,6 +62,15 @@ def test_bad_inputs_are_one_line(setup, capfd):
     short = make_hf_folder(root / "tok", root / "short", max_pos=256)  # no conversation fits: one line, no report
     assert_one_line_error(["eval", "--tools", "--sft-data", root / "data", short, "-o", root / "y", "--limit", "1"],
                           capfd, match=r"every conversation \+ max_new_tokens \(96\) exceeds the model's context")
+    import shutil
+
+    from test_chat_template import PLAIN_CHATML
+
+    deaf = root / "deaf"   # a Hub-style template that drops `tools`: the model would never see them
+    shutil.copytree(model, deaf)
+    (deaf / "chat_template.jinja").write_text(PLAIN_CHATML)
+    assert_one_line_error(["eval", "--tools", "--sft-data", root / "data", deaf, "-o", root / "z", "--limit", "1"],
+                          capfd, match=r"deaf: its chat template does not render tools")
 
 
 def test_stage_scores_the_runs_chat_model_and_skips_when_done(setup, tmp_path, capsys):

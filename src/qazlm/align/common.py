@@ -64,8 +64,10 @@ def read_pairs(folder: str | Path, name: str) -> list[dict]:
 
 def render(tok, prompt: list[dict], response: list[dict], tools) -> str:
     """A conversation as the models read it: the one chat template, tools included."""
+    from qazlm.infer.chat import render_chat
+
     tools = json.loads(tools) if isinstance(tools, str) else tools
-    return tok.apply_chat_template(prompt + response, tools=tools or None, tokenize=False)
+    return render_chat(tok, prompt + response, add_generation_prompt=False, tools=tools)
 
 
 def fits(tok, row: dict, max_len: int) -> bool:

@@ -115,6 +115,8 @@ def benign_sample(sft_data: str, per_lang: int, seed: int) -> list[dict]:
 
 
 def replies(path: str | Path, questions: list[str], s: SafetySettings) -> list[str]:
+    from tqdm import tqdm
+
     from qazlm.infer.engine import generate_chat
     from qazlm.infer.loading import load_model
     from qazlm.infer.sampling import SamplingParams
@@ -122,7 +124,8 @@ def replies(path: str | Path, questions: list[str], s: SafetySettings) -> list[s
     loaded = load_model(path, device=s.device)
     params = SamplingParams(max_new_tokens=s.max_new_tokens, temperature=0.0)
     out = []
-    for i in range(0, len(questions), s.batch_size):
+    for i in tqdm(range(0, len(questions), s.batch_size), desc=f"safety replies ({loaded.name})", unit="batch",
+                  leave=False):
         convs = [[{"role": "user", "content": q}] for q in questions[i:i + s.batch_size]]
         out += generate_chat(loaded.model, loaded.tokenizer, convs, params, device=s.device)
     return out

@@ -111,6 +111,8 @@ def judge(it: dict, text: str) -> dict:
 
 def run_model(path: str | Path, items: list[dict], s: ToolEvalSettings, log=print) -> dict:
     """Every figure of one model folder, plus its replies."""
+    from tqdm import tqdm
+
     from qazlm.eval.chat import fidelity
     from qazlm.infer.engine import generate_chat
     from qazlm.infer.loading import load_model
@@ -120,7 +122,8 @@ def run_model(path: str | Path, items: list[dict], s: ToolEvalSettings, log=prin
     loaded = load_model(path, device=s.device)
     params = SamplingParams(max_new_tokens=s.max_new_tokens)
     rows, skipped = [], 0
-    for it in items:  # one conversation at a time: each has its own tools (and grammar)
+    # one conversation at a time: each has its own tools (and grammar); up to three replies each
+    for it in tqdm(items, desc=f"tool calls ({loaded.name})", unit="conv", leave=False):
         if not fits(loaded, it, s.max_new_tokens):
             skipped += 1
             continue

@@ -8,6 +8,7 @@ tokens a chat model is trained on, through the template's `{% generation %}` mar
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from qazlm.errors import QazlmError
 from qazlm.tokenizer.special_tokens import CHAT_TEMPLATE
@@ -27,8 +28,31 @@ def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = T
                 tools: list[dict] | None = None) -> str:
     """`messages` ([{"role", "content"}, ...]) as prompt text, ending with an open assistant turn; `tools`
     (OpenAI function definitions) go into the system turn."""
-    return tokenizer.apply_chat_template(messages, tools=tools or None, chat_template=chat_template_of(tokenizer),
+    template = chat_template_of(tokenizer)
+    if tools:
+        check_renders_tools(tokenizer, template)
+    return tokenizer.apply_chat_template(messages, tools=tools or None, chat_template=template,
                                          tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+_PROBE_TOOL = {"type": "function", "function": {"name": "qazlm_probe_tool", "description": "a probe",
+                                                 "parameters": {"type": "object", "properties": {}}}}
+_RENDERS_TOOLS: dict[str, bool] = {}
+
+
+def check_renders_tools(tokenizer, template: str) -> None:
+    """Most Hub chat templates (SmolLM2's, Llama 2's) drop `tools` without a word: the model would be asked to
+    call functions it was never shown, and a tool evaluation, SFT on tool data or a server request with tools
+    would give silent nonsense. Checked once per template, by rendering a probe tool."""
+    if template not in _RENDERS_TOOLS:
+        probe = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tools=[_PROBE_TOOL],
+                                              chat_template=template, tokenize=False, add_generation_prompt=True)
+        _RENDERS_TOOLS[template] = "qazlm_probe_tool" in probe
+    if not _RENDERS_TOOLS[template]:
+        name = Path(getattr(tokenizer, "name_or_path", "") or "the tokenizer").name  # no server paths to clients
+        raise QazlmError(f"{name}: its chat template does not render tools, so the model would never see them; "
+                         "fine-tune it with qazlm's template (`qazlm sft MODEL --set chat_template=qazlm`) or give "
+                         "it a template that renders `tools`")
 
 
 def assistant_mask(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> tuple[list[int], list[int]]:
@@ -44,6 +68,8 @@ def assistant_mask(tokenizer, messages: list[dict], tools: list[dict] | None = N
     if not GENERATION_MARKER.search(template):
         raise QazlmError("chat template is not training-compatible: it has no {% generation %} markers; "
                          "use qazlm's template (qazlm.tokenizer.special_tokens.CHAT_TEMPLATE)")
+    if tools:
+        check_renders_tools(tokenizer, template)
     out = tokenizer.apply_chat_template(messages, tools=tools, chat_template=template, tokenize=True,
                                         return_dict=True, return_assistant_tokens_mask=True)
     ids, mask = list(out["input_ids"]), [int(m) for m in out["assistant_masks"]]

@@ -143,10 +143,12 @@ def check_lora_targets(model, targets: list[str], where: str | Path) -> None:
 def set_aside_overlong(tok, conversations: list[dict], max_len: int) -> tuple[list[dict], list[dict]]:
     """(conversations that fit in `max_len` tokens, the others with the reason): TRL would cut a longer one,
     and a cut tool call or answer teaches the wrong thing, so it is counted and left out instead."""
+    from qazlm.infer.chat import render_chat
+
     kept, rejected = [], []
     for i, c in enumerate(conversations):
         tools = json.loads(c["tools"]) if c.get("tools") else None
-        text = tok.apply_chat_template(c["messages"], tools=tools, tokenize=False)
+        text = render_chat(tok, c["messages"], add_generation_prompt=False, tools=tools)
         n = len(tok(text, add_special_tokens=False)["input_ids"])
         if n > max_len:
             rejected.append({"file": "train.jsonl", "line": i + 1,
