@@ -42,6 +42,8 @@ def run(tmp_path_factory, tiny_tokenizer_dir):
         "mixture": [{"source": "kaznerd_news_sentences", "lang": "kk", "train_tokens": 50000}]})
     write(run / "eval" / "report.json", {"models": [
         {"name": "tiny/final", "path": str(base), "bpb": {k: {"bpb": v} for k, v in BPB.items()},
+         "copy": {k: {"first_loss": 7.4603, "repeat_loss": 2.5, "exact_repeat": 0.25, "n_spans": 4, "span": 32}
+                  for k in list(BPB)[:2]},   # the copy probe, on two of the three sets
          "tasks": {"sib200_kk": {"metric": "acc", "value": 0.25}}}], "baselines": {}})
     sft = make_hf_folder(tiny_tokenizer_dir, run / "sft" / "final")
     write(run / "sft_data" / "card.json", {"conversations": {"train": 300, "heldout": 30},
@@ -79,7 +81,12 @@ def test_card_numbers_equal_the_reports(run, tmp_path):
     assert got[("qazlm chat evaluation", "language_fidelity_kk")] == 0.625
     assert ("qazlm chat evaluation", "language_fidelity_en") not in got      # None stays out, never invented
     text = card.text
-    assert "| flores-devtest:kk | 1.2346 |" in text and "| end-of-turn rate | 87.5% | 0.0% |" in text
+    from qazlm.package.card import bpb_table
+
+    assert bpb_table({"val:kk": {"bpb": 1.5}}, {})[2] == "| val:kk | 1.5000 |"   # a report from before the probe
+    assert "| flores-devtest:kk | 1.2346 | 7.46 → 2.50 | 25.0% |" in text
+    assert "| flores-devtest:en | 1.9877 | — | — |" in text
+    assert "| end-of-turn rate | 87.5% | 0.0% |" in text
     assert "| language fidelity (kk) | 62.5% | — |" in text and "| heldout:topic (exact, n=4) | 50.0% |" in text
     assert "123,456 training tokens" in text and "| kaznerd_news_sentences | kk | 50,000 | CC BY 4.0 |" in text
     assert "80 steps, 160,000 tokens" in text and 'from_pretrained("me/qazlm-tiny-chat")' in text

@@ -173,9 +173,8 @@ def evaluation(facts: dict, images: list[str]) -> str:
     ev = facts.get("eval")
     if ev and ev.get("bpb"):
         where = Path(ev["path"])
-        lines += [f"Bits per byte (lower is better) of the pretrained model `{where.parent.name}/{where.name}`:", "",
-                  "| text set | bits per byte |", "|---|---:|"]
-        lines += [f"| {k} | {_num(v.get('bpb'))} |" for k, v in ev["bpb"].items() if isinstance(v, dict)]
+        lines += [f"Bits per byte (lower is better) of the pretrained model `{where.parent.name}/{where.name}`:", ""]
+        lines += bpb_table(ev["bpb"], ev.get("copy") or {})
         tasks = {k: v for k, v in (ev.get("tasks") or {}).items() if "value" in v}
         if tasks:
             lines += ["", "| task | metric | value |", "|---|---|---:|"]
@@ -199,6 +198,21 @@ def evaluation(facts: dict, images: list[str]) -> str:
     lines += gguf_table(facts.get("gguf_report"), facts.get("gguf") or [])
     lines += [""] + [f"![{Path(i).stem}]({i})" for i in images]
     return "\n".join(lines)
+
+
+def bpb_table(bpb: dict, copy: dict) -> list[str]:
+    """Bits per byte per text set and, where the eval stage ran its copy probe, the loss on a span's first
+    occurrence -> on its repeat: whether the model can carry text from a prompt into an answer at all."""
+    sets = [k for k, v in bpb.items() if isinstance(v, dict)]
+    if not any(k in copy for k in sets):
+        return ["| text set | bits per byte |", "|---|---:|"] + [f"| {k} | {_num(bpb[k].get('bpb'))} |" for k in sets]
+    lines = ["| text set | bits per byte | in-context copy: nats/token first → repeat | repeats exact |",
+             "|---|---:|---:|---:|"]
+    for k in sets:
+        c = copy.get(k)
+        cells = (f"{c['first_loss']:.2f} → {c['repeat_loss']:.2f}", _pct(c["exact_repeat"])) if c else ("—", "—")
+        lines.append(f"| {k} | {_num(bpb[k].get('bpb'))} | {cells[0]} | {cells[1]} |")
+    return lines
 
 
 def tool_table(tools: dict | None) -> list[str]:
