@@ -176,7 +176,7 @@ def test_cli_prints_one_line_error(tmp_path, capsys):
     assert len(err) == 1 and "nope.bin" in err[0]
 
 
-def test_run_with_eval_logs_bpb_and_plots(tmp_path, tokens_dir, tiny_tokenizer_dir):
+def test_run_with_eval_logs_bpb_and_plots(tmp_path, tokens_dir, tiny_tokenizer_dir, capsys):
     """A short run with validation: unigram baseline logged once, bpb per language, final folder, PNGs."""
     from qazlm.train.plot import plot_run
     from qazlm.train.trainer import train
@@ -192,6 +192,8 @@ def test_run_with_eval_logs_bpb_and_plots(tmp_path, tokens_dir, tiny_tokenizer_d
     assert all(r["val/bpb_en"] > 0 for r in recs if "val/bpb_en" in r)
     gains = [r["val/copy_gain_kk"] for r in recs if "val/copy_gain_kk" in r]   # the copy probe beside bpb
     assert len(gains) == 2 and all(math.isfinite(g) and abs(g) < 5 for g in gains)
+    said = [line for line in capsys.readouterr().out.splitlines() if "eval @ 3:" in line]
+    assert len(said) == 1 and f"copy gain (nats/token) kk {gains[0]:+.2f}" in said[0]   # the console shows it too
     step_rec = next(r for r in recs if "loss" in r)
     assert {"lr", "grad_norm", "tokens_per_s", "mfu", "memory_gb"} <= set(step_rec)
     pngs = plot_run(tmp_path / "run")

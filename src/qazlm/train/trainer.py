@@ -348,8 +348,10 @@ class Trainer:
         rec["eval_seconds"] = time.time() - t0
         if self.logger is not None:
             self.logger.log(step, rec)
+            gains = [f"{k.split('_')[-1]} {v:+.2f}" for k, v in rec.items() if k.startswith("val/copy_gain")]
             self.say(f"  eval @ {step}: " + ", ".join(f"{k.split('_')[-1]} {v:.3f}" for k, v in rec.items()
-                                                        if k.startswith("val/bpb")))
+                                                        if k.startswith("val/bpb"))
+                     + (f"; copy gain (nats/token) {', '.join(gains)}" if gains else ""))
             for k, v in rec.items():
                 if k.startswith("sample/"):
                     self.say(f"  {k}: {v!r}")
