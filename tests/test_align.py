@@ -189,6 +189,7 @@ def test_dpo_trains_a_model_that_generate_loads(model, pref, tmp_path, capfd):
 
 
 def test_our_model_folders_start_a_reward_model(model, tmp_path):
+    import torch
     from test_eval_helpers import make_our_folder
 
     from qazlm.align.reward import load_reward_start
@@ -197,6 +198,10 @@ def test_our_model_folders_start_a_reward_model(model, tmp_path):
     rm, tok, kind = load_reward_start(ours, "cpu")
     assert kind == "qazlm" and type(rm).__name__ == "Qwen3ForSequenceClassification"
     assert rm.config.pad_token_id == tok.pad_token_id and tok.chat_template
+    # the new score head is drawn under the run's seed, so `qazlm rm train` repeats itself
+    head = rm.score.weight.detach().clone()
+    assert torch.equal(load_reward_start(ours, "cpu", 0)[0].score.weight, head)
+    assert not torch.equal(load_reward_start(ours, "cpu", 1)[0].score.weight, head)
 
 
 def test_on_policy_pairs_rank_the_policys_own_samples(model, sft_data, tmp_path):

@@ -41,18 +41,14 @@ class RmConfig(PairTraining):
         self.check("rm", {})
 
 
-
-
-
-
-
-
-def load_reward_start(path: str | Path, device: str):
-    """A sequence-classification model (one label) built from a causal LM folder, and the chat tokenizer."""
+def load_reward_start(path: str | Path, device: str, seed: int = 0):
+    """A sequence-classification model (one label) built from a causal LM folder, and the chat tokenizer. The
+    score head is new, so it is drawn under `seed`: the Trainer seeds only after the model exists, and an unseeded
+    head made two runs of the same config differ from the first step."""
     import tempfile
 
     import torch
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, set_seed
 
     from qazlm.sft.load import load_chat_tokenizer, load_model
 
@@ -60,6 +56,7 @@ def load_reward_start(path: str | Path, device: str):
     tok = load_chat_tokenizer(path, kind, "")
     with tempfile.TemporaryDirectory() as tmp:
         causal.save_pretrained(tmp)
+        set_seed(seed)
         model = AutoModelForSequenceClassification.from_pretrained(tmp, num_labels=1, dtype=torch.float32)
     model.config.pad_token_id = tok.pad_token_id
     return model.to(device), tok, kind
@@ -111,7 +108,7 @@ def _train(cfg: RmConfig, out: Path, log) -> dict:
     t0 = time.perf_counter()
     quiet_libraries()
     device = resolve_device(cfg.device, "[rm]")
-    model, tok, kind = load_reward_start(cfg.model, device)
+    model, tok, kind = load_reward_start(cfg.model, device, cfg.seed)
     train, held, long = training_pairs(tok, cfg)
     counts = set_aside_counts(long)
     trainer = RewardTrainer(model=model, args=rm_args(cfg, out, device), processing_class=tok,
