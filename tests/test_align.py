@@ -95,6 +95,22 @@ def test_pref_data_golden_counts_and_skip(pref, sft_data, capfd):
     assert code == 0, err
 
 
+def test_training_pairs_come_in_length_grouped_batches():
+    """The few long tool pairs share batches instead of padding every batch to ~700 tokens; the batch order is
+    seeded, and no pair is lost or repeated."""
+    from qazlm.align.common import length_grouped
+
+    pairs = [{"id": i} for i in range(32)]
+    lengths = [700 if i % 4 == 0 else 100 + i for i in range(32)]      # 8 long pairs spread over the list
+    out = length_grouped(pairs, lengths, batch_size=4, seed=0, chunk=8)
+    assert sorted(p["id"] for p in out) == list(range(32))
+    batches = [[lengths[p["id"]] for p in out[i:i + 4]] for i in range(0, 32, 4)]
+    assert sum(max(b) == 700 for b in batches) == 2                    # randomly spread: nearly all 8 batches
+    assert out == length_grouped(pairs, lengths, batch_size=4, seed=0, chunk=8)
+    assert out != length_grouped(pairs, lengths, batch_size=4, seed=1, chunk=8)
+    assert len(length_grouped(pairs[:30], lengths[:30], batch_size=4, seed=0)) == 30   # a short last batch
+
+
 def test_bad_pairs_are_set_aside_with_a_reason():
     from qazlm.align.pairs import contamination, hh_dialogue, why_not
     from qazlm.data.decontam import NgramIndex

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +49,8 @@ class PairTraining:
                     data_seed=self.seed, logging_steps=self.logging_steps, save_strategy="steps",
                     save_steps=self.save_steps, save_total_limit=2, report_to="none", use_cpu=device == "cpu",
                     bf16=device == "cuda", fp16=False, gradient_checkpointing=False, max_length=self.max_len,
-                    dataset_num_proc=None, dataloader_num_workers=0, disable_tqdm=False)
+                    dataset_num_proc=None, dataloader_num_workers=0, disable_tqdm=False,
+                    train_sampling_strategy="sequential")   # training_pairs already ordered them
 
 
 def read_pairs(folder: str | Path, name: str) -> list[dict]:
@@ -70,23 +72,43 @@ def render(tok, prompt: list[dict], response: list[dict], tools) -> str:
     return render_chat(tok, prompt + response, add_generation_prompt=False, tools=tools)
 
 
-def fits(tok, row: dict, max_len: int) -> bool:
-    return all(len(tok(render(tok, row["prompt"], row[side], row.get("tools")), add_special_tokens=False)
-                   ["input_ids"]) <= max_len for side in ("chosen", "rejected"))
+def pair_length(tok, row: dict) -> int:
+    """Tokens of the longer side, as rendered for training."""
+    return max(len(tok(render(tok, row["prompt"], row[side], row.get("tools")), add_special_tokens=False)
+                   ["input_ids"]) for side in ("chosen", "rejected"))
+
+
+def length_grouped(pairs: list[dict], lengths: list[int], batch_size: int, seed: int, chunk: int = 4) -> list[dict]:
+    """The pairs shuffled, sorted by length within chunks of `chunk` batches, cut into batches, and the batches
+    shuffled (transformers' LengthGroupedSampler with small megabatches). A batch pads to its longest pair, and
+    a few ~700-token tool pairs spread over every batch padded nearly all of them; chunks this small keep the
+    pair types mixed in a batch (sorting the whole set put one type in each and the reward model stopped
+    learning). The trainers read the list in order (`train_sampling_strategy="sequential"`)."""
+    rng = random.Random(seed)
+    order = list(range(len(pairs)))
+    rng.shuffle(order)
+    size = chunk * batch_size
+    order = [i for c in range(0, len(order), size) for i in sorted(order[c:c + size], key=lengths.__getitem__)]
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return [pairs[i] for batch in batches for i in batch]
 
 
 def training_pairs(tok, cfg) -> tuple[list[dict], list[dict], list[dict]]:
     """(train, held-out, set aside): the pairs of `cfg.data` (the first `cfg.max_heldout` held-out ones) that fit
-    `cfg.max_len` tokens, and the others with their split and reason, so that no pair is dropped unseen."""
+    `cfg.max_len` tokens, and the others with their split and reason, so that no pair is dropped unseen. The
+    training pairs come in length-grouped batches (`length_grouped`)."""
     splits = {"train": read_pairs(cfg.data, "train"), "heldout": read_pairs(cfg.data, "heldout")[:cfg.max_heldout]}
-    kept, long = {}, []
+    kept, lengths, long = {}, {}, []
     for split, pairs in splits.items():
-        ok = [fits(tok, p, cfg.max_len) for p in pairs]
-        kept[split] = [p for p, o in zip(pairs, ok) if o]
-        long += [dict(p, split=split, reason=f"longer than max_len = {cfg.max_len}") for p, o in zip(pairs, ok) if not o]
+        size = [pair_length(tok, p) for p in pairs]
+        kept[split] = [p for p, n in zip(pairs, size) if n <= cfg.max_len]
+        lengths[split] = [n for n in size if n <= cfg.max_len]
+        long += [dict(p, split=split, reason=f"longer than max_len = {cfg.max_len}")
+                 for p, n in zip(pairs, size) if n > cfg.max_len]
     if not kept["train"]:
         raise QazlmError(f"{cfg.data}: every pair is longer than max_len = {cfg.max_len} tokens; raise max_len")
-    return kept["train"], kept["heldout"], long
+    return length_grouped(kept["train"], lengths["train"], cfg.batch_size, cfg.seed), kept["heldout"], long
 
 
 def set_aside_counts(long: list[dict]) -> dict:
