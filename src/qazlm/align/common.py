@@ -99,16 +99,17 @@ def training_pairs(tok, cfg) -> tuple[list[dict], list[dict], list[dict]]:
     `cfg.max_len` tokens, and the others with their split and reason, so that no pair is dropped unseen. The
     training pairs come in length-grouped batches (`length_grouped`)."""
     splits = {"train": read_pairs(cfg.data, "train"), "heldout": read_pairs(cfg.data, "heldout")[:cfg.max_heldout]}
-    kept, lengths, long = {}, {}, []
+    kept, long = {}, []
     for split, pairs in splits.items():
-        size = [pair_length(tok, p) for p in pairs]
-        kept[split] = [p for p, n in zip(pairs, size) if n <= cfg.max_len]
-        lengths[split] = [n for n in size if n <= cfg.max_len]
+        sized = [(p, pair_length(tok, p)) for p in pairs]
+        kept[split] = [(p, n) for p, n in sized if n <= cfg.max_len]
         long += [dict(p, split=split, reason=f"longer than max_len = {cfg.max_len}")
-                 for p, n in zip(pairs, size) if n > cfg.max_len]
+                 for p, n in sized if n > cfg.max_len]
     if not kept["train"]:
         raise QazlmError(f"{cfg.data}: every pair is longer than max_len = {cfg.max_len} tokens; raise max_len")
-    return length_grouped(kept["train"], lengths["train"], cfg.batch_size, cfg.seed), kept["heldout"], long
+    train, lengths = zip(*kept["train"])
+    return (length_grouped(list(train), list(lengths), cfg.batch_size, cfg.seed), [p for p, _ in kept["heldout"]],
+            long)
 
 
 def set_aside_counts(long: list[dict]) -> dict:
