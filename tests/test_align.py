@@ -85,6 +85,28 @@ def test_pairs_are_right_by_construction(pref, sft_data):
     assert "MIT" in (pref / "card.md").read_text()
 
 
+def test_language_pairs_differ_only_in_language_where_the_data_has_the_other_version():
+    """Where the other language's version is known, the rejected reply is the same content in the wrong language:
+    the text to translate echoed, the previous turn kept after "now into X", the topic label translated."""
+    import random
+
+    from qazlm.align.pairs import language_pairs
+
+    def conv(task, lang, *msgs):
+        roles = ["user", "assistant"] * 2
+        return {"task": task, "lang": lang, "messages": [{"role": r, "content": m} for r, m in zip(roles, msgs)]}
+
+    convs = [conv("translation", "en", "Translate the text into Kazakh:\nThe cat sleeps.", "Мысық ұйықтап жатыр."),
+             conv("multiturn", "en", "Translate the text into Kazakh:\nHi.", "Сәлем.", "Now into Russian.", "Привет."),
+             conv("topic", "kk", "Мәтіннің тақырыбын анықтаңыз.\nМәтін: ...", "саяхат"),
+             conv("topic", "ru", "Определите тему текста.\nТекст: ...", "спорт")]   # спорт in kk too: en only
+    got = {p["prompt"][-1]["content"][:9]: (p["chosen"][0]["content"], p["rejected"][0]["content"])
+           for p in language_pairs(convs, random.Random(0))}
+    assert got["Translate"] == ("Мысық ұйықтап жатыр.", "The cat sleeps.")
+    assert got["Now into "] == ("Привет.", "Сәлем.")
+    assert got["Мәтіннің "][1] in ("travel", "путешествия") and got["Определит"] == ("спорт", "sports")
+
+
 def test_pref_data_golden_counts_and_skip(pref, sft_data, capfd):
     card = json.loads((pref / "card.json").read_text())
     assert card["pairs"] == {"train": 218, "heldout": 53, "rejected": 14}   # pinned for seed 1

@@ -5,7 +5,9 @@ prompt with training) and from the English harmless dialogues in ../shared (MIT)
 conversational preference format — `prompt` (messages), `chosen` and `rejected` (one assistant message each),
 `tools` (JSON text or null) — plus `type`, `lang`, `source`. Types and why the chosen side is right:
 
-- language: the answer in the user's language vs an answer of the same task in another language;
+- language: the answer in the language asked for vs the same content in another language (the text to
+  translate echoed, the previous turn's language kept, the topic label in another language), or for tasks
+  without a parallel version vs an answer of the same task in another language;
 - tool_call: the correct call vs the same call to an unknown function, with arguments that are not valid JSON,
   or with a required argument missing;
 - tool_irrelevant: a direct answer when no tool fits vs a call to one of the offered tools;
@@ -45,6 +47,7 @@ TYPES = ("language", "tool_call", "tool_irrelevant", "computed", "concise", "ref
 CHECKABLE = frozenset(TYPES) - {"harmless_en", "on_policy"}
 LANGUAGE_TASKS = {"continue", "title", "keywords", "fill_gap", "alpaca_ru", "alpaca_en", "topic", "system_short",
                   "identity", "system_persona", "reorder"}
+PARALLEL_TASKS = {"translation", "system_language", "multiturn", "topic"}   # the other language's version is known
 TOOL_TASKS = {"tool_simple", "tool_multiple", "tool_parallel"}
 COUNT_TASKS = {"count_words", "count_sentences"}
 HARMLESS = "data/preference/hh_rlhf_harmless_base_test.jsonl.gz"
@@ -110,11 +113,18 @@ def pair(prompt, chosen, rejected, kind, conv, tools=None) -> dict:
 
 
 def language_pairs(convs: list[dict], rng: random.Random) -> list[dict]:
+    """The answer in the language asked for vs the same content in another language where the data holds it
+    (PARALLEL_TASKS: only the language differs), else vs an answer of the same task in another language."""
     by_task: dict[str, list[dict]] = {}
-    for c in convs:
-        if c.get("task") in LANGUAGE_TASKS and split_last(c):
-            by_task.setdefault(c["task"], []).append(c)
     out = []
+    for c in convs:
+        if c.get("task") in PARALLEL_TASKS and split_last(c):
+            prompt, good = split_last(c)
+            wrong = wrong_language_reply(c["task"], c.get("lang", "en"), prompt, assistant_text(good), rng)
+            if wrong:
+                out.append(pair(prompt, good, {"role": "assistant", "content": wrong}, "language", c))
+        elif c.get("task") in LANGUAGE_TASKS and split_last(c):
+            by_task.setdefault(c["task"], []).append(c)
     for group in by_task.values():
         for c in group:
             others = [o for o in group if o.get("lang") != c.get("lang")]
@@ -122,6 +132,21 @@ def language_pairs(convs: list[dict], rng: random.Random) -> list[dict]:
                 prompt, good = split_last(c)
                 out.append(pair(prompt, good, split_last(rng.choice(others))[1], "language", c))
     return out
+
+
+def wrong_language_reply(task: str, lang: str, prompt: list[dict], answer: str, rng: random.Random) -> str | None:
+    """The answer's content in a language the user did not ask for: the text the user gave (translation and
+    system_language put it after the instruction's first line), the previous answer again (multiturn's "now into
+    X"), or the topic label in another language."""
+    from qazlm.sft.prompts import LABELS
+
+    if task in ("translation", "system_language"):
+        return prompt[-1]["content"].split("\n", 1)[1] if "\n" in prompt[-1]["content"] else None
+    if task == "multiturn":
+        return prompt[-2]["content"] if len(prompt) >= 2 and prompt[-2]["role"] == "assistant" else None
+    label = next((k for k, v in LABELS.get(lang, {}).items() if v == answer), None)
+    others = [LABELS[x][label] for x in LABELS if label and LABELS[x][label] != answer]
+    return rng.choice(others) if others else None
 
 
 def tool_pairs(convs: list[dict], rng: random.Random) -> list[dict]:
