@@ -133,6 +133,33 @@ def test_training_pairs_come_in_length_grouped_batches():
     assert len(length_grouped(pairs[:30], lengths[:30], batch_size=4, seed=0)) == 30   # a short last batch
 
 
+def test_each_pass_over_the_pairs_has_its_own_order(model, pref):
+    """The trainers read the stream in order: a run of two epochs (or max_steps past one pass) reads every pair
+    once per pass, each pass in another length-grouped order, and reports the pairs, not the stream."""
+    from qazlm.align.common import passes, training_pairs
+    from qazlm.align.reward import RmConfig
+    from qazlm.infer.loading import load_tokenizer
+
+    tok = load_tokenizer(model)
+    one, held, long, n = training_pairs(tok, RmConfig(model=str(model), data=str(pref), max_len=320))
+    two, held2, _, n2 = training_pairs(tok, RmConfig(model=str(model), data=str(pref), max_len=320, epochs=2))
+    key = [json.dumps(p, sort_keys=True) for p in two]
+    assert n == n2 == len(one) and len(two) == 2 * n and held == held2 and long
+    assert two[:n] == one and sorted(key[:n]) == sorted(key[n:]) and key[:n] != key[n:]
+    cfg = RmConfig(model="m", data="d", batch_size=8)
+    assert [passes(RmConfig(model="m", data="d", batch_size=8, max_steps=s), 1014) for s in (1, 126, 127, 128)] == [
+        1, 1, 2, 2]
+    assert passes(cfg, 10) == 1 and passes(RmConfig(model="m", data="d", epochs=2.5), 10) == 3
+    assert cfg.trainer_kwargs(Path("o"), "cpu")["num_train_epochs"] == 1
+    assert RmConfig(model="m", data="d", epochs=2.5).trainer_kwargs(Path("o"), "cpu")["num_train_epochs"] == 2.5 / 3
+
+
+def test_win_rate_counts_ties_half():
+    from qazlm.align.dpo import tally
+
+    assert tally([0.3, 0.0, -1e-9, 2.0]) == {"prompts": 4, "wins": 2, "ties": 1, "losses": 1, "win_rate": 0.625}
+
+
 def test_bad_pairs_are_set_aside_with_a_reason():
     from qazlm.align.pairs import contamination, hh_dialogue, why_not
     from qazlm.data.decontam import NgramIndex
@@ -200,10 +227,16 @@ def test_reward_model_trains_and_ranks(model, pref, tmp_path, capfd):
 def test_dpo_trains_a_model_that_generate_loads(model, pref, tmp_path, capfd):
     from transformers import AutoModelForCausalLM
 
+    from qazlm.align.reward import load_reward_start
+
+    rm, tok, _ = load_reward_start(model, "cpu")       # an untrained judge: the win-rate path is what is tested
+    rm.save_pretrained(tmp_path / "rm")
+    tok.save_pretrained(tmp_path / "rm")
     out = tmp_path / "dpo"
-    code, _, err = run_cli(["dpo", model, "--data", pref, "-o", out, "--max-steps", "3", "--lr", "1e-3",
-                            "--max-len", "320", "--batch-size", "4", "--device", "cpu", "--set", "win_prompts=6",
-                            "--set", "max_new_tokens=8", "--set", "loss_type=['ipo']"], capfd)
+    argv = ["dpo", model, "--data", pref, "-o", out, "--max-steps", "3", "--lr", "1e-3", "--max-len", "320",
+            "--batch-size", "4", "--device", "cpu", "--set", "win_prompts=6", "--reward-model", tmp_path / "rm",
+            "--set", "max_new_tokens=8", "--set", "loss_type=['ipo']"]
+    code, _, err = run_cli(argv, capfd)
     assert code == 0, err
     report = json.loads((out / "dpo_report.json").read_text())
     assert report["steps"] == 3 and report["loss_type"] == ["ipo"]
@@ -215,14 +248,18 @@ def test_dpo_trains_a_model_that_generate_loads(model, pref, tmp_path, capfd):
     assert report["heldout_pairs"] + long == len(held) and report["heldout_set_aside"] == long
     assert f"Scored on {report['heldout_pairs']} held-out pairs" in (out / "dpo_report.md").read_text()
     assert report["win_rate"]["prompts"] == 6 and report["win_rate"]["rules"]["prompts"] >= 1
+    rules, judged = report["win_rate"]["rules"], report["win_rate"]["reward_model"]
+    assert rules["wins"] + rules["ties"] + rules["losses"] == rules["prompts"]
+    assert judged["prompts"] == 6 and judged["wins"] + judged["ties"] + judged["losses"] == 6
+    same = sum(e["parent"] == e["dpo"] for e in report["win_rate"]["examples"])   # all 6 prompts, 8 tokens each
+    assert judged["ties"] >= same
+    assert "wins," in (out / "dpo_report.md").read_text()
     lineage = json.loads((out / "final" / "qazlm_lineage.json").read_text())
     assert lineage["stage"] == "dpo" and lineage["parent"]["path"] == str(Path(model).resolve())
     assert AutoModelForCausalLM.from_pretrained(out / "final").config.model_type == "qwen3"
     code, printed, err = run_cli(["generate", out / "final", "Сәлем", "--max-new-tokens", "4"], capfd)
     assert code == 0, err
-    code, printed, err = run_cli(["dpo", model, "--data", pref, "-o", out, "--max-steps", "3", "--lr", "1e-3",
-                                  "--max-len", "320", "--batch-size", "4", "--device", "cpu", "--set", "win_prompts=6",
-                                  "--set", "max_new_tokens=8", "--set", "loss_type=['ipo']"], capfd)
+    code, printed, err = run_cli(argv, capfd)
     assert code == 0 and "up to date" in printed
 
 

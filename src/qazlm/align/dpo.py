@@ -81,16 +81,16 @@ def _train(cfg: DpoConfig, out: Path, log) -> dict:
     device = resolve_device(cfg.device, "[dpo]")
     model, kind = load_model(cfg.model, device)
     tok = load_chat_tokenizer(cfg.model, kind, "")
-    train, held, long = training_pairs(tok, cfg)
+    train, held, long, n_train = training_pairs(tok, cfg)
     counts = set_aside_counts(long)
     trainer = DPOTrainer(model=model, args=dpo_args(cfg, out, device), processing_class=tok,
                          train_dataset=dataset(train), eval_dataset=dataset(held) if held else None)
     result, held_metrics = train_monitored(
-        trainer, out, log, f"dpo: {cfg.model} ({kind}, {device}) on {len(train):,} pairs, loss "
+        trainer, out, log, f"dpo: {cfg.model} ({kind}, {device}) on {n_train:,} pairs, loss "
                            f"{'+'.join(cfg.loss_type)}, beta {cfg.beta:g} ({counts['set_aside']} too long, set aside)",
         evaluate=bool(held))
     report = {"format": "qazlm-dpo-report-v1", "model": cfg.model, "data": cfg.data, "steps": int(result.global_step),
-              "train_loss": float(result.training_loss), "train_pairs": len(train), "heldout_pairs": len(held),
+              "train_loss": float(result.training_loss), "train_pairs": n_train, "heldout_pairs": len(held),
               **counts,
               "heldout": {k.removeprefix("eval_"): float(v) for k, v in held_metrics.items()
                           if k.startswith(("eval_rewards/", "eval_loss"))},
@@ -154,9 +154,7 @@ def win_rates(cfg: DpoConfig, held: list[dict], dpo_model: Path, log) -> dict:
     rules = [(rule_score(p, d), rule_score(p, s)) for p, d, s in zip(prompts, replies["dpo"], replies["parent"])]
     rules = [(d, s) for d, s in rules if d is not None]
     if rules:
-        out["rules"] = {"prompts": len(rules), "win_rate": sum(1.0 if d > s else 0.5 if d == s else 0.0
-                                                               for d, s in rules) / len(rules),
-                        "dpo_rule_rate": sum(d for d, _ in rules) / len(rules),
+        out["rules"] = {**tally([d - s for d, s in rules]), "dpo_rule_rate": sum(d for d, _ in rules) / len(rules),
                         "parent_rule_rate": sum(s for _, s in rules) / len(rules)}
     if cfg.reward_model:
         from qazlm.align.common import render
@@ -166,11 +164,19 @@ def win_rates(cfg: DpoConfig, held: list[dict], dpo_model: Path, log) -> dict:
         score = {name: rewards(rm, rm_tok, [render(rm_tok, p["prompt"], [{"role": "assistant", "content": r}],
                                                    p.get("tools")) for p, r in zip(prompts, texts)])
                  for name, texts in replies.items()}
-        out["reward_model"] = {"prompts": len(prompts), "win_rate": sum(
-            1.0 if d > s else 0.5 if d == s else 0.0 for d, s in zip(score["dpo"], score["parent"])) / len(prompts)}
+        same = [d == s for d, s in zip(replies["dpo"], replies["parent"])]   # identical replies tie: their scores
+        out["reward_model"] = tally([0.0 if t else d - s                     # can differ by padding round-off
+                                     for d, s, t in zip(score["dpo"], score["parent"], same)])
     out["examples"] = [{"prompt": p["prompt"][-1]["content"][:200], "parent": s[:200], "dpo": d[:200]}
                        for p, s, d in list(zip(prompts, replies["parent"], replies["dpo"]))[:6]]
     return out
+
+
+def tally(margins: list[float]) -> dict:
+    """Prompts, wins, ties and losses of the DPO model by its margin over the parent; a tie is half a win."""
+    wins, ties = sum(m > 0 for m in margins), sum(m == 0 for m in margins)
+    return {"prompts": len(margins), "wins": wins, "ties": ties, "losses": len(margins) - wins - ties,
+            "win_rate": (wins + ties / 2) / len(margins)}
 
 
 def summary_line(r: dict) -> str:
@@ -187,6 +193,10 @@ def summary_line(r: dict) -> str:
     return "; ".join(parts)
 
 
+def record(t: dict) -> str:
+    return f"({t['wins']} wins, {t['ties']} ties, {t['losses']} losses)"
+
+
 def write_report(out: Path, r: dict) -> None:
     from qazlm.io import write_json, write_text
 
@@ -200,11 +210,13 @@ def write_report(out: Path, r: dict) -> None:
     if win:
         lines += ["", f"## Win rate over the parent ({win['prompts']} held-out prompts, greedy replies)", ""]
         if win.get("reward_model"):
-            lines.append(f"- by the reward model: **{win['reward_model']['win_rate']:.1%}** (ties count half)")
+            lines.append(f"- by the reward model: **{win['reward_model']['win_rate']:.1%}** "
+                         f"{record(win['reward_model'])} (identical replies tie; ties count half)")
         if win.get("rules"):
             w = win["rules"]
-            lines.append(f"- by the checkable rules ({w['prompts']} prompts): **{w['win_rate']:.1%}**; rule kept by "
-                         f"the DPO model {w['dpo_rule_rate']:.1%}, by the parent {w['parent_rule_rate']:.1%}")
+            lines.append(f"- by the checkable rules ({w['prompts']} prompts): **{w['win_rate']:.1%}** {record(w)}; "
+                         f"rule kept by the DPO model {w['dpo_rule_rate']:.1%}, by the parent "
+                         f"{w['parent_rule_rate']:.1%}")
         lines += ["", "| prompt | parent | DPO |", "|---|---|---|"]
         lines += [f"| {e['prompt']!r} | {e['parent']!r} | {e['dpo']!r} |".replace("\n", " ") for e in win["examples"]]
     write_text(out / "dpo_report.md", "\n".join(lines) + "\n")

@@ -109,15 +109,15 @@ def _train(cfg: RmConfig, out: Path, log) -> dict:
     quiet_libraries()
     device = resolve_device(cfg.device, "[rm]")
     model, tok, kind = load_reward_start(cfg.model, device, cfg.seed)
-    train, held, long = training_pairs(tok, cfg)
+    train, held, long, n_train = training_pairs(tok, cfg)
     counts = set_aside_counts(long)
     trainer = RewardTrainer(model=model, args=rm_args(cfg, out, device), processing_class=tok,
                             train_dataset=dataset(train))
-    result, _ = train_monitored(trainer, out, log, f"rm: {cfg.model} ({kind}, {device}) on {len(train):,} pairs "
+    result, _ = train_monitored(trainer, out, log, f"rm: {cfg.model} ({kind}, {device}) on {n_train:,} pairs "
                                                    f"({counts['set_aside']} too long, set aside)")
     model.eval()
     report = {"format": "qazlm-rm-report-v1", "model": cfg.model, "data": cfg.data, "steps": int(result.global_step),
-              "train_loss": float(result.training_loss), "train_pairs": len(train), **counts,
+              "train_loss": float(result.training_loss), "train_pairs": n_train, **counts,
               "heldout": pairwise_accuracy(model, tok, held), "wall_s": time.perf_counter() - t0}
     finish(trainer, tok, out, cfg, STAGE, kind, report, long)
     write_report(out, report)
