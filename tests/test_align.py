@@ -134,24 +134,27 @@ def test_training_pairs_come_in_length_grouped_batches():
 
 
 def test_each_pass_over_the_pairs_has_its_own_order(model, pref):
-    """The trainers read the stream in order: a run of two epochs (or max_steps past one pass) reads every pair
-    once per pass, each pass in another length-grouped order, and reports the pairs, not the stream."""
-    from qazlm.align.common import passes, training_pairs
+    """The trainers read the stream once, in order: two epochs (or max_steps past one pass) read every pair once
+    per pass, each pass in another length-grouped order; max_steps cuts the stream at what it reads; the report
+    counts the pairs, not the stream."""
+    from qazlm.align.common import training_pairs
     from qazlm.align.reward import RmConfig
     from qazlm.infer.loading import load_tokenizer
 
     tok = load_tokenizer(model)
-    one, held, long, n = training_pairs(tok, RmConfig(model=str(model), data=str(pref), max_len=320))
-    two, held2, _, n2 = training_pairs(tok, RmConfig(model=str(model), data=str(pref), max_len=320, epochs=2))
+
+    def stream(**kw):
+        return training_pairs(tok, RmConfig(model=str(model), data=str(pref), max_len=320, batch_size=4, **kw))
+
+    one, held, long, n = stream()
+    two, held2, _, n2 = stream(epochs=2)
     key = [json.dumps(p, sort_keys=True) for p in two]
     assert n == n2 == len(one) and len(two) == 2 * n and held == held2 and long
     assert two[:n] == one and sorted(key[:n]) == sorted(key[n:]) and key[:n] != key[n:]
-    cfg = RmConfig(model="m", data="d", batch_size=8)
-    assert [passes(RmConfig(model="m", data="d", batch_size=8, max_steps=s), 1014) for s in (1, 126, 127, 128)] == [
-        1, 1, 2, 2]
-    assert passes(cfg, 10) == 1 and passes(RmConfig(model="m", data="d", epochs=2.5), 10) == 3
-    assert cfg.trainer_kwargs(Path("o"), "cpu")["num_train_epochs"] == 1
-    assert RmConfig(model="m", data="d", epochs=2.5).trainer_kwargs(Path("o"), "cpu")["num_train_epochs"] == 2.5 / 3
+    assert len(stream(epochs=1.5)[0]) == -(-3 * n // 2) and stream(max_steps=3)[0] == one[:12]
+    past = stream(max_steps=n // 4 + 2)[0]
+    assert len(past) == 4 * (n // 4 + 2) and past[:n] == one and past[n:] == two[n:len(past)]
+    assert RmConfig(model="m", data="d", epochs=2.5).trainer_kwargs(Path("o"), "cpu")["num_train_epochs"] == 1
 
 
 def test_win_rate_counts_ties_half():

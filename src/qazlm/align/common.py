@@ -45,14 +45,14 @@ class PairTraining:
         """The TrainingArguments both trainers take, fp32 on CPU and bf16 on CUDA set explicitly (TRL turns
         bf16 on by default)."""
         return dict(output_dir=str(out / "checkpoints"), learning_rate=self.lr,
-                    num_train_epochs=self.epochs / math.ceil(self.epochs),   # of the stream of all passes
+                    num_train_epochs=1,   # training_pairs' stream is the whole run: `epochs` passes or max_steps
                     max_steps=self.max_steps, per_device_train_batch_size=self.batch_size,
                     per_device_eval_batch_size=self.batch_size, warmup_steps=self.warmup, seed=self.seed,
                     data_seed=self.seed, logging_steps=self.logging_steps, save_strategy="steps",
                     save_steps=self.save_steps, save_total_limit=2, report_to="none", use_cpu=device == "cpu",
                     bf16=device == "cuda", fp16=False, gradient_checkpointing=False, max_length=self.max_len,
                     dataset_num_proc=None, dataloader_num_workers=0, disable_tqdm=False,
-                    train_sampling_strategy="sequential")   # training_pairs streams every pass in its order
+                    train_sampling_strategy="sequential")   # in the stream's order
 
 
 def read_pairs(folder: str | Path, name: str) -> list[dict]:
@@ -99,9 +99,9 @@ def length_grouped(pairs: list[dict], lengths: list[int], batch_size: int, seed:
 def training_pairs(tok, cfg) -> tuple[list[dict], list[dict], list[dict], int]:
     """(training stream, held-out, set aside, training pairs): the pairs of `cfg.data` (the first `cfg.max_heldout`
     held-out ones) that fit `cfg.max_len` tokens, and the others with their split and reason, so that no pair is
-    dropped unseen. The stream is every pass the run reads (`passes`), each in its own length-grouped order
-    (`length_grouped`, seeded by the pass): the trainers read it in order, so one order repeated would give every
-    epoch the same batches."""
+    dropped unseen. The stream is what the run reads, once and in order: `max_steps` batches, or else `epochs`
+    passes, each pass in its own length-grouped order (`length_grouped`, seeded by the pass; one order repeated
+    gave every epoch the same batches). DPO precomputes reference log-probs for the stream only."""
     splits = {"train": read_pairs(cfg.data, "train"), "heldout": read_pairs(cfg.data, "heldout")[:cfg.max_heldout]}
     kept, long = {}, []
     for split, pairs in splits.items():
@@ -112,15 +112,10 @@ def training_pairs(tok, cfg) -> tuple[list[dict], list[dict], list[dict], int]:
     if not kept["train"]:
         raise QazlmError(f"{cfg.data}: every pair is longer than max_len = {cfg.max_len} tokens; raise max_len")
     train, lengths = zip(*kept["train"])
-    stream = [p for k in range(passes(cfg, len(train)))
+    reads = cfg.max_steps * cfg.batch_size if cfg.max_steps > 0 else math.ceil(cfg.epochs * len(train))
+    stream = [p for k in range(math.ceil(reads / len(train)))
               for p in length_grouped(list(train), list(lengths), cfg.batch_size, cfg.seed + k)]
-    return stream, [p for p, _ in kept["heldout"]], long, len(train)
-
-
-def passes(cfg, pairs: int) -> int:
-    """Passes over `pairs` training pairs that `max_steps` batches, or else `epochs`, read (a started pass counts)."""
-    reads = cfg.max_steps * cfg.batch_size / pairs if cfg.max_steps > 0 else cfg.epochs
-    return max(1, math.ceil(reads))
+    return stream[:reads], [p for p, _ in kept["heldout"]], long, len(train)
 
 
 def set_aside_counts(long: list[dict]) -> dict:
