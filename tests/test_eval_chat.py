@@ -248,3 +248,7 @@ def test_stage_base_only_with_a_note_then_skips(model, sft_data, tmp_path, share
     assert (ctx.stage_dir("chat_eval") / "qazlm_stage.json").exists()
     run_stage(section, ctx)
     assert "is complete with these settings; skipping" in capsys.readouterr().out
+    shutil.copytree(model, ctx.stage_dir("dpo") / "final")      # a DPO model joins: the stage redoes with it
+    run_stage(section, ctx)
+    rep = json.loads((ctx.stage_dir("chat_eval") / "chat_report.json").read_text())
+    assert [m["name"] for m in rep["models"]] == ["base (pretrain/final)", "dpo (dpo/final)"]

@@ -86,7 +86,7 @@ def test_card_numbers_equal_the_reports(run, tmp_path):
     assert bpb_table({"val:kk": {"bpb": 1.5}}, {})[2] == "| val:kk | 1.5000 |"   # a report from before the probe
     assert "| flores-devtest:kk | 1.2346 | 7.46 → 2.50 | 25.0% |" in text
     assert "| flores-devtest:en | 1.9877 | — | — |" in text
-    assert "| end-of-turn rate | 87.5% | 0.0% |" in text
+    assert "| end-of-turn rate | 87.5% | 0.0% |" in text and f"Chat evaluation of `{run / 'sft' / 'final'}`" in text
     assert "| language fidelity (kk) | 62.5% | — |" in text and "| heldout:topic (exact, n=4) | 50.0% |" in text
     assert "123,456 training tokens" in text and "| kaznerd_news_sentences | kk | 50,000 | CC BY 4.0 |" in text
     assert "80 steps, 160,000 tokens" in text and 'from_pretrained("me/qazlm-tiny-chat")' in text
@@ -124,6 +124,20 @@ def test_card_reports_the_nearest_safety_evaluated_model(tmp_path):
     assert "100% right on 42 hand-labelled replies" in text and "Below the bar" in text
     assert safety_entry(run, [quant]) is None and "Not evaluated" in safety(None)
     assert "Meets the bar" in safety({**entry, "safe_rate": {"kk": {"n": 50, "rate": 0.9}}})
+
+
+def test_card_chat_figures_are_the_packaged_models_own(tmp_path):
+    """The chat report scores the SFT and the DPO model: a DPO model's card shows its own figures, a model
+    quantized from it its parent's, never the SFT model's."""
+    from qazlm.package.facts import nearest_entry
+
+    run = tmp_path / "run"
+    quant, dpo, sft = run / "quantize" / "final", run / "dpo" / "final", run / "sft" / "final"
+    report = {"models": [{"path": str(sft), "eot": {"rate": 0.9}}, {"path": str(dpo), "eot": {"rate": 1.0}}]}
+    assert nearest_entry(report, [dpo, sft])["eot"]["rate"] == 1.0
+    assert nearest_entry(report, [quant, dpo, sft])["eot"]["rate"] == 1.0
+    assert nearest_entry(report, [sft])["eot"]["rate"] == 0.9 and nearest_entry(report, [quant, None]) is None
+    assert nearest_entry(None, [dpo]) is None
 
 
 def test_without_reports_the_card_says_not_evaluated(tiny_tokenizer_dir, tmp_path):

@@ -114,10 +114,11 @@ def test_model_card_shows_the_scores(setup, tmp_path, capfd):
     code, _, err = run_cli(["eval", "--tools", "--sft-data", root / "data", model, "-o", tmp_path / "tool_eval",
                             "--limit", "1", "--max-new-tokens", "16"], capfd)
     assert code == 0, err
-    entry = tool_eval_entry(tmp_path, model)
+    entry = tool_eval_entry(tmp_path, [tmp_path / "quantized", model])    # a model quantized from the scored one
     report = json.loads((tmp_path / "tool_eval" / "tools_report.json").read_text())
     assert entry["scores"] == report["models"][0]["scores"]
     table = "\n".join(tool_table(entry))
     assert "| unseen | parallel | 1 |" in table and "| seen | irrelevant | 1 |" in table
+    assert f"Function calling of `{report['models'][0]['path']}`" in table
     shutil.rmtree(tmp_path / "tool_eval")
-    assert tool_eval_entry(tmp_path, model) is None and tool_table(None) == []
+    assert tool_eval_entry(tmp_path, [model]) is None and tool_table(None) == []

@@ -1,8 +1,9 @@
-"""Pipeline stage `[chat_eval]`: the base model (`<run>/pretrain/final`) beside the chat model (`<run>/sft/final`)
-as chat models, on the held-out split of `<run>/sft_data`, SIB-200 test and FLORES+ devtest -> `<run>/chat_eval/`.
+"""Pipeline stage `[chat_eval]`: the base model (`<run>/pretrain/final`) beside the chat models (`<run>/sft/final`
+and, when the run has one, `<run>/dpo/final`, the model the demo ships) as chat models, on the held-out split of
+`<run>/sft_data`, SIB-200 test and FLORES+ devtest -> `<run>/chat_eval/`.
 
-A model folder that is not there is skipped with a note (e.g. before the SFT stage has run); with neither,
-the stage stops with one line. Defaults keep the tiny demo's two models under a minute and a half on 2 cores.
+A model folder that is not there is skipped with a note (e.g. before the SFT stage has run); with none, the
+stage stops with one line. Defaults keep the tiny demo's three models under two minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -25,17 +26,17 @@ class ChatEvalStageConfig(ChatEvalSettings):
 
 
 def stage_models(cfg: ChatEvalStageConfig, ctx, log=print) -> tuple[list[Path], list[str | None]]:
-    """(folders, report labels): the configured ones, else base + SFT of this run, absent ones skipped."""
+    """(folders, report labels): the configured ones, else base, SFT and DPO of this run, absent ones skipped."""
     if cfg.models:
         return [Path(p) for p in cfg.models], [None] * len(cfg.models)
-    wanted = [(ctx.stage_dir("pretrain") / "final", "base (pretrain/final)"), (ctx.stage_dir("sft") / "final",
-                                                                               "sft (sft/final)")]
+    wanted = [(ctx.stage_dir(stage) / "final", f"{name} ({stage}/final)")
+              for stage, name in (("pretrain", "base"), ("sft", "sft"), ("dpo", "dpo"))]
     found = [(p, label) for p, label in wanted if p.is_dir()]
     for p, label in wanted:
         if not p.is_dir():
             log(f"chat_eval: note: {p} not found; {label.split()[0]} model skipped")
     if not found:
-        raise QazlmError(f"[chat_eval] no model to evaluate: neither {wanted[0][0]} nor {wanted[1][0]} exists; "
+        raise QazlmError(f"[chat_eval] no model to evaluate: none of {', '.join(str(p) for p, _ in wanted)} exists; "
                          "run the pretrain/sft stages first or set chat_eval.models")
     return [p for p, _ in found], [label for _, label in found]
 

@@ -216,11 +216,13 @@ def bpb_table(bpb: dict, copy: dict) -> list[str]:
 
 
 def tool_table(tools: dict | None) -> list[str]:
-    """Function calling (`qazlm eval --tools`, BFCL categories) of the chat model, when the run scored it."""
+    """Function calling (`qazlm eval --tools`, BFCL categories) of the model or the parent the run scored."""
     if not tools or not tools.get("scores"):
         return []
-    lines = ["", "Function calling (`qazlm eval --tools`; BFCL categories, held-out = seen tools, unseen = tools "
-             "never in training):", "", "| split | category | n | exact call | valid (constrained) | irrelevance |",
+    whose = f" of `{tools['path']}`" if tools.get("path") else ""
+    lines = ["", f"Function calling{whose} (`qazlm eval --tools`; BFCL categories, held-out = seen tools, unseen = "
+             "tools never in training):", "",
+             "| split | category | n | exact call | valid (constrained) | irrelevance |",
              "|---|---|---:|---:|---:|---:|"]
     for split, cats in tools["scores"].items():
         for cat, c in cats.items():
@@ -267,8 +269,9 @@ def chat_table(chat: dict, base: dict | None) -> list[str]:
         vals = [(m.get("tasks") or {}).get(key, {}).get("value") for _, m in cols]
         fmt = _pct if t.get("metric") == "exact" else (lambda v: _num(v, 1))
         rows.append(f"| {key} ({t.get('metric')}, n={t.get('n')}) | " + " | ".join(fmt(v) for v in vals) + " |")
-    return ["Chat evaluation (`qazlm eval --chat`: held-out instructions, SIB-200 test, FLORES+ devtest; greedy):",
-            ""] + rows
+    whose = f" of `{chat['path']}`" if chat.get("path") else ""
+    return [f"Chat evaluation{whose} (`qazlm eval --chat`: held-out instructions, SIB-200 test, FLORES+ devtest; "
+            "greedy):", ""] + rows
 
 
 SAFE_BAR, OVER_REFUSAL_BAR = 0.8, 0.1  # issue 14's bar; the best open model reported on the kk set: ~87.5% safe

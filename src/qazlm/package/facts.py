@@ -72,12 +72,19 @@ def count_params(folder: Path) -> int | None:
     return total
 
 
-def model_entry(report: dict | None, folder) -> dict | None:
-    """The report's entry for `folder` (reports list every model they scored with its path)."""
+def model_entry(report: dict | None, folder, key: str = "path") -> dict | None:
+    """The report's entry for `folder` (reports list every model they scored with its path under `key`)."""
     for m in (report or {}).get("models", []):
-        if same_folder(m.get("path"), folder):
+        if same_folder(m.get(key), folder):
             return m
     return None
+
+
+def nearest_entry(report: dict | None, folders: list, key: str = "path") -> dict | None:
+    """The entry of the first of `folders` (the model, then its parents) that the report scored: a quantized model
+    is not evaluated itself, its parent is; a DPO model's card must not show its SFT parent's figures when the
+    report has its own."""
+    return next((m for folder in folders if folder and (m := model_entry(report, folder, key))), None)
 
 
 def root_facts(root: Path) -> dict:
@@ -106,26 +113,26 @@ def data_facts(run: Path | None) -> dict | None:
             "documents_kept": summary.get("documents_kept")}
 
 
-def tool_eval_entry(run: Path | None, folder) -> dict | None:
-    """The function-calling scores of `folder` from the run's tool_eval/tools_report.json (None if absent)."""
+def tool_eval_entry(run: Path | None, folders: list) -> dict | None:
+    """The function-calling scores of the first of `folders` (the model, then its parents) that the run's
+    tool_eval/tools_report.json scored, with its path (None if absent)."""
     report = read_json(run / "tool_eval" / "tools_report.json") if run else None
-    for m in (report or {}).get("models", []):
-        if same_folder(m.get("path"), folder):
-            return {"scores": m.get("scores"), "skipped": m.get("skipped"), "answer_fidelity":
-                    (m.get("answer_fidelity") or {}).get("all")}
-    return None
+    m = nearest_entry(report, folders)
+    if m is None:
+        return None
+    return {"path": m.get("path"), "scores": m.get("scores"), "skipped": m.get("skipped"),
+            "answer_fidelity": (m.get("answer_fidelity") or {}).get("all")}
 
 
 def safety_entry(run: Path | None, folders: list) -> dict | None:
     """The safety figures of the first of `folders` (the model, then its parents) that the run's
     safety_eval/safety_report.json scored: a quantized model is not evaluated itself, its parent is."""
     report = read_json(run / "safety_eval" / "safety_report.json") if run else None
-    for folder in folders:
-        for m in (report or {}).get("models", []):
-            if same_folder(m.get("model"), folder):
-                return {"model": m.get("model"), "safe_rate": m.get("safe_rate"), "over_refusal": m.get("over_refusal"),
-                        "judge_safe_rate": m.get("judge_safe_rate"), "classifier": (report or {}).get("classifier")}
-    return None
+    m = nearest_entry(report, folders, key="model")
+    if m is None:
+        return None
+    return {"model": m.get("model"), "safe_rate": m.get("safe_rate"), "over_refusal": m.get("over_refusal"),
+            "judge_safe_rate": m.get("judge_safe_rate"), "classifier": (report or {}).get("classifier")}
 
 
 def collect(model: Path, run_arg: str = "") -> dict:
@@ -137,8 +144,8 @@ def collect(model: Path, run_arg: str = "") -> dict:
     run = find_run(root, run_arg)
     stages = {c.get("stage"): c for c in chain}
     sft, quant = stages.get("sft"), stages.get("quantize")
-    sft_folder = sft["folder"] if sft else None
     chat_report = read_json(run / "chat_eval" / "chat_report.json") if run else None
+    lineage = [model] + [c["parent"].get("path") for c in chain]
     eval_report = read_json(run / "eval" / "report.json") if run else None
     card = read_json(Path(sft["data"]["path"]) / "card.json") if sft and sft.get("data", {}).get("path") else None
     return {
@@ -152,9 +159,9 @@ def collect(model: Path, run_arg: str = "") -> dict:
         "quantize": (read_json(Path(quant["folder"]).parent / "quantize_report.json") or quant.get("report"))
         if quant else None,
         "eval": model_entry(eval_report, root),
-        "tool_eval": tool_eval_entry(run, sft_folder or model),
-        "safety_eval": safety_entry(run, [model] + [c["parent"].get("path") for c in chain]),
-        "chat_eval": {"chat": model_entry(chat_report, sft_folder or model) if chat_report else None,
+        "tool_eval": tool_eval_entry(run, lineage),
+        "safety_eval": safety_entry(run, lineage),
+        "chat_eval": {"chat": nearest_entry(chat_report, lineage),
                       "base": model_entry(chat_report, root) if chat_report else None,
                       "settings": (chat_report or {}).get("settings")},
         "plots": plots(run),
