@@ -88,6 +88,10 @@ def test_stage_scores_the_runs_chat_model_and_skips_when_done(setup, tmp_path, c
     assert report["models"][0]["path"] == str(tmp_path / "sft" / "final")
     run_stage({"limit": 1, "max_new_tokens": 16}, ctx)
     assert "skipping" in capsys.readouterr().out
+    shutil.copytree(model, tmp_path / "dpo" / "final")              # a DPO model joins: the stage redoes with it
+    run_stage({"limit": 1, "max_new_tokens": 16}, ctx)
+    report = json.loads((tmp_path / "tool_eval" / "tools_report.json").read_text())
+    assert [m["path"] for m in report["models"]] == [str(tmp_path / d / "final") for d in ("sft", "dpo")]
 
 
 def test_malformed_lines_are_counted_not_fatal(setup, tmp_path, capsys):

@@ -158,6 +158,29 @@ def test_json_schema_and_tools_together_is_an_error(models):
         generate(m.model, m.tokenizer, ["x"], chat=True, json_schema={"type": "object"}, tools=TOOLS)
 
 
+def test_the_grammar_never_closes_a_call_inside_an_argument_string(tok):
+    """Inside a string value only string content may follow: `</tool_call>` (and `<tool_call>`) are masked; after
+    the closing quote and braces the block's close is the next token."""
+    import torch
+
+    from qazlm.infer.constrain import Constraint, tool_call_regex
+    from qazlm.tokenizer.special_tokens import token_id
+
+    regex = tool_call_regex([WEATHER], parallel=False, tokenizer=tok)
+    stop, close, open_ = token_id(tok, "<|im_end|>"), token_id(tok, "</tool_call>"), token_id(tok, "<tool_call>")
+    c = Constraint(tok, regex, stop, 1)
+
+    def allowed_after(text: str, first: bool = False) -> set[int]:
+        ids = ([open_] if first else []) + tok(text, add_special_tokens=False)["input_ids"]
+        c.advance([0] * len(ids), ids)
+        logits = c.mask(torch.zeros(1, len(tok)))
+        return set(torch.nonzero(logits[0] == 0).flatten().tolist())
+
+    inside = allowed_after('\n{"name": "weather", "arguments": {"city": "Al', first=True)
+    assert close not in inside and open_ not in inside and len(inside) > 10
+    assert allowed_after('maty"}}\n') == {close}
+
+
 def test_tokenizer_without_marker_tokens_gets_text_markers(tok):
     """A tokenizer without a `<tool_call>` token (e.g. SmolLM2's) spells the markers as text in the grammar."""
     from qazlm.infer.constrain import MARKERS, tool_call_regex

@@ -1,7 +1,8 @@
 """Pipeline stages that evaluate chat model folders with an `qazlm eval` mode's own code:
 
 - `[tool_eval]`: function calling on `<run>/sft_data`'s held-out and unseen-tool conversations
-  (`qazlm eval --tools`) -> `<run>/tool_eval/`; default model `<run>/sft/final`.
+  (`qazlm eval --tools`) -> `<run>/tool_eval/`; default models `<run>/sft/final` and, when it exists,
+  `<run>/dpo/final` (the model the demo ships).
 - `[safety_eval]`: safe-response rate on the sensitive-questions set and over-refusal on `<run>/sft_data`'s
   held-out prompts (`qazlm eval --safety`) -> `<run>/safety_eval/`; default models `<run>/sft/final` and, when
   it exists, `<run>/dpo/final`.
@@ -43,7 +44,7 @@ def run_tool_eval(section: dict, ctx) -> None:
     from qazlm.eval.tools import ToolEvalSettings, evaluate_tools
 
     run_model_eval(section, ctx, "tool_eval", ToolEvalSettings, evaluate_tools, "tools_report.md",
-                   [ctx.stage_dir("sft") / "final"])
+                   [ctx.stage_dir("sft") / "final", ctx.stage_dir("dpo") / "final"])
 
 
 def run_safety_eval(section: dict, ctx) -> None:

@@ -16,10 +16,13 @@ from qazlm.errors import QazlmError
 from qazlm.infer.tools import CLOSE, OPEN, check_tools, function_of
 from qazlm.tokenizer.special_tokens import token_id
 
-# In the automaton the tool-call markers are private-use characters that only their special tokens spell, so
-# a constrained reply always uses the single `<tool_call>` token, never "<", "tool", "_call", ">".
-MARKERS = {OPEN: "\ue001", CLOSE: "\ue002"}
-PRIVATE_USE_LEAD = 0xEE
+# In the automaton the tool-call markers are control characters that only their special tokens spell, so a
+# constrained reply always uses the single `<tool_call>` token, never "<", "tool", "_call", ">". JSON admits no
+# raw control character, inside a string or out, so the grammar cannot put `</tool_call>` inside an argument
+# value (private-use characters, used before, were legal string content: the DPO model of a demo run closed the
+# call in the middle of a string and went on in free text).
+MARKERS = {OPEN: "\x01", CLOSE: "\x02"}
+MARKER_BYTES = {ord(c) for c in MARKERS.values()}
 
 
 def schema_regex(schema: dict | str) -> str:
@@ -68,7 +71,7 @@ def _vocabulary(tokenizer, stop_id: int):
             tokens.setdefault(MARKERS[text].encode(), []).append(tid)
         elif tid not in special and all(c in to_byte for c in text):
             raw = bytes(to_byte[c] for c in text)
-            if PRIVATE_USE_LEAD not in raw:  # nothing else may spell a marker (U+E000..U+EFFF start with 0xEE)
+            if not MARKER_BYTES & set(raw):   # nothing else may spell a marker
                 tokens.setdefault(raw, []).append(tid)
     return Vocabulary(stop_id, tokens)
 
