@@ -19,8 +19,7 @@ from qazlm.tokenizer.special_tokens import token_id
 # In the automaton the tool-call markers are control characters that only their special tokens spell, so a
 # constrained reply always uses the single `<tool_call>` token, never "<", "tool", "_call", ">". JSON admits no
 # raw control character, inside a string or out, so the grammar cannot put `</tool_call>` inside an argument
-# value (private-use characters, used before, were legal string content: the DPO model of a demo run closed the
-# call in the middle of a string and went on in free text).
+# value (docs/tools.md: private-use markers could).
 MARKERS = {OPEN: "\x01", CLOSE: "\x02"}
 MARKER_BYTES = {ord(c) for c in MARKERS.values()}
 
