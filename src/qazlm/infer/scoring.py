@@ -54,6 +54,21 @@ def document_windows(tokenizer, texts: list[str], max_len: int) -> list[tuple[li
     return windows
 
 
+def perplexity_windows(tokenizer, texts: list[str], n_ctx: int = 512) -> list[tuple[list[int], list[int]]]:
+    """llama.cpp's `llama-perplexity` protocol, behind its published quantization figures: the texts joined by
+    newlines into one token stream, cut into consecutive chunks of `n_ctx` tokens (a shorter tail is dropped),
+    the first token of each chunk replaced by the prefix token, and only the second half of each chunk scored,
+    so every scored token has at least n_ctx/2 tokens of context. Fewer than n_ctx tokens: one shorter chunk."""
+    prefix = prefix_token_id(tokenizer)
+    stream = list(tokenizer("\n".join(texts), add_special_tokens=False)["input_ids"])
+    size = min(n_ctx, len(stream))
+    windows = []
+    for start in range(0, len(stream) - size + 1, size):
+        chunk = [prefix] + stream[start + 1:start + size]
+        windows.append((chunk[:-1], chunk[size // 2 + 1:]))
+    return windows
+
+
 @contextmanager
 def eval_mode(model):
     """The model in eval mode for the block, back in training mode after it if it was (the training loop scores

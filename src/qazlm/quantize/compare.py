@@ -10,16 +10,29 @@ from __future__ import annotations
 import math
 
 
-def compare_texts(ref, test, tokenizer, texts: list[str], *, max_len: int = 512, batch_size: int = 8) -> dict:
+def compare_texts(ref, test, tokenizer, texts: list[str], *, max_len: int = 512, batch_size: int = 8,
+                  protocol: str = "documents") -> dict:
     """{bpb_ref, bpb_test, delta_pct, ppl_ref, ppl_test, ppl_delta_pct, kl, top1, max_logit_diff, tokens} of
     `test` against `ref` on `texts` (max_logit_diff: the largest |logit difference| at a scored position)
-    (`ref`/`test`: anything `qazlm.infer.scoring.logits` accepts)."""
+    (`ref`/`test`: anything `qazlm.infer.scoring.logits` accepts).
+
+    protocol "documents": every token of every text, each text its own document (bits per byte as `qazlm
+    eval`); "llama-perplexity": llama.cpp's `llama-perplexity` chunks of `max_len` over the joined texts, the
+    second half of each scored (`qazlm.infer.scoring.perplexity_windows`; bytes are those of the scored spans)."""
     import torch
 
-    from qazlm.infer.scoring import document_windows, logits
+    from qazlm.infer.scoring import document_windows, logits, perplexity_windows
 
     texts = [t for t in texts if t]
-    windows = document_windows(tokenizer, texts, max_len)
+    if protocol == "documents":
+        windows = document_windows(tokenizer, texts, max_len)
+        n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    elif protocol == "llama-perplexity":
+        windows = perplexity_windows(tokenizer, texts, max_len)
+        n_bytes = sum(len(tokenizer.decode(pred).encode("utf-8")) for _, pred in windows)
+    else:
+        raise ValueError(f"protocol: {protocol!r} is neither 'documents' nor 'llama-perplexity'")
+    windows = sorted(windows, key=lambda w: len(w[0]))  # batches of like lengths: padding costs a GGUF scorer in full
     nll_ref = nll_test = kl = max_diff = 0.0
     same = tokens = 0
     with torch.inference_mode():
@@ -40,7 +53,6 @@ def compare_texts(ref, test, tokenizer, texts: list[str], *, max_len: int = 512,
                 kl += float((r.exp() * (r - t)).sum())
                 same += int((r.argmax(-1) == t.argmax(-1)).sum())
                 tokens += len(pred)
-    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
     bpb_ref, bpb_test = nll_ref / n_bytes / math.log(2), nll_test / n_bytes / math.log(2)
     ppl_ref, ppl_test = math.exp(nll_ref / max(tokens, 1)), math.exp(nll_test / max(tokens, 1))
     return {"bpb_ref": bpb_ref, "bpb_test": bpb_test, "delta_pct": 100 * (bpb_test / bpb_ref - 1),
