@@ -70,3 +70,19 @@ def test_call_matching_is_by_value_and_order_free():
     assert not calls_match([a], [a, b])                      # an extra call is wrong
     assert not calls_match([a], [{**a, "arguments": {**a["arguments"], "to": "RUB"}}])
     assert not calls_match([b], [{"name": "weather", "arguments": {"city": "Алматы", "date": "2026-12-04"}}])
+
+
+def test_right_tools_ignores_arguments_but_not_names_or_count():
+    from qazlm.eval.tools import judge
+
+    tools = [{"type": "function", "function": {"name": n, "description": n, "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}} for n in ("weather", "time")]
+    it = {"tools": tools, "expected": [{"name": "weather", "arguments": {"city": "Алматы"}}]}
+    call = '<tool_call>\n{"name": "%s", "arguments": {"city": "%s"}}\n</tool_call>'
+    assert judge(it, call % ("weather", "Алматы")) | {"text": ""} == {
+        "text": "", "valid": True, "called": True, "cut": False, "exact": True, "tools": True}
+    wrong_city = judge(it, call % ("weather", "Астана"))
+    assert wrong_city["tools"] and not wrong_city["exact"]
+    assert not judge(it, call % ("time", "Алматы"))["tools"]
+    assert not judge(it, call % ("weather", "Алматы") + call % ("weather", "Астана"))["tools"]  # one call too many
+    assert judge({"tools": tools, "expected": []}, "Жоқ.")["tools"] is None                     # irrelevance: n/a

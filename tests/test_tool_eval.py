@@ -45,6 +45,7 @@ def test_report_covers_every_category_and_split(setup, capfd):
                 assert c["irrelevance"] is not None and c["valid_constrained"] is None
             else:  # under the grammar every reply is a valid call unless max_new_tokens cut it inside a value
                 assert c["valid_constrained"] + c["cut_constrained"] == pytest.approx(1.0)
+                assert c["exact_constrained"] <= c["tools_constrained"] <= 1.0  # an exact call has the right tool
     rows = [json.loads(x) for x in (root / "out" / "tools_replies.jsonl").read_text().splitlines()]
     assert len(rows) == 16 and all(r["constrained"]["text"].startswith("<tool_call>") for r in rows if r["constrained"])
     assert "| unseen | parallel | 2 |" in (root / "out" / "tools_report.md").read_text()

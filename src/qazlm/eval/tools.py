@@ -6,9 +6,10 @@ tool conversations of a `qazlm sft-data` folder (tools seen in training) and on 
 Per model and category: **exact match** of the calls (name and arguments, order-free for parallel calls; as
 BFCL's AST check, numbers compare by value), **valid-call rate** (every emitted block parses, names an offered
 tool and has schema-valid arguments), the same two with constrained decoding (the grammar forces a valid call;
-not for irrelevance, where calling is the error), **irrelevance detection** (no call when none fits), and the
-**language fidelity** of the final answer (the model answers the conversation after the tool results, in the
-user's language).
+not for irrelevance, where calling is the error), **right tools** under constrained decoding (the called
+functions are the reference's, arguments aside: tool selection apart from argument filling), **irrelevance
+detection** (no call when none fits), and the **language fidelity** of the final answer (the model answers the
+conversation after the tool results, in the user's language).
 """
 
 from __future__ import annotations
@@ -97,6 +98,12 @@ def calls_match(expected: list[dict], got: list[dict]) -> bool:
     return not left
 
 
+def same_tools(expected: list[dict], got: list[dict]) -> bool:
+    """The right functions, whatever their arguments: the same names as a multiset (tool selection, the part
+    of exact match a model gets first)."""
+    return sorted(g["name"] for g in got) == sorted(w["name"] for w in expected)
+
+
 def judge(it: dict, text: str) -> dict:
     from qazlm.infer.tools import parse_tool_calls
 
@@ -106,7 +113,8 @@ def judge(it: dict, text: str) -> dict:
     called = bool(got or reply.errors)
     return {"text": text, "valid": called and not reply.errors, "called": called,
             "cut": any("cut off" in e for e in reply.errors),
-            "exact": calls_match(it["expected"], got) and not reply.errors if it["expected"] else not called}
+            "exact": calls_match(it["expected"], got) and not reply.errors if it["expected"] else not called,
+            "tools": same_tools(it["expected"], got) and not reply.errors if it["expected"] else None}
 
 
 def run_model(path: str | Path, items: list[dict], s: ToolEvalSettings, log=print) -> dict:
@@ -163,7 +171,8 @@ def rate(rows: list[dict], key) -> float | None:
 
 
 def scores(rows: list[dict]) -> dict:
-    """split -> category -> {n, exact, valid, exact_constrained, valid_constrained, irrelevance}."""
+    """split -> category -> {n, exact, valid, exact_constrained, tools_constrained, valid_constrained,
+    cut_constrained, irrelevance}."""
     out: dict = {}
     for split in dict.fromkeys(r["split"] for r in rows):
         for cat in CATEGORIES:
@@ -175,6 +184,7 @@ def scores(rows: list[dict]) -> dict:
                 "n": len(sel), "exact": rate(sel, lambda r: r["free"]["exact"]),
                 "valid": rate(sel, lambda r: r["free"]["valid"] if r["free"]["called"] else False) if calls else None,
                 "exact_constrained": rate(sel, lambda r: r["constrained"]["exact"]) if calls else None,
+                "tools_constrained": rate(sel, lambda r: r["constrained"].get("tools")) if calls else None,
                 "valid_constrained": rate(sel, lambda r: r["constrained"]["valid"]) if calls else None,
                 "cut_constrained": rate(sel, lambda r: r["constrained"]["cut"]) if calls else None,
                 "irrelevance": rate(sel, lambda r: not r["free"]["called"]) if not calls else None}
@@ -199,17 +209,19 @@ def markdown(results: list[dict]) -> str:
     lines = ["# Function calling (BFCL categories)", "",
              "exact = the calls equal the reference (name and arguments, any order); valid = every call parses, "
              "names an offered tool and fits its schema; constrained = the same with grammar-forced decoding; "
+             "right tools = the called functions are the reference's, whatever the arguments; "
              "irrelevance = no call when no tool fits. Under the grammar a reply is always a valid call unless it is "
              "cut by max_new_tokens inside a value (an unbounded string or number), counted in its own column.", ""]
     for res in results:
         f = res["figures"]
         lines += [f"## {f['name']}", "", "| split | category | n | exact | valid | exact (constrained) | "
-                  "valid (constrained) | cut by max tokens (constrained) | irrelevance |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  "right tools (constrained) | valid (constrained) | cut by max tokens (constrained) | irrelevance |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for split, cats in f["scores"].items():
             for cat, c in cats.items():
                 lines.append(f"| {split} | {cat.removeprefix('tool_')} | {c['n']} | {_pct(c['exact'])} | "
-                             f"{_pct(c['valid'])} | {_pct(c['exact_constrained'])} | {_pct(c['valid_constrained'])} | "
+                             f"{_pct(c['valid'])} | {_pct(c['exact_constrained'])} | "
+                             f"{_pct(c['tools_constrained'])} | {_pct(c['valid_constrained'])} | "
                              f"{_pct(c['cut_constrained'])} | {_pct(c['irrelevance'])} |")
         fid = f["answer_fidelity"]["all"]
         lines += ["", f"Final answers in the user's language: {_pct(fid['rate'])} of {fid['n']} identifiable "
