@@ -75,8 +75,9 @@ def test_call_matching_is_by_value_and_order_free():
 def test_right_tools_ignores_arguments_but_not_names_or_count():
     from qazlm.eval.tools import judge
 
-    tools = [{"type": "function", "function": {"name": n, "description": n, "parameters": {
-        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}} for n in ("weather", "time")]
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    tools = [{"type": "function", "function": {"name": n, "description": n, "parameters": schema}}
+             for n in ("weather", "time")]
     it = {"tools": tools, "expected": [{"name": "weather", "arguments": {"city": "Алматы"}}]}
     call = '<tool_call>\n{"name": "%s", "arguments": {"city": "%s"}}\n</tool_call>'
     assert judge(it, call % ("weather", "Алматы")) | {"text": ""} == {
