@@ -8,8 +8,8 @@ conversational preference format — `prompt` (messages), `chosen` and `rejected
 - language: the answer in the language asked for vs the same content in another language (the text to
   translate echoed, the previous turn's language kept, the topic label in another language), or for tasks
   without a parallel version vs an answer of the same task in another language;
-- tool_call: the correct call vs a valid but wrong one (another offered tool, a value from another request, a
-  parallel call left out) or a broken one (unknown function, arguments not JSON, a required argument missing);
+- tool_call: the correct call vs the same call to an unknown function, with arguments that are not valid JSON,
+  or with a required argument missing;
 - tool_irrelevant: a direct answer when no tool fits vs a call to one of the offered tools;
 - computed: the computed count vs the same answer with the number off by 1-3;
 - concise: the answer vs the answer followed by its own last sentence three more times;
@@ -149,63 +149,27 @@ def wrong_language_reply(task: str, lang: str, prompt: list[dict], answer: str, 
     return rng.choice(others) if others else None
 
 
-def call_arguments(call: dict) -> dict:
-    args = call["function"]["arguments"]
-    return json.loads(args) if isinstance(args, str) else dict(args)
-
-
-def with_calls(message: dict, calls: list[tuple[str, dict]]) -> dict:
-    return {**message, "tool_calls": [{"type": "function", "function": {
-        "name": name, "arguments": json.dumps(args, ensure_ascii=False)}} for name, args in calls]}
-
-
-def wrong_calls(good: dict, offered: list[str], pool: dict[str, list[dict]], rng: random.Random) -> dict:
-    """The chosen tool-call message made wrong in one way. Valid calls that are wrong teach what constrained
-    decoding cannot: the right tool among several (wrong_tool: a real call of another offered tool), arguments
-    read from the request (wrong_value: one value swapped for the same argument of another request), every call
-    a parallel request needs (missing_call: the first only). Broken calls (unknown function, bad JSON, a required
-    argument missing) teach the format when decoding is free."""
-    calls = [(c["function"]["name"], call_arguments(c)) for c in good["tool_calls"]]
-    name, args = calls[0]
-    kinds: dict[str, list] = {"unknown_function": [0], "bad_json": [0], "missing_argument": [0] * bool(args)}
-    kinds["wrong_tool"] = [dict(a, _name=n) for n in offered if n != name for a in pool.get(n, [])]
-    kinds["wrong_value"] = [(k, a[k]) for a in pool.get(name, []) for k in args if k in a and a[k] != args[k]]
-    kinds["missing_call"] = [0] * (len(calls) > 1)
-    how = rng.choice([k for k, options in kinds.items() if options])
-    pick = rng.choice(kinds[how])
-    if how == "wrong_tool":
-        other = dict(pick)
-        return with_calls(good, [(other.pop("_name"), other), *calls[1:]])
-    if how == "wrong_value":
-        return with_calls(good, [(name, {**args, pick[0]: pick[1]}), *calls[1:]])
-    if how == "missing_call":
-        return with_calls(good, calls[:1])
-    if how == "missing_argument":
-        return with_calls(good, [(name, {k: v for k, v in args.items() if k != sorted(args)[0]}), *calls[1:]])
-    bad = with_calls(good, calls)
-    if how == "bad_json":
-        bad["tool_calls"][0]["function"]["arguments"] = bad["tool_calls"][0]["function"]["arguments"][:-1]
-    else:
-        bad["tool_calls"][0]["function"]["name"] = name + "_v2"
-    return bad
-
-
 def tool_pairs(convs: list[dict], rng: random.Random) -> list[dict]:
-    found = []
-    for c in convs:
-        at = next((i for i, m in enumerate(c["messages"]) if m.get("tool_calls")), None)
-        if c.get("task") in TOOL_TASKS and at is not None:
-            found.append((c, at))
-    pool: dict[str, list[dict]] = {}
-    for c, at in found:
-        for call in c["messages"][at]["tool_calls"]:
-            pool.setdefault(call["function"]["name"], []).append(call_arguments(call))
     out = []
-    for c, at in found:
+    for c in convs:
+        if c.get("task") not in TOOL_TASKS:
+            continue
+        at = next((i for i, m in enumerate(c["messages"]) if m.get("tool_calls")), None)
+        if at is None:
+            continue
         good = c["messages"][at]
-        offered = [t["function"]["name"] for t in c.get("tools") or []]
-        out.append(pair(c["messages"][:at], good, wrong_calls(good, offered, pool, rng), "tool_call", c,
-                        c.get("tools")))
+        bad = json.loads(json.dumps(good))
+        call = bad["tool_calls"][0]["function"]
+        how = rng.choice(("unknown_function", "bad_json", "missing_argument"))
+        args = json.loads(call["arguments"]) if isinstance(call["arguments"], str) else dict(call["arguments"])
+        if how == "missing_argument" and args:
+            args.pop(sorted(args)[0])
+            call["arguments"] = json.dumps(args, ensure_ascii=False)
+        elif how == "bad_json":
+            call["arguments"] = json.dumps(args, ensure_ascii=False)[:-1]
+        else:
+            call["name"] = call["name"] + "_v2"
+        out.append(pair(c["messages"][:at], good, bad, "tool_call", c, c.get("tools")))
     return out
 
 
