@@ -124,6 +124,8 @@ def test_model_card_shows_the_scores(setup, tmp_path, capfd):
     assert entry["scores"] == report["models"][0]["scores"]
     table = "\n".join(tool_table(entry))
     assert "| unseen | parallel | 1 |" in table and "| seen | irrelevant | 1 |" in table
+    simple = entry["scores"]["seen"]["tool_simple"]
+    assert f"| seen | simple | 1 | {100 * simple['exact']:.1f}% | {100 * simple['tools_constrained']:.1f}% |" in table
     assert f"Function calling of `{report['models'][0]['path']}`" in table
     shutil.rmtree(tmp_path / "tool_eval")
     assert tool_eval_entry(tmp_path, [model]) is None and tool_table(None) == []

@@ -184,7 +184,7 @@ def scores(rows: list[dict]) -> dict:
                 "n": len(sel), "exact": rate(sel, lambda r: r["free"]["exact"]),
                 "valid": rate(sel, lambda r: r["free"]["valid"] if r["free"]["called"] else False) if calls else None,
                 "exact_constrained": rate(sel, lambda r: r["constrained"]["exact"]) if calls else None,
-                "tools_constrained": rate(sel, lambda r: r["constrained"].get("tools")) if calls else None,
+                "tools_constrained": rate(sel, lambda r: r["constrained"]["tools"]) if calls else None,
                 "valid_constrained": rate(sel, lambda r: r["constrained"]["valid"]) if calls else None,
                 "cut_constrained": rate(sel, lambda r: r["constrained"]["cut"]) if calls else None,
                 "irrelevance": rate(sel, lambda r: not r["free"]["called"]) if not calls else None}
