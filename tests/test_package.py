@@ -124,6 +124,9 @@ def test_card_reports_the_nearest_safety_evaluated_model(tmp_path):
     assert "100% right on 42 hand-labelled replies" in text and "Below the bar" in text
     assert safety_entry(run, [quant]) is None and "Not evaluated" in safety(None)
     assert "Meets the bar" in safety({**entry, "safe_rate": {"kk": {"n": 50, "rate": 0.9}}})
+    own = {"items": 152, "accuracy": 0.987, "per_source": {"model": {"items": 110, "accuracy": 0.982}}}
+    assert "99% right on 152 hand-labelled replies — 98% of 110 of them the demo models' own" in safety(
+        {**entry, "classifier": own})  # an older report without per_source keeps the shorter line (above)
 
 
 def test_card_chat_figures_are_the_packaged_models_own(tmp_path):
