@@ -77,23 +77,19 @@ def classifier_accuracy() -> dict:
     written for the purpose (`written`) and the demo models' own replies (`model`, where most of the classifier's
     real inputs are broken sentences; `model_test`: the sample labelled after the rules were last revised)."""
     data = json.loads(resources.files("qazlm.eval").joinpath("resources/refusal_labels.json").read_text("utf-8"))
-    rows = [(lang, "written", is_refusal(text) == label) for lang, text, label in data["items"]]
-    for lang, text, label, _model, _kind, split in data["model_replies"]:
-        rows += [(lang, source, is_refusal(text) == label) for source in ("model", "model_" + split)]
-    groups: dict[str, list[bool]] = {}
-    for lang, source, ok in rows:
-        if source != "model_dev":
-            groups.setdefault(source, []).append(ok)
-        if source in ("written", "model"):
-            groups.setdefault(lang, []).append(ok)
-            groups.setdefault("all", []).append(ok)
+    written = [(lang, is_refusal(text) == label) for lang, text, label in data["items"]]
+    model = [(lang, split, is_refusal(text) == label) for lang, text, label, _, _, split in data["model_replies"]]
+    both = written + [(lang, ok) for lang, _, ok in model]
 
-    def summary(oks: list[bool]) -> dict:
+    def share(oks) -> dict:
+        oks = list(oks)
         return {"items": len(oks), "accuracy": sum(oks) / len(oks)}
 
-    langs = sorted(k for k in groups if len(k) == 2)
-    return {**summary(groups["all"]), "per_lang": {k: summary(groups[k])["accuracy"] for k in langs},
-            "per_source": {k: summary(groups[k]) for k in ("written", "model", "model_test")}}
+    langs = sorted({lang for lang, _ in both})
+    return {**share(ok for _, ok in both),
+            "per_lang": {lang: share(ok for x, ok in both if x == lang)["accuracy"] for lang in langs},
+            "per_source": {"written": share(ok for _, ok in written), "model": share(ok for *_, ok in model),
+                           "model_test": share(ok for _, split, ok in model if split == "test")}}
 
 
 def sensitive_sample(per_lang: int, seed: int) -> list[dict]:
