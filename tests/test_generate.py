@@ -42,6 +42,26 @@ def test_greedy_matches_transformers_generate_hf(hf):
         assert g == hf_greedy(hf.model.module, hf.tokenizer, p, 12)
 
 
+def test_hf_qwen3_folder_decodes_through_our_decoder(hf, monkeypatch):
+    """An HF Qwen3/Llama folder (our SFT and DPO output) is stepped by our Decoder over the same tensors — one
+    Transformer view kept per model, the same greedy tokens as transformers' own forward; rows longer than its
+    RoPE table (128 here; transformers extends RoPE silently) and unconvertible models stay on transformers."""
+    import qazlm.model.hf as hf_mod
+    from qazlm.infer import engine
+    from qazlm.infer.engine import SamplingParams, encode_prompts, generate_ids
+
+    module = hf.model.module
+    assert isinstance(engine.make_stepper(module, 2, 64, "cpu"), engine._OurStepper)
+    assert hf_mod.ours_for(module) is hf_mod.ours_for(module)  # built once, not per generate call
+    assert isinstance(engine.make_stepper(module, 2, 129, "cpu"), engine._HFStepper)
+    ids = encode_prompts(hf.tokenizer, PROMPTS)
+    params = SamplingParams(max_new_tokens=12, repetition_penalty=1.3)
+    ours = generate_ids(hf.model, ids, params, pad_id=hf.tokenizer.pad_token_id)
+    monkeypatch.setattr(hf_mod, "ours_for", lambda model: None)
+    assert isinstance(engine.make_stepper(module, 2, 64, "cpu"), engine._HFStepper)
+    assert generate_ids(hf.model, ids, params, pad_id=hf.tokenizer.pad_token_id) == ours
+
+
 def test_greedy_matches_transformers_on_exported_model(ours, tmp_path):
     """Our Transformer + KVCache vs transformers.generate on the `export_hf` copy: identical tokens."""
     from transformers import AutoModelForCausalLM

@@ -87,9 +87,9 @@ class ContinuousBatcher:
     def __init__(self, model, *, slots: int = 8, max_len: int, prefill_chunk: int = 64, max_queue: int = 64):
         module = unwrap(model)
         if is_hf_model(module):  # a Qwen3/Llama folder (our SFT output, SmolLM2) decodes as our Transformer
-            from qazlm.model.hf import as_ours
+            from qazlm.model.hf import ours_for
 
-            ours = as_ours(module)
+            ours = ours_for(module)
             module = module if ours is None else ours
         backend = _HFSlots if is_hf_model(module) else _OurSlots
         self.backend = backend(module.eval(), slots, max_len)

@@ -72,11 +72,12 @@ def _cmd_generate(args) -> int:
         raise QazlmError("--json-schema: expected a JSON object (a JSON Schema)")
     from qazlm.infer.engine import generate, is_hf_model, unwrap
     from qazlm.infer.loading import load_model
+    from qazlm.model.hf import ours_for
 
     loaded = load_model(args.model, device=args.device, tokenizer=args.tokenizer)
-    if args.compile and is_hf_model(unwrap(loaded.model)):
-        raise QazlmError(f"generate: --compile applies to qazlm model folders; {args.model} is a Hugging Face "
-                         "model (drop --compile)")
+    if args.compile and is_hf_model(unwrap(loaded.model)) and ours_for(unwrap(loaded.model)) is None:
+        raise QazlmError(f"generate: --compile applies to qazlm models and Qwen3/Llama folders in float32; "
+                         f"{args.model} is neither (drop --compile)")
     stream = None
     if args.stream and not args.json:
         def stream(row: int, delta: str) -> None:
@@ -142,8 +143,8 @@ def register(sub) -> None:
                         "printed as {content, tool_calls, errors}")
     g.add_argument("--device", default="cpu")
     g.add_argument("--compile", action="store_true",
-                   help="compile the decode step (qazlm models): faster per token after a one-off compile "
-                        "(see docs/benchmarks.md); for long outputs or many prompts")
+                   help="compile the decode step (qazlm models, Qwen3/Llama folders): faster per token after a "
+                        "one-off compile (see docs/benchmarks.md); for long outputs or many prompts")
     g.set_defaults(func=_cmd_generate)
 
     from qazlm.infer.chat_cli import register as register_chat

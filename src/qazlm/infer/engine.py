@@ -96,8 +96,15 @@ class _HFStepper:
 
 def make_stepper(model, batch: int, max_len: int, device, compile: bool = False):
     model = unwrap(model)
-    if is_hf_model(model):
-        return _HFStepper(model, batch, max_len, device)  # `compile` applies to our Decoder only
+    if is_hf_model(model):  # a Qwen3/Llama folder (our SFT output, SmolLM2) decodes as our Transformer
+        from qazlm.model.hf import ours_for
+
+        ours = ours_for(model)
+        # another architecture, quantized weights, or rows past the RoPE table (which transformers extends):
+        # transformers' own forward
+        if ours is None or max_len > ours.cfg.max_seq_len:
+            return _HFStepper(model, batch, max_len, device)
+        model = ours
     if hasattr(model, "cfg"):
         return _OurStepper(model, batch, max_len, device, compile)
     raise QazlmError(f"generate: unsupported model type {type(model).__name__}; "

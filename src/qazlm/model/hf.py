@@ -190,6 +190,18 @@ def as_ours(hf_model):
     return model.eval()
 
 
+def ours_for(hf_model):
+    """`as_ours(hf_model)`, kept on the HF module while its weight tensors stay the same ones: every generate
+    call on an HF folder (chat, tool and safety evaluations, DPO's win rate) then decodes through the same
+    Transformer and its cached `Decoder` instead of rebuilding them."""
+    key = tuple(p.data_ptr() for p in hf_model.parameters())
+    cached = getattr(hf_model, "_qazlm_ours", None)
+    if cached is None or cached[0] != key:
+        cached = (key, as_ours(hf_model))
+        object.__setattr__(hf_model, "_qazlm_ours", cached)  # not a submodule: no state-dict entry
+    return cached[1]
+
+
 def import_hf(hf_folder: str | Path, out_dir: str | Path) -> Path:
     """An HF Qwen3/Llama folder (single or sharded safetensors) -> our model folder."""
     from qazlm.model.io import load_state_dict_checked, save_model_folder
