@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,9 @@ def test_pairs_are_right_by_construction(pref, sft_data):
             from qazlm.eval.safety import is_refusal
 
             assert is_refusal(good["content"]) == (p["type"] == "refusal") != is_refusal(bad["content"])
+    off = [int(re.search(r"\d+", p["rejected"][0]["content"])[0]) - int(re.search(r"\d+", p["chosen"][0]["content"])[0])
+           for p in train if p["type"] == "computed"]
+    assert {d > 0 for d in off} == {True, False} and all(1 <= abs(d) <= 3 for d in off)  # wrong both ways
     assert "MIT" in (pref / "card.md").read_text()
 
 
@@ -109,10 +113,10 @@ def test_language_pairs_differ_only_in_language_where_the_data_has_the_other_ver
 
 def test_pref_data_golden_counts_and_skip(pref, sft_data, capfd):
     card = json.loads((pref / "card.json").read_text())
-    assert card["pairs"] == {"train": 218, "heldout": 53, "rejected": 14}   # pinned for seed 1
+    assert card["pairs"] == {"train": 218, "heldout": 52, "rejected": 12}   # pinned for seed 1
     # the sft-data fixture skipped decontamination; pref-data's own check sets aside the KazQAD/SIB-200 text
     reasons = [r["reason"] for r in rows(pref, "rejected")]
-    assert reasons.count("contaminated: kazqad") == 5 and reasons.count("contaminated: sib200") == 1
+    assert reasons.count("contaminated: kazqad") == 6 and reasons.count("contaminated: sib200") == 1
     code, _, err = run_cli(["pref-data", "--sft-data", sft_data, "-o", pref, "--per-type", "30", "--seed", "1"], capfd)
     assert code == 0, err
 

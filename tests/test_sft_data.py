@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -327,6 +328,8 @@ def test_sentence_counts_only_where_unambiguous(corpus):
     for r in rows:
         text = r["messages"][0]["content"].split("\n", 1)[1]
         assert r["messages"][1]["content"] == str(len(sentences_of(text))) and 2 <= len(sentences_of(text)) <= 6
+    answers = Counter(r["messages"][1]["content"] for r in rows)  # every count, none dominant (not mostly "2")
+    assert set(answers) == {"2", "3", "4", "5", "6"} and max(answers.values()) <= 0.3 * len(rows), answers
 
 
 def test_followups_refer_back_to_the_first_answer(corpus):

@@ -185,13 +185,20 @@ def irrelevant_pairs(convs: list[dict], rng: random.Random) -> list[dict]:
     return out
 
 
+def off_by(n: int, rng: random.Random) -> int:
+    """A wrong count 1-3 away, below as often as above (one always above teaches "pick the smaller number");
+    never below 1."""
+    d = rng.randint(1, 3)
+    return n - d if rng.random() < 0.5 and n - d >= 1 else n + d
+
+
 def computed_pairs(convs: list[dict], rng: random.Random) -> list[dict]:
     out = []
     for c in convs:
         last = split_last(c) if c.get("task") in COUNT_TASKS else None
         if last and re.search(r"\d+", assistant_text(last[1])):
             text = assistant_text(last[1])
-            wrong = re.sub(r"\d+", lambda m: str(int(m.group()) + rng.randint(1, 3)), text, count=1)
+            wrong = re.sub(r"\d+", lambda m: str(off_by(int(m.group()), rng)), text, count=1)
             out.append(pair(last[0], last[1], {"role": "assistant", "content": wrong}, "computed", c))
     return out
 
