@@ -51,6 +51,31 @@ def test_report_covers_every_category_and_split(setup, capfd):
     assert "| unseen | parallel | 2 |" in (root / "out" / "tools_report.md").read_text()
 
 
+def test_batched_replies_equal_one_by_one_decoding(setup):
+    """All replies go through the continuous batcher at once (each request with its own tools and grammar):
+    the same text as `generate_chat` on each conversation alone, free, grammar-forced and final answer."""
+    from qazlm.eval.tools import ToolEvalSettings, read_items, replies
+    from qazlm.infer.engine import generate_chat
+    from qazlm.infer.loading import load_model
+    from qazlm.infer.sampling import SamplingParams
+
+    root, model = setup
+    s = ToolEvalSettings(sft_data=str(root / "data"), limit=2, max_new_tokens=24)
+    items, loaded = read_items(s.sft_data, s.limit), load_model(model)
+    params = SamplingParams(max_new_tokens=s.max_new_tokens)
+
+    def alone(conv, it, force=False):
+        return generate_chat(loaded.model, loaded.tokenizer, [conv], params, tools=it["tools"],
+                             force_tool_calls=force)[0]
+
+    got = replies(loaded, items, s)
+    assert sum(r[1] is not None for r in got) >= 8 and sum(r[2] is not None for r in got) >= 8
+    for it, (free, forced, answer) in zip(items, got):
+        assert free == alone(it["prompt"], it)
+        assert forced == (alone(it["prompt"], it, force=True) if it["expected"] else None)
+        assert answer == (alone(it["answer_context"], it) if it["answer_context"] else None)
+
+
 def test_bad_inputs_are_one_line(setup, capfd):
     root, model = setup
     assert_one_line_error(["eval", "--tools", model, "-o", root / "x"], capfd, match=r"give --sft-data DIR")

@@ -119,40 +119,61 @@ def judge(it: dict, text: str) -> dict:
 
 def run_model(path: str | Path, items: list[dict], s: ToolEvalSettings, log=print) -> dict:
     """Every figure of one model folder, plus its replies."""
-    from tqdm import tqdm
-
     from qazlm.eval.chat import fidelity
-    from qazlm.infer.engine import generate_chat
     from qazlm.infer.loading import load_model
-    from qazlm.infer.sampling import SamplingParams
 
     t0 = time.time()
     loaded = load_model(path, device=s.device)
-    params = SamplingParams(max_new_tokens=s.max_new_tokens)
-    rows, skipped = [], 0
-    # one conversation at a time: each has its own tools (and grammar); up to three replies each
-    for it in tqdm(items, desc=f"tool calls ({loaded.name})", unit="conv", leave=False):
-        if not fits(loaded, it, s.max_new_tokens):
-            skipped += 1
-            continue
-        args = dict(tools=it["tools"], device=s.device)
-        free = judge(it, generate_chat(loaded.model, loaded.tokenizer, [it["prompt"]], params, **args)[0])
-        forced = None
-        if it["expected"]:
-            forced = judge(it, generate_chat(loaded.model, loaded.tokenizer, [it["prompt"]], params,
-                                             force_tool_calls=True, **args)[0])
-        answer = (generate_chat(loaded.model, loaded.tokenizer, [it["answer_context"]], params, **args)[0]
-                  if it["answer_context"] else None)
-        rows.append({"split": it["split"], "category": it["category"], "lang": it["lang"], "free": free,
-                     "constrained": forced, "answer": answer, "reference": it["answer"]})
-    if not rows:
+    fitting = [it for it in items if fits(loaded, it, s.max_new_tokens)]
+    if not fitting:
         raise QazlmError(f"eval --tools: {loaded.name}: every conversation + max_new_tokens ({s.max_new_tokens}) "
                          f"exceeds the model's context ({loaded.model.max_len} tokens); lower --max-new-tokens")
-    figures = {"name": loaded.name, "path": str(path), "scores": scores(rows), "skipped": skipped,
+    rows = [{"split": it["split"], "category": it["category"], "lang": it["lang"], "free": judge(it, free),
+             "constrained": judge(it, forced) if it["expected"] else None, "answer": answer,
+             "reference": it["answer"]}
+            for it, (free, forced, answer) in zip(fitting, replies(loaded, fitting, s))]
+    figures = {"name": loaded.name, "path": str(path), "scores": scores(rows), "skipped": len(items) - len(fitting),
                "answer_fidelity": fidelity([(r["lang"], r["answer"]) for r in rows if r["answer"] is not None]),
                "seconds": round(time.time() - t0, 1)}
     log(summary_line(figures))
     return {"figures": figures, "rows": rows}
+
+
+def replies(loaded, items: list[dict], s: ToolEvalSettings) -> list[list[str | None]]:
+    """[free reply, grammar-forced reply, final answer after the tool results] per conversation (None where
+    the conversation has no call), all decoded together by the server's continuous batcher: each request has
+    its own tools and grammar, and a greedy request gets the tokens it would get alone."""
+    from tqdm import tqdm
+
+    from qazlm.infer.batcher import ContinuousBatcher
+    from qazlm.infer.chat import render_chat
+    from qazlm.infer.engine import encode_prompts, make_constraint, stop_ids_for
+    from qazlm.infer.sampling import SamplingParams
+    from qazlm.infer.tools import decode_for_tools
+
+    tok = loaded.tokenizer
+    params = SamplingParams(max_new_tokens=s.max_new_tokens)
+    stop_ids = stop_ids_for(tok, params)
+    jobs = []   # (conversation, which reply, prompt ids, grammar)
+    for n, it in enumerate(items):
+        def ids(conv):
+            return encode_prompts(tok, [render_chat(tok, conv, tools=it["tools"])], add_bos=False)[0]
+        jobs.append((n, 0, ids(it["prompt"]), None))
+        if it["expected"]:
+            jobs.append((n, 1, ids(it["prompt"]), make_constraint(tok, None, it["tools"], stop_ids, True, 1)))
+        if it["answer_context"]:
+            jobs.append((n, 2, ids(it["answer_context"]), None))
+    longest = max(len(prompt) for _, _, prompt, _ in jobs)
+    batcher = ContinuousBatcher(loaded.model, slots=16, max_len=longest + s.max_new_tokens, prefill_chunk=longest,
+                                max_queue=len(jobs))
+    requests = [batcher.submit(prompt, params, stop_ids, constraint=grammar) for _, _, prompt, grammar in jobs]
+    with tqdm(total=len(requests), desc=f"tool calls ({loaded.name})", unit="reply", leave=False) as bar:
+        while batcher.step():
+            bar.update(sum(r.finish is not None for r in requests) - bar.n)
+    out: list[list[str | None]] = [[None, None, None] for _ in items]
+    for (n, which, _, _), req in zip(jobs, requests):
+        out[n][which] = decode_for_tools(tok, req.tokens).strip()
+    return out
 
 
 def fits(loaded, it: dict, new_tokens: int) -> bool:
