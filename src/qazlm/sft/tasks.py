@@ -287,21 +287,21 @@ SENTENCE_COUNTS = range(2, 7)
 def count_sentences(ctx: TaskContext, counts: dict[str, int]) -> list[dict]:
     """Number of sentences of a passage: k consecutive corpus lines of one file, each a single sentence by
     `sentences_of`, k = 2-6 in turn. The corpus's own paragraphs are almost all two sentences long
-    (kk: 339 of 400 with 2-6), and a model taught on them answers "2" to any long prompt."""
+    (kk: 339 of 400 with 2-6), and a model taught on them answers "2" to many long prompts."""
     out, turn = [], 0
     for lang, n in counts.items():
         lines = [(src, t) for src, t in _corpus(ctx, lang)
-                 if t[-1] in ".!?" and (parts := sentences_of(t)) and len(parts) == 1]  # joined, still unambiguous
+                 if t[-1] in ".!?" and len(sentences_of(t) or ()) == 1]  # joined, the count stays unambiguous
         starts = {k: [i for i in range(len(lines) - k + 1) if lines[i][0] == lines[i + k - 1][0]
                       and sum(len(t) for _, t in lines[i:i + k]) <= 600] for k in SENTENCE_COUNTS}
         used: set[int] = set()
         for _ in range(n):
             k, turn = SENTENCE_COUNTS[turn % len(SENTENCE_COUNTS)], turn + 1
-            free = [i for i in _pick(ctx.rng, starts[k], 32) if not used & set(range(i, i + k))]
-            if not free:
+            start = next((i for i in _pick(ctx.rng, starts[k], 32) if not used & set(range(i, i + k))), None)
+            if start is None:
                 continue
-            used.update(range(free[0], free[0] + k))
-            src, text = lines[free[0]][0], " ".join(t for _, t in lines[free[0]:free[0] + k])
+            used.update(range(start, start + k))
+            src, text = lines[start][0], " ".join(t for _, t in lines[start:start + k])
             out.append(item("count_sentences", lang, src, f"{src}:{text}",
                             P[lang]["count_sentences"].format(text=text), str(k)))
     return out
