@@ -156,13 +156,13 @@ def replies(loaded, items: list[dict], s: ToolEvalSettings) -> list[list[str | N
     stop_ids = stop_ids_for(tok, params)
     jobs = []   # (conversation, which reply, prompt ids, grammar)
     for n, it in enumerate(items):
-        def ids(conv):
-            return encode_prompts(tok, [render_chat(tok, conv, tools=it["tools"])], add_bos=False)[0]
-        jobs.append((n, 0, ids(it["prompt"]), None))
+        convs = [it["prompt"]] + ([it["answer_context"]] if it["answer_context"] else [])
+        ids = encode_prompts(tok, [render_chat(tok, c, tools=it["tools"]) for c in convs], add_bos=False)
+        jobs.append((n, 0, ids[0], None))
         if it["expected"]:
-            jobs.append((n, 1, ids(it["prompt"]), make_constraint(tok, None, it["tools"], stop_ids, True, 1)))
+            jobs.append((n, 1, ids[0], make_constraint(tok, None, it["tools"], stop_ids, True, 1)))
         if it["answer_context"]:
-            jobs.append((n, 2, ids(it["answer_context"]), None))
+            jobs.append((n, 2, ids[1], None))
     longest = max(len(prompt) for _, _, prompt, _ in jobs)
     batcher = ContinuousBatcher(loaded.model, slots=16, max_len=longest + s.max_new_tokens, prefill_chunk=longest,
                                 max_queue=len(jobs))

@@ -286,8 +286,8 @@ SENTENCE_COUNTS = range(2, 7)
 
 def count_sentences(ctx: TaskContext, counts: dict[str, int]) -> list[dict]:
     """Number of sentences of a passage: k consecutive corpus lines of one file, each a single sentence by
-    `sentences_of`, k = 2-6 in turn. The corpus's own paragraphs are almost all two sentences long
-    (kk: 339 of 400 with 2-6), and a model taught on them answers "2" to many long prompts."""
+    `sentences_of`, k = 2-6 in turn. The corpus's own paragraphs are almost all two sentences long, and a
+    model taught on them answers "2" to many long prompts (docs/sft.md)."""
     out, turn = [], 0
     for lang, n in counts.items():
         lines = [(src, t) for src, t in _corpus(ctx, lang)
