@@ -142,15 +142,17 @@ def test_overlong_conversations_are_set_aside_with_a_reason(tiny_tokenizer_dir):
 
 
 # ------------------------------------------------------------------------------------------------ packing
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn", ["qazlm_packed_sdpa", "sdpa", "eager"])
 def test_packed_rows_equal_separate_conversations(base, data, tmp_path, attn):
     """Logits of every conversation inside a packed batch (several per row, rows padded) equal those of the
-    conversation run alone, and so does the loss: no attention crosses a conversation boundary."""
+    conversation run alone, and so does the loss: no attention crosses a conversation boundary. The trainer's
+    model runs qazlm's per-conversation attention; transformers' sdpa and eager (dense block masks) agree."""
     from qazlm.sft.load import read_sft_data
 
     train, _, _ = read_sft_data(data, 0)
     trainer, _ = trainer_for(base, data, tmp_path, train, packing=True)
     model = trainer.model.eval()
+    assert model.config._attn_implementation == "qazlm_packed_sdpa"
     model.set_attn_implementation(attn)
     n = len(trainer.train_dataset)
     rows = [trainer.train_dataset[i] for i in range(n - 3, n)]  # best-fit decreasing: the fullest rows are last
@@ -172,6 +174,37 @@ def test_packed_rows_equal_separate_conversations(base, data, tmp_path, attn):
                 start += length
         loss = model(**batch).loss.item()
     assert loss == pytest.approx(nll_sum / n, abs=1e-5)
+
+
+def test_packed_attention_gradients_equal_sdpa_with_the_block_mask(base):
+    """Training through the per-conversation attention gives the outputs and gradients of transformers' sdpa with
+    its block mask, for rows of mixed lengths (several width groups, one-token padding conversations); unpacked
+    rows and generation with a cache go to transformers' sdpa itself."""
+    from qazlm.model.hf import to_transformers
+    from qazlm.sft.packing import use_packed_attention
+
+    model = to_transformers(base)
+    rows = [[70, 1, 130, 40, 3, 1, 1], [200, 45, 1]]  # conversation lengths per row; 1 = a pad token
+    position_ids = torch.tensor([[p for n in row for p in range(n)] for row in rows])
+    seeded = torch.Generator().manual_seed(1)
+    input_ids = torch.randint(3, model.config.vocab_size, position_ids.shape, generator=seeded)
+
+    def run(packed: bool):
+        use_packed_attention(model) if packed else model.set_attn_implementation("sdpa")
+        model.zero_grad()
+        logits = model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits  # as in training
+        logits.log_softmax(-1)[..., 5].sum().backward()
+        with torch.no_grad():
+            unpacked = model(input_ids=input_ids[:, :50]).logits
+        generated = model.generate(input_ids[:1, :5], max_new_tokens=4, do_sample=False)
+        return logits.detach(), [p.grad.clone() for p in model.parameters()], unpacked, generated.tolist()
+
+    (ref, ref_grads, ref_unpacked, ref_gen), (ours, our_grads, our_unpacked, our_gen) = run(False), run(True)
+    assert model.config._attn_implementation == "qazlm_packed_sdpa"
+    assert (ours - ref).abs().max().item() < 1e-5 and (our_unpacked - ref_unpacked).abs().max().item() < 1e-5
+    assert len(our_grads) == len(ref_grads) > 0
+    assert all((a - b).abs().max() <= 1e-5 * b.abs().max() for a, b in zip(our_grads, ref_grads))  # float noise
+    assert our_gen == ref_gen
 
 
 def test_trl_padding_free_batch_is_isolated_too(base, data, tmp_path):

@@ -1,4 +1,4 @@
-"""Packed batches that keep each packed row a row of its own.
+"""Packed batches that keep each packed row a row of its own, and attention that runs per conversation.
 
 TRL's best-fit ("bfd") packing fills rows of up to `max_len` tokens with whole conversations and records each
 row's `seq_lengths`. Its padding-free collator then flattens the whole batch into ONE row: ideal for
@@ -7,9 +7,17 @@ FlashAttention's variable-length kernels, but with sdpa/eager attention transfor
 we therefore collate the same packed rows as a [batch, longest row] tensor with position ids restarting at every
 conversation and no attention mask: transformers' masking_utils then finds the conversations from the position
 ids (`find_packed_sequence_indices`) and lets each token attend only inside its own conversation.
+
+Even so, sdpa with that block-diagonal mask computes every row's full max_len^2 scores and cannot skip the masked
+blocks. `packed_sdpa` (registered as the attention implementation PACKED_SDPA, set on the model by `qazlm sft`
+whenever it uses the row collator) cuts the packed rows back into their conversations and runs plain causal sdpa
+on conversations of similar length together: the same outputs, at the cost of each conversation's own length.
 """
 
 from __future__ import annotations
+
+PACKED_SDPA = "qazlm_packed_sdpa"
+WIDTH_STEP = 64   # conversations are grouped by length rounded up to this; one sdpa call per group
 
 
 def uses_flash_attention(model) -> bool:
@@ -34,3 +42,60 @@ def row_packed_collator(pad_token_id: int):
         return batch
 
     return collate
+
+
+def use_packed_attention(model) -> None:
+    """Register PACKED_SDPA with transformers (its masks are sdpa's, for any call that is not a packed batch) and
+    switch the model to it. The implementation is not saved in config.json: loaded folders use sdpa again."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(PACKED_SDPA, packed_sdpa)
+    AttentionMaskInterface.register(PACKED_SDPA, sdpa_mask)
+    model.set_attn_implementation(PACKED_SDPA)
+
+
+def conversations(position_ids, batch: int, length: int):
+    """(first token, length) of every conversation in the flattened [batch * length] packed batch, or None when
+    each row holds a single conversation (plain causal attention is then exact and cheaper to call)."""
+    import torch
+
+    starts = (position_ids.expand(batch, length) == 0).flatten()
+    starts[0::length] = True
+    first = starts.nonzero().flatten()
+    if len(first) == batch:
+        return None
+    return first, torch.diff(first, append=first.new_tensor([batch * length]))
+
+
+def packed_sdpa(module, query, key, value, attention_mask, position_ids=None, **kwargs):
+    """transformers attention function: causal sdpa inside each packed conversation, found from the position ids.
+
+    Conversations are gathered into [n, width] blocks (width = length rounded up to WIDTH_STEP); the tail of a
+    block reads the next conversation's tokens, which no earlier query can see under the causal mask, and only
+    each conversation's own positions are written back. One-token conversations (padding) attend to themselves:
+    their output is their value. Anything else — generation with a cache, a sliding window, an unpacked batch —
+    goes to transformers' sdpa unchanged."""
+    import torch
+    import torch.nn.functional as F
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    batch, heads, length, dim = query.shape
+    found = None
+    if position_ids is not None and key.shape[2] == length and kwargs.get("sliding_window") is None:
+        found = conversations(position_ids, batch, length)
+    if found is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, position_ids=position_ids, **kwargs)
+    first, lengths = found
+    q, k, v = (t.transpose(1, 2).reshape(batch * length, t.shape[1], dim) for t in (query, key, value))
+    out = v.repeat_interleave(heads // v.shape[1], dim=1)   # right for one-token conversations; the rest is replaced
+    width = (lengths + WIDTH_STEP - 1) // WIDTH_STEP * WIDTH_STEP
+    for w in width[lengths > 1].unique().tolist():
+        group = ((width == w) & (lengths > 1)).nonzero().flatten()
+        index = (first[group, None] + torch.arange(w)).clamp(max=batch * length - 1)
+        inside = torch.arange(w) < lengths[group, None]
+        o = F.scaled_dot_product_attention(q[index].transpose(1, 2), k[index].transpose(1, 2), v[index].transpose(1, 2),
+                                           dropout_p=kwargs.get("dropout", 0.0), is_causal=True,
+                                           scale=kwargs.get("scaling"), enable_gqa=k.shape[1] != heads)
+        out = out.index_put((index[inside],), o.transpose(1, 2)[inside])
+    return out.view(batch, length, heads, dim), None

@@ -86,7 +86,7 @@ def build_trainer(cfg: SftConfig, model, tok, train: list[dict], held: list[dict
     from transformers.integrations import TensorBoardCallback
 
     from qazlm.sft.callbacks import TokenCounter, counting_collator, make_trainer_class, quiet_progress
-    from qazlm.sft.packing import row_packed_collator, uses_flash_attention
+    from qazlm.sft.packing import row_packed_collator, use_packed_attention, uses_flash_attention
 
     trainer = make_trainer_class()(
         model=model, args=sft_args(cfg, out, device, bool(held)), processing_class=tok,
@@ -95,6 +95,7 @@ def build_trainer(cfg: SftConfig, model, tok, train: list[dict], held: list[dict
     trainer.counter = TokenCounter()
     if cfg.packing and not uses_flash_attention(trainer.model):
         trainer.data_collator = row_packed_collator(tok.pad_token_id)
+        use_packed_attention(model)
     trainer.data_collator = counting_collator(trainer.data_collator)
     quiet_progress(trainer)
     if is_main_process():
