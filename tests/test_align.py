@@ -230,6 +230,40 @@ def test_reward_model_trains_and_ranks(model, pref, tmp_path, capfd):
     assert len(ranked) == 2 and float(ranked[0].split()[1]) >= float(ranked[1].split()[1])
 
 
+def test_rewards_skip_the_padding_and_equal_the_padded_forward(model, pref, tmp_path):
+    """The reward model's training forward and `rewards` run the real tokens only (sequences end to end, attention
+    kept inside each): the same rewards, loss and gradients as transformers' padded forward, and the trainer
+    qazlm builds takes that path."""
+    import torch
+    from trl import RewardTrainer
+
+    from qazlm.align.common import training_pairs
+    from qazlm.align.reward import RmConfig, load_reward_start, reward_trainer, rewards
+
+    rm, tok, _ = load_reward_start(model, "cpu")
+    cfg = RmConfig(model=model, data=str(pref), out_dir=str(tmp_path), max_steps=2, batch_size=4, max_len=320)
+    train, held, _, _ = training_pairs(tok, cfg)
+    trainer = reward_trainer(rm, tok, cfg, tmp_path, "cpu", train)
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    assert (batch["attention_mask"] == 0).any()   # padded: chosen and rejected sides differ in length
+
+    def loss_and_grads(compute_loss):
+        rm.zero_grad()
+        loss = compute_loss(trainer, rm, dict(batch))
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in rm.parameters() if p.grad is not None]
+
+    ours, padded = loss_and_grads(type(trainer).compute_loss), loss_and_grads(RewardTrainer.compute_loss)
+    assert type(trainer) is not RewardTrainer and abs(ours[0] - padded[0]) < 1e-5
+    assert len(ours[1]) == len(padded[1]) > 0
+    assert all((a - b).abs().max() <= 1e-4 * b.abs().max() + 1e-7 for a, b in zip(ours[1], padded[1]))
+    texts = [t for p in held[:6] for t in (p["prompt"][-1]["content"], p["chosen"][-1]["content"] * 3)]
+    with torch.no_grad():
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        reference = rm(**enc).logits[:, 0].tolist()
+    assert rewards(rm, tok, texts, batch_size=5) == pytest.approx(reference, abs=1e-5)
+
+
 @pytest.mark.slow
 def test_dpo_trains_a_model_that_generate_loads(model, pref, tmp_path, capfd):
     from transformers import AutoModelForCausalLM

@@ -65,13 +65,63 @@ def load_reward_start(path: str | Path, device: str, seed: int = 0):
 def rewards(model, tok, texts: list[str], batch_size: int = 8) -> list[float]:
     import torch
 
+    from qazlm.sft.packing import use_packed_attention
+
+    use_packed_attention(model)
     out = []
     with torch.inference_mode():
         for i in range(0, len(texts), batch_size):
             enc = tok(texts[i:i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
-            enc = {k: v.to(model.device) for k, v in enc.items()}
-            out += model(**enc).logits[:, 0].float().tolist()
+            out += unpadded_rewards(model, enc["input_ids"].to(model.device),
+                                    enc["attention_mask"].to(model.device))[:, 0].float().tolist()
     return out
+
+
+def unpadded_rewards(model, input_ids, attention_mask):
+    """Rewards of a padded batch computed on its real tokens only. The sequences are laid end to end in one row
+    with restarting position ids (attention stays inside each: `qazlm.sft.packing`), the backbone runs once over
+    them, and the score head reads each sequence's last real token, the one transformers' pooling reads. In the
+    demo's training batches a third of the tokens are padding: chosen and rejected sides of different lengths,
+    all padded to the batch's longest."""
+    core = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: the LoRA-injected model
+    keep = attention_mask.bool()
+    positions = attention_mask.long().cumsum(-1) - 1
+    backbone = getattr(core, core.base_model_prefix)
+    hidden = backbone(input_ids=input_ids[keep][None], position_ids=positions[keep][None],
+                      use_cache=False).last_hidden_state[0]
+    return core.score(hidden[keep.sum(-1).cumsum(0) - 1])
+
+
+class Unpadded:
+    """Stands in for the reward model inside RewardTrainer.compute_loss: called with the collated batch, it
+    returns the logits of `unpadded_rewards`, so TRL's loss, margin and metrics run unchanged."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, input_ids, attention_mask, **_):
+        from transformers.modeling_outputs import SequenceClassifierOutputWithPast
+
+        return SequenceClassifierOutputWithPast(logits=unpadded_rewards(self.model, input_ids, attention_mask))
+
+
+def reward_trainer(model, tok, cfg: RmConfig, out: Path, device: str, train: list[dict]):
+    """TRL's RewardTrainer whose forward skips the padding (`unpadded_rewards`) when it runs in one process;
+    under DDP the forward must go through DDP's wrapper, so TRL's padded forward runs there."""
+    from trl import RewardTrainer
+
+    from qazlm.sft.packing import use_packed_attention
+
+    class UnpaddedRewardTrainer(RewardTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if self.accelerator.num_processes == 1:
+                model = Unpadded(self.accelerator.unwrap_model(model))
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
+    use_packed_attention(model)
+    return UnpaddedRewardTrainer(model=model, args=rm_args(cfg, out, device), processing_class=tok,
+                                 train_dataset=dataset(train))
 
 
 def pairwise_accuracy(model, tok, pairs: list[dict]) -> dict:
@@ -100,8 +150,6 @@ def run_rm(cfg: RmConfig, force: bool = False, log=print) -> dict:
 
 
 def _train(cfg: RmConfig, out: Path, log) -> dict:
-    from trl import RewardTrainer
-
     from qazlm.runs import resolve_device, write_record
     from qazlm.sft.train import quiet_libraries
 
@@ -111,8 +159,7 @@ def _train(cfg: RmConfig, out: Path, log) -> dict:
     model, tok, kind = load_reward_start(cfg.model, device, cfg.seed)
     train, held, long, n_train = training_pairs(tok, cfg)
     counts = set_aside_counts(long)
-    trainer = RewardTrainer(model=model, args=rm_args(cfg, out, device), processing_class=tok,
-                            train_dataset=dataset(train))
+    trainer = reward_trainer(model, tok, cfg, out, device, train)
     result, _ = train_monitored(trainer, out, log, f"rm: {cfg.model} ({kind}, {device}) on {n_train:,} pairs "
                                                    f"({counts['set_aside']} too long, set aside)")
     model.eval()
