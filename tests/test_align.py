@@ -264,6 +264,45 @@ def test_rewards_skip_the_padding_and_equal_the_padded_forward(model, pref, tmp_
     assert rewards(rm, tok, texts, batch_size=5) == pytest.approx(reference, abs=1e-5)
 
 
+def test_dpo_log_probs_project_only_the_labelled_positions_on_cpu(model):
+    """Under `labelled_positions_only`, TRL's fused LM head (DPO's policy and reference log-probs) sends only the
+    labelled positions through the vocabulary projection on a CPU, with the same log-probs and loss as its
+    every-position path."""
+    import torch
+    import trl.trainer.utils as fused
+    from transformers import AutoModelForCausalLM
+
+    from qazlm.align.dpo import labelled_positions_only
+
+    lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    fused.add_fused_lm_head(lm)
+    ids = torch.randint(3, lm.config.vocab_size, (2, 40), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, 30:] = 0
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[:, :25] = -100                          # the prompt: no label
+    rows = []
+    apply = fused._ChunkedLogProbFunction.apply
+
+    def counting(hidden, *args):
+        rows.append(hidden.shape[0])
+        return apply(hidden, *args)
+
+    fused._ChunkedLogProbFunction.apply = counting
+    try:
+        with torch.no_grad():
+            every = lm(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
+            with labelled_positions_only():
+                labelled = lm(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
+    finally:
+        fused._ChunkedLogProbFunction.apply = apply
+    assert rows == [2 * 39, int((labels[:, 1:] != -100).sum())] == [78, 20]
+    assert torch.allclose(every.log_probs, labelled.log_probs, atol=1e-5) and torch.equal(every.label_mask,
+                                                                                           labelled.label_mask)
+    assert abs(every.loss.item() - labelled.loss.item()) < 1e-5
+    assert fused._use_triton(torch.device("cpu")) is False   # restored after the block
+
+
 @pytest.mark.slow
 def test_dpo_trains_a_model_that_generate_loads(model, pref, tmp_path, capfd):
     from transformers import AutoModelForCausalLM

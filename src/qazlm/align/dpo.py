@@ -15,6 +15,7 @@ import dataclasses
 import json
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,12 +84,13 @@ def _train(cfg: DpoConfig, out: Path, log) -> dict:
     tok = load_chat_tokenizer(cfg.model, kind, "")
     train, held, long, n_train = training_pairs(tok, cfg)
     counts = set_aside_counts(long)
-    trainer = DPOTrainer(model=model, args=dpo_args(cfg, out, device), processing_class=tok,
-                         train_dataset=dataset(train), eval_dataset=dataset(held) if held else None)
-    result, held_metrics = train_monitored(
-        trainer, out, log, f"dpo: {cfg.model} ({kind}, {device}) on {n_train:,} pairs, loss "
-                           f"{'+'.join(cfg.loss_type)}, beta {cfg.beta:g} ({counts['set_aside']} too long, set aside)",
-        evaluate=bool(held))
+    with labelled_positions_only():  # the reference log-probs are computed in DPOTrainer's constructor
+        trainer = DPOTrainer(model=model, args=dpo_args(cfg, out, device), processing_class=tok,
+                             train_dataset=dataset(train), eval_dataset=dataset(held) if held else None)
+        result, held_metrics = train_monitored(
+            trainer, out, log, f"dpo: {cfg.model} ({kind}, {device}) on {n_train:,} pairs, loss "
+                               f"{'+'.join(cfg.loss_type)}, beta {cfg.beta:g} ({counts['set_aside']} too long, "
+                               "set aside)", evaluate=bool(held))
     report = {"format": "qazlm-dpo-report-v1", "model": cfg.model, "data": cfg.data, "steps": int(result.global_step),
               "train_loss": float(result.training_loss), "train_pairs": n_train, "heldout_pairs": len(held),
               **counts,
@@ -102,6 +104,28 @@ def _train(cfg: DpoConfig, out: Path, log) -> dict:
     write_record(out, STAGE, dataclasses.asdict(cfg))
     log(summary_line(report))
     return report
+
+
+@contextmanager
+def labelled_positions_only():
+    """Inside the block, TRL's fused LM head projects only the labelled positions on a CPU too.
+
+    `trl.trainer.utils.add_fused_lm_head` (the log-probs of DPO's policy and reference) sends only the positions
+    with a label through the vocabulary projection where Triton runs, and every position elsewhere, because on
+    Neuron their number would change the compiled shapes each batch. Eager CPU code has no such cost, and DPO's
+    labels cover the completions only (prompts and padding are -100): projecting every position was most of a
+    CPU step (docs/alignment.md). The same log-probs either way; without that TRL function nothing changes."""
+    import trl.trainer.utils as fused
+
+    triton = getattr(fused, "_use_triton", None)
+    if triton is None:
+        yield
+        return
+    fused._use_triton = lambda device: device.type == "cpu" or triton(device)
+    try:
+        yield
+    finally:
+        fused._use_triton = triton
 
 
 # ------------------------------------------------------------------------------------------ win rate
