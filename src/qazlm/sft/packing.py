@@ -92,8 +92,9 @@ def packed_sdpa(module, query, key, value, attention_mask, position_ids=None, **
     width = (lengths + WIDTH_STEP - 1) // WIDTH_STEP * WIDTH_STEP
     for w in width[lengths > 1].unique().tolist():
         group = ((width == w) & (lengths > 1)).nonzero().flatten()
-        index = (first[group, None] + torch.arange(w)).clamp(max=batch * length - 1)
-        inside = torch.arange(w) < lengths[group, None]
+        offsets = torch.arange(w, device=first.device)
+        index = (first[group, None] + offsets).clamp(max=batch * length - 1)
+        inside = offsets < lengths[group, None]
         o = F.scaled_dot_product_attention(q[index].transpose(1, 2), k[index].transpose(1, 2), v[index].transpose(1, 2),
                                            dropout_p=kwargs.get("dropout", 0.0), is_causal=True,
                                            scale=kwargs.get("scaling"), enable_gqa=k.shape[1] != heads)
