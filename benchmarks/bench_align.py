@@ -126,6 +126,14 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=8, help="optimizer steps per run (the first is warm-up)")
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
+    for flag, value, least in (("--steps", args.steps, 2), ("--rounds", args.rounds, 1),
+                               ("--per-task", args.per_task, 1), ("--per-type", args.per_type, 1)):
+        if value < least:
+            ap.error(f"{flag} must be >= {least} (got {value})")
+    for flag, path, what in (("--model", args.model if args.model not in ("tiny", "small") else None,
+                              "tiny, small or a model folder"), ("--pairs", args.pairs, "a `qazlm pref-data` folder")):
+        if path is not None and not Path(path).is_dir():
+            ap.error(f"{flag} {path}: not a folder; give {what}")
 
     import torch
 
