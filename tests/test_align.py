@@ -230,6 +230,7 @@ def test_reward_model_trains_and_ranks(model, pref, tmp_path, capfd):
     assert len(ranked) == 2 and float(ranked[0].split()[1]) >= float(ranked[1].split()[1])
 
 
+@pytest.mark.filterwarnings("ignore:`gradient_checkpointing` is deprecated:FutureWarning")  # TRL passes it
 def test_rewards_skip_the_padding_and_equal_the_padded_forward(model, pref, tmp_path):
     """The reward model's training forward and `rewards` run the real tokens only (sequences end to end, attention
     kept inside each): the same rewards, loss and gradients as transformers' padded forward, and the trainer
