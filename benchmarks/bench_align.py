@@ -52,13 +52,9 @@ def build_pairs(tmp: Path, per_task: int, per_type: int) -> Path:
 
 def stream_tokens(tok, stream: list[dict], batch: int) -> list[int]:
     """Real tokens (both sides of every pair) of each batch of the stream."""
-    from qazlm.align.common import render
+    from qazlm.align.common import side_lengths
 
-    def n(p, side):
-        return len(tok(render(tok, p["prompt"], p[side], p.get("tools")), add_special_tokens=False)["input_ids"])
-
-    return [sum(n(p, s) for p in stream[i:i + batch] for s in ("chosen", "rejected"))
-            for i in range(0, len(stream), batch)]
+    return [sum(sum(side_lengths(tok, p)) for p in stream[i:i + batch]) for i in range(0, len(stream), batch)]
 
 
 def timed(trainer_factory, tokens: list[int]) -> dict:

@@ -74,10 +74,15 @@ def render(tok, prompt: list[dict], response: list[dict], tools) -> str:
     return render_chat(tok, prompt + response, add_generation_prompt=False, tools=tools)
 
 
+def side_lengths(tok, row: dict) -> tuple[int, int]:
+    """Tokens of the chosen and the rejected side, as rendered for training."""
+    return tuple(len(tok(render(tok, row["prompt"], row[side], row.get("tools")), add_special_tokens=False)
+                     ["input_ids"]) for side in ("chosen", "rejected"))
+
+
 def pair_length(tok, row: dict) -> int:
     """Tokens of the longer side, as rendered for training."""
-    return max(len(tok(render(tok, row["prompt"], row[side], row.get("tools")), add_special_tokens=False)
-                   ["input_ids"]) for side in ("chosen", "rejected"))
+    return max(side_lengths(tok, row))
 
 
 def length_grouped(pairs: list[dict], lengths: list[int], batch_size: int, seed: int, chunk: int = 4) -> list[dict]:

@@ -80,9 +80,9 @@ def rewards(model, tok, texts: list[str], batch_size: int = 8) -> list[float]:
 def unpadded_rewards(model, input_ids, attention_mask):
     """Rewards of a padded batch computed on its real tokens only. The sequences are laid end to end in one row
     with restarting position ids (attention stays inside each: `qazlm.sft.packing`), the backbone runs once over
-    them, and the score head reads each sequence's last real token, the one transformers' pooling reads. In the
-    demo's training batches a third of the tokens are padding: chosen and rejected sides of different lengths,
-    all padded to the batch's longest."""
+    them, and the score head reads each sequence's last real token, the one transformers' pooling reads. Chosen
+    and rejected sides differ in length and a batch pads to its longest, so padding is a large share of a padded
+    batch (docs/alignment.md)."""
     core = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: the LoRA-injected model
     keep = attention_mask.bool()
     positions = attention_mask.long().cumsum(-1) - 1
