@@ -3,8 +3,9 @@
 For each model (our `tiny` chat model and SmolLM2-135M-Instruct when present) greedy decoding at batch 1, the
 same prompt and the same number of decoding steps (no stop token), free vs constrained by (a) a JSON Schema
 `response_format` and (b) a tool call of three tools: milliseconds per step, the part of it spent in the
-grammar (mask + advance, timed inside the loop), and the one-off grammar build (regex -> token automaton over
-the vocabulary, vocabulary included; cached per tokenizer and grammar). Prints a table; the last line is one JSON
+grammar (mask + advance, timed inside the loop, the budget check included), and the one-off grammar build (regex
+-> token automaton over the vocabulary, vocabulary and shortest-completion distances included; cached per
+tokenizer and grammar). Prints a table; the last line is one JSON
 object.
 
     python benchmarks/bench_constrained.py --tiny runs/tiny/sft/final --smollm2-dir DIR
@@ -79,10 +80,13 @@ class Rebuildable:
     def advance(self, rows, tokens):
         return self.inner.advance(rows, tokens)
 
+    def limit_tokens(self, budget):
+        return self.inner.limit_tokens(budget)
+
 
 def bench(name: str, path: Path, args) -> dict:
     from qazlm.infer.chat import render_chat
-    from qazlm.infer.constrain import _index, _vocabulary, schema_regex, tool_call_regex
+    from qazlm.infer.constrain import _distances, _index, _vocabulary, schema_regex, tool_call_regex
     from qazlm.infer.engine import encode_prompts, stop_ids_for
     from qazlm.infer.loading import load_model
     from qazlm.infer.sampling import SamplingParams
@@ -95,10 +99,10 @@ def bench(name: str, path: Path, args) -> dict:
     grammars = {"schema": schema_regex(SCHEMA), "tools": tool_call_regex(tools(), tokenizer=tok)}
     builds = {}
     for key, regex in grammars.items():
-        _vocabulary.cache_clear()
-        _index.cache_clear()
+        for cache in (_vocabulary, _index, _distances):
+            cache.cache_clear()
         t0 = time.perf_counter()
-        _index(tok, stop, regex)
+        _distances(tok, stop, regex)  # the automaton and each state's shortest way to a complete text
         builds[key] = time.perf_counter() - t0
     free, _ = decode_ms(model, tok, prompt, args.tokens)
     out = {"model": name, "vocab": len(tok), "free_ms": free, "build_s": builds}

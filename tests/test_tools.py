@@ -150,6 +150,40 @@ def test_constrained_tool_calls_are_always_valid_calls(models, kind):
         assert text.startswith("<tool_call>\n") and text.endswith("</tool_call>")
 
 
+@pytest.mark.parametrize("kind", ["ours", "hf"])
+def test_unbounded_values_are_closed_within_the_token_budget(models, kind, monkeypatch):
+    """A free string or number would run until max_new_tokens cuts it; with the budget known, the grammar closes
+    the value, the object and the call in time. Without it (limit_tokens a no-op) the same replies break."""
+    from jsonschema import validate
+
+    from qazlm.infer.constrain import Constraint
+    from qazlm.infer.engine import generate
+
+    m = models[kind]
+    schema = {"type": "object", "properties": {"note": {"type": "string"}, "n": {"type": "number"}},
+              "required": ["note", "n"]}
+    prompts = ["Алматы", "Астана", "Шымкент", "Hello"]
+
+    def replies(budget, tools=None):
+        return generate(m.model, m.tokenizer, prompts, max_new_tokens=budget, temperature=1.0, seed=3, chat=True,
+                        json_schema=None if tools else schema, tools=tools)
+
+    for budget in (24, 40):
+        for text in replies(budget):
+            validate(json.loads(text), schema)
+    for text in replies(60, tools=[WEATHER]):  # random weights keep adding parallel calls: the last one is closed
+        reply = parse_tool_calls(text, [WEATHER])
+        assert reply.errors == [] and reply.tool_calls and text.endswith("</tool_call>")
+    monkeypatch.setattr(Constraint, "limit_tokens", lambda self, budget: None)
+    cut = 0
+    for text in replies(24):
+        try:
+            json.loads(text)
+        except ValueError:
+            cut += 1
+    assert cut > 0
+
+
 def test_json_schema_and_tools_together_is_an_error(models):
     from qazlm.infer.engine import generate
 

@@ -231,8 +231,9 @@ def markdown(results: list[dict]) -> str:
              "exact = the calls equal the reference (name and arguments, any order); valid = every call parses, "
              "names an offered tool and fits its schema; constrained = the same with grammar-forced decoding; "
              "right tools = the called functions are the reference's, whatever the arguments; "
-             "irrelevance = no call when no tool fits. Under the grammar a reply is always a valid call unless it is "
-             "cut by max_new_tokens inside a value (an unbounded string or number), counted in its own column.", ""]
+             "irrelevance = no call when no tool fits. Under the grammar a reply is always a valid call unless even "
+             "the shortest valid call does not fit in max_new_tokens (the grammar closes values as the budget runs "
+             "out); such cut replies are counted in their own column.", ""]
     for res in results:
         f = res["figures"]
         lines += [f"## {f['name']}", "", "| split | category | n | exact | valid | exact (constrained) | "

@@ -106,6 +106,8 @@ class ContinuousBatcher:
         if len(prompt) + params.max_new_tokens > self.max_len:
             raise QazlmError(f"generate: prompt ({len(prompt)} tokens) + max_new_tokens ({params.max_new_tokens}) "
                              f"exceeds the context ({self.max_len} tokens)")
+        if constraint is not None:
+            constraint.limit_tokens(params.max_new_tokens)  # a grammar-bound reply is finished within its budget
         req = Request(list(prompt), params, frozenset(stop_ids), constraint,
                       generator=torch.Generator().manual_seed(params.seed))
         with self.lock:  # requests about to take a free slot at the next step are not waiting for one

@@ -159,6 +159,8 @@ def generate_ids(model, prompt_ids: list[list[int]], params: SamplingParams, *, 
         ids[row, longest - len(p):] = torch.tensor(p)
         mask[row, longest - len(p):] = 1
     ids, mask = ids.to(device), mask.to(device)
+    if constraint is not None:
+        constraint.limit_tokens(params.max_new_tokens)  # a grammar-bound reply is finished within its budget
     generator = torch.Generator(device=device).manual_seed(params.seed)
     out = torch.full((batch, params.max_new_tokens), pad_id, dtype=torch.long, device=device)
     lengths = torch.zeros(batch, dtype=torch.long, device=device)
