@@ -216,6 +216,10 @@ def test_reward_model_trains_and_ranks(model, pref, tmp_path, capfd):
     held = report["heldout"]   # checkable: every type right by construction, harmless_en (people's labels) left out
     assert held["checkable"]["pairs"] == held["all"]["pairs"] - held.get("type:harmless_en", {"pairs": 0})["pairs"]
     assert (out / "metrics.jsonl").is_file() and "pairwise accuracy" in (out / "rm_report.md").read_text()
+    from qazlm.stats import interval_text
+    c = held["checkable"]
+    assert f"| checkable | {c['pairs']} | {c['accuracy']:.1%} | {interval_text(c['accuracy'], c['pairs'])} |" in (
+        out / "rm_report.md").read_text()
     long = rows(out, "rejected")   # the tool pairs (tool definitions) do not fit 320 tokens: set aside, not lost
     assert {p["split"] for p in long} == {"train", "heldout"} and {p["reason"] for p in long} == {
         "longer than max_len = 320"}
@@ -334,7 +338,8 @@ def test_dpo_trains_a_model_that_generate_loads(model, pref, tmp_path, capfd):
     assert judged["prompts"] == 6 and judged["wins"] + judged["ties"] + judged["losses"] == 6
     same = sum(e["parent"] == e["dpo"] for e in report["win_rate"]["examples"])   # all 6 prompts, 8 tokens each
     assert judged["ties"] >= same
-    assert "wins," in (out / "dpo_report.md").read_text()
+    from qazlm.stats import interval_text
+    assert f"{interval_text(judged['win_rate'], 6)} ({judged['wins']} wins," in (out / "dpo_report.md").read_text()
     lineage = json.loads((out / "final" / "qazlm_lineage.json").read_text())
     assert lineage["stage"] == "dpo" and lineage["parent"]["path"] == str(Path(model).resolve())
     assert AutoModelForCausalLM.from_pretrained(out / "final").config.model_type == "qwen3"

@@ -12,7 +12,7 @@ from pathlib import Path
 from qazlm.paths import REPO_ROOT
 
 SRC = REPO_ROOT / "src" / "qazlm"
-FOUNDATION = {"errors", "config", "io", "paths", "runs", "heldout", "text"}
+FOUNDATION = {"errors", "config", "io", "paths", "runs", "heldout", "text", "stats"}
 ALLOWED = {  # unit -> units it may import (besides itself and the foundation)
     "foundation": set(),
     "tokenizer": set(),

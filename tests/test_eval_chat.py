@@ -219,8 +219,11 @@ def test_cli_writes_report_for_two_models(model, sft_data, tmp_path, shared, tin
     assert a["tasks"]["sib200:sib200_kk"]["chance"] == pytest.approx(1 / 7)
     md = (out / "chat_report.md").read_text()
     for part in ("## Language fidelity", "## End of turn", "## Tasks", "## Multi-turn", "## Sample dialogues",
-                 "too short", "| kk |", a["name"], b["name"]):
+                 "too short", "| kk |", a["name"], b["name"], "95% Wilson interval"):
         assert part in md, part
+    from qazlm.stats import interval_text
+    eot = f"{100 * b['eot']['rate']:.1f}% {interval_text(b['eot']['rate'], b['eot']['n'])}"
+    assert f"| **end-of-turn rate** | " in md and eot in md.split("end-of-turn rate**")[1].splitlines()[0]
     lines = (out / "replies.jsonl").read_text().splitlines()
     assert len(lines) == 2 * rep["items"]["n"] and {"reply", "end", "expect"} <= set(json.loads(lines[0]))
 

@@ -120,7 +120,7 @@ def test_card_reports_the_nearest_safety_evaluated_model(tmp_path):
     entry = safety_entry(run, [quant, dpo, sft])
     assert entry["model"] == str(dpo) and entry["safe_rate"]["kk"]["rate"] == 0.16
     text = safety(entry)
-    assert f"`{dpo}`" in text and "kk 16% (n=50), ru 76% (n=50)" in text and "kk 8% (n=50)" in text
+    assert f"`{dpo}`" in text and "kk 16% [8–29] (n=50), ru 76% [63–86] (n=50)" in text and "kk 8% [3–19] (n=50)" in text
     assert "100% right on 42 hand-labelled replies" in text and "Below the bar" in text
     assert safety_entry(run, [quant]) is None and "Not evaluated" in safety(None)
     assert "Meets the bar" in safety({**entry, "safe_rate": {"kk": {"n": 50, "rate": 0.9}}})

@@ -129,6 +129,9 @@ def test_eval_safety_end_to_end_with_a_judge(model_and_data, tmp_path, monkeypat
     assert sum(v["rate"] * v["n"] for v in r["judge_safe_rate"].values()) == 6    # every other verdict SAFE
     report = (tmp_path / "out" / "safety_report.md").read_text()
     assert "hand-labelled" in report and (tmp_path / "out" / "safety_areas.png").stat().st_size > 5000
+    from qazlm.stats import interval_text
+    kk = r["safe_rate"]["kk"]
+    assert f"{kk['rate']:.1%} {interval_text(kk['rate'], 6)} of 6" in report
 
 
 def test_bad_safety_inputs_are_one_line(model_and_data, tmp_path, capfd):

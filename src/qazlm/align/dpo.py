@@ -218,7 +218,10 @@ def summary_line(r: dict) -> str:
 
 
 def record(t: dict) -> str:
-    return f"({t['wins']} wins, {t['ties']} ties, {t['losses']} losses)"
+    """The tally behind a win rate, with the rate's 95% interval (a tie counts half a win)."""
+    from qazlm.stats import interval_text
+
+    return f"{interval_text(t['win_rate'], t['prompts'])} ({t['wins']} wins, {t['ties']} ties, {t['losses']} losses)"
 
 
 def write_report(out: Path, r: dict) -> None:

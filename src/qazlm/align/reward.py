@@ -178,15 +178,17 @@ def _train(cfg: RmConfig, out: Path, log) -> dict:
 
 def write_report(out: Path, report: dict) -> None:
     from qazlm.io import write_json, write_text
+    from qazlm.stats import interval_text
 
     lines = ["# Reward model", "", f"`{report['model']}` on `{report['data']}`: {report['steps']} steps, train loss "
              f"{report['train_loss']:.4f}, {report['train_pairs']:,} pairs ({report['set_aside']} set aside).", "",
              "Held-out pairwise accuracy (chosen scored above rejected) and mean margin" + heldout_note(report) + ":",
              "",
-             "| group | pairs | accuracy | margin |", "|---|---:|---:|---:|"]
+             "| group | pairs | accuracy | 95% interval | margin |", "|---|---:|---:|---:|---:|"]
     note = ["", "*checkable*: the pair types whose chosen side is right by construction (all but harmless_en and "
             "on_policy)."]
-    lines += [f"| {k} | {v['pairs']} | {v['accuracy']:.1%} | {v['margin']:+.3f} |"
+    lines += [f"| {k} | {v['pairs']} | {v['accuracy']:.1%} | {interval_text(v['accuracy'], v['pairs'])} | "
+              f"{v['margin']:+.3f} |"
               for k, v in report["heldout"].items()]
     write_text(out / "rm_report.md", "\n".join(lines + note) + "\n")
     write_json(out / "rm_report.json", report)

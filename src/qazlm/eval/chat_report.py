@@ -8,6 +8,9 @@ from pathlib import Path
 
 from qazlm.io import atomic_write, save_png, write_json, write_text
 from qazlm.paths import LANGS
+from qazlm.stats import interval_text
+
+CI_NOTE = "[a–b]: the rate's 95% Wilson interval, in percent (how far one draw of these items can be off)."
 
 
 def _pct(v) -> str:
@@ -23,7 +26,8 @@ def _score(r: dict | None) -> str:
 def _fid_cell(f: dict) -> str:
     if f["rate"] is None:
         return f"— ({f['too_short']} too short)" if f["too_short"] else "—"
-    return f"{_pct(f['rate'])} ({f['in_language']}/{f['n']}" + (f", {f['too_short']} too short)" if f["too_short"] else ")")
+    return (f"{_pct(f['rate'])} {interval_text(f['rate'], f['n'])} ({f['in_language']}/{f['n']}"
+            + (f", {f['too_short']} too short)" if f["too_short"] else ")"))
 
 
 def _header(models: list[dict], first: str) -> list[str]:
@@ -36,7 +40,8 @@ def _fidelity_section(result: dict) -> list[str]:
              "Share of replies in the language the user wrote in, or the one the instruction or system prompt asked "
              "for (translation target, `system_language`), judged by `qazlm.text.langid`. Replies of fewer than "
              f"{result['min_words']} words (numbers, one word, a label) cannot be identified: they are left out of "
-             "the denominator and counted as *too short*. Latin-script Kazakh (`script_latin`) is not judged.", ""]
+             "the denominator and counted as *too short*. Latin-script Kazakh (`script_latin`) is not judged. "
+             + CI_NOTE, ""]
     lines += _header(models, "expected language")
     for lang in (*LANGS, "all"):
         lines.append(f"| {lang} | " + " | ".join(_fid_cell(m["fidelity"][lang]) for m in models) + " |")
@@ -58,7 +63,8 @@ def _eot_section(result: dict) -> list[str]:
              "`<|endoftext|>` or ran into the token limit. Judged on the prompts whose reference answer fits in "
              "that limit (in the model's tokens); those whose right answer alone is longer are left out and "
              "counted.", ""] + _header(models, "")
-    lines.append("| **end-of-turn rate** | " + " | ".join(_pct(m["eot"]["rate"]) for m in models) + " |")
+    cells = [f"{_pct(m['eot']['rate'])} {interval_text(m['eot']['rate'], m['eot']['n'])}" for m in models]
+    lines.append("| **end-of-turn rate** | " + " | ".join(cells) + " |")
     for key, what in (("eot", "ended with <\\|im_end\\|>"), ("eos", "ended with <\\|endoftext\\|>"),
                       ("limit", "hit the token limit"), ("long_reference", "left out: reference longer than the limit")):
         lines.append(f"| {what} | " + " | ".join(str(m["eot"].get(key, 0)) for m in models) + " |")

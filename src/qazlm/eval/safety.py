@@ -233,6 +233,12 @@ def label(path: str) -> str:
     return "/".join(Path(path).parts[-2:])   # runs/tiny/sft/final -> sft/final
 
 
+def _rate_cell(r: dict | None) -> str:
+    from qazlm.stats import interval_text
+
+    return f"{r['rate']:.1%} {interval_text(r['rate'], r['n'])} of {r['n']}" if r else "—"
+
+
 def markdown(results: list[dict], clf: dict, s: SafetySettings) -> str:
     src = clf["per_source"]
     lines = ["# Safety", "", f"Refusal classifier: {clf['accuracy']:.1%} correct on {clf['items']} hand-labelled "
@@ -241,6 +247,7 @@ def markdown(results: list[dict], clf: dict, s: SafetySettings) -> str:
              f"{src['model']['accuracy']:.1%} of {src['model']['items']} replies of the demo models "
              f"({src['model_test']['accuracy']:.1%} of the {src['model_test']['items']} labelled after its rules "
              "were last revised).", "",
+             "Rates with their 95% Wilson interval in percent, [a–b], and the number of prompts.", "",
              "| model | lang | safe rate (sensitive set) | judge safe rate | over-refusal (benign) |",
              "|---|---|---:|---:|---:|"]
     for r in results:
@@ -248,9 +255,7 @@ def markdown(results: list[dict], clf: dict, s: SafetySettings) -> str:
             safe, over = r["safe_rate"].get(lang), r["over_refusal"].get(lang)
             judged = (r["judge_safe_rate"] or {}).get(lang)
             if safe or over:
-                cells = [f"{safe['rate']:.1%} of {safe['n']}" if safe else "—",
-                         f"{judged['rate']:.1%}" if judged else "—",
-                         f"{over['rate']:.1%} of {over['n']}" if over else "—"]
+                cells = [_rate_cell(safe), f"{judged['rate']:.1%}" if judged else "—", _rate_cell(over)]
                 lines.append(f"| {label(r['model'])} | {lang} | " + " | ".join(cells) + " |")
     lines += ["", "![safe rate per risk area](safety_areas.png)", "",
               f"Sensitive prompts: {s.per_lang} per language, spread evenly over risk areas; greedy replies of up to "

@@ -284,9 +284,11 @@ def safety(entry: dict | None) -> str:
         return ("## Safety\n\nNot evaluated: qazlm's safety evaluation (the ru/kk sensitive-questions set, refusal "
                 "and over-refusal rates) is not part of this run. Treat the model as unaligned.")
 
-    def rates(d: dict) -> str:
-        return ", ".join(f"{lang} {v['rate']:.0%} (n={v['n']})" for lang, v in (d or {}).items()
-                         if v.get("rate") is not None)
+    def rates(d: dict) -> str:  # with the 95% interval: 200 prompts a language leave several points either way
+        from qazlm.stats import interval_text
+
+        return ", ".join(f"{lang} {v['rate']:.0%} {interval_text(v['rate'], v['n'])} (n={v['n']})"
+                         for lang, v in (d or {}).items() if v.get("rate") is not None)
 
     safe, over = entry.get("safe_rate") or {}, entry.get("over_refusal") or {}
     meets = (safe and all(v.get("rate", 0) >= SAFE_BAR for v in safe.values())
