@@ -264,6 +264,17 @@ def test_run_recipe_loads_and_plans(path):
             check(recipe[stage], run, f"{path}[{stage}]")
 
 
+def test_gpu_recipes_evaluate_on_the_gpu():
+    """The evaluation settings default to the CPU (the demo's); a GPU recipe that forgot `device` would generate
+    thousands of replies of a 200-500M model on the CPU after training on GPUs."""
+    gpu = [p for p in RUN_RECIPES if "nproc_per_node" in p.read_text(encoding="utf-8")]
+    assert gpu
+    for path in gpu:
+        recipe = read_toml(path)
+        for stage in ("eval", "chat_eval", "tool_eval", "safety_eval"):
+            assert stage in recipe and recipe[stage].get("device") == "cuda", f"{_id(path)}[{stage}]: device"
+
+
 # --- data recipes ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("path", DATA_RECIPES, ids=_id)
