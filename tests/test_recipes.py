@@ -264,15 +264,25 @@ def test_run_recipe_loads_and_plans(path):
             check(recipe[stage], run, f"{path}[{stage}]")
 
 
-def test_gpu_recipes_evaluate_on_the_gpu():
-    """The evaluation settings default to the CPU (the demo's); a GPU recipe that forgot `device` would generate
-    thousands of replies of a 200-500M model on the CPU after training on GPUs."""
-    gpu = [p for p in RUN_RECIPES if "nproc_per_node" in p.read_text(encoding="utf-8")]
-    assert gpu
-    for path in gpu:
-        recipe = read_toml(path)
-        for stage in ("eval", "chat_eval", "tool_eval", "safety_eval"):
-            assert stage in recipe and recipe[stage].get("device") == "cuda", f"{_id(path)}[{stage}]: device"
+def test_evaluations_take_the_gpu_when_there_is_one(monkeypatch):
+    """Every evaluation setting defaults to `auto`, as training does: a GPU recipe's evaluations run on the GPU
+    without saying so (they used to default to the CPU, where a 200-500M model's thousands of replies take days);
+    asking for cuda without one is one line naming the flag."""
+    import torch
+
+    from qazlm.errors import QazlmError
+    from qazlm.eval.chat import ChatEvalSettings
+    from qazlm.eval.evaluate import EvalSettings
+    from qazlm.eval.safety import SafetySettings
+    from qazlm.eval.tools import ToolEvalSettings
+
+    kinds = (EvalSettings, ChatEvalSettings, ToolEvalSettings, SafetySettings)
+    assert all(k().device == "cpu" for k in kinds)           # no GPU here
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert all(k().device == "cuda" for k in kinds)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(QazlmError, match="eval --tools: device = 'cuda' but no CUDA GPU is visible"):
+        ToolEvalSettings(device="cuda")
 
 
 # --- data recipes ----------------------------------------------------------------------------------------

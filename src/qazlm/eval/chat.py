@@ -47,10 +47,13 @@ class ChatEvalSettings:
     repetition_penalty: float = 1.0
     samples: int = 2                    # sample dialogues per language in the report
     data_dir: str | None = None         # evaluation data (SIB-200); default ../shared/data/eval
-    device: str = "cpu"
+    device: str = "auto"                # auto: cuda when there is one, else cpu
     seed: int = 1234
 
     def __post_init__(self):
+        from qazlm.runs import resolve_device
+
+        self.device = resolve_device(self.device, "eval --chat:")
         check_fields(self, "eval --chat: ", {
             "limit": ">= 1", "sib_limit": ">= 1", "flores_per_direction": ">= 1", "max_new_tokens": ">= 1",
             "batch_size": ">= 1", "temperature": ">= 0", "repetition_penalty": "> 0", "samples": ">= 0"})

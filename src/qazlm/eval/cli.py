@@ -152,7 +152,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, help="sequences per forward pass (default 8; --chat: 16)")
     p.add_argument("--samples", type=int, help="generation samples per language in the report (0: none; default 1; "
                                                 "--chat: 2 dialogues)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (cuda when there is one, else cpu), cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--list-tasks", action="store_true", help="list tasks, groups and whether their data is present")
     c = p.add_argument_group("chat evaluation (--chat; docs/evaluation.md, section 4)")

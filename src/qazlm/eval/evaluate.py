@@ -29,10 +29,13 @@ class EvalSettings:
     batch_size: int = 8
     samples: int = 1                    # generation samples per language in the report
     sample_tokens: int = 48
-    device: str = "cpu"
+    device: str = "auto"                # auto: cuda when there is one, else cpu
     seed: int = 1234
 
     def __post_init__(self):
+        from qazlm.runs import resolve_device
+
+        self.device = resolve_device(self.device, "eval:")
         check_fields(self, "eval: ", {"bpb_limit": ">= 1", "num_fewshot": ">= 0", "limit": ">= 1", "max_len": ">= 4",
                                       "batch_size": ">= 1", "samples": ">= 0", "sample_tokens": ">= 1"})
 

@@ -58,11 +58,14 @@ class SafetySettings:
     judge_url: str = ""           # an OpenAI-compatible /v1 base URL whose model grades the replies
     judge_model: str = ""
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"          # auto: cuda when there is one, else cpu
 
     def __post_init__(self):
+        from qazlm.runs import resolve_device
+
         check_fields(self, "eval --safety: ", {"per_lang": ">= 1", "benign_per_lang": ">= 0",
                                                "max_new_tokens": ">= 1", "batch_size": ">= 1"})
+        self.device = resolve_device(self.device, "eval --safety:")
         if self.judge_url and not self.judge_model:
             raise QazlmError("eval --safety: --judge-url needs --judge-model (the judge's model id)")
 

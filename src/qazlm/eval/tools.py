@@ -31,10 +31,13 @@ class ToolEvalSettings:
     sft_data: str = ""
     limit: int | None = 20          # conversations per category and split (None: all)
     max_new_tokens: int = 96
-    device: str = "cpu"
+    device: str = "auto"            # auto: cuda when there is one, else cpu
 
     def __post_init__(self):
+        from qazlm.runs import resolve_device
+
         check_fields(self, "eval --tools: ", {"limit": ">= 1", "max_new_tokens": ">= 8"})
+        self.device = resolve_device(self.device, "eval --tools:")
 
 
 def read_items(sft_data: str | Path, limit: int | None) -> list[dict]:
