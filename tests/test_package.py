@@ -54,7 +54,8 @@ def run(tmp_path_factory, tiny_tokenizer_dir):
         "format": "qazlm-sft-lineage-v1", "stage": "sft", "parent": {"path": str(base), "fingerprint": "ab" * 32},
         "data": {"path": str(run / "sft_data")}, "config": {"lr": 0.003, "lora": {"enabled": False}},
         "summary": {"steps": 80, "tokens": 160000, "final_loss": 6.2, "heldout_loss": 7.3}})
-    chat = {"eot": {"rate": 0.875}, "fidelity": {"kk": {"rate": 0.625}, "ru": {"rate": 1.0}, "en": {"rate": None},
+    chat = {"eot": {"rate": 0.875, "n": 8}, "fidelity": {"kk": {"rate": 0.625, "n": 8}, "ru": {"rate": 1.0},
+                                                         "en": {"rate": None},
                                                   "all": {"rate": 0.8}},
             "tasks": {"heldout:topic": {"metric": "exact", "value": 0.5, "n": 4}}}
     write(run / "chat_eval" / "chat_report.json", {"settings": {}, "models": [
@@ -86,8 +87,10 @@ def test_card_numbers_equal_the_reports(run, tmp_path):
     assert bpb_table({"val:kk": {"bpb": 1.5}}, {})[2] == "| val:kk | 1.5000 |"   # a report from before the probe
     assert "| flores-devtest:kk | 1.2346 | 7.46 → 2.50 | 25.0% |" in text
     assert "| flores-devtest:en | 1.9877 | — | — |" in text
-    assert "| end-of-turn rate | 87.5% | 0.0% |" in text and f"Chat evaluation of `{run / 'sft' / 'final'}`" in text
-    assert "| language fidelity (kk) | 62.5% | — |" in text and "| heldout:topic (exact, n=4) | 50.0% |" in text
+    assert "| end-of-turn rate | 87.5% [53–98] | 0.0% |" in text   # [a–b]: the 95% interval, where n is known
+    assert f"Chat evaluation of `{run / 'sft' / 'final'}`" in text
+    assert "| language fidelity (kk) | 62.5% [31–86] | — |" in text and "| language fidelity (ru) | 100.0% | — |" in text
+    assert "| heldout:topic (exact, n=4) | 50.0% |" in text
     assert "123,456 training tokens" in text and "| kaznerd_news_sentences | kk | 50,000 | CC BY 4.0 |" in text
     assert "80 steps, 160,000 tokens" in text and 'from_pretrained("me/qazlm-tiny-chat")' in text
     assert "![pretrain_loss](images/pretrain_loss.png)" in text and (out / "images" / "pretrain_loss.png").is_file()
@@ -120,7 +123,8 @@ def test_card_reports_the_nearest_safety_evaluated_model(tmp_path):
     entry = safety_entry(run, [quant, dpo, sft])
     assert entry["model"] == str(dpo) and entry["safe_rate"]["kk"]["rate"] == 0.16
     text = safety(entry)
-    assert f"`{dpo}`" in text and "kk 16% [8–29] (n=50), ru 76% [63–86] (n=50)" in text and "kk 8% [3–19] (n=50)" in text
+    assert f"`{dpo}`" in text and "kk 16% [8–29] (n=50), ru 76% [63–86] (n=50)" in text
+    assert "kk 8% [3–19] (n=50)" in text
     assert "100% right on 42 hand-labelled replies" in text and "Below the bar" in text
     assert safety_entry(run, [quant]) is None and "Not evaluated" in safety(None)
     assert "Meets the bar" in safety({**entry, "safe_rate": {"kk": {"n": 50, "rate": 0.9}}})

@@ -258,21 +258,29 @@ def gguf_table(report: dict | None, shipped: list[str]) -> list[str]:
     return lines
 
 
+def _rate(r: dict | None) -> str:
+    """A share with its 95% interval when the report gives its n: "62.5% [31–86]"."""
+    from qazlm.stats import interval_text
+
+    r = r or {}
+    return f"{_pct(r.get('rate'))} {interval_text(r.get('rate'), r.get('n') or 0)}".strip()
+
+
 def chat_table(chat: dict, base: dict | None) -> list[str]:
     cols = [("chat model", chat)] + ([("base model", base)] if base else [])
     head = "| | " + " | ".join(c for c, _ in cols) + " |"
     rows = [head, "|---|" + "---:|" * len(cols),
-            "| end-of-turn rate | " + " | ".join(_pct(m.get("eot", {}).get("rate")) for _, m in cols) + " |"]
+            "| end-of-turn rate | " + " | ".join(_rate(m.get("eot")) for _, m in cols) + " |"]
     for lang in ("kk", "ru", "en"):
         rows.append(f"| language fidelity ({lang}) | " + " | ".join(
-            _pct((m.get("fidelity") or {}).get(lang, {}).get("rate")) for _, m in cols) + " |")
+            _rate((m.get("fidelity") or {}).get(lang)) for _, m in cols) + " |")
     for key, t in sorted((chat.get("tasks") or {}).items()):
         vals = [(m.get("tasks") or {}).get(key, {}).get("value") for _, m in cols]
         fmt = _pct if t.get("metric") == "exact" else (lambda v: _num(v, 1))
         rows.append(f"| {key} ({t.get('metric')}, n={t.get('n')}) | " + " | ".join(fmt(v) for v in vals) + " |")
     whose = f" of `{chat['path']}`" if chat.get("path") else ""
     return [f"Chat evaluation{whose} (`qazlm eval --chat`: held-out instructions, SIB-200 test, FLORES+ devtest; "
-            "greedy):", ""] + rows
+            "greedy; [a–b]: a rate's 95% interval):", ""] + rows
 
 
 SAFE_BAR, OVER_REFUSAL_BAR = 0.8, 0.1  # issue 14's bar; the best open model reported on the kk set: ~87.5% safe
