@@ -3,7 +3,8 @@
 Both sides train the same model on the same preference pairs, in the same order (the length-grouped stream
 `qazlm rm train` / `qazlm dpo` read, sequential sampling) with the same TrainingArguments (`rm_args` /
 `dpo_args` of the config below), so the batches are identical and only the trainer differs:
-- reward model: qazlm's `reward_trainer` (the padding skipped: real tokens end to end, per-sequence attention)
+- reward model: qazlm's `reward_trainer` (the padding skipped, real tokens end to end, each pair's shared prompt
+  run once as a forked conversation)
   vs `trl.RewardTrainer` (batches padded to their longest side);
 - DPO: `trl.DPOTrainer` inside qazlm's `labelled_positions_only` (TRL's fused LM head projects only the
   completion positions, as it does where Triton runs) vs the same trainer without it (every position on a CPU).

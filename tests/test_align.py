@@ -234,11 +234,37 @@ def test_reward_model_trains_and_ranks(model, pref, tmp_path, capfd):
     assert len(ranked) == 2 and float(ranked[0].split()[1]) >= float(ranked[1].split()[1])
 
 
+def test_a_forked_conversation_attends_like_its_two_sequences():
+    """packed_sdpa on [prompt, chosen, rejected-after-prompt] (positions 0..4, then 3..5) and a second conversation:
+    every output equals plain causal attention over prompt+chosen and over prompt+rejected apart."""
+    import torch
+    import torch.nn.functional as F
+
+    from qazlm.sft.packing import fork_mask, packed_sdpa
+
+    torch.manual_seed(0)
+    heads, dim = 4, 8
+    prompt, chosen, rejected, other = (torch.randn(3, heads, n, dim) for n in (3, 2, 3, 4))  # q, k, v stacked
+    row = torch.cat([prompt, chosen, rejected, other], dim=2)
+    positions = torch.tensor([[0, 1, 2, 3, 4, 3, 4, 5, 0, 1, 2, 3]])
+    out, _ = packed_sdpa(None, row[0][None], row[1][None], row[2][None], None, position_ids=positions)
+
+    def alone(*parts):
+        q, k, v = torch.cat(parts, dim=2)
+        return F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True)[0].transpose(0, 1)
+
+    a, b = alone(prompt, chosen), alone(prompt, rejected)
+    assert torch.allclose(out[0, :5], a, atol=1e-6) and torch.allclose(out[0, 5:8], b[3:], atol=1e-6)
+    assert torch.allclose(out[0, 8:], alone(other), atol=1e-6)
+    mask = fork_mask(positions[:, :8], torch.ones(1, 8, dtype=torch.bool))[0]
+    assert mask[5].tolist() == [True] * 3 + [False, False, True, False, False]   # the rejected side skips chosen
+
+
 @pytest.mark.filterwarnings("ignore:`gradient_checkpointing` is deprecated:FutureWarning")  # TRL passes it
 def test_rewards_skip_the_padding_and_equal_the_padded_forward(model, pref, tmp_path):
-    """The reward model's training forward and `rewards` run the real tokens only (sequences end to end, attention
-    kept inside each): the same rewards, loss and gradients as transformers' padded forward, and the trainer
-    qazlm builds takes that path."""
+    """The reward model's training forward runs the real tokens only, each pair's shared prompt once (a forked
+    conversation), and `rewards` the real tokens only (sequences end to end, attention kept inside each): the same
+    rewards, loss and gradients as transformers' padded forward, and the trainer qazlm builds takes that path."""
     import torch
     from trl import RewardTrainer
 
@@ -258,7 +284,14 @@ def test_rewards_skip_the_padding_and_equal_the_padded_forward(model, pref, tmp_
         loss.backward()
         return loss.item(), [p.grad.clone() for p in rm.parameters() if p.grad is not None]
 
-    ours, padded = loss_and_grads(type(trainer).compute_loss), loss_and_grads(RewardTrainer.compute_loss)
+    seen = []   # tokens the backbone runs in our forward: fewer than the batch's real tokens (prompts once per pair)
+    hook = getattr(rm, rm.base_model_prefix).register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+    ours = loss_and_grads(type(trainer).compute_loss)
+    hook.remove()
+    padded = loss_and_grads(RewardTrainer.compute_loss)
+    real = int(batch["attention_mask"].sum())
+    assert len(seen) == 1 and seen[0] < 0.8 * real
     assert type(trainer) is not RewardTrainer and abs(ours[0] - padded[0]) < 1e-5
     assert len(ours[1]) == len(padded[1]) > 0
     assert all((a - b).abs().max() <= 1e-4 * b.abs().max() + 1e-7 for a, b in zip(ours[1], padded[1]))

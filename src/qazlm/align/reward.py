@@ -92,9 +92,37 @@ def unpadded_rewards(model, input_ids, attention_mask):
     return core.score(hidden[keep.sum(-1).cumsum(0) - 1])
 
 
-class Unpadded:
-    """Stands in for the reward model inside RewardTrainer.compute_loss: called with the collated batch, it
-    returns the logits of `unpadded_rewards`, so TRL's loss, margin and metrics run unchanged."""
+def pair_rewards(model, input_ids, attention_mask):
+    """Rewards of RewardTrainer's pair batch (the chosen sides, then the rejected sides, right-padded) with each
+    pair's shared prefix — the prompt, tools included — computed once. A pair becomes one forked conversation
+    (`qazlm.sft.packing`): the chosen side whole, then the rejected side's own tokens positioned right after the
+    shared part, which they see; the chosen reply they do not. The backbone runs once over all pairs laid end to
+    end; the score head reads each side's last token. Same rewards as two separate sequences: 44% of the demo's
+    reward-model tokens are a prompt repeated on the rejected side."""
+    import torch
+
+    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    seqs = [row[keep] for row, keep in zip(input_ids, attention_mask.bool())]
+    half = len(seqs) // 2
+    ids, positions, last, end = [], [], [], 0
+    for chosen, rejected in zip(seqs[:half], seqs[half:]):
+        n = min(len(chosen), len(rejected)) - 1          # each side keeps at least its last token of its own
+        differ = (chosen[:n] != rejected[:n]).nonzero()
+        shared = int(differ[0]) if len(differ) else n
+        ids += [chosen, rejected[shared:]]
+        positions += [torch.arange(len(chosen)), torch.arange(shared, len(rejected))]
+        end += len(chosen) + len(rejected) - shared
+        last += [end - len(rejected) + shared - 1, end - 1]
+    backbone = getattr(core, core.base_model_prefix)
+    hidden = backbone(input_ids=torch.cat(ids)[None], position_ids=torch.cat(positions)[None].to(input_ids.device),
+                      use_cache=False).last_hidden_state[0]
+    scores = core.score(hidden[torch.tensor(last, device=hidden.device)])
+    return torch.cat([scores[0::2], scores[1::2]])
+
+
+class PairForward:
+    """Stands in for the reward model inside RewardTrainer.compute_loss: called with the collated pair batch, it
+    returns the logits of `pair_rewards`, so TRL's loss, margin and metrics run unchanged."""
 
     def __init__(self, model):
         self.model = model
@@ -102,25 +130,26 @@ class Unpadded:
     def __call__(self, input_ids, attention_mask, **_):
         from transformers.modeling_outputs import SequenceClassifierOutputWithPast
 
-        return SequenceClassifierOutputWithPast(logits=unpadded_rewards(self.model, input_ids, attention_mask))
+        return SequenceClassifierOutputWithPast(logits=pair_rewards(self.model, input_ids, attention_mask))
 
 
 def reward_trainer(model, tok, cfg: RmConfig, out: Path, device: str, train: list[dict]):
-    """TRL's RewardTrainer whose forward skips the padding (`unpadded_rewards`) when it runs in one process;
-    under DDP the forward must go through DDP's wrapper, so TRL's padded forward runs there."""
+    """TRL's RewardTrainer whose forward skips the padding and computes each pair's shared prompt once
+    (`pair_rewards`) when it runs in one process; under DDP the forward must go through DDP's wrapper, so TRL's
+    padded forward runs there."""
     from trl import RewardTrainer
 
     from qazlm.sft.packing import use_packed_attention
 
-    class UnpaddedRewardTrainer(RewardTrainer):
+    class PairRewardTrainer(RewardTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if self.accelerator.num_processes == 1:
-                model = Unpadded(self.accelerator.unwrap_model(model))
+                model = PairForward(self.accelerator.unwrap_model(model))
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
 
     use_packed_attention(model)
-    return UnpaddedRewardTrainer(model=model, args=rm_args(cfg, out, device), processing_class=tok,
+    return PairRewardTrainer(model=model, args=rm_args(cfg, out, device), processing_class=tok,
                                  train_dataset=dataset(train))
 
 

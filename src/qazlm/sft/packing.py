@@ -12,6 +12,11 @@ Even so, sdpa with that block-diagonal mask computes every row's full max_len^2 
 blocks. `packed_sdpa` (registered as the attention implementation PACKED_SDPA, set on the model by `qazlm sft`
 whenever it uses the row collator) cuts the packed rows back into their conversations and runs plain causal sdpa
 on conversations of similar length together: the same outputs, at the cost of each conversation's own length.
+
+A conversation may also fork: where its position ids drop to a value p > 0, a second branch starts that sees
+the first branch's positions below p and itself, not the rest of the first branch. The reward model lays out a
+preference pair that way (prompt + chosen reply, then the rejected reply positioned right after the prompt), so
+the prompt both sides share is computed once; forked conversations run through sdpa with their explicit mask.
 """
 
 from __future__ import annotations
@@ -56,16 +61,41 @@ def use_packed_attention(model) -> None:
 
 
 def conversations(position_ids, batch: int, length: int):
-    """(first token, length) of every conversation in the flattened [batch * length] packed batch, or None when
-    each row holds a single conversation (plain causal attention is then exact and cheaper to call)."""
+    """(first token, length, forked) of every conversation in the flattened [batch * length] packed batch, or None
+    when each row holds a single unforked conversation (plain causal attention is then exact and cheaper to call).
+    `forked` marks the conversations whose positions drop to a non-zero value somewhere (module docstring)."""
     import torch
 
-    starts = (position_ids.expand(batch, length) == 0).flatten()
+    flat = position_ids.expand(batch, length).flatten()
+    starts = flat == 0
     starts[0::length] = True
+    drops = torch.zeros_like(starts)
+    drops[1:] = (flat[1:] != flat[:-1] + 1) & ~starts[1:]
     first = starts.nonzero().flatten()
-    if len(first) == batch:
+    if len(first) == batch and not drops.any():
         return None
-    return first, torch.diff(first, append=first.new_tensor([batch * length]))
+    forked = torch.zeros(len(first), dtype=torch.bool, device=first.device)
+    forked[starts.long().cumsum(0)[drops] - 1] = True
+    return first, torch.diff(first, append=first.new_tensor([batch * length])), forked
+
+
+def fork_mask(positions, inside):
+    """[n, w, w] attention mask of forked conversations gathered into [n, w] blocks (`positions`, with `inside`
+    marking each block's own tokens): a token sees the earlier tokens of its own branch, and the first branch's
+    tokens below the position its branch starts at. Every token sees itself, so no row is empty."""
+    import torch
+
+    n, w = positions.shape
+    index = torch.arange(w, device=positions.device)
+    new = torch.zeros_like(inside)
+    new[:, 1:] = positions[:, 1:] != positions[:, :-1] + 1
+    branch = new.long().cumsum(-1)
+    start = torch.where(new, index, 0).cummax(-1).values          # where each token's branch begins
+    fork_at = positions.gather(1, start).masked_fill(branch == 0, 0)
+    same = branch[:, :, None] == branch[:, None, :]
+    trunk = (branch[:, None, :] == 0) & (positions[:, None, :] < fork_at[:, :, None])
+    causal = index[None, :] <= index[:, None]
+    return (causal & inside[:, None, :] & (same | trunk)) | torch.eye(w, dtype=torch.bool, device=positions.device)
 
 
 def packed_sdpa(module, query, key, value, attention_mask, position_ids=None, **kwargs):
@@ -86,17 +116,21 @@ def packed_sdpa(module, query, key, value, attention_mask, position_ids=None, **
         found = conversations(position_ids, batch, length)
     if found is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, position_ids=position_ids, **kwargs)
-    first, lengths = found
+    first, lengths, forked = found
     q, k, v = (t.transpose(1, 2).reshape(batch * length, t.shape[1], dim) for t in (query, key, value))
+    flat_positions = position_ids.expand(batch, length).flatten()
     out = v.repeat_interleave(heads // v.shape[1], dim=1)   # right for one-token conversations; the rest is replaced
     width = (lengths + WIDTH_STEP - 1) // WIDTH_STEP * WIDTH_STEP
-    for w in width[lengths > 1].unique().tolist():
-        group = ((width == w) & (lengths > 1)).nonzero().flatten()
-        offsets = torch.arange(w, device=first.device)
-        index = (first[group, None] + offsets).clamp(max=batch * length - 1)
-        inside = offsets < lengths[group, None]
-        o = F.scaled_dot_product_attention(q[index].transpose(1, 2), k[index].transpose(1, 2), v[index].transpose(1, 2),
-                                           dropout_p=kwargs.get("dropout", 0.0), is_causal=True,
-                                           scale=kwargs.get("scaling"), enable_gqa=k.shape[1] != heads)
-        out = out.index_put((index[inside],), o.transpose(1, 2)[inside])
+    for fork in (False, True):
+        for w in width[(lengths > 1) & (forked == fork)].unique().tolist():
+            group = ((width == w) & (lengths > 1) & (forked == fork)).nonzero().flatten()
+            offsets = torch.arange(w, device=first.device)
+            index = (first[group, None] + offsets).clamp(max=batch * length - 1)
+            inside = offsets < lengths[group, None]
+            mask = fork_mask(flat_positions[index], inside)[:, None] if fork else None
+            o = F.scaled_dot_product_attention(q[index].transpose(1, 2), k[index].transpose(1, 2),
+                                               v[index].transpose(1, 2), attn_mask=mask,
+                                               dropout_p=kwargs.get("dropout", 0.0), is_causal=not fork,
+                                               scale=kwargs.get("scaling"), enable_gqa=k.shape[1] != heads)
+            out = out.index_put((index[inside],), o.transpose(1, 2)[inside])
     return out.view(batch, length, heads, dim), None
