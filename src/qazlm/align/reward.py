@@ -97,8 +97,8 @@ def pair_rewards(model, input_ids, attention_mask):
     pair's shared prefix — the prompt, tools included — computed once. A pair becomes one forked conversation
     (`qazlm.sft.packing`): the chosen side whole, then the rejected side's own tokens positioned right after the
     shared part, which they see; the chosen reply they do not. The backbone runs once over all pairs laid end to
-    end; the score head reads each side's last token. Same rewards as two separate sequences: 44% of the demo's
-    reward-model tokens are a prompt repeated on the rejected side."""
+    end; the score head reads each side's last token. Same rewards as two separate sequences, without computing
+    the prompt twice (its share of the tokens: docs/alignment.md)."""
     import torch
 
     core = model.get_base_model() if hasattr(model, "get_base_model") else model
