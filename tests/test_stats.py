@@ -19,3 +19,9 @@ def test_interval_text_and_the_cases_without_an_interval():
     assert interval_text(57 / 96, 96) == "[49–69]"
     assert interval_text(0.625, 4) == "[22–91]"      # a win rate with a tie counted as half a win
     assert interval_text(None, 10) == "" and interval_text(0.5, 0) == "" and wilson(0.5, 0) is None
+
+
+def test_rate_text_is_the_reports_cell():
+    from qazlm.stats import rate_text
+
+    assert rate_text(77 / 94, 94) == "81.9% [73–88]" and rate_text(0.5, 0) == "50.0%" and rate_text(None, 9) == "—"

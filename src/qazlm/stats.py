@@ -29,3 +29,8 @@ def interval_text(rate: float | None, n: int) -> str:
     """The interval in whole percent, "[49–69]", or "" when there is nothing to bound."""
     ci = None if rate is None else wilson(rate, n)
     return "" if ci is None else f"[{100 * ci[0]:.0f}–{100 * ci[1]:.0f}]"
+
+
+def rate_text(rate: float | None, n: int) -> str:
+    """A share in percent with its interval, "81.9% [73–88]"; "—" without a rate, no interval without items."""
+    return "—" if rate is None else f"{100 * rate:.1f}% {interval_text(rate, n)}".rstrip()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from qazlm.io import atomic_write, save_png, write_json, write_text
 from qazlm.paths import LANGS
-from qazlm.stats import interval_text
+from qazlm.stats import rate_text
 
 CI_NOTE = "[a–b]: the rate's 95% Wilson interval, in percent (how far one draw of these items can be off)."
 
@@ -26,7 +26,7 @@ def _score(r: dict | None) -> str:
 def _fid_cell(f: dict) -> str:
     if f["rate"] is None:
         return f"— ({f['too_short']} too short)" if f["too_short"] else "—"
-    return (f"{_pct(f['rate'])} {interval_text(f['rate'], f['n'])} ({f['in_language']}/{f['n']}"
+    return (f"{rate_text(f['rate'], f['n'])} ({f['in_language']}/{f['n']}"
             + (f", {f['too_short']} too short)" if f["too_short"] else ")"))
 
 
@@ -63,8 +63,8 @@ def _eot_section(result: dict) -> list[str]:
              "`<|endoftext|>` or ran into the token limit. Judged on the prompts whose reference answer fits in "
              "that limit (in the model's tokens); those whose right answer alone is longer are left out and "
              "counted.", ""] + _header(models, "")
-    cells = [f"{_pct(m['eot']['rate'])} {interval_text(m['eot']['rate'], m['eot']['n'])}" for m in models]
-    lines.append("| **end-of-turn rate** | " + " | ".join(cells) + " |")
+    lines.append("| **end-of-turn rate** | " + " | ".join(rate_text(m["eot"]["rate"], m["eot"]["n"]) for m in models)
+                 + " |")
     for key, what in (("eot", "ended with <\\|im_end\\|>"), ("eos", "ended with <\\|endoftext\\|>"),
                       ("limit", "hit the token limit"), ("long_reference", "left out: reference longer than the limit")):
         lines.append(f"| {what} | " + " | ".join(str(m["eot"].get(key, 0)) for m in models) + " |")

@@ -237,9 +237,9 @@ def label(path: str) -> str:
 
 
 def _rate_cell(r: dict | None) -> str:
-    from qazlm.stats import interval_text
+    from qazlm.stats import rate_text
 
-    return f"{r['rate']:.1%} {interval_text(r['rate'], r['n'])} of {r['n']}" if r else "—"
+    return f"{rate_text(r['rate'], r['n'])} of {r['n']}" if r else "—"
 
 
 def markdown(results: list[dict], clf: dict, s: SafetySettings) -> str:

@@ -260,10 +260,10 @@ def gguf_table(report: dict | None, shipped: list[str]) -> list[str]:
 
 def _rate(r: dict | None) -> str:
     """A share with its 95% interval when the report gives its n: "62.5% [31–86]"."""
-    from qazlm.stats import interval_text
+    from qazlm.stats import rate_text
 
     r = r or {}
-    return f"{_pct(r.get('rate'))} {interval_text(r.get('rate'), r.get('n') or 0)}".strip()
+    return rate_text(r.get("rate"), r.get("n") or 0)
 
 
 def chat_table(chat: dict, base: dict | None) -> list[str]:
