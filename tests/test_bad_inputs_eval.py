@@ -59,6 +59,8 @@ EVAL = [
     (["--samples", "-2"], r"samples = -2: must be >= 0"),
     (["--no-bpb", "--samples", "0"], r"nothing to do"),
     (["--bpb", "flores:test"], r"FLORES\+ split must be dev or devtest"),
+    (["--device", "gpu"], r"eval: device = 'gpu': use auto, cpu, cuda or cuda:N"),
+    (["--device", "cuda:1"], r"eval: device = 'cuda:1' but no CUDA GPU is visible"),
 ]
 
 
@@ -102,6 +104,7 @@ CHAT = [  # (flags after the model folder, expected error); {sft} is a valid one
     (["--sft-data", "{sft}", "--limit", "0"], r"limit = 0: must be >= 1"),
     (["--sft-data", "{sft}", "--flores-per-direction", "-3"], r"flores_per_direction = -3: must be >= 1"),
     (["--sft-data", "{sft}", "--temperature", "nan"], r"temperature = nan"),
+    (["--sft-data", "{sft}", "--device", "gpu"], r"eval --chat: device = 'gpu': use auto, cpu, cuda or cuda:N"),
     (["--sft-data", "{sft}", "--chat-sets", "heldout,mmlu"], r"sets = .*choose one or more of heldout, multiturn"),
     (["--sft-data", "{sft}", "--max-new-tokens", "500"], r"every prompt \+ max_new_tokens \(500\) exceeds the model's "
                                                           r"context \(512 tokens\); lower --max-new-tokens"),

@@ -253,10 +253,14 @@ def read_recipe(path: str | Path, overrides: list[str] | None = None) -> dict:
 
 
 def resolve_device(device: str, where: str) -> str:
-    """"auto" -> cuda when a GPU is visible, else cpu; cuda[:N] without a GPU is one error line naming `where`
-    (the stage's config section)."""
+    """"auto" -> cuda when a GPU is visible, else cpu; cuda[:N] without a GPU, or anything else than auto, cpu or
+    cuda[:N], is one error line naming `where` (the stage's config section or command)."""
+    import re
+
     import torch
 
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise QazlmError(f"{where} device = {device!r}: use auto, cpu, cuda or cuda:N")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
