@@ -83,13 +83,18 @@ def unpadded_rewards(model, input_ids, attention_mask):
     them, and the score head reads each sequence's last real token, the one transformers' pooling reads. Chosen
     and rejected sides differ in length and a batch pads to its longest, so padding is a large share of a padded
     batch (docs/alignment.md)."""
-    core = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: the LoRA-injected model
     keep = attention_mask.bool()
     positions = attention_mask.long().cumsum(-1) - 1
+    return row_scores(model, input_ids[keep], positions[keep], keep.sum(-1).cumsum(0) - 1)
+
+
+def row_scores(model, ids, positions, last):
+    """The score head at the tokens `last` of one row holding many sequences (`ids`, `positions`: 1-D; the
+    position ids tell the packed attention where each sequence, or branch, starts)."""
+    core = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: the LoRA-injected model
     backbone = getattr(core, core.base_model_prefix)
-    hidden = backbone(input_ids=input_ids[keep][None], position_ids=positions[keep][None],
-                      use_cache=False).last_hidden_state[0]
-    return core.score(hidden[keep.sum(-1).cumsum(0) - 1])
+    hidden = backbone(input_ids=ids[None], position_ids=positions[None], use_cache=False).last_hidden_state[0]
+    return core.score(hidden[last])
 
 
 def pair_rewards(model, input_ids, attention_mask):
@@ -101,7 +106,6 @@ def pair_rewards(model, input_ids, attention_mask):
     the prompt twice (its share of the tokens: docs/alignment.md)."""
     import torch
 
-    core = model.get_base_model() if hasattr(model, "get_base_model") else model
     seqs = [row[keep] for row, keep in zip(input_ids, attention_mask.bool())]
     half = len(seqs) // 2
     ids, positions, last, end = [], [], [], 0
@@ -113,10 +117,8 @@ def pair_rewards(model, input_ids, attention_mask):
         positions += [torch.arange(len(chosen)), torch.arange(shared, len(rejected))]
         end += len(chosen) + len(rejected) - shared
         last += [end - len(rejected) + shared - 1, end - 1]
-    backbone = getattr(core, core.base_model_prefix)
-    hidden = backbone(input_ids=torch.cat(ids)[None], position_ids=torch.cat(positions)[None].to(input_ids.device),
-                      use_cache=False).last_hidden_state[0]
-    scores = core.score(hidden[torch.tensor(last, device=hidden.device)])
+    scores = row_scores(model, torch.cat(ids), torch.cat(positions).to(input_ids.device),
+                        torch.tensor(last, device=input_ids.device))
     return torch.cat([scores[0::2], scores[1::2]])
 
 
