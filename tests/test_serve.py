@@ -63,6 +63,20 @@ def test_streaming_equals_the_whole_reply(client):
     assert text.object == "text_completion" and text.choices[0].finish_reason in ("stop", "length")
 
 
+def test_streamed_completions_with_echo_and_n_equal_the_whole_ones(client):
+    kwargs = dict(model="qazlm-test", prompt="Қазақстан", max_tokens=6, temperature=1.0, seed=3, n=2, echo=True)
+    whole = client.completions.create(**kwargs)
+    texts, finish = {0: "", 1: ""}, {}
+    for ev in client.completions.create(stream=True, **kwargs):
+        assert ev.object == "text_completion"
+        for choice in ev.choices:
+            texts[choice.index] += choice.text
+            finish[choice.index] = choice.finish_reason or finish.get(choice.index)
+    assert [texts[0], texts[1]] == [c.text for c in whole.choices]
+    assert all(t.startswith("Қазақстан") for t in texts.values()) and texts[0] != texts[1]   # echo; own seeds
+    assert [finish[0], finish[1]] == [c.finish_reason for c in whole.choices]
+
+
 def test_tools_and_response_format(client):
     forced = client.chat.completions.create(model="qazlm-test", max_tokens=60, temperature=0, tools=[WEATHER],
                                             tool_choice="required",

@@ -277,38 +277,212 @@ def web_chat_page():
     return HTMLResponse(page, headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff"})
 
 
-def create_app(cfg: ServeConfig, loaded):
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+class Completion:
+    """One /v1/completions or /v1/chat/completions request: checked and encoded before anything is queued,
+    then answered whole (`reply`) or as server-sent events (`events`). `n` choices of a prompt get seeds
+    seed, seed+1, ...; a request's own prompts take at most every slot at once, never the queue."""
 
-    engine = Engine(loaded, cfg)
-    model_id = cfg.name or loaded.name
-    app = FastAPI(title="qazlm", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.engine = engine
+    def __init__(self, engine: Engine, cfg: ServeConfig, model_id: str, body: dict, chat: bool):
+        from dataclasses import replace
 
-    @app.on_event("shutdown")
-    def _shutdown() -> None:
-        engine.close()
+        from qazlm.infer.engine import stop_ids_for
+        from qazlm.infer.tools import check_tools
+        from qazlm.tokenizer.special_tokens import IM_END, token_id
+
+        if body.get("model") not in (None, model_id):
+            raise ApiError(404, f"model {body['model']!r} is not served here; GET /v1/models lists {model_id!r}",
+                           code="model_not_found")
+        self.engine, self.tok, self.slots, self.model_id = engine, engine.tokenizer, cfg.slots, model_id
+        self.body, self.chat, self.echo = body, chat, bool(body.get("echo")) and not chat
+        self.top = 0 if chat else number(body, "logprobs", 0, 0, 20, True)
+        self.want_logprobs = not chat and body.get("logprobs") is not None
+        self.score_only = self.echo and body.get("max_tokens") == 0      # score the prompt, generate nothing
+        params, _, self.n = sampling({**body, "max_tokens": 1} if self.score_only else body, cfg)
+        self.tools = body.get("tools") if chat and body.get("tool_choice", "auto") != "none" else None
+        if self.tools is not None:
+            check_tools(self.tools, "tools")
+        self.prompts = self._encode(params.max_new_tokens)
+        if body.get("stream") and (len(self.prompts) > 1 or self.want_logprobs):
+            raise ApiError(400, "stream: one prompt at a time and without logprobs; send them unstreamed")
+        self.stop_ids = stop_ids_for(self.tok, params)
+        end = token_id(self.tok, IM_END) if chat else None
+        self.make_constraint = grammar(engine, body, self.tools, self.stop_ids[0] if end is None else end)
+        if body.get("ignore_eos") is True:    # vLLM's extension (benchmarks): always max_tokens tokens
+            self.stop_ids = []
+        self.jobs = [(k, replace(params, seed=params.seed + i))      # (prompt index, its sampling) a choice
+                     for k in range(len(self.prompts)) for i in range(self.n)]
+        self.id, self.created = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}", int(time.time())
+        self.kind = "chat.completion" if chat else "text_completion"
+        self.chunk_kind = "chat.completion.chunk" if chat else "text_completion"
+        self.t0 = time.perf_counter()
+
+    def _encode(self, max_new_tokens: int) -> list[list[int]]:
+        """The prompts' token ids (the rendered chat, or /v1/completions' prompt), each checked to leave room for
+        max_tokens in the model's context; with echo, `self.echoed` gets the text each one is shown as."""
+        from qazlm.infer.chat import render_chat
+        from qazlm.infer.engine import encode_prompts
+
+        if self.chat:
+            messages = self.body.get("messages")
+            if not isinstance(messages, list) or not messages or not all(
+                    isinstance(m, dict) and m.get("role") in ("system", "user", "assistant", "tool") for m in messages):
+                raise ApiError(400, "messages: expected a non-empty list of {role, content} objects")
+            prompts = encode_prompts(self.tok, [render_chat(self.tok, messages, tools=self.tools or None)],
+                                     add_bos=False)
+        else:
+            given = self.body.get("prompt")
+            prompts = prompt_ids(self.engine, given)
+            given = given if isinstance(given, list) and isinstance(given[0], str | list) else [given]
+            # echo shows a text prompt as it was sent (not the boundary token put before it), token ids decoded
+            self.echoed = [g if isinstance(g, str) else self.tok.decode(p) for g, p in zip(given, prompts)]
+        context = self.engine.loaded.model.max_len
+        for prompt in prompts:
+            if len(prompt) > context - max_new_tokens:
+                raise ApiError(400, f"prompt has {len(prompt)} tokens; with max_tokens {max_new_tokens} at most "
+                                    f"{context - max_new_tokens} fit the model's context ({context})",
+                               code="context_length_exceeded")
+        return prompts
+
+    def envelope(self, kind: str, choices: list, **extra) -> dict:
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model_id, "choices": choices,
+                **extra}
+
+    async def one(self, prompt, params, on_text, is_gone):
+        """(text, token ids, finish reason) of one choice; max_tokens 0 (echo only) generates nothing."""
+        if self.score_only:
+            return "", [], "length"
+        return await run_request(self.engine, prompt, params, self.stop_ids, self.make_constraint, on_text, is_gone)
+
+    # ---------------------------------------------------------------------------------- the whole answer
+    async def reply(self, is_gone) -> dict:
+        wave = asyncio.Semaphore(self.slots)
+
+        async def ignore(delta: str) -> None:
+            return None
+
+        async def in_wave(k, params):
+            async with wave:
+                return await self.one(self.prompts[k], params, ignore, is_gone)
+
+        results = await asyncio.gather(*(in_wave(k, params) for k, params in self.jobs))
+        choices = [await self.choice(i, k, *result) for i, ((k, _), result) in enumerate(zip(self.jobs, results))]
+        completion = sum(len(ids) for _, ids, _ in results)
+        self.engine.observe(time.perf_counter() - self.t0, completion)
+        return self.envelope(self.kind, choices, usage=usage(sum(len(p) for p in self.prompts) * self.n, completion))
+
+    async def choice(self, i: int, k: int, text: str, ids: list[int], reason: str) -> dict:
+        from qazlm.infer.tools import parse_tool_calls
+
+        if not self.chat:
+            prompt = self.prompts[k]
+            choice = {"index": i, "text": (self.echoed[k] if self.echo else "") + text, "finish_reason": reason}
+            if self.want_logprobs:
+                choice["logprobs"] = await asyncio.to_thread(token_logprobs, self.engine, prompt + ids,
+                                                             0 if self.echo else len(prompt), self.top)
+            return choice
+        message = {"role": "assistant", "content": text.strip()}
+        if self.tools:
+            parsed = parse_tool_calls(text, self.tools)
+            message["content"] = parsed.content or None
+            if parsed.tool_calls:
+                message["tool_calls"], reason = parsed.tool_calls, "tool_calls"
+        return {"index": i, "message": message, "finish_reason": reason}
+
+    # ---------------------------------------------------------------------------------- server-sent events
+    async def events(self, is_gone):
+        """Each choice's deltas in turn, then its finish reason; the usage chunk if asked; `[DONE]`."""
+        completion = [0]
+        for i, (k, params) in enumerate(self.jobs):
+            async for event in self._choice_events(i, k, params, is_gone, completion):
+                yield event
+        if (self.body.get("stream_options") or {}).get("include_usage"):   # OpenAI's last chunk: usage only
+            yield sse(self.envelope(self.chunk_kind, [], usage=usage(len(self.prompts[0]) * self.n, completion[0])))
+        yield "data: [DONE]\n\n"
+
+    async def _choice_events(self, i: int, k: int, params, is_gone, completion: list):
+        from qazlm.infer.tools import ToolCallStream
+
+        calls = ToolCallStream(self.tools) if self.tools else None
+        pending: list[str] = [self.chunk(i, {"content": self.echoed[k]})] if self.echo else []
+
+        async def on_text(delta: str) -> None:
+            pending.extend(self.chunk(i, ev) for ev in (calls.feed(delta) if calls else [{"content": delta}]))
+
+        task = asyncio.ensure_future(self.one(self.prompts[k], params, on_text, is_gone))
+        if self.chat:
+            yield sse(self.envelope(self.chunk_kind, [{"index": i, "delta": {"role": "assistant"},
+                                                       "finish_reason": None}]))
+        while not task.done() or pending:
+            if pending:    # what came since the last look goes out in one write
+                yield "".join(pending)
+                pending.clear()
+            if not task.done():
+                await asyncio.sleep(0.02)
+        _, ids, reason = task.result()
+        for ev in (calls.finish() if calls else []):
+            yield self.chunk(i, ev)
+        if calls and calls.calls:
+            reason = "tool_calls"
+        self.engine.observe(time.perf_counter() - self.t0, len(ids))
+        completion[0] += len(ids)
+        yield sse(self.envelope(self.chunk_kind, [{"index": i, **({"delta": {}} if self.chat else {"text": ""}),
+                                                   "finish_reason": reason}]))
+
+    def chunk(self, i: int, ev: dict) -> str:
+        """One delta event: text, or (chat) content or a tool call's piece."""
+        if not self.chat:
+            return sse(self.envelope(self.kind, [{"index": i, "text": ev.get("content", ""), "finish_reason": None}]))
+        if "content" in ev:
+            delta = {"content": ev["content"]}
+        elif "tool_call" in ev:
+            delta = {"tool_calls": [{"index": int(ev["tool_call"]["id"].split("_")[1]), **ev["tool_call"]}]}
+        else:
+            delta = {"content": ""}
+        return sse(self.envelope(self.chunk_kind, [{"index": i, "delta": delta, "finish_reason": None}]))
+
+
+# ------------------------------------------------------------------------------------------ the app
+def prometheus_text(engine: Engine) -> str:
+    m, b = engine.metrics, engine.batcher
+    lines = ["# TYPE qazlm_requests_total counter", f"qazlm_requests_total {m['requests']}",
+             "# TYPE qazlm_errors_total counter", f"qazlm_errors_total {m['errors']}",
+             "# TYPE qazlm_generated_tokens_total counter", f"qazlm_generated_tokens_total {m['tokens']}",
+             "# TYPE qazlm_queue_depth gauge", f"qazlm_queue_depth {len(b.waiting)}",
+             "# TYPE qazlm_running gauge", f"qazlm_running {len(b.running)}"]
+    lines += m["latency"].lines("qazlm_request_seconds")
+    lines += m["first_token"].lines("qazlm_time_to_first_token_seconds")
+    return "\n".join(lines) + "\n"
+
+
+def add_error_handlers(app, engine: Engine) -> None:
+    """OpenAI-style error JSON for every failure, counted in the metrics; never a stack trace to a client."""
+    from fastapi.responses import JSONResponse
+
+    def answer(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
+               counted: bool = True):
+        engine.metrics["errors"] += counted
+        return JSONResponse(error_body(status, message, kind, code), status_code=status)
 
     @app.exception_handler(ApiError)
     async def _api_error(request, e: ApiError):
-        engine.metrics["errors"] += 1
-        return JSONResponse(error_body(e.status, e.message, e.kind, e.code), status_code=e.status)
+        return answer(e.status, e.message, e.kind, e.code)
 
     @app.exception_handler(QazlmError)
     async def _qazlm_error(request, e: QazlmError):
-        engine.metrics["errors"] += 1
-        return JSONResponse(error_body(400, str(e), "invalid_request_error", None), status_code=400)
+        return answer(400, str(e))
 
     @app.exception_handler(Exception)
-    async def _internal(request, e: Exception):  # never a stack trace to a client
-        engine.metrics["errors"] += 1
-        return JSONResponse(error_body(500, "internal server error", "server_error", None), status_code=500)
+    async def _internal(request, e: Exception):
+        return answer(500, "internal server error", "server_error")
 
     @app.exception_handler(404)
     async def _not_found(request, e):
-        return JSONResponse(error_body(404, f"no route {request.url.path}", "invalid_request_error", None),
-                            status_code=404)
+        return answer(404, f"no route {request.url.path}", counted=False)
+
+
+def request_reader(cfg: ServeConfig):
+    """(check_key, read_json) for the routes: the API key (constant-time compare) and a size-capped JSON object."""
+    from fastapi import Request
 
     def check_key(request: Request) -> None:
         """Every /v1 route: with an API key set, `Authorization: Bearer KEY` (compared in constant time)."""
@@ -331,6 +505,57 @@ def create_app(cfg: ServeConfig, loaded):
             raise ApiError(400, "request body must be a JSON object")
         return body
 
+    return check_key, read_json
+
+
+def add_tokenizer_routes(app, engine: Engine, check_key, read_json) -> None:
+    """vLLM's tokenizer routes: lm-eval's `tokenizer_backend=remote` scores a served model with no local copy."""
+    from fastapi import Request
+
+    tok, context = engine.tokenizer, engine.loaded.model.max_len
+
+    @app.get("/tokenizer_info")
+    async def tokenizer_info(request: Request):
+        check_key(request)
+        return {"tokenizer_class": type(tok).__name__, "eos_token": tok.eos_token, "bos_token": tok.bos_token,
+                "pad_token": tok.pad_token, "chat_template": tok.chat_template,
+                "model_max_length": context, "vocab_size": len(tok)}
+
+    @app.post("/tokenize")
+    async def tokenize(request: Request):
+        from qazlm.infer.chat import render_chat
+
+        body = await read_json(request)
+        if isinstance(body.get("messages"), list) and body["messages"]:
+            text = render_chat(tok, body["messages"])
+        elif isinstance(body.get("prompt"), str):
+            text = body["prompt"]
+        else:
+            raise ApiError(400, "tokenize: give `prompt` (a string) or `messages` (a chat)")
+        ids = tok(text, add_special_tokens=bool(body.get("add_special_tokens", False)))["input_ids"]
+        return {"tokens": ids, "count": len(ids), "max_model_len": context}
+
+    @app.post("/detokenize")
+    async def detokenize(request: Request):
+        body = await read_json(request)
+        ids = body.get("tokens")
+        if not isinstance(ids, list) or not all(isinstance(t, int) and 0 <= t < len(tok) for t in ids):
+            raise ApiError(400, f"detokenize: `tokens` must be a list of ids in [0, {len(tok)})")
+        return {"prompt": tok.decode(ids)}
+
+
+def create_app(cfg: ServeConfig, loaded):
+    from fastapi import FastAPI, Request
+    from fastapi.responses import PlainTextResponse, StreamingResponse
+
+    engine = Engine(loaded, cfg)
+    model_id = cfg.name or loaded.name
+    app = FastAPI(title="qazlm", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.engine = engine
+    app.on_event("shutdown")(engine.close)
+    add_error_handlers(app, engine)
+    check_key, read_json = request_reader(cfg)
+    add_tokenizer_routes(app, engine, check_key, read_json)
     app.get("/")(web_chat_page)
 
     @app.get("/health")
@@ -345,192 +570,21 @@ def create_app(cfg: ServeConfig, loaded):
 
     @app.get("/metrics")
     def metrics():
-        m, b = engine.metrics, engine.batcher
-        lines = ["# TYPE qazlm_requests_total counter", f"qazlm_requests_total {m['requests']}",
-                 "# TYPE qazlm_errors_total counter", f"qazlm_errors_total {m['errors']}",
-                 "# TYPE qazlm_generated_tokens_total counter", f"qazlm_generated_tokens_total {m['tokens']}",
-                 "# TYPE qazlm_queue_depth gauge", f"qazlm_queue_depth {len(b.waiting)}",
-                 "# TYPE qazlm_running gauge", f"qazlm_running {len(b.running)}"]
-        lines += m["latency"].lines("qazlm_request_seconds")
-        lines += m["first_token"].lines("qazlm_time_to_first_token_seconds")
-        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(prometheus_text(engine), media_type="text/plain; version=0.0.4")
 
-    # vLLM's tokenizer routes: lm-eval's `tokenizer_backend=remote` scores a served model with no local copy.
-    @app.get("/tokenizer_info")
-    async def tokenizer_info(request: Request):
-        check_key(request)
-        tok = engine.tokenizer
-        return {"tokenizer_class": type(tok).__name__, "eos_token": tok.eos_token, "bos_token": tok.bos_token,
-                "pad_token": tok.pad_token, "chat_template": tok.chat_template,
-                "model_max_length": loaded.model.max_len, "vocab_size": len(tok)}
-
-    @app.post("/tokenize")
-    async def tokenize(request: Request):
-        from qazlm.infer.chat import render_chat
-
-        body, tok = await read_json(request), engine.tokenizer
-        if isinstance(body.get("messages"), list) and body["messages"]:
-            text = render_chat(tok, body["messages"])
-        elif isinstance(body.get("prompt"), str):
-            text = body["prompt"]
-        else:
-            raise ApiError(400, "tokenize: give `prompt` (a string) or `messages` (a chat)")
-        ids = tok(text, add_special_tokens=bool(body.get("add_special_tokens", False)))["input_ids"]
-        return {"tokens": ids, "count": len(ids), "max_model_len": loaded.model.max_len}
-
-    @app.post("/detokenize")
-    async def detokenize(request: Request):
-        body = await read_json(request)
-        ids = body.get("tokens")
-        if not isinstance(ids, list) or not all(isinstance(t, int) and 0 <= t < len(engine.tokenizer) for t in ids):
-            raise ApiError(400, f"detokenize: `tokens` must be a list of ids in [0, {len(engine.tokenizer)})")
-        return {"prompt": engine.tokenizer.decode(ids)}
+    async def complete(request: Request, chat: bool):
+        job = Completion(engine, cfg, model_id, await read_json(request), chat)
+        if job.body.get("stream"):
+            return StreamingResponse(job.events(request.is_disconnected), media_type="text/event-stream")
+        return await job.reply(request.is_disconnected)
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
-        body = await read_json(request)
-        return await complete(request, body, chat=True)
+        return await complete(request, chat=True)
 
     @app.post("/v1/completions")
     async def completions(request: Request):
-        body = await read_json(request)
-        return await complete(request, body, chat=False)
-
-    async def complete(request: Request, body: dict, chat: bool):
-        from dataclasses import replace
-
-        from qazlm.infer.chat import render_chat
-        from qazlm.infer.engine import encode_prompts, stop_ids_for
-        from qazlm.infer.tools import ToolCallStream, check_tools, parse_tool_calls
-        from qazlm.tokenizer.special_tokens import IM_END, token_id
-
-        if body.get("model") not in (None, model_id):
-            raise ApiError(404, f"model {body['model']!r} is not served here; GET /v1/models lists {model_id!r}",
-                           code="model_not_found")
-        tok = engine.tokenizer
-        echo, top = bool(body.get("echo")) and not chat, 0 if chat else number(body, "logprobs", 0, 0, 20, True)
-        want_logprobs = not chat and body.get("logprobs") is not None
-        score_only = echo and body.get("max_tokens") == 0      # score the prompt, generate nothing
-        params, _, n = sampling({**body, "max_tokens": 1} if score_only else body, cfg)
-        tools = body.get("tools") if chat and body.get("tool_choice", "auto") != "none" else None
-        if tools is not None:
-            check_tools(tools, "tools")
-        if chat:
-            messages = body.get("messages")
-            if not isinstance(messages, list) or not messages or not all(
-                    isinstance(m, dict) and m.get("role") in ("system", "user", "assistant", "tool") for m in messages):
-                raise ApiError(400, "messages: expected a non-empty list of {role, content} objects")
-            prompts = encode_prompts(tok, [render_chat(tok, messages, tools=tools or None)], add_bos=False)
-        else:
-            prompts = prompt_ids(engine, body.get("prompt"))
-        limit = loaded.model.max_len - params.max_new_tokens
-        for prompt in prompts:
-            if len(prompt) > limit:
-                raise ApiError(400, f"prompt has {len(prompt)} tokens; with max_tokens {params.max_new_tokens} at "
-                                    f"most {limit} fit the model's context ({loaded.model.max_len})",
-                               code="context_length_exceeded")
-        if body.get("stream") and (len(prompts) > 1 or want_logprobs):
-            raise ApiError(400, "stream: one prompt at a time and without logprobs; send them unstreamed")
-        stop_ids = stop_ids_for(tok, params)
-        end = token_id(tok, IM_END) if chat else None
-        end = stop_ids[0] if end is None else end
-        make_constraint = grammar(engine, body, tools, end)
-        if body.get("ignore_eos") is True:    # vLLM's extension (benchmarks): always max_tokens tokens
-            stop_ids = []
-        rid, created = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}", int(time.time())
-        kind = "chat.completion" if chat else "text_completion"
-        t0 = time.perf_counter()
-        jobs = [(prompt, replace(params, seed=params.seed + i)) for prompt in prompts for i in range(n)]
-
-        async def is_gone() -> bool:
-            return await request.is_disconnected()
-
-        async def ignore(delta: str) -> None:
-            return None
-
-        async def one(prompt, job_params, on_text):
-            """(text, token ids, finish reason) of one choice; max_tokens 0 (echo only) generates nothing."""
-            if score_only:
-                return "", [], "length"
-            return await run_request(engine, prompt, job_params, stop_ids, make_constraint, on_text, is_gone)
-
-        if body.get("stream"):
-            prompt = prompts[0]
-
-            async def events():
-                completion = 0
-                for i, (_, job_params) in enumerate(jobs):
-                    calls = ToolCallStream(tools) if tools else None
-                    pending: list[str] = [chunk(i, {"content": tok.decode(prompt)})] if echo else []
-
-                    async def on_text(delta: str) -> None:
-                        for ev in (calls.feed(delta) if calls else [{"content": delta}]):
-                            pending.append(chunk(i, ev))
-
-                    task = asyncio.ensure_future(one(prompt, job_params, on_text))
-                    if chat:
-                        yield sse({"id": rid, "object": "chat.completion.chunk", "created": created, "model": model_id,
-                                   "choices": [{"index": i, "delta": {"role": "assistant"}, "finish_reason": None}]})
-                    while not task.done() or pending:
-                        if pending:    # what came since the last look goes out in one write
-                            yield "".join(pending)
-                            pending.clear()
-                        if not task.done():
-                            await asyncio.sleep(0.02)
-                    _, ids, reason = task.result()
-                    for ev in (calls.finish() if calls else []):
-                        yield chunk(i, ev)
-                    if calls and calls.calls:
-                        reason = "tool_calls"
-                    engine.observe(time.perf_counter() - t0, len(ids))
-                    completion += len(ids)
-                    yield sse({"id": rid, "object": f"{kind}.chunk" if chat else kind, "created": created,
-                               "model": model_id, "choices": [{"index": i, **({"delta": {}} if chat else {"text": ""}),
-                                                               "finish_reason": reason}]})
-                if (body.get("stream_options") or {}).get("include_usage"):   # OpenAI's last chunk: usage only
-                    yield sse({"id": rid, "object": f"{kind}.chunk" if chat else kind, "created": created,
-                               "model": model_id, "choices": [], "usage": usage(len(prompt) * n, completion)})
-                yield "data: [DONE]\n\n"
-
-            def chunk(i: int, ev: dict) -> str:
-                if not chat:
-                    return sse({"id": rid, "object": kind, "created": created, "model": model_id,
-                                "choices": [{"index": i, "text": ev.get("content", ""), "finish_reason": None}]})
-                delta = {"content": ev["content"]} if "content" in ev else (
-                    {"tool_calls": [{"index": int(ev["tool_call"]["id"].split("_")[1]), **ev["tool_call"]}]}
-                    if "tool_call" in ev else {"content": ""})
-                return sse({"id": rid, "object": "chat.completion.chunk", "created": created, "model": model_id,
-                            "choices": [{"index": i, "delta": delta, "finish_reason": None}]})
-
-            return StreamingResponse(events(), media_type="text/event-stream")
-
-        wave = asyncio.Semaphore(cfg.slots)   # a request's own prompts take at most every slot, never the queue
-
-        async def in_wave(prompt, job_params):
-            async with wave:
-                return await one(prompt, job_params, ignore)
-
-        results = await asyncio.gather(*(in_wave(prompt, job_params) for prompt, job_params in jobs))
-        choices, completion = [], 0
-        for i, ((prompt, _), (text, ids, reason)) in enumerate(zip(jobs, results)):
-            completion += len(ids)
-            if not chat:
-                choice = {"index": i, "text": (tok.decode(prompt) if echo else "") + text, "finish_reason": reason}
-                if want_logprobs:
-                    choice["logprobs"] = await asyncio.to_thread(token_logprobs, engine, prompt + ids,
-                                                                 0 if echo else len(prompt), top)
-                choices.append(choice)
-                continue
-            message = {"role": "assistant", "content": text.strip()}
-            if tools:
-                reply = parse_tool_calls(text, tools)
-                message["content"] = reply.content or None
-                if reply.tool_calls:
-                    message["tool_calls"], reason = reply.tool_calls, "tool_calls"
-            choices.append({"index": i, "message": message, "finish_reason": reason})
-        engine.observe(time.perf_counter() - t0, completion)
-        return {"id": rid, "object": kind, "created": created, "model": model_id, "choices": choices,
-                "usage": usage(sum(len(p) for p in prompts) * n, completion)}
+        return await complete(request, chat=False)
 
     return app
 
