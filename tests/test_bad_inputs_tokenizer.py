@@ -110,6 +110,7 @@ SWEEP_CASES = [
     (["--workers", "0"], r"sweep workers = 0: must be >= 1"),
     (["--vocab-sizes", "100", "400"], r"sweep vocab size = 100: must be > 330"),
     (["--max-bytes", "-5"], r"max_bytes = -5: must be >= 1"),
+    (["--vocab-sizes", "600", "--recommend-vocab", "900"], r"--recommend-vocab 900: not among the swept sizes \[600\]"),
 ]
 
 
@@ -117,6 +118,7 @@ SWEEP_CASES = [
 def test_sweep_bad_options(extra, match, corpus, tmp_path, capfd):
     out = tmp_path / "sweep"
     assert_one_line_error(["tokenizer", "sweep", str(corpus), "-o", str(out), *extra], capfd, match=match)
+    assert not (out / "cache").exists()     # refused before any training
 
 
 # ------------------------------------------------------------------------------------------------ compare

@@ -61,6 +61,16 @@ class SweepConfig:
         check_fields(self, "sweep ", {"workers": ">= 1", "recommend_vocab": f"> {BASE_VOCAB}"})
         for v in self.vocab_sizes:
             check_value("sweep vocab size", v, f"> {BASE_VOCAB}")
+        if not self.mixes or not self.vocab_sizes:
+            raise QazlmError("sweep: give at least one mixture and one vocab size")
+        metrics = {f"fertility_{lang}" for lang in EVAL_LANGS} | {f"premium_{lang}" for lang in EVAL_LANGS
+                                                                  if lang != "en"}
+        unknown = sorted(set(self.targets) - metrics)
+        if unknown:
+            raise QazlmError(f"sweep targets: unknown metric(s) {unknown}; choose from {', '.join(sorted(metrics))}")
+        if self.recommend_vocab and self.recommend_vocab not in self.vocab_sizes:
+            raise QazlmError(f"--recommend-vocab {self.recommend_vocab}: not among the swept sizes "
+                             f"{sorted(set(self.vocab_sizes))}")
 
 
 def cache_key(cfg_dict: dict, fingerprint: str) -> str:
@@ -142,26 +152,35 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, docs_dir: str | Path | None
 
 
 def _run_sweep(cfg: SweepConfig, out: Path, docs_dir: str | Path | None, cache_dir: str | Path | None) -> dict:
-    from tokenizers import Tokenizer
-    from tqdm import tqdm
-
-    from qazlm.tokenizer.mixture import count_bytes, files_by_language, inputs_fingerprint, parse_mix
-    from qazlm.tokenizer.train import TokenizerTrainConfig, is_complete, save_tokenizer_folder, truncate_tokenizer
+    from qazlm.tokenizer.mixture import parse_mix
 
     t0 = time.time()
-    cache = Path(cache_dir) if cache_dir else out / "cache"
-    if not cfg.mixes or not cfg.vocab_sizes:
-        raise QazlmError("sweep: give at least one mixture and one vocab size")
-    metrics = {f"fertility_{lang}" for lang in EVAL_LANGS} | {f"premium_{lang}" for lang in EVAL_LANGS if lang != "en"}
-    unknown = sorted(set(cfg.targets) - metrics)
-    if unknown:
-        raise QazlmError(f"sweep targets: unknown metric(s) {unknown}; choose from {', '.join(sorted(metrics))}")
     mixes = [",".join(f"{k}={v:g}" for k, v in parse_mix(m).items()) for m in cfg.mixes]
     vocabs = sorted(set(cfg.vocab_sizes))
-    files = files_by_language(cfg.inputs)
-    fingerprint = inputs_fingerprint(files)
+    jobs = _plan(cfg, mixes, vocabs, Path(cache_dir) if cache_dir else out / "cache")
+    results = _train_and_evaluate(cfg, jobs, vocabs)
+    rows = [{"mix": mix, "variant": "morph" if morph else "bpe", "vocab": v, **metrics}
+            for (mix, morph, _), per_vocab in results.items() for v, metrics in per_vocab.items()]
+    rows.sort(key=lambda r: (r["variant"], r["mix"], r["vocab"]))
+    for r in rows:
+        r["target_margin"] = target_margin(r, cfg.targets)
+    rec = _save_recommended(cfg, rows, jobs, cfg.recommend_vocab or max(vocabs), out / "recommended")
+    result = {"split": cfg.split, "vocab_sizes": vocabs, "mixes": mixes, "pattern": cfg.pattern,
+              "recommended": rec, "recommended_dir": str(out / "recommended"), "rows": rows,
+              "seconds": round(time.time() - t0, 1)}
+    md = _write_outputs(cfg, result, out, docs_dir)
+    print(md)
+    print(f"sweep done in {result['seconds']}s -> {out} (recommended tokenizer: {out / 'recommended'})")
+    return result
 
-    # one training per (mixture, variant[, vocab]); cached by content hash
+
+def _plan(cfg: SweepConfig, mixes: list[str], vocabs: list[int], cache: Path) -> dict:
+    """(mixture, morph variant, vocab) -> (training options, cache folder): one training per mixture and
+    variant at the largest vocab when smaller ones are truncations, else one per vocab too."""
+    from qazlm.tokenizer.mixture import files_by_language, inputs_fingerprint
+    from qazlm.tokenizer.train import TokenizerTrainConfig
+
+    fingerprint = inputs_fingerprint(files_by_language(cfg.inputs))
     jobs: dict[tuple[str, bool, int], tuple[dict, Path]] = {}
     for mix in mixes:
         for morph in ([False, True] if cfg.morph_variant else [False]):
@@ -171,15 +190,27 @@ def _run_sweep(cfg: SweepConfig, out: Path, docs_dir: str | Path | None, cache_d
                                           max_bytes=cfg.max_bytes, morph=morph, balance=cfg.balance)
                 d = dataclasses.asdict(tc)
                 jobs[(mix, morph, v)] = (d, cache / cache_key(d, fingerprint))
+    return jobs
+
+
+def _train_and_evaluate(cfg: SweepConfig, jobs: dict, vocabs: list[int]) -> dict:
+    """Each job's metrics per vocab size: trained (or read from the cache) and scored on FLORES+ `cfg.split`,
+    in a process pool when more than one needs work."""
+    from tqdm import tqdm
+
+    from qazlm.tokenizer.mixture import count_bytes, files_by_language
+    from qazlm.tokenizer.train import is_complete
+
     trained = sum(is_complete(p) for _, p in jobs.values())
     todo = {k for k, (_, p) in jobs.items() if not _is_done(p, cfg.split, vocabs)}
     print(f"sweep: {len(jobs)} trainings ({trained} cached), {len(vocabs)} vocab sizes, FLORES+ {cfg.split}",
           flush=True)
-    need_counts = len(jobs) > trained
-    counts = {lang: count_bytes(fs)[0] for lang, fs in files.items()} if need_counts else None
-    results: dict[tuple, dict] = {}
+    counts = None
+    if len(jobs) > trained:
+        counts = {lang: count_bytes(fs)[0] for lang, fs in files_by_language(cfg.inputs).items()}
     args = {k: (d, str(p), counts, vocabs if cfg.truncate else [d["vocab_size"]], cfg.split)
             for k, (d, p) in jobs.items()}
+    results: dict[tuple, dict] = {}
     if cfg.workers > 1 and len(todo) > 1:
         import multiprocessing as mp
 
@@ -189,29 +220,33 @@ def _run_sweep(cfg: SweepConfig, out: Path, docs_dir: str | Path | None, cache_d
                 results[futs[f]] = f.result()
     for k in tqdm([k for k in jobs if k not in results], desc="train+eval", unit="tok", disable=not todo):
         results[k] = _job(*args[k])
-    rows = [{"mix": mix, "variant": "morph" if morph else "bpe", "vocab": v, **metrics}
-            for (mix, morph, _), per_vocab in results.items() for v, metrics in per_vocab.items()]
-    rows.sort(key=lambda r: (r["variant"], r["mix"], r["vocab"]))
+    return results
 
-    rec_vocab = cfg.recommend_vocab or max(vocabs)
-    if rec_vocab not in vocabs:
-        raise QazlmError(f"--recommend-vocab {rec_vocab}: not among the swept sizes {vocabs}")
-    pool_rows = [r for r in rows if r["vocab"] == rec_vocab and r["variant"] == "bpe"]
-    for r in rows:
-        r["target_margin"] = target_margin(r, cfg.targets)
-    rec = max(pool_rows, key=lambda r: (r["target_margin"], -r["max_premium"]))
+
+def _save_recommended(cfg: SweepConfig, rows: list[dict], jobs: dict, vocab: int, folder: Path) -> dict:
+    """Pick the BPE mixture with the best target margin at `vocab` (module docstring) and save its tokenizer,
+    truncated to `vocab`, as a tokenizer folder; returns its row."""
+    from tokenizers import Tokenizer
+
+    from qazlm.tokenizer.train import save_tokenizer_folder, truncate_tokenizer
+
+    rec = max((r for r in rows if r["vocab"] == vocab and r["variant"] == "bpe"),
+              key=lambda r: (r["target_margin"], -r["max_premium"]))
     (d, path), = [j for (mix, morph, _), j in jobs.items() if mix == rec["mix"] and not morph
-                  and (cfg.truncate or j[0]["vocab_size"] == rec_vocab)]
+                  and (cfg.truncate or j[0]["vocab_size"] == vocab)]
     tok_json = (path / "tokenizer.json").read_text(encoding="utf-8")
-    tok = truncate_tokenizer(tok_json, rec_vocab) if rec_vocab < d["vocab_size"] else Tokenizer.from_str(tok_json)
+    tok = truncate_tokenizer(tok_json, vocab) if vocab < d["vocab_size"] else Tokenizer.from_str(tok_json)
     info = json.loads((path / "training_info.json").read_text(encoding="utf-8"))
-    info.update(vocab_size=rec_vocab, truncated_from=info["vocab_size"], sweep_split=cfg.split)
-    info["config"]["vocab_size"] = rec_vocab
-    save_tokenizer_folder(tok, out / "recommended", info)
+    info.update(vocab_size=vocab, truncated_from=info["vocab_size"], sweep_split=cfg.split)
+    info["config"]["vocab_size"] = vocab
+    save_tokenizer_folder(tok, folder, info)
+    return rec
 
-    result = {"split": cfg.split, "vocab_sizes": vocabs, "mixes": mixes, "pattern": cfg.pattern,
-              "recommended": rec, "recommended_dir": str(out / "recommended"), "rows": rows,
-              "seconds": round(time.time() - t0, 1)}
+
+def _write_outputs(cfg: SweepConfig, result: dict, out: Path, docs_dir: str | Path | None) -> str:
+    """sweep.json, sweep.csv, sweep.md and the chart under `out` (and under docs/ when asked); returns the
+    markdown."""
+    rows = result["rows"]
     write_json(out / "sweep.json", result)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]))
@@ -225,9 +260,7 @@ def _run_sweep(cfg: SweepConfig, out: Path, docs_dir: str | Path | None, cache_d
         docs = Path(docs_dir)
         write_text(docs / "tokenizer_sweep.md", md.replace("](tokenizer_sweep.png)", "](img/tokenizer_sweep.png)"))
         plot_sweep(rows, docs / "img" / "tokenizer_sweep.png")
-    print(md)
-    print(f"sweep done in {result['seconds']}s -> {out} (recommended tokenizer: {out / 'recommended'})")
-    return result
+    return md
 
 
 def target_margin(row: dict, targets: dict[str, float]) -> float:

@@ -43,18 +43,19 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_sweep(args) -> int:
-    from qazlm.tokenizer.sweep import SweepConfig, run_sweep
+    from qazlm.tokenizer.sweep import TARGETS, SweepConfig, run_sweep
 
-    cfg = SweepConfig(inputs=list(args.inputs), mixes=list(args.mixes), vocab_sizes=list(args.vocab_sizes),
-                      pattern=args.pattern, min_frequency=args.min_frequency, max_bytes=args.max_bytes,
-                      balance=args.balance, morph_variant=args.morph_variant, workers=args.workers, split=args.split,
-                      recommend_vocab=args.recommend_vocab, truncate=not args.no_truncate)
+    targets = dict(TARGETS)
     for spec in args.target or ():
         key, _, value = spec.partition("=")
         try:
-            cfg.targets[key.strip()] = float(value)
+            targets[key.strip()] = float(value)
         except ValueError:
             raise QazlmError(f"--target {spec!r}: expected METRIC=NUMBER, e.g. fertility_en=1.45") from None
+    cfg = SweepConfig(inputs=list(args.inputs), mixes=list(args.mixes), vocab_sizes=list(args.vocab_sizes),
+                      pattern=args.pattern, min_frequency=args.min_frequency, max_bytes=args.max_bytes,
+                      balance=args.balance, morph_variant=args.morph_variant, workers=args.workers, split=args.split,
+                      recommend_vocab=args.recommend_vocab, truncate=not args.no_truncate, targets=targets)
     run_sweep(cfg, args.output, docs_dir=args.docs, cache_dir=args.cache)
     return 0
 
