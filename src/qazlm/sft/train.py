@@ -180,43 +180,22 @@ def run_sft(cfg: SftConfig, force: bool = False, log=print, callbacks: list | No
 
 
 def _train(cfg: SftConfig, out: Path, log, callbacks: list) -> dict:
-    from qazlm.runs import resolve_device, write_record
-    from qazlm.sft.load import (check_lora_targets, check_template, load_chat_tokenizer, load_model, read_sft_data,
-                                set_aside_overlong)
-    from qazlm.train.monitor import MetricsLogger
+    from qazlm.runs import resolve_device
 
     t_start = time.perf_counter()
     quiet_libraries()
     device = resolve_device(cfg.device, "[sft]")
-    train, held, rejected = read_sft_data(cfg.data, cfg.max_heldout)
-    model, kind = load_model(cfg.model, device)
-    tok = load_chat_tokenizer(cfg.model, kind, cfg.chat_template)
-    check_template(tok, train[0]["messages"], cfg.model)
-    check_context(model, kind, cfg)
-    train, too_long = set_aside_overlong(tok, train, cfg.max_len)
-    if not train:
-        raise QazlmError(f"{cfg.data}: every conversation is longer than max_len = {cfg.max_len} tokens; raise max_len")
-    if too_long:
-        log(f"sft: {len(too_long)} conversations longer than max_len = {cfg.max_len} tokens set aside (rejected.jsonl)")
-    rejected += too_long
-    if cfg.lora.enabled:
-        check_lora_targets(model, cfg.lora.target_modules, cfg.model)
+    model, kind, tok, train, held, rejected = _load_inputs(cfg, device, log)
     trainer = build_trainer(cfg, model, tok, train, held, out, device)
     stats = dataset_stats(trainer.train_dataset)
     if stats["supervised_tokens"] == 0:
         raise QazlmError(f"{cfg.data}: no token of any conversation is marked for training (all-zero assistant "
-                         f"masks after max_len = {cfg.max_len}); check the chat template's {{% generation %}} spans "
-                         "or raise max_len")
+                         f"masks after max_len = {cfg.max_len} tokens); check the chat template's "
+                         "{% generation %} spans or raise max_len")
     resume = last_complete_checkpoint(out / "checkpoints")
     step0 = json.loads((resume / "trainer_state.json").read_text())["global_step"] if resume else 0
-    logger = MetricsLogger(out, tensorboard=False, resume_step=step0 if resume else None) if is_main_process() else None
-    from qazlm.sft.callbacks import MetricsCallback
-
-    metrics = MetricsCallback(logger, trainer.counter, tokens_before(out, step0) if resume else 0)
-    if logger is not None:
-        trainer.add_callback(metrics)
-        if not resume:
-            logger.log(0, header(cfg, trainer, stats, len(train), len(held), kind, device))
+    metrics, logger = _attach_metrics(trainer, out, resume, step0,
+                                      lambda: header(cfg, trainer, stats, len(train), len(held), kind, device))
     for cb in callbacks:
         trainer.add_callback(cb)
     log(f"sft: {cfg.model} ({kind}, {device}) on {len(train):,} conversations -> {stats['rows']:,} "
@@ -238,15 +217,56 @@ def _train(cfg: SftConfig, out: Path, log, callbacks: list) -> dict:
     summary = make_summary(cfg, trainer, metrics, result, stats, train_s, heldout_loss, out, step0, rejected)
     summary["wall_s"] = time.perf_counter() - t_start
     if is_main_process():
-        from qazlm.io import write_json
-
-        if rejected:
-            write_jsonl(out / "rejected.jsonl", rejected)
-        save_final(trainer, tok, out / "final", lineage(cfg, kind, summary))
-        write_record(out, STAGE, dataclasses.asdict(cfg))
-        write_json(out / "summary.json", summary)
+        _save(cfg, trainer, tok, out, kind, summary, rejected)
         log(summary_line(summary))
     return summary
+
+
+def _load_inputs(cfg: SftConfig, device: str, log) -> tuple:
+    """(model, kind, tokenizer, train, held-out, set-aside conversations), every check that needs them done: the
+    template trains assistant tokens, the model's context holds max_len, LoRA targets match modules."""
+    from qazlm.sft.load import (check_lora_targets, check_template, load_chat_tokenizer, load_model, read_sft_data,
+                                set_aside_overlong)
+
+    train, held, rejected = read_sft_data(cfg.data, cfg.max_heldout)
+    model, kind = load_model(cfg.model, device)
+    tok = load_chat_tokenizer(cfg.model, kind, cfg.chat_template)
+    check_template(tok, train[0]["messages"], cfg.model)
+    check_context(model, kind, cfg)
+    train, too_long = set_aside_overlong(tok, train, cfg.max_len)
+    if not train:
+        raise QazlmError(f"{cfg.data}: every conversation is longer than max_len = {cfg.max_len} tokens; raise max_len")
+    if too_long:
+        log(f"sft: {len(too_long)} conversations longer than max_len = {cfg.max_len} tokens set aside (rejected.jsonl)")
+    if cfg.lora.enabled:
+        check_lora_targets(model, cfg.lora.target_modules, cfg.model)
+    return model, kind, tok, train, held, rejected + too_long
+
+
+def _attach_metrics(trainer, out: Path, resume, step0: int, make_header):
+    """The metrics callback (losses, tokens) and, on the main process, its metrics.jsonl logger, continued on a
+    resume (tokens counted so far read back) or started with the run's header record."""
+    from qazlm.sft.callbacks import MetricsCallback
+    from qazlm.train.monitor import MetricsLogger
+
+    logger = MetricsLogger(out, tensorboard=False, resume_step=step0 if resume else None) if is_main_process() else None
+    metrics = MetricsCallback(logger, trainer.counter, tokens_before(out, step0) if resume else 0)
+    if logger is not None:
+        trainer.add_callback(metrics)
+        if not resume:
+            logger.log(0, make_header())
+    return metrics, logger
+
+
+def _save(cfg: SftConfig, trainer, tok, out: Path, kind: str, summary: dict, rejected: list) -> None:
+    from qazlm.io import write_json
+    from qazlm.runs import write_record
+
+    if rejected:
+        write_jsonl(out / "rejected.jsonl", rejected)
+    save_final(trainer, tok, out / "final", lineage(cfg, kind, summary))
+    write_record(out, STAGE, dataclasses.asdict(cfg))
+    write_json(out / "summary.json", summary)
 
 
 def quiet_libraries() -> None:
