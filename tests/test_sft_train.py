@@ -24,8 +24,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # rows of 256); any change to masking, packing, the template or the model conversion moves it.
 GOLDEN_FIRST_LOSS = 6.9777
 GOLDEN_TOL = 2e-3
-RUN = dict(lr=2e-3, max_steps=6, batch_size=2, max_len=512, save_steps=3, warmup=0, schedule="constant",
-           max_heldout=4, seed=0, device="cpu")
+RUN = dict(lr=2e-3, max_steps=6, batch_size=2, max_len=512, save_steps=3, eval_steps=3, warmup=0,
+           schedule="constant", max_heldout=4, seed=0, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -304,7 +304,9 @@ def test_lineage_metrics_and_record(full_run, base, data):
     rows = read_metrics(out / "metrics.jsonl")
     steps = [r["step"] for r in rows if "loss" in r]
     assert steps == [1, 2, 3, 4, 5, 6] and all(r["tokens_per_s"] > 0 for r in rows if "loss" in r)
-    assert any("heldout_loss" in r for r in rows) and rows[0]["step"] == 0 and rows[0]["trainable_params"] > 0
+    assert rows[0]["step"] == 0 and rows[0]["trainable_params"] > 0
+    heldout = [(r["step"], r["heldout_loss"]) for r in rows if "heldout_loss" in r]
+    assert [step for step, _ in heldout] == [3, 6] and heldout[-1][1] == s["heldout_loss"]  # the last one not rerun
     assert {p.name for p in plot_run(out)} >= {"loss.png", "lr.png", "tokens_per_s.png"}
     assert read_record(out)["lr"] == RUN["lr"] and any((out / "tb").iterdir())
 

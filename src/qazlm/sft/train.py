@@ -210,7 +210,7 @@ def _train(cfg: SftConfig, out: Path, log, callbacks: list) -> dict:
         if bad:
             raise QazlmError(f"[sft] loss became {bad[0][1]} at step {bad[0][0]}; lower lr (now {cfg.lr:g}) or "
                              "check the data")
-        heldout_loss = float(trainer.evaluate()["eval_loss"]) if held else None
+        heldout_loss = final_heldout_loss(trainer) if held else None
     finally:
         if logger is not None:
             logger.close()
@@ -220,6 +220,13 @@ def _train(cfg: SftConfig, out: Path, log, callbacks: list) -> dict:
         _save(cfg, trainer, tok, out, kind, summary, rejected)
         log(summary_line(summary))
     return summary
+
+
+def final_heldout_loss(trainer) -> float:
+    """The held-out loss of the trained model: the evaluation the trainer ran at its last step when eval_steps
+    divides it (not run and logged a second time), else a new one."""
+    last = [r for r in trainer.state.log_history if "eval_loss" in r and r.get("step") == trainer.state.global_step]
+    return float(last[-1]["eval_loss"]) if last else float(trainer.evaluate()["eval_loss"])
 
 
 def _load_inputs(cfg: SftConfig, device: str, log) -> tuple:
