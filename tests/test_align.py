@@ -240,7 +240,7 @@ def test_a_forked_conversation_attends_like_its_two_sequences():
     import torch
     import torch.nn.functional as F
 
-    from qazlm.sft.packing import fork_mask, packed_sdpa
+    from qazlm.sft.packing import branch_pieces, conversations, packed_sdpa
 
     torch.manual_seed(0)
     heads, dim = 4, 8
@@ -256,8 +256,10 @@ def test_a_forked_conversation_attends_like_its_two_sequences():
     a, b = alone(prompt, chosen), alone(prompt, rejected)
     assert torch.allclose(out[0, :5], a, atol=1e-6) and torch.allclose(out[0, 5:8], b[3:], atol=1e-6)
     assert torch.allclose(out[0, 8:], alone(other), atol=1e-6)
-    mask = fork_mask(positions[:, :8], torch.ones(1, 8, dtype=torch.bool))[0]
-    assert mask[5].tolist() == [True] * 3 + [False, False, True, False, False]   # the rejected side skips chosen
+    first, lengths, forked = conversations(positions, 1, 12)
+    assert forked.tolist() == [True, False]
+    # the rejected side runs as the prompt's 3 tokens (borrowed, not written back) + its own, skipping chosen
+    assert branch_pieces(positions.flatten(), first, lengths, forked) == [([0, 1, 2, 3, 4], 0), ([0, 1, 2, 5, 6, 7], 3)]
 
 
 @pytest.mark.filterwarnings("ignore:`gradient_checkpointing` is deprecated:FutureWarning")  # TRL passes it

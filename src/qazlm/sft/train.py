@@ -93,9 +93,11 @@ def build_trainer(cfg: SftConfig, model, tok, train: list[dict], held: list[dict
         train_dataset=Dataset.from_list(train), eval_dataset=Dataset.from_list(held) if held else None,
         peft_config=lora_config(cfg))
     trainer.counter = TokenCounter()
+    trainer.shared_saved = 0
     if cfg.packing and not uses_flash_attention(trainer.model):
         trainer.data_collator = row_packed_collator(tok.pad_token_id)
         use_packed_attention(model)
+        share_openings(trainer, tok, cfg)
     trainer.data_collator = counting_collator(trainer.data_collator)
     quiet_progress(trainer)
     if is_main_process():
@@ -103,6 +105,21 @@ def build_trainer(cfg: SftConfig, model, tok, train: list[dict], held: list[dict
         tensorboard.logging_dir = str(out / "tb")  # also where the writer reopens for the final held-out eval
         trainer.add_callback(tensorboard)
     return trainer
+
+
+def share_openings(trainer, tok, cfg: SftConfig) -> None:
+    """Conversations that open alike (the same tool definitions, the same first request) share one copy of the
+    opening in their packed row (`qazlm.sft.packing.fork_shared_openings`); rows carry their position ids."""
+    from qazlm.sft.packing import fork_shared_openings
+    from qazlm.tokenizer.special_tokens import IM_START, token_id
+
+    im_start = token_id(tok, IM_START)
+    if im_start is None:
+        return
+    trainer.train_dataset, trainer.shared_saved = fork_shared_openings(trainer.train_dataset, im_start, cfg.max_len)
+    if trainer.eval_dataset is not None:
+        trainer.eval_dataset = fork_shared_openings(trainer.eval_dataset, im_start, cfg.max_len)[0]
+    trainer._signature_columns = ["input_ids", "labels", "seq_lengths", "position_ids"]
 
 
 def dataset_stats(dataset) -> dict:
@@ -187,7 +204,7 @@ def _train(cfg: SftConfig, out: Path, log, callbacks: list) -> dict:
     device = resolve_device(cfg.device, "[sft]")
     model, kind, tok, train, held, rejected = _load_inputs(cfg, device, log)
     trainer = build_trainer(cfg, model, tok, train, held, out, device)
-    stats = dataset_stats(trainer.train_dataset)
+    stats = {**dataset_stats(trainer.train_dataset), "shared_openings": trainer.shared_saved}
     if stats["supervised_tokens"] == 0:
         raise QazlmError(f"{cfg.data}: no token of any conversation is marked for training (all-zero assistant "
                          f"masks after max_len = {cfg.max_len} tokens); check the chat template's "
@@ -198,9 +215,11 @@ def _train(cfg: SftConfig, out: Path, log, callbacks: list) -> dict:
                                       lambda: header(cfg, trainer, stats, len(train), len(held), kind, device))
     for cb in callbacks:
         trainer.add_callback(cb)
+    shared = f" ({trainer.shared_saved:,} more in shared openings, computed once)" if trainer.shared_saved else ""
     log(f"sft: {cfg.model} ({kind}, {device}) on {len(train):,} conversations -> {stats['rows']:,} "
         f"{'packed rows' if cfg.packing else 'sequences'}, {stats['supervised_tokens']:,} of {stats['tokens']:,} "
-        f"tokens trained on{'; LoRA r=' + str(cfg.lora.r) if cfg.lora.enabled else '; full fine-tuning'}"
+        f"tokens{shared} trained on"
+        f"{'; LoRA r=' + str(cfg.lora.r) if cfg.lora.enabled else '; full fine-tuning'}"
         f"{f'; resuming from {resume.name}' if resume else ''}")
     try:
         t0 = time.perf_counter()
@@ -293,6 +312,7 @@ def header(cfg: SftConfig, trainer, stats: dict, n_train: int, n_held: int, kind
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"params": params, "trainable_params": trainable, "conversations": n_train, "heldout_conversations": n_held,
             "rows": stats["rows"], "tokens_per_epoch": stats["tokens"], "supervised_tokens": stats["supervised_tokens"],
+            "shared_opening_tokens": stats["shared_openings"],
             "steps": trainer.args.max_steps if trainer.args.max_steps > 0 else None, "model_kind": kind,
             "device": device, "packing": cfg.packing, "lora": cfg.lora.enabled}
 
@@ -318,7 +338,8 @@ def make_summary(cfg, trainer, metrics, result, stats, train_s, heldout_loss, ou
             "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
             "heldout_loss": heldout_loss, "padding_waste": trainer.counter.pad_share,
             "rows": stats["rows"], "supervised_tokens_per_epoch": stats["supervised_tokens"],
-            "tokens_per_epoch": stats["tokens"], "set_aside": len(rejected), "out": str(out / "final"),
+            "tokens_per_epoch": stats["tokens"], "shared_opening_tokens_per_epoch": stats["shared_openings"],
+            "set_aside": len(rejected), "out": str(out / "final"),
             "versions": {"qazlm": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
                          "trl": trl.__version__, "peft": peft_version}}
 
