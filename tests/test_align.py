@@ -240,7 +240,7 @@ def test_a_forked_conversation_attends_like_its_two_sequences():
     import torch
     import torch.nn.functional as F
 
-    from qazlm.sft.packing import branch_pieces, conversations, packed_sdpa
+    from qazlm.sft.packing import branches, conversations, packed_sdpa
 
     torch.manual_seed(0)
     heads, dim = 4, 8
@@ -258,8 +258,9 @@ def test_a_forked_conversation_attends_like_its_two_sequences():
     assert torch.allclose(out[0, 8:], alone(other), atol=1e-6)
     first, lengths, forked = conversations(positions, 1, 12)
     assert forked.tolist() == [True, False]
-    # the rejected side runs as the prompt's 3 tokens (borrowed, not written back) + its own, skipping chosen
-    assert branch_pieces(positions.flatten(), first, lengths, forked) == [([0, 1, 2, 3, 4], 0), ([0, 1, 2, 5, 6, 7], 3)]
+    # the rejected side (tokens 5..7) runs after the prompt's 3 tokens (borrowed, not written back), skipping chosen
+    owner, begin, end, borrowed = branches(positions.flatten(), first, lengths, forked)
+    assert (owner.tolist(), begin.tolist(), end.tolist(), borrowed.tolist()) == ([0, 0], [0, 5], [5, 8], [0, 3])
 
 
 @pytest.mark.filterwarnings("ignore:`gradient_checkpointing` is deprecated:FutureWarning")  # TRL passes it

@@ -142,17 +142,21 @@ def conversations(position_ids, batch: int, length: int):
     return first, torch.diff(first, append=first.new_tensor([batch * length])), forked
 
 
-def branch_pieces(flat_positions, first, lengths, forked) -> list[tuple[list[int], int]]:
-    """Each branch of the forked conversations as a causal sequence of its own: (its indices in the flattened batch,
-    preceded by the first branch's tokens below the position it starts at; how many of those leading indices it
-    borrows). The first branch borrows none."""
-    pieces = []
-    for start, n in zip(first[forked].tolist(), lengths[forked].tolist()):
-        pos = flat_positions[start:start + n].tolist()
-        cuts = [0] + [i for i in range(1, n) if pos[i] != pos[i - 1] + 1] + [n]
-        for a, b in zip(cuts, cuts[1:]):
-            pieces.append((list(range(start, start + pos[a])) + list(range(start + a, start + b)), pos[a]))
-    return pieces
+def branches(flat_positions, first, lengths, forked):
+    """Every branch of the forked conversations as (its conversation's first token, its own first token, its end,
+    how many of the first branch's tokens it borrows = its first position), as tensors: a branch runs as a causal
+    sequence of its own, the first branch's tokens below its first position in front. The first branch borrows
+    none."""
+    import torch
+
+    owner_start = torch.repeat_interleave(first, lengths)
+    owner_end = torch.repeat_interleave(first + lengths, lengths)
+    in_fork = torch.repeat_interleave(forked, lengths)
+    cut = in_fork.clone()
+    cut[1:] &= (flat_positions[1:] != flat_positions[:-1] + 1) | (owner_start[1:] != owner_start[:-1])
+    begin = cut.nonzero().flatten()
+    end = torch.minimum(torch.cat([begin[1:], begin.new_tensor([flat_positions.numel()])]), owner_end[begin])
+    return owner_start[begin], begin, end, flat_positions[begin]
 
 
 def packed_sdpa(module, query, key, value, attention_mask, position_ids=None, **kwargs):
@@ -176,39 +180,60 @@ def packed_sdpa(module, query, key, value, attention_mask, position_ids=None, **
     first, lengths, forked = found
     q, k, v = (t.transpose(1, 2).reshape(batch * length, t.shape[1], dim) for t in (query, key, value))
     out = v.repeat_interleave(heads // v.shape[1], dim=1)   # right for one-token conversations; the rest is replaced
-    plain = (lengths > 1) & ~forked
-    width = (lengths + WIDTH_STEP - 1) // WIDTH_STEP * WIDTH_STEP
-    groups = []                                             # (flat indices [n, w], rows written back [n, w])
-    for w in width[plain].unique().tolist():
-        members = ((width == w) & plain).nonzero().flatten()
-        offsets = torch.arange(w, device=first.device)
-        groups.append(((first[members, None] + offsets).clamp(max=batch * length - 1),
-                       offsets < lengths[members, None]))
-    if forked.any():
-        groups += fork_groups(branch_pieces(position_ids.expand(batch, length).flatten(), first, lengths, forked),
-                              first.device)
-    for index, write in groups:
-        o = F.scaled_dot_product_attention(q[index].transpose(1, 2), k[index].transpose(1, 2),
-                                           v[index].transpose(1, 2), dropout_p=kwargs.get("dropout", 0.0),
-                                           is_causal=True, scale=kwargs.get("scaling"), enable_gqa=k.shape[1] != heads)
-        out = out.index_put((index[write],), o.transpose(1, 2)[write])
+    starts, ends = first[lengths > 1], (first + lengths)[lengths > 1]
+    mask = None
+    if forked.any():   # whole unforked conversations and first branches run alike; later branches on their own
+        owner, begin, end, borrowed = branches(position_ids.expand(batch, length).flatten(), first, lengths, forked)
+        trunk = borrowed == 0
+        plain = ~torch.repeat_interleave(forked, lengths)[starts]
+        starts, ends = torch.cat([starts[plain], begin[trunk]]), torch.cat([ends[plain], end[trunk]])
+        mask = ~trunk
+    groups = causal_groups(starts, ends)
+    if mask is not None and mask.any():
+        groups += branch_groups(owner[mask], begin[mask], end[mask], borrowed[mask])
+    for q_index, k_index, attn_mask, write in groups:
+        o = F.scaled_dot_product_attention(q[q_index].transpose(1, 2), k[k_index].transpose(1, 2),
+                                           v[k_index].transpose(1, 2), attn_mask=attn_mask,
+                                           dropout_p=kwargs.get("dropout", 0.0), is_causal=attn_mask is None,
+                                           scale=kwargs.get("scaling"), enable_gqa=k.shape[1] != heads)
+        out = out.index_put((q_index[write],), o.transpose(1, 2)[write])
     return out.view(batch, length, heads, dim), None
 
 
-def fork_groups(pieces: list[tuple[list[int], int]], device) -> list:
-    """`branch_pieces` gathered by width (rounded up to WIDTH_STEP) into (flat indices [n, w], rows written back
-    [n, w]) blocks: a block's tail repeats its last index, which no earlier query sees under the causal mask; only a
-    branch's own tokens are written back (the first branch's tokens it borrows are that branch's to write)."""
+def rounded(n):
+    return (n + WIDTH_STEP - 1) // WIDTH_STEP * WIDTH_STEP
+
+
+def causal_groups(starts, ends) -> list:
+    """Sequences [start, end) of the flattened batch gathered by width (length rounded up to WIDTH_STEP) into
+    (indices [n, w], the same as keys, no mask: causal, rows written back [n, w]) blocks. A block's tail repeats the
+    last index, which no earlier query sees under the causal mask."""
     import torch
 
-    by_width: dict[int, list] = {}
-    for index, borrowed in pieces:
-        by_width.setdefault(-(-len(index) // WIDTH_STEP) * WIDTH_STEP, []).append((index, borrowed))
+    size, groups = ends - starts, []
+    for w in rounded(size).unique().tolist():
+        m = (rounded(size) == w).nonzero().flatten()
+        offsets = torch.arange(w, device=starts.device)
+        index = torch.minimum(starts[m, None] + offsets, ends[m, None] - 1)
+        groups.append((index, index, None, offsets < size[m, None]))
+    return groups
+
+
+def branch_groups(owner, begin, end, borrowed) -> list:
+    """Later fork branches gathered by (query, key) widths into blocks: queries are the branch's own tokens, keys the
+    first branch's tokens it borrows and then its own, under a causal mask aligned at the bottom right (query i sees
+    every borrowed key and its own keys up to i). Nothing is computed for the borrowed tokens' queries."""
+    import torch
+
+    size = end - begin
+    wq, wk = rounded(size), rounded(borrowed + size)
     groups = []
-    for w, members in by_width.items():
-        index = torch.tensor([ix + [ix[-1]] * (w - len(ix)) for ix, _ in members], device=device)
-        offsets = torch.arange(w, device=device)
-        lo = torch.tensor([b for _, b in members], device=device)[:, None]
-        hi = torch.tensor([len(ix) for ix, _ in members], device=device)[:, None]
-        groups.append((index, (offsets >= lo) & (offsets < hi)))
+    for a, b in torch.stack([wq, wk], 1).unique(dim=0).tolist():
+        m = ((wq == a) & (wk == b)).nonzero().flatten()
+        qo, ko = torch.arange(a, device=begin.device), torch.arange(b, device=begin.device)
+        lent, last = borrowed[m, None], end[m, None] - 1
+        q_index = torch.minimum(begin[m, None] + qo, last)
+        k_index = torch.minimum(torch.where(ko < lent, owner[m, None] + ko, begin[m, None] + ko - lent), last)
+        sees = ko[None, None, :] <= lent[:, :, None] + qo[None, :, None]      # [n, a, b]
+        groups.append((q_index, k_index, sees[:, None], qo < size[m, None]))
     return groups
