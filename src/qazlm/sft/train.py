@@ -2,7 +2,8 @@
 
 Loss on assistant tokens only (`assistant_only_loss` with the template's `{% generation %}` spans, each
 `<|im_end|>` included), best-fit packing without attention across conversations (position ids restart per
-conversation; transformers builds a block-diagonal mask from them), full fine-tuning or LoRA merged on save.
+conversation; transformers builds a block-diagonal mask from them; without FlashAttention, conversations that open
+alike share one copy of the opening), full fine-tuning or LoRA merged on save.
 The output folder: `final/` (a Hugging Face model folder + `qazlm_lineage.json`), `checkpoints/` (resume
 points), `metrics.jsonl`, `tb/`, the stage record last. See docs/sft.md.
 """
