@@ -59,9 +59,10 @@ def row_packed_collator(pad_token_id: int):
 
 def opening(ids: list[int], labels: list[int], im_start: int) -> tuple[int, ...]:
     """A conversation's opening turn (its tokens before the second turn starts: the system prompt with the tool
-    definitions, or the first user request) when it is long enough to share and trains nothing, else ()."""
+    definitions, or the first user request) when it is long enough to share and trains nothing, nor the second
+    turn's first token (which a branch cannot predict: it follows another branch), else ()."""
     second = next((i for i in range(1, len(ids)) if ids[i] == im_start), 0)
-    if second < MIN_SHARED or any(x != -100 for x in labels[:second]):
+    if second < MIN_SHARED or any(x != -100 for x in labels[:second + 1]):
         return ()
     return tuple(ids[:second])
 
@@ -88,7 +89,7 @@ def forked_sequences(sequences: list[tuple[list[int], list[int]]], max_len: int,
                 forks.append({"input_ids": list(ids), "labels": list(labels), "position_ids": list(range(len(ids)))})
                 continue
             fork["input_ids"] += ids[shared:]
-            fork["labels"] += [-100] + labels[shared + 1:]        # a branch's first token follows another branch
+            fork["labels"] += labels[shared:]                     # its first label is -100 (`opening`)
             fork["position_ids"] += list(range(shared, len(ids)))
         out += forks
     return out
@@ -180,17 +181,14 @@ def packed_sdpa(module, query, key, value, attention_mask, position_ids=None, **
     first, lengths, forked = found
     q, k, v = (t.transpose(1, 2).reshape(batch * length, t.shape[1], dim) for t in (query, key, value))
     out = v.repeat_interleave(heads // v.shape[1], dim=1)   # right for one-token conversations; the rest is replaced
-    starts, ends = first[lengths > 1], (first + lengths)[lengths > 1]
-    mask = None
+    real = lengths > 1
+    starts, ends, groups = first[real], (first + lengths)[real], []
     if forked.any():   # whole unforked conversations and first branches run alike; later branches on their own
         owner, begin, end, borrowed = branches(position_ids.expand(batch, length).flatten(), first, lengths, forked)
-        trunk = borrowed == 0
-        plain = ~torch.repeat_interleave(forked, lengths)[starts]
+        trunk, plain = borrowed == 0, ~forked[real]
         starts, ends = torch.cat([starts[plain], begin[trunk]]), torch.cat([ends[plain], end[trunk]])
-        mask = ~trunk
-    groups = causal_groups(starts, ends)
-    if mask is not None and mask.any():
-        groups += branch_groups(owner[mask], begin[mask], end[mask], borrowed[mask])
+        groups = branch_groups(owner[~trunk], begin[~trunk], end[~trunk], borrowed[~trunk]) if (~trunk).any() else []
+    groups = causal_groups(starts, ends) + groups
     for q_index, k_index, attn_mask, write in groups:
         o = F.scaled_dot_product_attention(q[q_index].transpose(1, 2), k[k_index].transpose(1, 2),
                                            v[k_index].transpose(1, 2), attn_mask=attn_mask,
@@ -211,8 +209,9 @@ def causal_groups(starts, ends) -> list:
     import torch
 
     size, groups = ends - starts, []
-    for w in rounded(size).unique().tolist():
-        m = (rounded(size) == w).nonzero().flatten()
+    width = rounded(size)
+    for w in width.unique().tolist():
+        m = (width == w).nonzero().flatten()
         offsets = torch.arange(w, device=starts.device)
         index = torch.minimum(starts[m, None] + offsets, ends[m, None] - 1)
         groups.append((index, index, None, offsets < size[m, None]))
