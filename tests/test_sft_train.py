@@ -222,6 +222,26 @@ def test_forked_sequences_share_an_untrained_opening_within_max_len():
     assert all(q["position_ids"] == list(range(len(q["input_ids"]))) for q in seqs if len(q["input_ids"]) in (7, 22))
 
 
+def test_gathered_rows_get_their_gradients_in_a_fixed_order():
+    """packed_sdpa gathers keys through `rows`: an opening's keys are read by every branch, and the gradients of a
+    row read several times must add up the same way on every run (advanced indexing adds them in parallel on a
+    CPU: two runs of the same SFT then differed in the last bits after 40 steps)."""
+    from qazlm.sft.packing import rows
+
+    seeded = torch.Generator().manual_seed(0)
+    src = torch.randn(1000, 3, 64, generator=seeded)
+    index = torch.randint(0, 1000, (100, 500), generator=seeded)
+    weight = torch.randn(100, 500, 3, 64, generator=seeded)
+
+    def grad():
+        leaf = src.clone().requires_grad_()
+        (rows(leaf, index) * weight).sum().backward()
+        return leaf.grad
+
+    first = grad()
+    assert torch.equal(rows(src, index), src[index]) and all(torch.equal(first, grad()) for _ in range(3))
+
+
 def test_packed_attention_gradients_equal_sdpa_with_the_block_mask(base):
     """Training through the per-conversation attention gives the outputs and gradients of transformers' sdpa with
     its block mask, for rows of mixed lengths (several width groups, one-token padding conversations); unpacked

@@ -190,12 +190,20 @@ def packed_sdpa(module, query, key, value, attention_mask, position_ids=None, **
         groups = branch_groups(owner[~trunk], begin[~trunk], end[~trunk], borrowed[~trunk]) if (~trunk).any() else []
     groups = causal_groups(starts, ends) + groups
     for q_index, k_index, attn_mask, write in groups:
-        o = F.scaled_dot_product_attention(q[q_index].transpose(1, 2), k[k_index].transpose(1, 2),
-                                           v[k_index].transpose(1, 2), attn_mask=attn_mask,
-                                           dropout_p=kwargs.get("dropout", 0.0), is_causal=attn_mask is None,
-                                           scale=kwargs.get("scaling"), enable_gqa=k.shape[1] != heads)
+        o = F.scaled_dot_product_attention(*(rows(t, i).transpose(1, 2) for t, i in ((q, q_index), (k, k_index),
+                                                                                      (v, k_index))),
+                                           attn_mask=attn_mask, dropout_p=kwargs.get("dropout", 0.0),
+                                           is_causal=attn_mask is None, scale=kwargs.get("scaling"),
+                                           enable_gqa=k.shape[1] != heads)
         out = out.index_put((q_index[write],), o.transpose(1, 2)[write])
     return out.view(batch, length, heads, dim), None
+
+
+def rows(t, index):
+    """t's rows at `index` ([n, w] -> [n, w, ...]) through index_select, whose backward adds the gradients of a row
+    used several times (an opening's keys read by every branch) in a fixed order: advanced indexing's backward
+    adds them in parallel on a CPU, so two runs of one training would differ in the last bits."""
+    return t.index_select(0, index.flatten()).view(*index.shape, *t.shape[1:])
 
 
 def rounded(n):
