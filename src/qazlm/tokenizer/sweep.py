@@ -152,13 +152,14 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, docs_dir: str | Path | None
 
 
 def _run_sweep(cfg: SweepConfig, out: Path, docs_dir: str | Path | None, cache_dir: str | Path | None) -> dict:
-    from qazlm.tokenizer.mixture import parse_mix
+    from qazlm.tokenizer.mixture import files_by_language, parse_mix
 
     t0 = time.time()
     mixes = [",".join(f"{k}={v:g}" for k, v in parse_mix(m).items()) for m in cfg.mixes]
     vocabs = sorted(set(cfg.vocab_sizes))
-    jobs = _plan(cfg, mixes, vocabs, Path(cache_dir) if cache_dir else out / "cache")
-    results = _train_and_evaluate(cfg, jobs, vocabs)
+    files = files_by_language(cfg.inputs)
+    jobs = _plan(cfg, mixes, vocabs, files, Path(cache_dir) if cache_dir else out / "cache")
+    results = _train_and_evaluate(cfg, jobs, vocabs, files)
     rows = [{"mix": mix, "variant": "morph" if morph else "bpe", "vocab": v, **metrics}
             for (mix, morph, _), per_vocab in results.items() for v, metrics in per_vocab.items()]
     rows.sort(key=lambda r: (r["variant"], r["mix"], r["vocab"]))
@@ -174,13 +175,13 @@ def _run_sweep(cfg: SweepConfig, out: Path, docs_dir: str | Path | None, cache_d
     return result
 
 
-def _plan(cfg: SweepConfig, mixes: list[str], vocabs: list[int], cache: Path) -> dict:
+def _plan(cfg: SweepConfig, mixes: list[str], vocabs: list[int], files: dict, cache: Path) -> dict:
     """(mixture, morph variant, vocab) -> (training options, cache folder): one training per mixture and
     variant at the largest vocab when smaller ones are truncations, else one per vocab too."""
-    from qazlm.tokenizer.mixture import files_by_language, inputs_fingerprint
+    from qazlm.tokenizer.mixture import inputs_fingerprint
     from qazlm.tokenizer.train import TokenizerTrainConfig
 
-    fingerprint = inputs_fingerprint(files_by_language(cfg.inputs))
+    fingerprint = inputs_fingerprint(files)
     jobs: dict[tuple[str, bool, int], tuple[dict, Path]] = {}
     for mix in mixes:
         for morph in ([False, True] if cfg.morph_variant else [False]):
@@ -193,12 +194,12 @@ def _plan(cfg: SweepConfig, mixes: list[str], vocabs: list[int], cache: Path) ->
     return jobs
 
 
-def _train_and_evaluate(cfg: SweepConfig, jobs: dict, vocabs: list[int]) -> dict:
+def _train_and_evaluate(cfg: SweepConfig, jobs: dict, vocabs: list[int], files: dict) -> dict:
     """Each job's metrics per vocab size: trained (or read from the cache) and scored on FLORES+ `cfg.split`,
     in a process pool when more than one needs work."""
     from tqdm import tqdm
 
-    from qazlm.tokenizer.mixture import count_bytes, files_by_language
+    from qazlm.tokenizer.mixture import count_bytes
     from qazlm.tokenizer.train import is_complete
 
     trained = sum(is_complete(p) for _, p in jobs.values())
@@ -207,7 +208,7 @@ def _train_and_evaluate(cfg: SweepConfig, jobs: dict, vocabs: list[int]) -> dict
           flush=True)
     counts = None
     if len(jobs) > trained:
-        counts = {lang: count_bytes(fs)[0] for lang, fs in files_by_language(cfg.inputs).items()}
+        counts = {lang: count_bytes(fs)[0] for lang, fs in files.items()}
     args = {k: (d, str(p), counts, vocabs if cfg.truncate else [d["vocab_size"]], cfg.split)
             for k, (d, p) in jobs.items()}
     results: dict[tuple, dict] = {}
