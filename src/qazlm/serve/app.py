@@ -334,7 +334,8 @@ class Completion:
             prompts = prompt_ids(self.engine, given)
             given = given if isinstance(given, list) and isinstance(given[0], str | list) else [given]
             # echo shows a text prompt as it was sent (not the boundary token put before it), token ids decoded
-            self.echoed = [g if isinstance(g, str) else self.tok.decode(p) for g, p in zip(given, prompts)]
+            self.echoed = [g if isinstance(g, str) else self.tok.decode(p) for g, p in zip(given, prompts)] \
+                if self.echo else []
         context = self.engine.loaded.model.max_len
         for prompt in prompts:
             if len(prompt) > context - max_new_tokens:
