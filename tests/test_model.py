@@ -1,4 +1,5 @@
-"""The model: shapes, init, fused decoder + KV cache == full forward, left-padded batches, presets and parameter counts."""
+"""The model: shapes, init, the chunked training loss, fused decoder + KV cache == full forward, left-padded
+batches, presets and parameter counts."""
 
 import dataclasses
 import json
@@ -33,6 +34,31 @@ def test_loss_near_uniform_at_init(model):
     assert abs(loss - torch.log(torch.tensor(500.0)).item()) < 0.1
     y[:, :16] = -100  # ignored positions change the mean, not the validity
     assert torch.isfinite(model(x, y))
+
+
+def test_chunked_loss_equals_cross_entropy_of_the_full_logits(monkeypatch):
+    """The training loss makes the logits a chunk of rows at a time, with the gradients in the same pass: loss,
+    d/dx and d/dweight equal PyTorch's cross-entropy of the whole logits, ignored targets included, across chunk
+    edges (7 rows a chunk here); without gradients only the loss; every target ignored is nan, as PyTorch's."""
+    import torch.nn.functional as F
+
+    import qazlm.model.transformer as T
+
+    monkeypatch.setattr(T, "CHUNK_ELEMENTS", 7 * 50)
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(40, 8, generator=g, requires_grad=True), torch.randn(50, 8, generator=g, requires_grad=True)
+    t = torch.randint(0, 50, (40,), generator=g)
+    t[::3] = -100
+    want = F.cross_entropy(F.linear(x, w), t, ignore_index=-100)
+    want_grads = torch.autograd.grad(2 * want, (x, w))
+    got = T.linear_cross_entropy(x, w, t)
+    got_grads = torch.autograd.grad(2 * got, (x, w))
+    assert got.item() == pytest.approx(want.item(), rel=1e-6) and got.item() == pytest.approx(6.7973, abs=1e-4)
+    for a, b in zip(got_grads, want_grads):
+        assert torch.allclose(a, b, atol=1e-6)
+    with torch.no_grad():
+        assert T.linear_cross_entropy(x, w, t).item() == pytest.approx(want.item(), rel=1e-6)
+    assert torch.isnan(T.linear_cross_entropy(x, w, torch.full_like(t, -100)))
 
 
 def test_inputs_embeds_is_the_token_embedding_path(model):

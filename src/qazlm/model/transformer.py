@@ -102,6 +102,59 @@ class Block(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
+# rows of logits per chunk in `linear_cross_entropy`: 2^23 floats (32 MiB), e.g. 524 rows at a 16k vocabulary
+CHUNK_ELEMENTS = 1 << 23
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of `x @ weight.T` against `targets` (-100 = ignore), the logits made and dropped a
+    chunk of rows at a time, with the gradients computed in the same pass (softmax - one-hot, times x or weight).
+
+    The full [tokens, vocab] logits are never held: in float32 they are 131 MiB for one 2,048-token step at a
+    16k vocabulary and 4 GiB for 16k tokens at 64k, and every pass over them (log-softmax, its backward, the
+    zeroed gradient) is a trip through memory. Chunked, the softmax is made once and becomes the gradient in
+    place, and no pass covers more than 32 MiB (docs/pretraining.md, "Optimisation")."""
+
+    @staticmethod
+    def forward(ctx, x, weight, targets):
+        valid = targets != -100
+        count = valid.sum()
+        scale = valid / count.clamp(min=1)          # d(mean loss)/d(row loss), 0 for ignored rows
+        safe = targets.clamp(min=0).unsqueeze(1)
+        grad_x, grad_w = torch.empty_like(x), torch.zeros_like(weight)
+        loss = x.new_zeros((), dtype=torch.float32)
+        rows = max(1, CHUNK_ELEMENTS // weight.shape[0])
+        for s in range(0, x.shape[0], rows):
+            xs, ts = x[s:s + rows], safe[s:s + rows]
+            logits = (xs @ weight.t()).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            loss += ((lse - logits.gather(1, ts).squeeze(1)) * valid[s:s + rows]).sum()
+            grad = logits.sub_(lse.unsqueeze(1)).exp_()                   # softmax, in place of the logits
+            grad.scatter_add_(1, ts, torch.full_like(ts, -1, dtype=grad.dtype))
+            grad = grad.mul_(scale[s:s + rows].unsqueeze(1)).to(x.dtype)
+            torch.mm(grad, weight, out=grad_x[s:s + rows])
+            grad_w.addmm_(grad.t(), xs)
+        ctx.save_for_backward(grad_x, grad_w)
+        return loss / count                                               # nan when every target is ignored
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_x, grad_w = ctx.saved_tensors
+        return grad_x * grad_loss, grad_w * grad_loss, None
+
+
+def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """`F.cross_entropy(F.linear(x, weight).float(), targets, ignore_index=-100)` for x [N, d], without the
+    [N, vocab] logits in memory at once. Without gradients (evaluation) only the loss is computed."""
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return _LinearCrossEntropy.apply(x, weight, targets)
+    valid = targets != -100
+    rows = max(1, CHUNK_ELEMENTS // weight.shape[0])
+    total = sum(F.cross_entropy((x[s:s + rows] @ weight.t()).float(), targets[s:s + rows], ignore_index=-100,
+                                reduction="sum") for s in range(0, x.shape[0], rows))
+    return total / valid.sum()
+
+
 class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -150,6 +203,8 @@ class Transformer(nn.Module):
             else:
                 x = layer(x, cos, sin)
         x = self.norm(x)
+        if targets is not None and not torch.is_autocast_enabled(x.device.type):
+            return linear_cross_entropy(x.reshape(-1, x.size(-1)), self.output_weight(), targets.reshape(-1))
         logits = F.linear(x, self.output_weight())
         if targets is None:
             return logits.float()
