@@ -127,9 +127,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for s in range(0, x.shape[0], rows):
             xs, ts = x[s:s + rows], safe[s:s + rows]
             logits = (xs @ weight.t()).float()
-            lse = torch.logsumexp(logits, dim=-1)
-            loss += ((lse - logits.gather(1, ts).squeeze(1)) * valid[s:s + rows]).sum()
-            grad = logits.sub_(lse.unsqueeze(1)).exp_()                   # softmax, in place of the logits
+            target = logits.gather(1, ts).squeeze(1)
+            top = logits.amax(dim=-1, keepdim=True)
+            grad = logits.sub_(top).exp_()                                # in place of the logits from here on
+            total = grad.sum(dim=-1, keepdim=True)
+            loss += ((top + total.log() - target.unsqueeze(1)).squeeze(1) * valid[s:s + rows]).sum()
+            grad.div_(total)                                              # the softmax: one exp per logit
             grad.scatter_add_(1, ts, torch.full_like(ts, -1, dtype=grad.dtype))
             grad = grad.mul_(scale[s:s + rows].unsqueeze(1)).to(x.dtype)
             torch.mm(grad, weight, out=grad_x[s:s + rows])
