@@ -131,7 +131,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             top = logits.amax(dim=-1, keepdim=True)
             grad = logits.sub_(top).exp_()                                # in place of the logits from here on
             total = grad.sum(dim=-1, keepdim=True)
-            loss += ((top + total.log() - target.unsqueeze(1)).squeeze(1) * valid[s:s + rows]).sum()
+            log_normalizer = (top + total.log()).squeeze(1)               # logsumexp of the row's logits
+            loss += ((log_normalizer - target) * valid[s:s + rows]).sum()
             grad.div_(total)                                              # the softmax: one exp per logit
             grad.scatter_add_(1, ts, torch.full_like(ts, -1, dtype=grad.dtype))
             grad = grad.mul_(scale[s:s + rows].unsqueeze(1)).to(x.dtype)
