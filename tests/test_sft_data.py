@@ -201,11 +201,27 @@ def test_missing_sib_is_one_warning_line(tmp_path, capfd, monkeypatch):
     sources.sib_rows.cache_clear()
     try:
         capfd.readouterr()
-        assert build_task(SftDataConfig(tasks=["topic"], per_task=3), "topic") == []
+        assert build_task(SftDataConfig(tasks=["topic"], per_task=3, decontaminate=[]), "topic") == []
     finally:
         sources.sib_rows.cache_clear()
     warnings = [ln for ln in capfd.readouterr().err.splitlines() if "warning" in ln]
     assert len(warnings) == 1 and "SIB-200" in warnings[0]
+
+
+def test_tasks_draw_only_lines_that_pass_decontamination(corpus):
+    """380 of SIB-200's 800 train/dev rows are FLORES+ devtest sentences and 89 FLORES+ dev lines are SIB-200 test
+    items: the tasks used to pick them and lose them to decontamination afterwards (topic kept 94 of 200)."""
+    from qazlm.sft.clean import decontaminate
+    from qazlm.sft.data import build_task
+
+    for name in ("topic", "translation", "system_language", "followup_count", "tool_irrelevant"):
+        cfg = SftDataConfig(tasks=[name], per_task=120, corpus_dir=str(corpus), decontaminate=["flores", "sib200"])
+        rows = build_task(cfg, name)
+        kept, removed, _ = decontaminate(rows, cfg.decontaminate)
+        assert len(rows) == 120 and removed == [], (name, [r["reason"] for r in removed][:3])
+    topic = SftDataConfig(tasks=["topic"], per_task=800, lang_shares={"kk": 1.0}, decontaminate=["flores"])
+    rows = build_task(topic, "topic")   # all of SIB-200 train/dev asked for: the clean ones come back
+    assert len(rows) == 430 and decontaminate(rows, ["flores"])[1] == []
 
 
 def test_help_shows_an_example(capfd):

@@ -31,7 +31,9 @@ def test_tools_compute_and_refuse():
 
 @pytest.mark.parametrize("task", ["tool_simple", "tool_multiple", "tool_parallel", "tool_irrelevant"])
 def test_conversations_are_correct_by_construction(task):
-    ctx = type("Ctx", (), {"rng": random.Random(7), "model_name": "Qazlm"})()
+    from qazlm.sft.tasks import TaskContext
+
+    ctx = TaskContext(rng=random.Random(7), corpus_dir=None, model_name="Qazlm")
     items = getattr(tooluse, task)(ctx, {"kk": 6, "ru": 3, "en": 3})
     assert [it["lang"] for it in items].count("kk") == 6 and all(it["task"] == task for it in items)
     for it in items:

@@ -4,11 +4,17 @@ Decontamination indexes only the evaluation splits: FLORES+ devtest (dev is a tr
 SIB-200 test, kkCOPA, KazQAD and the ru/kk sensitive-questions set (`safety`), through `qazlm.data.decontam.build_index`/`NgramIndex.match` (word
 13-grams; shorter items matched whole from 8 words). A conversation sharing one with any of them is set
 aside. Sets absent on this machine are listed in the card.
+
+The tasks also draw only clean source lines (`is_clean`), so a task's `per_task` items are not halved afterwards:
+380 of SIB-200's 800 train/dev rows are FLORES+ devtest sentences, and 89 FLORES+ dev lines are SIB-200 test
+items. The pass over the built conversations stays, for what a template adds and for external data.
 """
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 
 from qazlm.data.decontam import SAFETY_FILE, NgramIndex, build_index, check_known_sets
 from qazlm.paths import FLORES_CODES, flores_path, shared_dir
@@ -57,8 +63,14 @@ def eval_split_files(name: str) -> list:
     return [p for p in paths if p.is_file()]
 
 
-def eval_index(sets: list[str]) -> tuple[NgramIndex | None, list[str]]:
-    """(index of the evaluation splits present, notes on sets absent here)."""
+def eval_index(sets: tuple[str, ...]) -> tuple[NgramIndex | None, list[str]]:
+    """(index of the evaluation splits present, notes on sets absent here); built once per set list and
+    ../shared folder in a process."""
+    return _eval_index(tuple(sets), str(shared_dir()))
+
+
+@functools.lru_cache(maxsize=4)
+def _eval_index(sets: tuple[str, ...], shared: str) -> tuple[NgramIndex | None, list[str]]:
     check_known_sets(sets, "[sft_data]")
     files = {name: eval_split_files(name) for name in sets}
     missing = [name for name, paths in files.items() if not paths]
@@ -69,9 +81,21 @@ def eval_index(sets: list[str]) -> tuple[NgramIndex | None, list[str]]:
     return (build_index(found) if found else None), notes
 
 
+def is_clean(sets: tuple[str, ...]) -> Callable[[str], bool]:
+    """A test of one source text against the evaluation splits of `sets`: true when it shares no n-gram with them.
+    One function per set list and ../shared folder, so what is derived from it can be cached (`tasks.flores_ids`)."""
+    return _is_clean(tuple(sets), str(shared_dir()))
+
+
+@functools.lru_cache(maxsize=4)
+def _is_clean(sets: tuple[str, ...], shared: str) -> Callable[[str], bool]:
+    index = _eval_index(sets, shared)[0]
+    return (lambda text: True) if index is None else (lambda text: index.match(text) is None)
+
+
 def decontaminate(items: list[dict], sets: list[str]) -> tuple[list[dict], list[dict], list[str]]:
     """(kept, set aside with the matching set named, notes)."""
-    index, notes = eval_index(sets)
+    index, notes = eval_index(tuple(sets))
     if index is None:
         return items, [], notes
     kept, removed = [], []

@@ -21,7 +21,7 @@ from qazlm.errors import QazlmError
 from qazlm.paths import LANGS
 from qazlm.sft import followups, kazakh, safety, tasks, tooluse
 from qazlm.sft.card import write_card
-from qazlm.sft.clean import decontaminate, dedup
+from qazlm.sft.clean import decontaminate, dedup, is_clean
 from qazlm.sft.formats import read_external
 
 STAGE = "sft-data"
@@ -115,7 +115,7 @@ def split_counts(total: int, shares: dict[str, float], langs: tuple[str, ...]) -
 def build_task(cfg: SftDataConfig, name: str) -> list[dict]:
     fn, langs = TASKS[name]
     ctx = tasks.TaskContext(rng=random.Random(f"{cfg.seed}:{name}"), corpus_dir=cfg.corpus_dir,
-                            model_name=cfg.model_name, lexicon=cfg.lexicon)
+                            model_name=cfg.model_name, lexicon=cfg.lexicon, clean=is_clean(tuple(cfg.decontaminate)))
     return fn(ctx, split_counts(cfg.per_task, cfg.lang_shares, langs))
 
 

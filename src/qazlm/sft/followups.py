@@ -12,7 +12,7 @@ from qazlm.paths import LANGS
 from qazlm.sft import sources
 from qazlm.sft.prompts import P
 from qazlm.sft.script import convertible, to_latin
-from qazlm.sft.tasks import _SENT_END, _WORD, TaskContext, _pick, item, reorder
+from qazlm.sft.tasks import _SENT_END, _WORD, TaskContext, _pick, flores_ids, item, reorder
 
 
 def _add_turn(it: dict, task: str, user: str, answer: str) -> dict:
@@ -33,7 +33,8 @@ def _flores_pairs(ctx: TaskContext, lang: str, n: int, targets, keep) -> list[tu
     """Up to `n` (FLORES+ dev line, source language, target language) for a user writing in `lang`: the
     source is `lang` unless `lang` is the target (then another language); the target line passes `keep`."""
     out = []
-    for i in _pick(ctx.rng, range(len(sources.flores_dev(lang))), len(sources.flores_dev(lang))):
+    ids = flores_ids(ctx.clean)
+    for i in _pick(ctx.rng, ids, len(ids)):
         target = ctx.rng.choice([t for t in targets if t != lang] or list(targets))
         src = lang if lang != target else ctx.rng.choice([x for x in LANGS if x != target])
         if keep(sources.flores_dev(target)[i]):

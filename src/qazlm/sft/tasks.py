@@ -7,8 +7,10 @@ source unit (a FLORES line, a corpus line, a word), which decides the held-out s
 
 from __future__ import annotations
 
+import functools
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from qazlm.paths import LANGS, SAMPLE_DIR
@@ -25,6 +27,15 @@ class TaskContext:
     corpus_dir: str | None
     model_name: str
     lexicon: str | None = None
+    clean: Callable[[str], bool] = lambda text: True   # False: the text overlaps an evaluation split (clean.is_clean)
+
+
+@functools.lru_cache(maxsize=4)
+def flores_ids(clean: Callable[[str], bool]) -> tuple[int, ...]:
+    """The FLORES+ dev lines a task may use: those clean in all three languages (89 of them are SIB-200 test items,
+    which decontamination would set aside after the pick)."""
+    lines = [sources.flores_dev(lang) for lang in LANGS]
+    return tuple(i for i in range(len(lines[0])) if all(clean(text[i]) for text in lines))
 
 
 def item(task: str, lang: str, source: str, key: str, user: str, answer: str, system: str | None = None,
@@ -63,7 +74,7 @@ def translation(ctx: TaskContext, counts: dict[str, int]) -> list[dict]:
     out = []
     for src, n in counts.items():
         lines = sources.flores_dev(src)
-        for j, i in enumerate(_pick(ctx.rng, range(len(lines)), n)):
+        for j, i in enumerate(_pick(ctx.rng, flores_ids(ctx.clean), n)):
             tgt = _others(src)[j % 2]
             out.append(item("translation", src, "flores_plus_dev", f"flores:{i}",
                             P[src]["translate"].format(tgt=P[src]["lang"][tgt], text=lines[i]),
@@ -76,7 +87,7 @@ def multiturn(ctx: TaskContext, counts: dict[str, int]) -> list[dict]:
     out = []
     for src, n in counts.items():
         lines = sources.flores_dev(src)
-        for i in _pick(ctx.rng, range(len(lines)), n):
+        for i in _pick(ctx.rng, flores_ids(ctx.clean), n):
             first, second = ctx.rng.sample(_others(src), 2)
             out.append(item("multiturn", src, "flores_plus_dev", f"flores:{i}",
                             P[src]["translate"].format(tgt=P[src]["lang"][first], text=lines[i]),
@@ -91,7 +102,7 @@ def system_language(ctx: TaskContext, counts: dict[str, int]) -> list[dict]:
     out = []
     for reply, n in counts.items():
         lines = sources.flores_dev(reply)
-        for i in _pick(ctx.rng, range(len(lines)), n):
+        for i in _pick(ctx.rng, flores_ids(ctx.clean), n):
             asked = ctx.rng.choice(_others(reply))
             out.append(item("system_language", reply, "flores_plus_dev", f"flores:{i}",
                             P[asked]["what_says"].format(text=sources.flores_dev(asked)[i]), lines[i],
@@ -108,7 +119,7 @@ def topic(ctx: TaskContext, counts: dict[str, int]) -> list[dict]:
             sources.warn(f"{sources.sib_dir()}: SIB-200 train/dev not found; topic task skipped")
             return []
         labels = LABELS[lang]
-        for idx, cat, text in _pick(ctx.rng, rows, n):
+        for idx, cat, text in _pick_where(ctx.rng, rows, n, lambda row: ctx.clean(row[2])):
             options = ", ".join(labels[c] for c in SIB_LABELS)
             out.append(item("topic", lang, "sib200", f"flores_sib:{idx}",
                             P[lang]["topic"].format(options=options, text=text), labels[cat]))

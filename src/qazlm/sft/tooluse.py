@@ -17,6 +17,7 @@ import random
 
 from qazlm.sft import toolkit
 from qazlm.sft.morph import inflect
+from qazlm.sft.tasks import flores_ids
 from qazlm.sft.toolkit import CITIES, KZT_PER, UNITS
 
 FEATURE_NAMES = {  # the cases the data asks for, named in each language
@@ -136,13 +137,15 @@ def conversation(task: str, lang: str, names: list[str], offered: list[str], rng
             "tools": [tools[n].spec for n in offered]}
 
 
-def tool_items(task: str, rng: random.Random, counts: dict[str, int], tools: dict, model_name: str) -> list[dict]:
+def tool_items(task: str, rng: random.Random, counts: dict[str, int], tools: dict, model_name: str,
+               flores: tuple[int, ...] | None = None) -> list[dict]:
+    """`flores`: the FLORES+ dev lines the direct requests may translate (None: any)."""
     names = list(tools)
     items = []
     for lang, n in counts.items():
         for _ in range(n):
             if task == "tool_irrelevant":
-                ask, answer, key, source = direct_request(rng, lang, model_name)
+                ask, answer, key, source = direct_request(rng, lang, model_name, flores)
                 offered = rng.sample(names, min(2, len(names)))
                 items.append({"messages": [{"role": "user", "content": ask}, {"role": "assistant", "content": answer}],
                               "task": task, "lang": lang, "source": source, "key": key,
@@ -157,7 +160,8 @@ def tool_items(task: str, rng: random.Random, counts: dict[str, int], tools: dic
     return items
 
 
-def direct_request(rng: random.Random, lang: str, model_name: str) -> tuple[str, str, str, str]:
+def direct_request(rng: random.Random, lang: str, model_name: str,
+                   flores: tuple[int, ...] | None = None) -> tuple[str, str, str, str]:
     """(request, answer, key, source) that no tool serves: a greeting or identity question, or a FLORES+ dev
     translation (the aligned line is the answer)."""
     from qazlm.sft import sources
@@ -170,7 +174,8 @@ def direct_request(rng: random.Random, lang: str, model_name: str) -> tuple[str,
     if not lines:
         ask, answer = DIRECT[lang][0]
         return ask, answer, f"direct:{lang}:{ask}", "qazlm-tools"
-    i, tgt = rng.randrange(len(lines)), rng.choice([x for x in LANG_INDEX if x != lang])
+    i = rng.randrange(len(lines)) if flores is None else rng.choice(flores)
+    tgt = rng.choice([x for x in LANG_INDEX if x != lang])
     return (P[lang]["translate"].format(tgt=P[lang]["lang"][tgt], text=lines[i]), sources.flores_dev(tgt)[i],
             f"flores:{i}", "flores_plus_dev")
 
@@ -188,7 +193,7 @@ def tool_parallel(ctx, counts):
 
 
 def tool_irrelevant(ctx, counts):
-    return tool_items("tool_irrelevant", ctx.rng, counts, toolkit.SEEN, ctx.model_name)
+    return tool_items("tool_irrelevant", ctx.rng, counts, toolkit.SEEN, ctx.model_name, flores_ids(ctx.clean))
 
 
 def unseen_items(rng: random.Random, per_lang: int, model_name: str) -> list[dict]:
