@@ -331,7 +331,7 @@ def test_full_run_learns_and_pins_the_first_loss(full_run):
     assert s["steps"] == 6 and s["final_loss"] < s["first_loss"]
     assert s["first_loss"] == pytest.approx(GOLDEN_FIRST_LOSS, abs=GOLDEN_TOL)
     # packed rows of at most 512 tokens, 2 per batch, each batch padded to its longest row
-    assert s["padding_waste"] == pytest.approx(0.0347, abs=1e-4) and s["padding_waste"] <= 0.05
+    assert s["padding_waste"] == pytest.approx(0.0418, abs=1e-4) and s["padding_waste"] <= 0.05
     assert s["shared_opening_tokens_per_epoch"] > 0 and "computed once" in lines[0]
     assert s["tokens"] > 0 and s["tokens_per_s"] > 0 and math.isfinite(s["heldout_loss"])
     assert lines[-1].startswith("sft: 6 steps,") and "padding waste" in lines[-1] and str(out / "final") in lines[-1]
