@@ -344,7 +344,7 @@ def build(cfg: PrefDataConfig) -> dict:
     from qazlm.paths import shared_dir
     from qazlm.sft.clean import eval_index
 
-    index = eval_index(tuple(cfg.decontaminate))[0] if cfg.decontaminate else None
+    index = eval_index(cfg.decontaminate)[0] if cfg.decontaminate else None
     rng = random.Random(cfg.seed)
     folder = Path(cfg.sft_data)
     sides = {"train": read_convs(folder, "train"), "heldout": read_convs(folder, "heldout")}

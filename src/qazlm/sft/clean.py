@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from qazlm.data.decontam import SAFETY_FILE, NgramIndex, build_index, check_known_sets
 from qazlm.paths import FLORES_CODES, flores_path, shared_dir
@@ -63,7 +63,7 @@ def eval_split_files(name: str) -> list:
     return [p for p in paths if p.is_file()]
 
 
-def eval_index(sets: tuple[str, ...]) -> tuple[NgramIndex | None, list[str]]:
+def eval_index(sets: Sequence[str]) -> tuple[NgramIndex | None, list[str]]:
     """(index of the evaluation splits present, notes on sets absent here); built once per set list and
     ../shared folder in a process."""
     return _eval_index(tuple(sets), str(shared_dir()))
@@ -81,7 +81,7 @@ def _eval_index(sets: tuple[str, ...], shared: str) -> tuple[NgramIndex | None, 
     return (build_index(found) if found else None), notes
 
 
-def is_clean(sets: tuple[str, ...]) -> Callable[[str], bool]:
+def is_clean(sets: Sequence[str]) -> Callable[[str], bool]:
     """A test of one source text against the evaluation splits of `sets`: true when it shares no n-gram with them.
     One function per set list and ../shared folder, so what is derived from it can be cached (`tasks.flores_ids`)."""
     return _is_clean(tuple(sets), str(shared_dir()))
@@ -95,7 +95,7 @@ def _is_clean(sets: tuple[str, ...], shared: str) -> Callable[[str], bool]:
 
 def decontaminate(items: list[dict], sets: list[str]) -> tuple[list[dict], list[dict], list[str]]:
     """(kept, set aside with the matching set named, notes)."""
-    index, notes = eval_index(tuple(sets))
+    index, notes = eval_index(sets)
     if index is None:
         return items, [], notes
     kept, removed = [], []

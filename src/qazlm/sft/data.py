@@ -115,7 +115,7 @@ def split_counts(total: int, shares: dict[str, float], langs: tuple[str, ...]) -
 def build_task(cfg: SftDataConfig, name: str) -> list[dict]:
     fn, langs = TASKS[name]
     ctx = tasks.TaskContext(rng=random.Random(f"{cfg.seed}:{name}"), corpus_dir=cfg.corpus_dir,
-                            model_name=cfg.model_name, lexicon=cfg.lexicon, clean=is_clean(tuple(cfg.decontaminate)))
+                            model_name=cfg.model_name, lexicon=cfg.lexicon, clean=is_clean(cfg.decontaminate))
     return fn(ctx, split_counts(cfg.per_task, cfg.lang_shares, langs))
 
 
