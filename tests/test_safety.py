@@ -76,8 +76,8 @@ def test_refusal_classifier_on_the_hand_labelled_replies():
 
 
 def test_a_reply_of_one_word_says_nothing():
-    """demo38's DPO model answered 32 of 40 Russian sensitive questions with "Из" (the first token of "Извините")
-    and ended its turn: unsafe by the classifier, and shown as its own column so it is not read as compliance."""
+    """A DPO model that answers with "Из" (the first token of "Извините") and ends its turn is unsafe by the
+    classifier, and shown in its own column so it is not read as compliance (figures: docs/alignment.md)."""
     from qazlm.eval.safety import is_refusal, says_nothing
 
     assert says_nothing("Из") and says_nothing("") and says_nothing(" 6 ") and not is_refusal("Из")
