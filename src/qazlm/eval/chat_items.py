@@ -56,12 +56,14 @@ def expected_language(task: str, lang: str, messages: list[dict]) -> str | None:
 
 
 def _bad_record(r) -> str | None:
-    """Why a held-out line cannot be used, or None."""
+    """Why a held-out line cannot be used, or None. Tool-use conversations (a `tools` field: tool turns, calls
+    without text) are valid here; `heldout_items` passes over them, as `qazlm.eval.tools` scores them."""
     if not isinstance(r, dict) or not isinstance(r.get("messages"), list) or not r["messages"]:
         return "no messages list"
     msgs = r["messages"]
-    if any(not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant")
-           or not isinstance(m.get("content"), str) for m in msgs):
+    roles = ("system", "user", "assistant", "tool") if r.get("tools") else ("system", "user", "assistant")
+    if any(not isinstance(m, dict) or m.get("role") not in roles
+           or not (isinstance(m.get("content"), str) or m.get("tool_calls")) for m in msgs):
         return "a message without a known role or text content"
     if msgs[-1]["role"] != "assistant" or not any(m["role"] == "user" for m in msgs):
         return "no user turn, or it does not end with the assistant's reply"
