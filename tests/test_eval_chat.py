@@ -225,7 +225,7 @@ def test_cli_writes_report_for_two_models(model, sft_data, tmp_path, shared, tin
         assert part in md, part
     from qazlm.stats import interval_text
     eot = f"{100 * b['eot']['rate']:.1f}% {interval_text(b['eot']['rate'], b['eot']['n'])}"
-    assert f"| **end-of-turn rate** | " in md and eot in md.split("end-of-turn rate**")[1].splitlines()[0]
+    assert "| **end-of-turn rate** | " in md and eot in md.split("end-of-turn rate**")[1].splitlines()[0]
     lines = (out / "replies.jsonl").read_text().splitlines()
     assert len(lines) == 2 * rep["items"]["n"] and {"reply", "end", "expect"} <= set(json.loads(lines[0]))
 

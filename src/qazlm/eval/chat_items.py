@@ -61,9 +61,10 @@ def _bad_record(r) -> str | None:
     if not isinstance(r, dict) or not isinstance(r.get("messages"), list) or not r["messages"]:
         return "no messages list"
     msgs = r["messages"]
-    roles = ("system", "user", "assistant", "tool") if r.get("tools") else ("system", "user", "assistant")
+    tool_use = bool(r.get("tools"))
+    roles = ("system", "user", "assistant") + (("tool",) if tool_use else ())
     if any(not isinstance(m, dict) or m.get("role") not in roles
-           or not (isinstance(m.get("content"), str) or m.get("tool_calls")) for m in msgs):
+           or not (isinstance(m.get("content"), str) or tool_use and m.get("tool_calls")) for m in msgs):
         return "a message without a known role or text content"
     if msgs[-1]["role"] != "assistant" or not any(m["role"] == "user" for m in msgs):
         return "no user turn, or it does not end with the assistant's reply"
