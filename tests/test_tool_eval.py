@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
@@ -48,7 +49,11 @@ def test_report_covers_every_category_and_split(setup, capfd):
                 assert c["exact_constrained"] <= c["tools_constrained"] <= 1.0  # an exact call has the right tool
     rows = [json.loads(x) for x in (root / "out" / "tools_replies.jsonl").read_text().splitlines()]
     assert len(rows) == 16 and all(r["constrained"]["text"].startswith("<tool_call>") for r in rows if r["constrained"])
-    assert "| unseen | parallel | 2 |" in (root / "out" / "tools_report.md").read_text()
+    md = (root / "out" / "tools_report.md").read_text()
+    assert "| unseen | parallel | 2 |" in md
+    # irrelevance of 2 items is shown with its 95% Wilson interval, as the chat and safety reports show theirs
+    assert re.search(r"\| unseen \| irrelevant \| 2 \|.* \d+\.\d% \[\d+–\d+\] \|$", md, re.M)
+    assert re.search(r"Final answers in the user's language: (—|\d+\.\d%( \[\d+–\d+\])?) of \d+ ", md)
 
 
 def test_batched_replies_equal_one_by_one_decoding(setup):

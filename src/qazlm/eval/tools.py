@@ -21,6 +21,7 @@ from pathlib import Path
 
 from qazlm.config import check_fields
 from qazlm.errors import QazlmError
+from qazlm.stats import rate_text
 
 CATEGORIES = ("tool_simple", "tool_multiple", "tool_parallel", "tool_irrelevant")
 UNSEEN = "tools_unseen.jsonl"
@@ -224,8 +225,9 @@ def summary_line(f: dict) -> str:
     for split, cats in f["scores"].items():
         calls = [c for k, c in cats.items() if k != "tool_irrelevant"]
         exact = sum(c["exact"] * c["n"] for c in calls) / max(sum(c["n"] for c in calls), 1)
-        irr = cats.get("tool_irrelevant", {}).get("irrelevance")
-        parts.append(f"{split}: exact {_pct(exact)}, irrelevance {_pct(irr)}")
+        irr = cats.get("tool_irrelevant", {})
+        irr_text = rate_text(irr.get("irrelevance"), irr.get("n", 0))
+        parts.append(f"{split}: exact {_pct(exact)}, irrelevance {irr_text}")
     return f"  {f['name']}: tool calls — " + "; ".join(parts) + f" ({f['seconds']}s)"
 
 
@@ -236,7 +238,8 @@ def markdown(results: list[dict]) -> str:
              "right tools = the called functions are the reference's, whatever the arguments; "
              "irrelevance = no call when no tool fits. Under the grammar a reply is always a valid call unless even "
              "the shortest valid call does not fit in max_new_tokens (the grammar closes values as the budget runs "
-             "out); such cut replies are counted in their own column.", ""]
+             "out); such cut replies are counted in their own column. Brackets: the 95% Wilson interval of a share "
+             "of n items (`qazlm.stats`).", ""]
     for res in results:
         f = res["figures"]
         lines += [f"## {f['name']}", "", "| split | category | n | exact | valid | exact (constrained) | "
@@ -247,9 +250,9 @@ def markdown(results: list[dict]) -> str:
                 lines.append(f"| {split} | {cat.removeprefix('tool_')} | {c['n']} | {_pct(c['exact'])} | "
                              f"{_pct(c['valid'])} | {_pct(c['exact_constrained'])} | "
                              f"{_pct(c['tools_constrained'])} | {_pct(c['valid_constrained'])} | "
-                             f"{_pct(c['cut_constrained'])} | {_pct(c['irrelevance'])} |")
+                             f"{_pct(c['cut_constrained'])} | {rate_text(c['irrelevance'], c['n'])} |")
         fid = f["answer_fidelity"]["all"]
-        lines += ["", f"Final answers in the user's language: {_pct(fid['rate'])} of {fid['n']} identifiable "
+        lines += ["", f"Final answers in the user's language: {rate_text(fid['rate'], fid['n'])} of {fid['n']} identifiable "
                       f"({fid['too_short']} too short to tell)."]
         if f["skipped"]:
             lines.append(f"{f['skipped']} conversations skipped: longer than the model's context.")
