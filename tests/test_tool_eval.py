@@ -157,5 +157,8 @@ def test_model_card_shows_the_scores(setup, tmp_path, capfd):
     simple = entry["scores"]["seen"]["tool_simple"]
     assert f"| seen | simple | 1 | {100 * simple['exact']:.1f}% | {100 * simple['tools_constrained']:.1f}% |" in table
     assert f"Function calling of `{report['models'][0]['path']}`" in table
+    irrelevant = entry["scores"]["seen"]["tool_irrelevant"]  # one item: the interval spans most of [0, 100]
+    assert f"| seen | irrelevant | 1 | {100 * irrelevant['exact']:.1f}% | — | — | " \
+           f"{100 * irrelevant['irrelevance']:.1f}% [" in table
     shutil.rmtree(tmp_path / "tool_eval")
     assert tool_eval_entry(tmp_path, [model]) is None and tool_table(None) == []

@@ -221,14 +221,14 @@ def tool_table(tools: dict | None) -> list[str]:
         return []
     whose = f" of `{tools['path']}`" if tools.get("path") else ""
     lines = ["", f"Function calling{whose} (`qazlm eval --tools`; BFCL categories, held-out = seen tools, unseen = "
-             "tools never in training):", "",
+             "tools never in training; [a–b]: a rate's 95% interval):", "",
              "| split | category | n | exact call | right tool (constrained) | valid (constrained) | irrelevance |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for split, cats in tools["scores"].items():
         for cat, c in cats.items():
             lines.append(f"| {split} | {cat.removeprefix('tool_')} | {c['n']} | {_pct(c.get('exact'))} | "
                          f"{_pct(c.get('tools_constrained'))} | {_pct(c.get('valid_constrained'))} | "
-                         f"{_pct(c.get('irrelevance'))} |")
+                         f"{_rate({'rate': c.get('irrelevance'), 'n': c['n']})} |")
     if tools.get("skipped"):
         lines.append(f"\n{tools['skipped']} conversations were longer than the model's context and not scored.")
     return lines
