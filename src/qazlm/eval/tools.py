@@ -252,8 +252,8 @@ def markdown(results: list[dict]) -> str:
                              f"{_pct(c['tools_constrained'])} | {_pct(c['valid_constrained'])} | "
                              f"{_pct(c['cut_constrained'])} | {rate_text(c['irrelevance'], c['n'])} |")
         fid = f["answer_fidelity"]["all"]
-        lines += ["", f"Final answers in the user's language: {rate_text(fid['rate'], fid['n'])} of {fid['n']} identifiable "
-                      f"({fid['too_short']} too short to tell)."]
+        lines += ["", f"Final answers in the user's language: {rate_text(fid['rate'], fid['n'])} of {fid['n']} "
+                      f"identifiable ({fid['too_short']} too short to tell)."]
         if f["skipped"]:
             lines.append(f"{f['skipped']} conversations skipped: longer than the model's context.")
         lines.append("")

@@ -217,6 +217,8 @@ def bpb_table(bpb: dict, copy: dict) -> list[str]:
 
 def tool_table(tools: dict | None) -> list[str]:
     """Function calling (`qazlm eval --tools`, BFCL categories) of the model or the parent the run scored."""
+    from qazlm.stats import rate_text
+
     if not tools or not tools.get("scores"):
         return []
     whose = f" of `{tools['path']}`" if tools.get("path") else ""
@@ -228,7 +230,7 @@ def tool_table(tools: dict | None) -> list[str]:
         for cat, c in cats.items():
             lines.append(f"| {split} | {cat.removeprefix('tool_')} | {c['n']} | {_pct(c.get('exact'))} | "
                          f"{_pct(c.get('tools_constrained'))} | {_pct(c.get('valid_constrained'))} | "
-                         f"{_rate({'rate': c.get('irrelevance'), 'n': c['n']})} |")
+                         f"{rate_text(c.get('irrelevance'), c['n'])} |")
     if tools.get("skipped"):
         lines.append(f"\n{tools['skipped']} conversations were longer than the model's context and not scored.")
     return lines
