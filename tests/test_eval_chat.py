@@ -220,7 +220,9 @@ def test_cli_writes_report_for_two_models(model, sft_data, tmp_path, shared, tin
     assert {"sib200:sib200_kk", "flores:flores_kk_en", "flores:flores_en_ru", "heldout:count_words"} <= set(a["tasks"])
     assert a["tasks"]["sib200:sib200_kk"]["chance"] == pytest.approx(1 / 7)
     md = (out / "chat_report.md").read_text()
-    for part in ("## Language fidelity", "## End of turn", "## Tasks", "## Multi-turn", "## Sample dialogues",
+    assert a["refusals"]["all"]["n"] == rep["items"]["n"] - a["skipped_items"]  # no safety_refusal item here
+    for part in ("## Language fidelity", "## End of turn", "## Refusals of ordinary requests", "## Tasks",
+                 "## Multi-turn", "## Sample dialogues",
                  "too short", "| kk |", a["name"], b["name"], "95% Wilson interval"):
         assert part in md, part
     from qazlm.stats import interval_text
@@ -257,3 +259,21 @@ def test_stage_base_only_with_a_note_then_skips(model, sft_data, tmp_path, share
     run_stage(section, ctx)
     rep = json.loads((ctx.stage_dir("chat_eval") / "chat_report.json").read_text())
     assert [m["name"] for m in rep["models"]] == ["base (pretrain/final)", "dpo (dpo/final)"]
+
+
+def test_refusals_of_ordinary_requests_by_language_and_set():
+    """The chat report's refusal rate: the prompts a model should answer, by the user's language and prompt set;
+    the held-out safety items, which should be refused, are left out."""
+    from qazlm.eval.chat import refusals
+
+    items = [{"lang": "en", "set": "sib200", "task": "sib200_en"}, {"lang": "en", "set": "sib200", "task": "sib200_en"},
+             {"lang": "ru", "set": "flores", "task": "flores_ru_en"},
+             {"lang": "kk", "set": "heldout", "task": "safety_refusal"}]
+    replies = ["Sorry, I can't help with that.", "science/technology", "Извините, я не могу с этим помочь.",
+               "Кешіріңіз, бұған көмектесе алмаймын."]
+    r = refusals(items, replies)
+    assert r["by_lang"]["en"] == {"rate": 0.5, "n": 2, "refused": 1}
+    assert r["by_lang"]["ru"] == {"rate": 1.0, "n": 1, "refused": 1}
+    assert r["by_lang"]["kk"] == {"rate": None, "n": 0, "refused": 0}  # its only item is a safety item
+    assert r["all"] == {"rate": pytest.approx(2 / 3), "n": 3, "refused": 2}
+    assert list(r["by_set"]) == ["sib200", "flores"]

@@ -160,6 +160,24 @@ def multiturn_scores(items: list[dict], replies: list[str]) -> dict | None:
             "chrf": chrf([replies[i] for i in idx], [items[i]["reference"] for i in idx])}
 
 
+def refusals(items: list[dict], replies: list[str]) -> dict:
+    """How often the model refuses an ordinary request: every prompt here is benign except the held-out
+    `safety_refusal` items, which are left out. By the user's language and by prompt set, with the safety
+    evaluation's classifier (`qazlm.eval.safety.is_refusal`). A greedy tiny model falls back on its refusal
+    sentence whenever it cannot place a request; this shows where, beside the fidelity misses it causes."""
+    from qazlm.eval.safety import is_refusal
+
+    rows = [(it.get("lang"), it["set"], is_refusal(r)) for it, r in zip(items, replies)
+            if it["task"] != "safety_refusal"]
+
+    def share(sel):
+        return {"rate": sum(sel) / len(sel) if sel else None, "n": len(sel), "refused": sum(sel)}
+
+    return {"by_lang": {lang: share([x for lg, _, x in rows if lg == lang]) for lang in LANGS},
+            "by_set": {k: share([x for _, st, x in rows if st == k]) for k in dict.fromkeys(st for _, st, _ in rows)},
+            "all": share([x for _, _, x in rows])}
+
+
 # ------------------------------------------------------------------------------------------- generation
 def end_token_id(tokenizer) -> int:
     """`<|im_end|>` when the tokenizer has it (every qazlm tokenizer; Qwen's), else its EOS."""
@@ -237,6 +255,7 @@ def score_model(name: str, path: str, kind: str, params: int, items: list[dict],
             "fidelity_by_set": {k: fidelity([(it["expect"], r) for it, r in zip(its, replies) if it["set"] == k])["all"]
                                 for k in dict.fromkeys(it["set"] for it in its)},
             "tasks": task_scores(its, replies), "multiturn": multiturn_scores(its, replies),
+            "refusals": refusals(its, replies),
             "skipped_items": len(items) - len(done),
             "samples": pick_samples(items, results, s.samples)}
 

@@ -71,6 +71,28 @@ def _eot_section(result: dict) -> list[str]:
     return lines
 
 
+def _refusals_section(result: dict) -> list[str]:
+    models = [m for m in result["models"] if m.get("refusals")]  # reports written before 2026-12-06 have none
+    if not models:
+        return []
+    lines = ["## Refusals of ordinary requests", "",
+             "Share of replies to these prompts that refuse, by the safety evaluation's refusal classifier "
+             "(`qazlm.eval.safety.is_refusal`; its measured accuracy: docs/alignment.md). Every prompt here is an "
+             "ordinary request except the held-out `safety_refusal` items, which are left out; by the language the "
+             "user wrote in. " + CI_NOTE, ""] + _header(models, "user's language / set")
+
+    def cell(r: dict) -> str:
+        return "—" if r["rate"] is None else f"{rate_text(r['rate'], r['n'])} ({r['refused']}/{r['n']})"
+
+    for lang in (*LANGS, "all"):
+        lines.append(f"| {lang} | " + " | ".join(
+            cell(m["refusals"]["all"] if lang == "all" else m["refusals"]["by_lang"][lang]) for m in models) + " |")
+    sets = list(dict.fromkeys(k for m in models for k in m["refusals"]["by_set"]))
+    lines += [f"| set: {k} | " + " | ".join(cell(m["refusals"]["by_set"][k]) if k in m["refusals"]["by_set"] else "—"
+                                           for m in models) + " |" for k in sets]
+    return lines
+
+
 def _tasks_section(result: dict) -> list[str]:
     models = result["models"]
     keys = list(dict.fromkeys(k for m in models for k in m["tasks"]))
@@ -131,7 +153,8 @@ def markdown(result: dict) -> str:
              "| model | kind | params | prompts skipped (too long) | time (s) |", "|---|---|---:|---:|---:|"]
     lines += [f"| {m['name']} | {m['kind']} | {m['params'] / 1e6:.2f}M | {m['skipped_items']} | {m['seconds']} |"
               for m in models]
-    for section in (_fidelity_section, _eot_section, _tasks_section, _multiturn_section, _samples_section):
+    for section in (_fidelity_section, _eot_section, _refusals_section, _tasks_section, _multiturn_section,
+                    _samples_section):
         part = section(result)
         lines += ([""] + part) if part else []
     notes = [f"- set {k} skipped: {v}" for k, v in items["skipped_sets"].items()]
