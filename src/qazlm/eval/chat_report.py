@@ -72,9 +72,7 @@ def _eot_section(result: dict) -> list[str]:
 
 
 def _refusals_section(result: dict) -> list[str]:
-    models = [m for m in result["models"] if m.get("refusals")]  # reports written before 2026-12-06 have none
-    if not models:
-        return []
+    models = result["models"]
     lines = ["## Refusals of ordinary requests", "",
              "Share of replies to these prompts that refuse, by the safety evaluation's refusal classifier "
              "(`qazlm.eval.safety.is_refusal`; its measured accuracy: docs/alignment.md). Every prompt here is an "
