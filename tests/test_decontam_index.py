@@ -89,7 +89,8 @@ def test_cli_refuses_planted_pickles_at_both_paths(tmp_path, items_file, tiny_to
 def test_cli_unknown_set_names_the_valid_ones(tmp_path, tiny_tokenizer_dir, capfd):
     cfg = _data_config(tmp_path, tiny_tokenizer_dir, ["flores", "nosuchset"])
     assert_one_line_error(["data", "prepare", "--config", cfg], capfd,
-                          match=r"'nosuchset' is neither a known evaluation set \(flores, sib200, kkcopa, kazqad, safety\)")
+                          match=r"'nosuchset' is neither a known evaluation set \(flores, sib200, kkcopa, kazqad, safety, "
+                                r"kkwikispell, nis_math, wic\)")
     assert not (tmp_path / "out" / INDEX_DIR).exists()
 
 
@@ -136,3 +137,22 @@ def test_filter_loads_the_index_by_path(tmp_path, items_file):
     doc = Document(text="A blog post. " + ITEM.upper() + "! More text.", id="1", metadata={})
     assert step.filter(doc) == (False, "contaminated") and doc.metadata["contaminated_by"] == str(items_file)
     assert step.filter(Document(text="The quick brown fox.", id="2", metadata={})) is True
+
+
+def test_kazakh_eval_sets_catch_the_bundled_corpus_lines_they_hold():
+    """The bundled Kazakh Wikipedia sample holds kkWikiSpell sentences word for word, some of 6-7 words: the
+    index matches that set's sentences whole from 5 words, so these lines never reach training."""
+    import gzip
+
+    from qazlm.data.decontam import build_index
+    from qazlm.paths import shared_dir
+
+    if not (shared_dir() / "data" / "eval" / "kk" / "kkwikispell.jsonl").is_file():
+        pytest.skip("../shared evaluation data not on this machine")
+    idx = build_index(["kkwikispell", "nis_math", "wic"])
+    assert idx.items == {"kkwikispell": 320, "nis_math": 89, "wic": 481}
+    lines = gzip.open(Path(__file__).parents[1] / "data/sample/kk/apertium_wiki_texts.txt.gz", "rt").read().split("\n")
+    hits = [line for line in lines if idx.match(line) == "kkwikispell"]
+    assert any("Хантәңірі шыңы" in line for line in hits)             # a 6-word item, below the 8-word floor
+    assert len(hits) == 14
+    assert idx.match("Қазақстанның ең биік жері туралы") is None      # part of an item is not the item

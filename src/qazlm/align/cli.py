@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from qazlm.data.decontam import KNOWN_SETS
+
 PREF_EPILOG = """examples:
   qazlm pref-data --sft-data runs/tiny/sft_data -o runs/tiny/pref_data
   qazlm pref-data --sft-data runs/sft-data -o runs/pref --per-type 500 --types language,tool_call,computed
@@ -100,7 +102,7 @@ def register(sub) -> None:
     p.add_argument("--policy", default=None, help="add on-policy pairs: the model whose samples are paired")
     p.add_argument("--reward-model", default=None, help="ranks the on-policy samples (default: the checkable rules)")
     p.add_argument("--decontaminate", default=None,
-                   help="evaluation sets no pair may share text with (default: flores,sib200,kkcopa,kazqad,safety)")
+                   help=f"evaluation sets no pair may share text with (default: {','.join(KNOWN_SETS)})")
     _common(p, "pref_data")
     p.set_defaults(func=_pref_data)
 

@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from qazlm.config import check_fields, check_value
+from qazlm.data.decontam import KNOWN_SETS
 from qazlm.errors import QazlmError
 
 FORMATS = ("auto", "txt", "txt_blank", "jsonl", "parquet", "csv", "hf")
@@ -134,7 +135,7 @@ class DataConfig:
     boilerplate_min_docs: int = 5   # a line seen in this many documents of a source is boilerplate
     pii: bool = True
     exact_dedup: bool = True        # in-memory set of 12-byte hashes in the final step; turn off beyond ~100M docs
-    decontaminate: list[str] = field(default_factory=lambda: ["flores", "sib200", "kkcopa", "kazqad", "safety"])
+    decontaminate: list[str] = field(default_factory=lambda: list(KNOWN_SETS))  # every evaluation set
     decontam_ngram: int = 13
     minhash_ngram: int = 5
     minhash_buckets: int = 14

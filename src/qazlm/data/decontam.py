@@ -2,7 +2,9 @@
 
 A document is contaminated when it shares one word 13-gram (lowercased, punctuation dropped) with an
 evaluation item; items shorter than 13 words (kkCOPA premises, SIB headlines) are matched whole if
-they have at least 8 words. Shorter items are too generic to decide anything.
+they have at least 8 words. Shorter items are too generic to decide anything — except kkWikiSpell's, whose
+whole test is the likelihood of one exact encyclopedia sentence: seeing it in training is the contamination,
+so its sentences are matched whole from 5 words (none is shorter).
 
 The data stage keeps the index in `<out_dir>/decontam/`: `index.npz` (per n-gram length, the 64-bit
 hashes and the id of the set each came from; read with `allow_pickle=False`, so a planted file can never
@@ -26,7 +28,8 @@ from qazlm.io import atomic_dir, atomic_write, iter_text_lines, write_json
 from qazlm.paths import FLORES_CODES, flores_path, shared_dir
 
 MIN_ITEM_WORDS = 8
-KNOWN_SETS = ("flores", "sib200", "kkcopa", "kazqad", "safety")
+SET_MIN_WORDS = {"kkwikispell": 5}   # exact-sentence sets: matched whole below MIN_ITEM_WORDS
+KNOWN_SETS = ("flores", "sib200", "kkcopa", "kazqad", "safety", "kkwikispell", "nis_math", "wic")
 SAFETY_FILE = "safety/ru_kk_sensitive_questions.jsonl.gz"   # evaluation only: never training text
 FORMAT = "qazlm-decontam-v1"
 INDEX_DIR, INDEX_FILE, META_FILE, LEGACY_FILE = "decontam", "index.npz", "meta.json", "decontam.pkl"
@@ -58,6 +61,10 @@ def set_files(name: str) -> list[Path]:
         found = [base / "kk" / "kazqad_rc_validation.jsonl.gz"]
     elif name == "safety":
         found = [base / SAFETY_FILE]
+    elif name in ("kkwikispell", "nis_math"):
+        found = [base / "kk" / f"{name}.jsonl"]
+    elif name == "wic":
+        found = [base / "kk" / "wic_kazakh.jsonl"]
     else:
         found = [Path(name)]
     return [p for p in found if p.is_file()]
@@ -102,10 +109,14 @@ def _file_texts(name: str, path: Path) -> Iterator[str]:
     elif name == "kkcopa":
         for obj in _json_lines(path):
             yield from (v for k, v in obj.items() if "contents" in k and isinstance(v, str))
-    elif name in ("kazqad", "safety"):
+    elif name in ("kazqad", "safety", "nis_math"):   # NIS_Math's options are a few words: too short to match
         for obj in _json_lines(path):
             yield obj.get("context") or ""
             yield obj.get("question") or ""
+    elif name in ("kkwikispell", "wic"):
+        keys = ("Original Sentence", "Sentence with Mistake", "sentence1", "sentence2")
+        for obj in _json_lines(path):
+            yield from (obj[k] for k in keys if isinstance(obj.get(k), str))
     else:  # FLORES+ and local files: one item per line
         yield from (line.strip() for _, line in iter_text_lines(path))
 
@@ -121,7 +132,7 @@ class NgramIndex:
 
     def add(self, text: str, source: str) -> None:
         ws = [w.lower() for w in words(text)]
-        if len(ws) < MIN_ITEM_WORDS:
+        if len(ws) < SET_MIN_WORDS.get(source, MIN_ITEM_WORDS):
             return
         if source not in self.names:
             self.names.append(source)
@@ -191,7 +202,7 @@ def build_index(sets: list[str] | dict[str, list[Path]], n: int = 13) -> NgramIn
 
 def fingerprint(sets: list[str], n: int, files: dict[str, list[Path]]) -> str:
     """Changes with the requested sets, n, the item rules and the content of every evaluation file."""
-    h = hashlib.sha256(json.dumps([FORMAT, list(sets), n, MIN_ITEM_WORDS]).encode())
+    h = hashlib.sha256(json.dumps([FORMAT, list(sets), n, MIN_ITEM_WORDS, SET_MIN_WORDS]).encode())
     for name, paths in files.items():
         for path in paths:
             h.update(f"\n{name}|{path.name}|".encode())

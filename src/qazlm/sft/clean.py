@@ -16,7 +16,7 @@ import functools
 import re
 from collections.abc import Callable, Sequence
 
-from qazlm.data.decontam import SAFETY_FILE, NgramIndex, build_index, check_known_sets
+from qazlm.data.decontam import NgramIndex, build_index, check_known_sets, set_files
 from qazlm.paths import FLORES_CODES, flores_path, shared_dir
 from qazlm.sft.sources import warn
 from qazlm.text.normalize import normalize_text
@@ -48,19 +48,13 @@ def dedup(items: list[dict]) -> tuple[list[dict], list[dict]]:
 
 
 def eval_split_files(name: str) -> list:
-    """The evaluation-split files of a known set (training splits left out: they are sources here)."""
-    base = shared_dir() / "data" / "eval"
+    """The evaluation-split files of a known set: the corpus pipeline's, less the training splits of FLORES+ and
+    SIB-200 (dev and train are sources here)."""
     if name == "flores":
-        paths = [flores_path("devtest", lang) for lang in FLORES_CODES]
-    elif name == "sib200":
-        paths = [base / "sib200" / code / "test.tsv" for code in FLORES_CODES.values()]
-    elif name == "kkcopa":
-        paths = [base / "kk" / "kkcopa.jsonl"]
-    elif name == "safety":
-        paths = [base / SAFETY_FILE]
-    else:
-        paths = [base / "kk" / "kazqad_rc_validation.jsonl.gz"]
-    return [p for p in paths if p.is_file()]
+        return [p for p in (flores_path("devtest", lang) for lang in FLORES_CODES) if p.is_file()]
+    if name == "sib200":
+        return [p for p in set_files(name) if p.name == "test.tsv"]
+    return set_files(name)
 
 
 def eval_index(sets: Sequence[str]) -> tuple[NgramIndex | None, list[str]]:

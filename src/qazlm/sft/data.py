@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qazlm.config import check_fields, check_value
+from qazlm.data.decontam import KNOWN_SETS
 from qazlm.errors import QazlmError
 from qazlm.paths import LANGS
 from qazlm.sft import followups, kazakh, safety, tasks, tooluse
@@ -47,7 +48,7 @@ TASKS = {  # name -> (function, languages it is built in)
 }
 NON_COMMERCIAL = {"alpaca_en"}
 DEFAULT_TASKS = [t for t in TASKS if t not in NON_COMMERCIAL]
-DEFAULT_DECONTAM = ["flores", "sib200", "kkcopa", "kazqad", "safety"]
+DEFAULT_DECONTAM = list(KNOWN_SETS)   # every evaluation set qazlm knows
 
 
 @dataclass
