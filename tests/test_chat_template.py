@@ -98,6 +98,36 @@ def test_tool_calls_are_masked_and_arguments_never_double_encoded(qazlm_tok):
         assert masked == TOOL_CALL_TEXT + "<|im_end|>"  # the tool's reply (a user-side turn) is not trained on
 
 
+def _weather_call(arguments) -> list[dict]:
+    return [{"role": "user", "content": "Ауа райы?"},
+            {"role": "assistant", "content": "", "tool_calls": [
+                {"type": "function", "function": {"name": "weather", "arguments": arguments}}]}]
+
+
+def test_double_encoded_arguments_are_decoded_and_non_objects_refused(qazlm_tok, tmp_path):
+    """The template writes string arguments as they are, so every path in (render_chat, assistant_mask, the SFT
+    loader) first makes them JSON object text: an object serialised twice is decoded, anything else refused."""
+    from qazlm.sft.load import read_conversations
+
+    twice = json.dumps(json.dumps({"city": "Алматы"}, ensure_ascii=False), ensure_ascii=False)
+    text = render_chat(qazlm_tok, _weather_call(twice), add_generation_prompt=False)
+    payload = text.split("<tool_call>\n")[1].split("\n</tool_call>")[0]
+    assert json.loads(payload) == {"name": "weather", "arguments": {"city": "Алматы"}}
+    assert render_chat(qazlm_tok, _weather_call({"city": "Алматы"})) == \
+        render_chat(qazlm_tok, _weather_call('{"city": "Алматы"}')) == render_chat(qazlm_tok, _weather_call(twice))
+    for bad, why in (("Almaty", "are not valid JSON"), ("[1, 2]", "must be a JSON object, got list"),
+                     (json.dumps("Almaty"), "are not valid JSON"), (7, "must be a JSON object, got int")):
+        with pytest.raises(QazlmError, match=rf"messages\[1\]\.tool_calls\[0\] \(weather\): arguments {why}"):
+            render_chat(qazlm_tok, _weather_call(bad))
+        with pytest.raises(QazlmError, match="arguments"):
+            assistant_mask(qazlm_tok, _weather_call(bad) + [{"role": "assistant", "content": "x"}])
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(json.dumps({"messages": _weather_call(a)}) for a in (twice, "[1, 2]")) + "\n")
+    kept, rejected = read_conversations(path)
+    assert kept[0]["messages"][1]["tool_calls"][0]["function"]["arguments"] == '{"city": "Алматы"}'
+    assert len(kept) == 1 and rejected[0]["line"] == 2 and "must be a JSON object" in rejected[0]["reason"]
+
+
 def test_conversation_without_an_assistant_turn_is_an_error(qazlm_tok):
     with pytest.raises(QazlmError, match="no assistant tokens"):
         assistant_mask(qazlm_tok, CONVERSATION[:2])

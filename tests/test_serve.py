@@ -111,6 +111,9 @@ def test_errors_are_openai_json_without_traces(server):
         (httpx.post(base + "/v1/chat/completions", headers=ok,
                     json={"messages": [{"role": "user", "content": "x"}], "tools": [WEATHER],
                           "tool_choice": {"type": "function", "function": {"name": "nope"}}}), 400),
+        (httpx.post(base + "/v1/chat/completions", headers=ok,     # a call whose arguments are no JSON object
+                    json={"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [
+                        {"type": "function", "function": {"name": "weather", "arguments": "Almaty"}}]}]}), 400),
         (httpx.get(base + "/v1/nothing", headers=ok), 404),
         (httpx.post(base + "/v1/completions", headers=ok, json={"model": "gpt-4o", "prompt": "x"}), 404),
         (httpx.get(base + "/v1/models", headers={"Authorization": "Bearer wrong"}), 401),

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from qazlm.errors import QazlmError
+from qazlm.infer.tools import canonical_tool_calls
 from qazlm.tokenizer.special_tokens import CHAT_TEMPLATE
 
 GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
@@ -31,6 +32,7 @@ def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = T
     template = chat_template_of(tokenizer)
     if tools:
         check_renders_tools(tokenizer, template)
+    messages = canonical_tool_calls(messages)
     return tokenizer.apply_chat_template(messages, tools=tools or None, chat_template=template,
                                          tokenize=False, add_generation_prompt=add_generation_prompt)
 
@@ -70,8 +72,8 @@ def assistant_mask(tokenizer, messages: list[dict], tools: list[dict] | None = N
                          "use qazlm's template (qazlm.tokenizer.special_tokens.CHAT_TEMPLATE)")
     if tools:
         check_renders_tools(tokenizer, template)
-    out = tokenizer.apply_chat_template(messages, tools=tools, chat_template=template, tokenize=True,
-                                        return_dict=True, return_assistant_tokens_mask=True)
+    out = tokenizer.apply_chat_template(canonical_tool_calls(messages), tools=tools, chat_template=template,
+                                        tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
     ids, mask = list(out["input_ids"]), [int(m) for m in out["assistant_masks"]]
     if not any(mask):
         raise QazlmError("conversation has no assistant tokens to train on (it has no assistant turn); "

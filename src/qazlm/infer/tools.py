@@ -50,6 +50,52 @@ def check_tools(tools: list[dict], where: str = "tools") -> dict[str, dict]:
     return schemas
 
 
+def call_arguments_text(arguments, where: str) -> str:
+    """A call's arguments as the JSON object text the chat template writes between `"arguments": ` and `}`.
+
+    OpenAI clients send JSON text and Python callers a dict; text that decodes to a string is an object
+    serialised twice (the double-encoded-arguments bug of other chat templates, which then show the model
+    `"arguments": "{\\"city\\": ...}"`), decoded once more. Whatever is not an object in the end — a bare word,
+    a list, broken JSON — is an error: the template would write it into the prompt as it is."""
+    value = arguments
+    for _ in range(2):
+        if not isinstance(value, str):
+            break
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise QazlmError(f"{where}: arguments are not valid JSON ({e.msg}); send a JSON object such as "
+                             '{"city": "Almaty"}, or a dict') from None
+    if not isinstance(value, dict):
+        raise QazlmError(f"{where}: arguments must be a JSON object, got {type(value).__name__}; send an object "
+                         'such as {"city": "Almaty"}, or a dict')
+    return json.dumps(value, ensure_ascii=False)
+
+
+def canonical_tool_calls(messages: list[dict]) -> list[dict]:
+    """`messages` with every assistant call's arguments as JSON object text (`call_arguments_text`), so the one
+    chat template renders dict and string arguments alike; a call without a name is an error."""
+    out = []
+    for i, message in enumerate(messages):
+        calls = message.get("tool_calls") if isinstance(message, dict) else None
+        if not calls:
+            out.append(message)
+            continue
+        if not isinstance(calls, list):
+            raise QazlmError(f"messages[{i}].tool_calls: expected a list of calls")
+        fixed = []
+        for j, call in enumerate(calls):
+            fn = function_of(call)
+            name = fn.get("name") if isinstance(fn, dict) else None
+            if not isinstance(name, str) or not name:
+                raise QazlmError(f"messages[{i}].tool_calls[{j}]: a call needs a function name")
+            fn = {**fn, "arguments": call_arguments_text(fn.get("arguments", {}),
+                                                         f"messages[{i}].tool_calls[{j}] ({name})")}
+            fixed.append({**call, "function": fn} if "function" in call else fn)
+        out.append({**message, "tool_calls": fixed})
+    return out
+
+
 @dataclass
 class ParsedReply:
     content: str

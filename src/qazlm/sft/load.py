@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from qazlm.errors import QazlmError
+from qazlm.infer.tools import canonical_tool_calls
 from qazlm.tokenizer.special_tokens import CHAT_TEMPLATE, IM_END, IM_START
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -81,6 +82,10 @@ def check_messages(messages) -> str | None:
             return f"message {i}: content is not text"
     if not any(m["role"] == "assistant" for m in messages):
         return "no assistant turn (nothing to learn)"
+    try:
+        canonical_tool_calls(messages)
+    except QazlmError as e:
+        return str(e)
     return None
 
 
@@ -103,7 +108,7 @@ def read_conversations(path: Path, limit: int | None = None) -> tuple[list[dict]
                 rejected.append({"file": path.name, "line": lineno, "reason": reason})
             else:
                 kept.append({"messages": [{k: m[k] for k in ("role", "content", "tool_calls") if k in m}
-                                          for m in rec["messages"]],
+                                          for m in canonical_tool_calls(rec["messages"])],
                              # as JSON text: tools of different records then share one dataset column type
                              "tools": json.dumps(rec["tools"], ensure_ascii=False) if rec.get("tools") else None})
     return kept, rejected
