@@ -128,6 +128,22 @@ def test_double_encoded_arguments_are_decoded_and_non_objects_refused(qazlm_tok,
     assert len(kept) == 1 and rejected[0]["line"] == 2 and "must be a JSON object" in rejected[0]["reason"]
 
 
+def test_call_block_text_is_the_templates_own_rendering(qazlm_tok):
+    """Preference data writes its broken calls (rejected sides) as text with `call_block_text`; with valid
+    arguments that text must render exactly as the template renders the calls, one or several."""
+    from qazlm.infer.tools import call_block_text
+
+    calls = [("weather", '{"city": "Алматы"}'), ("calculator", '{"expression": "2+2"}')]
+    for n in (1, 2):
+        structured = _weather_call(None)
+        structured[1]["tool_calls"] = [{"type": "function", "function": {"name": k, "arguments": a}}
+                                       for k, a in calls[:n]]
+        as_text = [structured[0], {"role": "assistant", "content": "\n".join(call_block_text(k, a)
+                                                                            for k, a in calls[:n])}]
+        assert render_chat(qazlm_tok, structured, add_generation_prompt=False) == \
+            render_chat(qazlm_tok, as_text, add_generation_prompt=False)
+
+
 def test_conversation_without_an_assistant_turn_is_an_error(qazlm_tok):
     with pytest.raises(QazlmError, match="no assistant tokens"):
         assistant_mask(qazlm_tok, CONVERSATION[:2])

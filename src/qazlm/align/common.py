@@ -153,10 +153,11 @@ def run_locked(cfg, force: bool, log, stage: str, report_file: str, train) -> di
         return train(cfg, out, log)
 
 
-def train_monitored(trainer, out: Path, log, line: str, evaluate: bool = False):
-    """Train with a quiet progress bar and metrics.jsonl, resuming from the last complete checkpoint;
+def train_monitored(trainer, out: Path, log, line: str, header: dict, evaluate: bool = False):
+    """Train with a quiet progress bar and metrics.jsonl (`header` as its step-0 row, then losses, tokens and
+    padding per logging window, as `qazlm sft` writes), resuming from the last complete checkpoint;
     returns (TrainOutput, held-out metrics or {})."""
-    from qazlm.sft.callbacks import MetricsCallback, TokenCounter, quiet_progress
+    from qazlm.sft.callbacks import MetricsCallback, TokenCounter, count_trained_tokens, quiet_progress
     from qazlm.sft.train import last_complete_checkpoint, tokens_before
     from qazlm.train.monitor import MetricsLogger
 
@@ -164,7 +165,11 @@ def train_monitored(trainer, out: Path, log, line: str, evaluate: bool = False):
     resume = last_complete_checkpoint(out / "checkpoints")
     step0 = json.loads((resume / "trainer_state.json").read_text())["global_step"] if resume else 0
     logger = MetricsLogger(out, tensorboard=False, resume_step=step0 if resume else None)
-    trainer.add_callback(MetricsCallback(logger, TokenCounter(), tokens_before(out, step0) if resume else 0))
+    if not resume:
+        logger.log(0, header)
+    counter = TokenCounter()
+    count_trained_tokens(trainer, counter)
+    trainer.add_callback(MetricsCallback(logger, counter, tokens_before(out, step0) if resume else 0))
     log(line + (f"; resuming from {resume.name}" if resume else ""))
     try:
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)

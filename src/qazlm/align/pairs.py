@@ -165,12 +165,25 @@ def tool_pairs(convs: list[dict], rng: random.Random) -> list[dict]:
         if how == "missing_argument" and args:
             args.pop(sorted(args)[0])
             call["arguments"] = json.dumps(args, ensure_ascii=False)
-        elif how == "bad_json":
+        elif how == "bad_json":   # broken JSON is text, not a call: the template would refuse it as a call
             call["arguments"] = json.dumps(args, ensure_ascii=False)[:-1]
+            bad = {"role": "assistant", "content": broken_calls_text(bad["tool_calls"])}
         else:
             call["name"] = call["name"] + "_v2"
         out.append(pair(c["messages"][:at], good, bad, "tool_call", c, c.get("tools")))
     return out
+
+
+def broken_calls_text(calls: list[dict]) -> str:
+    """The calls as the template writes them, arguments as given (one of them broken JSON), joined as it joins them."""
+    from qazlm.infer.tools import call_block_text, function_of
+
+    texts = []
+    for call in calls:
+        fn = function_of(call)
+        args = fn["arguments"]
+        texts.append(call_block_text(fn["name"], args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)))
+    return "\n".join(texts)
 
 
 def irrelevant_pairs(convs: list[dict], rng: random.Random) -> list[dict]:

@@ -72,6 +72,13 @@ def call_arguments_text(arguments, where: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def call_block_text(name: str, arguments_text: str) -> str:
+    """One call as the chat template writes it, with `arguments_text` as given: for the deliberately broken calls
+    of preference data's rejected sides, which a message's `tool_calls` may not hold (`canonical_tool_calls`
+    refuses them). A test checks it against the template's own rendering of a valid call."""
+    return f'{OPEN}\n{{"name": "{name}", "arguments": {arguments_text}}}\n{CLOSE}'
+
+
 def canonical_tool_calls(messages: list[dict]) -> list[dict]:
     """`messages` with every assistant call's arguments as JSON object text (`call_arguments_text`), so the one
     chat template renders dict and string arguments alike; a call without a name is an error."""

@@ -135,27 +135,84 @@ def safety_entry(run: Path | None, folders: list) -> dict | None:
             "judge_safe_rate": m.get("judge_safe_rate"), "classifier": (report or {}).get("classifier")}
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The JSON objects of a JSONL file ([] when absent; a damaged line, e.g. the tail of a killed run, skipped)."""
+    rows = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return rows
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def pretrain_compute(run: Path | None) -> dict | None:
+    """Device, processes and training time of pretraining, from its metrics.jsonl: the time is the sum over the
+    logged windows of tokens / tokens per second (training steps only; evaluation pauses are not in it)."""
+    rows = read_jsonl(run / "pretrain" / "metrics.jsonl") if run else []
+    head = next((r for r in rows if "world_size" in r), None)
+    if head is None:
+        return None
+    seconds, tokens = 0.0, 0
+    for r in rows:
+        if r.get("tokens_per_s") and isinstance(r.get("tokens"), int | float):
+            seconds += max(r["tokens"] - tokens, 0) / r["tokens_per_s"]
+            tokens = r["tokens"]
+    return {"device": head.get("device"), "precision": head.get("precision"), "world_size": head.get("world_size"),
+            "train_s": seconds or None}
+
+
+def stage_compute(stage: dict | None, report_name: str) -> dict | None:
+    """Device and wall time of a post-training stage, from its metrics.jsonl header and its summary or report."""
+    if not stage:
+        return None
+    folder = Path(stage["folder"]).parent
+    head = next(iter(read_jsonl(folder / "metrics.jsonl")), {})
+    report = read_json(folder / report_name) or {}
+    return {"device": head.get("device"), "wall_s": (stage.get("summary") or {}).get("wall_s") or report.get("wall_s")}
+
+
+def dpo_facts(dpo: dict | None) -> dict | None:
+    """What the card says of a DPO stage: its config, report (held-out reward figures, win rates) and the
+    preference data's card (pairs, sources, licences)."""
+    if not dpo:
+        return None
+    report = read_json(Path(dpo["folder"]).parent / "dpo_report.json") or dpo.get("report") or {}
+    data = dpo.get("data") if isinstance(dpo.get("data"), str) else None
+    return {"config": dpo.get("config") or {}, "report": report,
+            "data_card": read_json(Path(data) / "card.json") if data else None}
+
+
 def collect(model: Path, run_arg: str = "") -> dict:
     """The facts of `model` and its run, as plain JSON (written to qazlm_package.json beside the card)."""
     from qazlm.infer.loading import model_kind
 
     kind = model_kind(model)
     chain, root = lineage_chain(model)
-    run = find_run(root, run_arg)
+    run, root_info = find_run(root, run_arg), root_facts(root)
     stages = {c.get("stage"): c for c in chain}
-    sft, quant = stages.get("sft"), stages.get("quantize")
+    sft, dpo, quant = stages.get("sft"), stages.get("dpo"), stages.get("quantize")
     chat_report = read_json(run / "chat_eval" / "chat_report.json") if run else None
     lineage = [model] + [c["parent"].get("path") for c in chain]
     eval_report = read_json(run / "eval" / "report.json") if run else None
     card = read_json(Path(sft["data"]["path"]) / "card.json") if sft and sft.get("data", {}).get("path") else None
     return {
-        "model": str(model), "kind": kind, "run": str(run) if run else None, "root": root_facts(root),
+        "model": str(model), "kind": kind, "run": str(run) if run else None, "root": root_info,
         "chain": [{"stage": c.get("stage"), "folder": c["folder"], "parent": c["parent"].get("path"),
                    "parent_fingerprint": c["parent"].get("fingerprint")} for c in chain],
         "tokenizer": read_json(run / "tokenizer" / "training_info.json") if run else None,
         "data": data_facts(run),
         "pretrain_config": (read_json(run / "pretrain" / "qazlm_stage.json") or {}).get("config") if run else None,
         "sft": {"config": sft.get("config"), "summary": sft.get("summary"), "data_card": card} if sft else None,
+        "dpo": dpo_facts(dpo),
+        "compute": {"pretrain": pretrain_compute(run) if root_info.get("from_scratch") else None,
+                    "sft": stage_compute(sft, "summary.json"), "dpo": stage_compute(dpo, "dpo_report.json")},
         "quantize": (read_json(Path(quant["folder"]).parent / "quantize_report.json") or quant.get("report"))
         if quant else None,
         "eval": model_entry(eval_report, root),

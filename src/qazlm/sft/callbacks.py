@@ -42,6 +42,20 @@ def counting_collator(collate):
     return wrapped
 
 
+def count_trained_tokens(trainer, counter: TokenCounter) -> None:
+    """Count the real tokens (those the attention masks mark) of every batch `trainer` takes a training step on:
+    for TRL's DPO and reward trainers, whose batches carry no count of their own. Counted at the step, not in the
+    collator, which the data loader runs one batch ahead (and for reference log-probs and evaluation too)."""
+    step = trainer.training_step
+
+    def counted(model, inputs, *args, **kwargs):
+        masks = [v for k, v in inputs.items() if k.endswith("attention_mask") and hasattr(v, "numel")]
+        counter.add(int(sum(int(m.sum()) for m in masks)), int(sum(m.numel() for m in masks)))
+        return step(model, inputs, *args, **kwargs)
+
+    trainer.training_step = counted
+
+
 def make_trainer_class():
     """SFTTrainer that takes the real-token count off each batch before the model sees it, and on devices
     without Triton projects only the trained positions through the LM head (`labelled_positions_loss`)."""
