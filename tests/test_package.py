@@ -33,6 +33,10 @@ def run(tmp_path_factory, tiny_tokenizer_dir):
     run = tmp_path_factory.mktemp("pkg") / "tiny"
     base = make_our_folder(tiny_tokenizer_dir, run / "pretrain" / "final")
     write_record(run / "pretrain", "pretrain", {"lr": 0.003, "schedule": "cosine", "seq_len": 128})
+    (run / "pretrain" / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in [   # 20 s + 30 s of steps
+        {"step": 0, "world_size": 1, "device": "cpu", "precision": "fp32"},
+        {"step": 5, "loss": 9.0, "tokens": 10000, "tokens_per_s": 500.0},
+        {"step": 10, "loss": 8.0, "tokens": 20000, "tokens_per_s": 333.3333333}]) + "\n")
     (run / "pretrain" / "plots").mkdir()
     (run / "pretrain" / "plots" / "loss.png").write_bytes(b"\x89PNG\r\n\x1a\nfake")
     write(run / "tokenizer" / "training_info.json", {"vocab_size": 4096, "mix_spec": "kk=0.35,ru=0.5,en=0.15"})
@@ -53,7 +57,18 @@ def run(tmp_path_factory, tiny_tokenizer_dir):
     write(sft / "qazlm_lineage.json", {
         "format": "qazlm-sft-lineage-v1", "stage": "sft", "parent": {"path": str(base), "fingerprint": "ab" * 32},
         "data": {"path": str(run / "sft_data")}, "config": {"lr": 0.003, "lora": {"enabled": False}},
-        "summary": {"steps": 80, "tokens": 160000, "final_loss": 6.2, "heldout_loss": 7.3}})
+        "summary": {"steps": 80, "tokens": 160000, "final_loss": 6.2, "heldout_loss": 7.3, "wall_s": 150.0}})
+    write(run / "sft" / "metrics.jsonl", {"step": 0, "device": "cpu"})
+    dpo = make_hf_folder(tiny_tokenizer_dir, run / "dpo" / "final")
+    write(dpo / "qazlm_lineage.json", {
+        "format": "qazlm-dpo-lineage-v1", "stage": "dpo", "parent": {"path": str(sft), "kind": "hf"},
+        "data": str(run / "pref_data"), "config": {"lr": 0.0005, "beta": 0.1, "loss_type": ["sigmoid", "sft"]}})
+    write(run / "dpo" / "dpo_report.json", {
+        "steps": 32, "train_pairs": 738, "heldout": {"rewards/accuracies": 0.7155, "rewards/margins": 1.148},
+        "win_rate": {"reward_model": {"prompts": 96, "win_rate": 0.4948}}, "wall_s": 14.2})
+    write(run / "dpo" / "metrics.jsonl", {"step": 0, "device": "cpu"})
+    write(run / "pref_data" / "card.json", {"pairs": {"train": 1018, "heldout": 157, "rejected": 42},
+                                            "licences": {"hh-rlhf harmless-base": "MIT (Anthropic)"}})
     chat = {"eot": {"rate": 0.875, "n": 8}, "fidelity": {"kk": {"rate": 0.625, "n": 8}, "ru": {"rate": 1.0},
                                                          "en": {"rate": None},
                                                   "all": {"rate": 0.8}},
@@ -78,6 +93,9 @@ def test_card_numbers_equal_the_reports(run, tmp_path):
     got = {(r.dataset_name, r.metric_type): r.metric_value for r in d.eval_results}
     for name, value in BPB.items():
         assert got[(name, "bits_per_byte")] == value
+    names = {r.metric_name for r in d.eval_results}   # whose figure each is, where it is not this model's own
+    assert "bits per byte, flores-devtest:kk (measured on pretrain/final, the base model)" in names
+    assert "language fidelity (kk)" in names and "dpo" not in d.tags
     assert got[("qazlm chat evaluation", "end_of_turn_rate")] == 0.875
     assert got[("qazlm chat evaluation", "language_fidelity_kk")] == 0.625
     assert ("qazlm chat evaluation", "language_fidelity_en") not in got      # None stays out, never invented
@@ -105,6 +123,25 @@ def test_card_numbers_equal_the_reports(run, tmp_path):
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(out, local_files_only=True) is not None
+
+
+def test_dpo_card_states_the_preference_stage_and_the_compute(run, tmp_path):
+    """The demo packages its DPO model (through int8): the card names DPO, its data and licences, its held-out
+    figures and win rate, and where and how long each stage ran, from the stages' own records."""
+    from huggingface_hub import ModelCard
+
+    out = tmp_path / "pkg"
+    run_package(PackageConfig(model=str(run / "dpo" / "final"), out_dir=str(out)), log=lambda *_: None)
+    card = ModelCard.load(out / "README.md")
+    assert "dpo" in card.data.tags and "trilingual chat model (SFT, then DPO)" in card.text
+    assert ("- DPO (TRL DPOTrainer, loss sigmoid+sft, beta 0.1): 32 steps on 738 pairs, LR 0.0005; held-out reward "
+            "accuracy 71.5%, margin 1.148; win rate over its SFT parent judged by the reward model 49.5% of 96 "
+            "prompts.") in card.text
+    assert "1,018 training pairs, 157 held out, 42 set aside" in card.text and "| hh-rlhf harmless-base | MIT" in card.text
+    assert "- Compute: pretraining 50 s of training steps on cpu × 1, fp32; SFT 2.5 min on cpu; DPO 14 s on cpu." in (
+        card.text)
+    names = {r.metric_name for r in card.data.eval_results}   # the chat report scored only the SFT parent
+    assert "language fidelity (kk) (measured on sft/final, its parent)" in names
 
 
 def test_card_reports_the_nearest_safety_evaluated_model(tmp_path):
@@ -223,7 +260,7 @@ def test_stage_packages_the_runs_last_model(tmp_path):
 
     ctx = RunContext(RunConfig(out_dir=str(tmp_path)), tmp_path / "recipe.toml")
     assert stage_config({}, ctx).model == str(tmp_path / "pretrain" / "final")
-    for stage in ("sft", "quantize"):
+    for stage in ("sft", "dpo", "quantize"):
         (tmp_path / stage / "final").mkdir(parents=True)
         cfg = stage_config({"license": "mit"}, ctx)
         assert cfg.model == str(tmp_path / stage / "final") and cfg.run == str(tmp_path)

@@ -1,4 +1,4 @@
-"""Pipeline stage `[gguf]`: `<run>/sft/final` (else `<run>/pretrain/final`) -> `<run>/gguf/*.gguf` with
+"""Pipeline stage `[gguf]`: `<run>/dpo/final` (else `sft/final`, else `pretrain/final`) -> `<run>/gguf/*.gguf` with
 `qazlm export gguf`'s own code (same lock, skip and record rules).
 
 Every key of `qazlm export gguf` is allowed in the table; `model` defaults to the run's chat model when it

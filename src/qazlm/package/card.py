@@ -17,28 +17,42 @@ def _num(x, digits: int = 4) -> str:
     return "—" if x is None else f"{x:,.{digits}f}" if isinstance(x, float) else f"{x:,}"
 
 
+def measured_on(facts: dict, path) -> str:
+    """"" when a report scored the packaged model itself, else which model it scored: the Hub shows model-index
+    results as this model's, so a base's bits per byte or an fp32 parent's chat figures say whose they are."""
+    from qazlm.package.facts import same_folder
+
+    if path is None or same_folder(path, facts["model"]):
+        return ""
+    where, base = Path(path), same_folder(path, facts["root"]["folder"])
+    return f" (measured on {where.parent.name}/{where.name}, {'the base model' if base else 'its parent'})"
+
+
 def eval_results(facts: dict) -> list:
-    """model-index entries: bits per byte per text set (base model) and the chat figures (chat model)."""
+    """model-index entries: bits per byte per text set (base model) and the chat figures (chat model), each
+    naming the model it was measured on where that is not the packaged one (`measured_on`)."""
     from huggingface_hub import EvalResult
 
     out = []
-    for name, b in ((facts.get("eval") or {}).get("bpb") or {}).items():
+    ev = facts.get("eval") or {}
+    for name, b in (ev.get("bpb") or {}).items():
         if isinstance(b, dict) and b.get("bpb") is not None:
             flores = name.startswith("flores")
             out.append(EvalResult(task_type="text-generation", dataset_type="openlanguagedata/flores_plus"
                                   if flores else "qazlm/heldout", dataset_name=name, dataset_config=name,
-                                  metric_type="bits_per_byte",
-                                  metric_name=f"bits per byte, {name}", metric_value=b["bpb"]))
+                                  metric_type="bits_per_byte", metric_value=b["bpb"],
+                                  metric_name=f"bits per byte, {name}{measured_on(facts, ev.get('path'))}"))
     chat = (facts.get("chat_eval") or {}).get("chat") or {}
+    whose = measured_on(facts, chat.get("path"))
     if chat.get("eot", {}).get("rate") is not None:
         out.append(EvalResult(task_type="text-generation", dataset_type="qazlm/chat_eval",
                               dataset_name="qazlm chat evaluation", metric_type="end_of_turn_rate",
-                              metric_name="end-of-turn rate", metric_value=chat["eot"]["rate"]))
+                              metric_name=f"end-of-turn rate{whose}", metric_value=chat["eot"]["rate"]))
     for lang, f in (chat.get("fidelity") or {}).items():
         if lang != "all" and f.get("rate") is not None:
             out.append(EvalResult(task_type="text-generation", dataset_type="qazlm/chat_eval",
                                   dataset_name="qazlm chat evaluation", metric_type=f"language_fidelity_{lang}",
-                                  metric_name=f"language fidelity ({lang})", metric_value=f["rate"]))
+                                  metric_name=f"language fidelity ({lang}){whose}", metric_value=f["rate"]))
     return out
 
 
@@ -49,6 +63,7 @@ def card_data(facts: dict, license: str, name: str):
     sources = {s for task in (card.get("train") or {}).values() for lang in task.values() for s in lang}
     tags = ["qazlm", "kazakh", "russian", "english", "trilingual"]
     tags += ["chat", "instruction-tuned"] if facts.get("sft") else ["base-model"]
+    tags += ["dpo"] if facts.get("dpo") else []
     tags += ["torchao", "quantized"] if facts.get("quantize") else []
     tags += ["gguf"] if facts.get("gguf") else []
     return ModelCardData(
@@ -67,7 +82,9 @@ def render(facts: dict, license: str, name: str, repo_id: str, images: list[str]
 
 
 def summary(facts: dict) -> str:
-    root, kind = facts["root"], "chat model" if facts.get("sft") else "base (pretrained) model"
+    kind = ("chat model (SFT, then DPO)" if facts.get("dpo") else "chat model" if facts.get("sft")
+            else "base (pretrained) model")
+    root = facts["root"]
     params = root.get("params")
     size = f"{params / 1e6:.1f}M-parameter " if params else ""
     origin = ("trained from scratch with qazlm on Kazakh, Russian and English text"
@@ -136,7 +153,18 @@ def training_data(facts: dict) -> str:
         lines += [f"| {s} | {lic} |" for s, lic in sorted((card.get("licences") or {}).items())]
         if card.get("non_commercial_tasks"):
             lines += ["", f"**Non-commercial data in the mix**: {', '.join(card['non_commercial_tasks'])}."]
+    lines += preference_data(((facts.get("dpo") or {}).get("data_card")))
     return "\n".join(lines)
+
+
+def preference_data(card: dict | None) -> list[str]:
+    if not card:
+        return []
+    pairs = card.get("pairs") or {}
+    lines = ["", f"Preference data (`qazlm pref-data`): {_num(pairs.get('train'))} training pairs, "
+             f"{_num(pairs.get('heldout'))} held out, {_num(pairs.get('rejected'))} set aside; the preferred side of "
+             "each built pair is right by construction.", "", "| source | licence |", "|---|---|"]
+    return lines + [f"| {s} | {lic} |" for s, lic in sorted((card.get("licences") or {}).items())]
 
 
 def training_procedure(facts: dict) -> str:
@@ -160,12 +188,49 @@ def training_procedure(facts: dict) -> str:
         lines.append(f"- SFT (TRL SFTTrainer, {mode}, loss on assistant tokens, packed): {_num(s.get('steps'))} steps, "
                      f"{_num(s.get('tokens'))} tokens, LR {c.get('lr')}, train loss {_num(s.get('final_loss'))}, "
                      f"held-out loss {_num(s.get('heldout_loss'))}.")
+    if facts.get("dpo"):
+        lines.append(dpo_line(facts["dpo"]))
     q = facts.get("quantize")
     if q:
         size = (f"; weights {q['fp32_weight_bytes'] / 2**20:.1f} → {q['weight_bytes'] / 2**20:.1f} MiB"
                 if q.get("weight_bytes") else "")
         lines.append(f"- Quantization (torchao): {q['scheme']} ({q['what']}){size}.")
-    return "\n".join(lines)
+    return "\n".join(lines + compute_lines(facts.get("compute") or {}))
+
+
+def dpo_line(dpo: dict) -> str:
+    c, r = dpo.get("config") or {}, dpo.get("report") or {}
+    held, judged = r.get("heldout") or {}, ((r.get("win_rate") or {}).get("reward_model") or {})
+    loss = "+".join(c.get("loss_type") or []) or "—"
+    win = (f"; win rate over its SFT parent judged by the reward model {_pct(judged.get('win_rate'))} of "
+           f"{_num(judged.get('prompts'))} prompts" if judged.get("win_rate") is not None else "")
+    return (f"- DPO (TRL DPOTrainer, loss {loss}, beta {c.get('beta')}): {_num(r.get('steps'))} steps on "
+            f"{_num(r.get('train_pairs'))} pairs, LR {c.get('lr')}; held-out reward accuracy "
+            f"{_pct(held.get('rewards/accuracies'))}, margin {_num(held.get('rewards/margins'), 3)}{win}.")
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:,.1f} min" if seconds < 5400 else f"{seconds / 3600:,.1f} h"
+
+
+def compute_lines(compute: dict) -> list[str]:
+    """Where and how long each training stage ran, as the stages recorded it ("not recorded" otherwise)."""
+    parts = []
+    pre = compute.get("pretrain")
+    if pre:
+        where = (f"{pre['device']} × {pre.get('world_size') or 1}" if pre.get("device")
+                 else "a device not recorded")
+        prec = f", {pre['precision']}" if pre.get("precision") else ""
+        took = f"{duration(pre['train_s'])} of training steps" if pre.get("train_s") else "time not recorded"
+        parts.append(f"pretraining {took} on {where}{prec}")
+    for stage in ("sft", "dpo"):
+        c = compute.get(stage)
+        if c:
+            took = duration(c["wall_s"]) if c.get("wall_s") else "time not recorded"
+            parts.append(f"{stage.upper()} {took} on {c.get('device') or 'a device not recorded'}")
+    return [f"- Compute: {'; '.join(parts)}."] if parts else []
 
 
 def evaluation(facts: dict, images: list[str]) -> str:

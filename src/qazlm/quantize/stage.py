@@ -1,4 +1,4 @@
-"""Pipeline stage `[quantize]`: `<run>/sft/final` (else `<run>/pretrain/final`) -> `<run>/quantize/final`
+"""Pipeline stage `[quantize]`: `<run>/dpo/final` (else `sft/final`, else `pretrain/final`) -> `<run>/quantize/final`
 with `qazlm quantize`'s own code (same lock, skip and record rules).
 
 Every key of `qazlm quantize` is allowed in the table; `model` defaults to the run's chat model when it

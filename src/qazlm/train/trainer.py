@@ -294,7 +294,8 @@ class Trainer:
         if self.start_step == 0:
             self.logger.log(0, {"params": n_params, "params_embedding": n_embed,
                                 "flops_per_token": self.flops_per_token, "peak_flops": self.peak,
-                                "peak_source": peak_src, "world_size": self.info.world,
+                                "peak_source": peak_src, "world_size": self.info.world, "device": str(self.device),
+                                "precision": "bf16" if self.use_bf16 else "fp32",
                                 "tokens_per_step": p.tokens_per_step, "steps": p.steps})
         if self.need_eval and self.start_step < p.steps:
             self.log_unigram_baseline()
