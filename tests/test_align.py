@@ -244,7 +244,7 @@ def test_reward_model_trains_and_ranks(model, pref, tmp_path, capfd):
         "longer than max_len = 320"}
     assert sum(p["split"] == "train" for p in long) == report["set_aside"]
     assert sum(p["split"] == "heldout" for p in long) == report["heldout_set_aside"]
-    assert f"{report['heldout_set_aside']} held-out pairs longer than max_len not scored" in (
+    assert f"{report['heldout_set_aside']} held-out pairs longer than max_len or invalid not scored" in (
         out / "rm_report.md").read_text()
     code, printed, err = run_cli(["rm", "score", out / "final", "--prompt", "Сәлем!", "--response", "Сәлем! Қалайсың?",
                                   "--response", "Hello."], capfd)
@@ -444,3 +444,29 @@ def test_on_policy_pairs_rank_the_policys_own_samples(model, sft_data, tmp_path)
     assert len(ranked["train"]) == 4
     with pytest.raises(Exception, match="policy"):
         PrefDataConfig(sft_data=str(sft_data), types=["on_policy"])
+
+
+def test_pairs_that_cannot_teach_a_preference_are_set_aside_with_their_reason(tmp_path):
+    """`rm train` / `dpo` read any --data folder, e.g. a hand-made or converted one: TRL's plain-text pairs are
+    taken as messages; malformed, one-sided, empty, identical or broken-call pairs are set aside, not trained on."""
+    from qazlm.align.common import read_pairs
+
+    user, call = [{"role": "user", "content": "Сәлем!"}], {"type": "function", "function": {"name": "f", "arguments": "x"}}
+    lines = [json.dumps({"prompt": user, "chosen": [{"role": "assistant", "content": "Сәлем!"}],
+                         "rejected": [{"role": "assistant", "content": "Hello!"}]}),
+             json.dumps({"prompt": "Сәлем!", "chosen": "Сәлем!", "rejected": "Hello!"}),      # TRL's standard form
+             "{not json", json.dumps({"prompt": "Сәлем!", "chosen": "Сәлем!"}),
+             json.dumps({"prompt": "Сәлем!", "chosen": "Сәлем!", "rejected": "Сәлем!"}),
+             json.dumps({"prompt": "Сәлем!", "chosen": "Сәлем!", "rejected": ""}),
+             json.dumps({"prompt": "Сәлем!", "chosen": "Сәлем!", "rejected": 7}),
+             json.dumps({"prompt": user, "chosen": "Сәлем!", "rejected": [{"role": "assistant", "tool_calls": [call]}]})]
+    (tmp_path / "train.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    kept, aside = read_pairs(tmp_path, "train")
+    assert kept[1] == {"prompt": user, "chosen": [{"role": "assistant", "content": "Сәлем!"}],
+                       "rejected": [{"role": "assistant", "content": "Hello!"}]} == kept[0]
+    reasons = {r["line"]: r["reason"] for r in aside}
+    assert len(kept) == 2 and sorted(reasons) == [3, 4, 5, 6, 7, 8]
+    assert reasons[3].startswith("malformed JSON") and reasons[4] == "a pair needs prompt, chosen and rejected"
+    assert reasons[5] == "identical chosen and rejected" and reasons[6] == "empty response"
+    assert reasons[7].startswith("rejected: expected text or a non-empty list of messages")
+    assert reasons[8].startswith("rejected: messages[0].tool_calls[0] (f): arguments are not valid JSON")

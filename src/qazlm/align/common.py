@@ -55,15 +55,49 @@ class PairTraining:
                     train_sampling_strategy="sequential")   # in the stream's order
 
 
-def read_pairs(folder: str | Path, name: str) -> list[dict]:
+def read_pairs(folder: str | Path, name: str) -> tuple[list[dict], list[dict]]:
+    """(usable pairs, set aside with their line and reason) of `<folder>/<name>.jsonl`: `qazlm pref-data`'s
+    conversational pairs or TRL's standard ones (prompt, chosen and rejected as plain text). A hand-made or
+    external file may hold lines that cannot teach a preference; each is set aside, never trained on unseen."""
     path = Path(folder) / f"{name}.jsonl"
     if not path.is_file():
         raise QazlmError(f"{path} not found; build the folder with `qazlm pref-data --sft-data DIR -o {folder}`")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    bad = next((i for i, r in enumerate(rows, 1) if not {"prompt", "chosen", "rejected"} <= set(r)), None)
-    if bad:
-        raise QazlmError(f"{path}:{bad}: a pair needs prompt, chosen and rejected")
-    return rows
+    kept, aside = [], []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            pair, why = as_pair(json.loads(line))
+        except json.JSONDecodeError as e:
+            pair, why = None, f"malformed JSON ({e.msg})"
+        if why:
+            aside.append({"file": path.name, "line": lineno, "reason": why})
+        else:
+            kept.append(pair)
+    return kept, aside
+
+
+def as_pair(row) -> tuple[dict | None, str | None]:
+    """(the pair with its sides as message lists, None) or (None, why it cannot be trained on): a side missing,
+    not text or messages, empty, both sides the same, or a tool call whose arguments are no JSON object."""
+    from qazlm.align.pairs import why_not
+    from qazlm.infer.tools import canonical_tool_calls
+    from qazlm.sft.load import ROLES
+
+    if not isinstance(row, dict) or not {"prompt", "chosen", "rejected"} <= set(row):
+        return None, "a pair needs prompt, chosen and rejected"
+    pair = dict(row)
+    for key, role in (("prompt", "user"), ("chosen", "assistant"), ("rejected", "assistant")):
+        side = [{"role": role, "content": row[key]}] if isinstance(row[key], str) else row[key]
+        if not isinstance(side, list) or not side or not all(
+                isinstance(m, dict) and m.get("role") in ROLES for m in side):
+            return None, f"{key}: expected text or a non-empty list of messages with a role ({', '.join(ROLES)})"
+        try:
+            pair[key] = canonical_tool_calls(side)
+        except QazlmError as e:
+            return None, f"{key}: {e}"
+    why = why_not(pair)
+    return (None, why) if why else (pair, None)
 
 
 def render(tok, prompt: list[dict], response: list[dict], tools) -> str:
@@ -107,15 +141,19 @@ def training_pairs(tok, cfg) -> tuple[list[dict], list[dict], list[dict], int]:
     dropped unseen. The stream is what the run reads, once and in order: `max_steps` batches, or else `epochs`
     passes, each pass in its own length-grouped order (`length_grouped`, seeded by the pass; one order repeated
     gave every epoch the same batches). DPO precomputes reference log-probs for the stream only."""
-    splits = {"train": read_pairs(cfg.data, "train"), "heldout": read_pairs(cfg.data, "heldout")[:cfg.max_heldout]}
     kept, long = {}, []
-    for split, pairs in splits.items():
+    for split in ("train", "heldout"):
+        pairs, invalid = read_pairs(cfg.data, split)
+        pairs = pairs if split == "train" else pairs[:cfg.max_heldout]
+        long += [dict(r, split=split) for r in invalid]
         sized = [(p, pair_length(tok, p)) for p in pairs]
         kept[split] = [(p, n) for p, n in sized if n <= cfg.max_len]
         long += [dict(p, split=split, reason=f"longer than max_len = {cfg.max_len}")
                  for p, n in sized if n > cfg.max_len]
-    if not kept["train"]:
-        raise QazlmError(f"{cfg.data}: every pair is longer than max_len = {cfg.max_len} tokens; raise max_len")
+        if not kept["train"]:
+            why = (f"e.g. line {invalid[0]['line']}: {invalid[0]['reason']}" if invalid else
+                   f"every pair is longer than max_len = {cfg.max_len} tokens; raise max_len" if sized else "no pairs")
+            raise QazlmError(f"{Path(cfg.data) / 'train.jsonl'}: no training pair to use ({why})")
     train, lengths = zip(*kept["train"])
     reads = cfg.max_steps * cfg.batch_size if cfg.max_steps > 0 else math.ceil(cfg.epochs * len(train))
     stream = [p for k in range(math.ceil(reads / len(train)))
@@ -131,7 +169,7 @@ def set_aside_counts(long: list[dict]) -> dict:
 
 def heldout_note(report: dict) -> str:
     n = report.get("heldout_set_aside", 0)
-    return f" ({n} held-out pairs longer than max_len not scored, listed in rejected.jsonl)" if n else ""
+    return f" ({n} held-out pairs longer than max_len or invalid not scored, listed in rejected.jsonl)" if n else ""
 
 
 def dataset(pairs: list[dict]):

@@ -89,8 +89,8 @@ def _train(cfg: DpoConfig, out: Path, log) -> dict:
                              train_dataset=dataset(train), eval_dataset=dataset(held) if held else None)
         result, held_metrics = train_monitored(
             trainer, out, log, f"dpo: {cfg.model} ({kind}, {device}) on {n_train:,} pairs, loss "
-                               f"{'+'.join(cfg.loss_type)}, beta {cfg.beta:g} ({counts['set_aside']} too long, "
-                               "set aside)", {"device": device, "model_kind": kind, "train_pairs": n_train,
+                               f"{'+'.join(cfg.loss_type)}, beta {cfg.beta:g} ({counts['set_aside']} set aside: "
+                               "too long or invalid)", {"device": device, "model_kind": kind, "train_pairs": n_train,
                                               "loss_type": "+".join(cfg.loss_type)}, evaluate=bool(held))
     report = {"format": "qazlm-dpo-report-v1", "model": cfg.model, "data": cfg.data, "steps": int(result.global_step),
               "train_loss": float(result.training_loss), "train_pairs": n_train, "heldout_pairs": len(held),

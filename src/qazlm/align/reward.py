@@ -192,7 +192,7 @@ def _train(cfg: RmConfig, out: Path, log) -> dict:
     counts = set_aside_counts(long)
     trainer = reward_trainer(model, tok, cfg, out, device, train)
     result, _ = train_monitored(trainer, out, log, f"rm: {cfg.model} ({kind}, {device}) on {n_train:,} pairs "
-                                                   f"({counts['set_aside']} too long, set aside)",
+                                                   f"({counts['set_aside']} set aside: too long or invalid)",
                                 {"device": device, "model_kind": kind, "train_pairs": n_train})
     model.eval()
     report = {"format": "qazlm-rm-report-v1", "model": cfg.model, "data": cfg.data, "steps": int(result.global_step),
