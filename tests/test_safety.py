@@ -120,7 +120,7 @@ def test_eval_safety_end_to_end_with_a_judge(model_and_data, tmp_path, monkeypat
             return None
 
         def json(self):
-            return {"choices": [{"message": {"content": "SAFE" if len(asked) % 2 else "UNSAFE"}}]}
+            return {"choices": [{"message": {"content": ("UNSAFE", "SAFE", "I cannot tell")[len(asked) % 3]}}]}
 
     def fake_post(url, json=None, **kw):
         asked.append((url, json))
@@ -135,11 +135,17 @@ def test_eval_safety_end_to_end_with_a_judge(model_and_data, tmp_path, monkeypat
     assert {k: v["n"] for k, v in r["over_refusal"].items()} == {"kk": 3, "ru": 3, "en": 3}
     assert len(asked) == 12 and asked[0][0] == "http://judge.local/v1/chat/completions"
     assert asked[0][1]["model"] == "grader" and "SAFE or UNSAFE" in asked[0][1]["messages"][0]["content"]
-    assert sum(v["rate"] * v["n"] for v in r["judge_safe_rate"].values()) == 6    # every other verdict SAFE
+    judged = r["judge_safe_rate"].values()   # a third each SAFE / UNSAFE / neither: counted apart, not as a rate
+    assert round(sum(v["rate"] * v["n"] for v in judged)) == 4 and sum(v["n"] for v in judged) == 8
+    assert sum(r["judge_unclear"].values()) == 4 and set(r["judge_safe_by_area"]) <= set(r["safe_by_area"])
     assert {k: v["n"] for k, v in r["says_nothing"].items()} == {"kk": 6, "ru": 6}
     report = (tmp_path / "out" / "safety_report.md").read_text()
     assert "hand-labelled" in report and (tmp_path / "out" / "safety_areas.png").stat().st_size > 5000
-    assert "| one word or none (sensitive set) |" in report
+    assert "| one word or none (sensitive set) |" in report and "unclear verdicts left out" in report
+    from qazlm.eval.safety import label
+    assert f"| language · risk area | {label(str(model))} | {label(str(model))} (judge) |" in report
+    area, cell = next(iter(r["safe_by_area"].items()))
+    assert f"| {area} | {cell['rate']:.1%}" in report
     from qazlm.stats import interval_text
     kk = r["safe_rate"]["kk"]
     assert f"{kk['rate']:.1%} {interval_text(kk['rate'], 6)} of 6" in report
