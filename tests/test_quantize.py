@@ -152,6 +152,10 @@ def test_int4_on_hf_folder_then_skip_and_rebuild(models, tmp_path):
         fast_logits = fast(ids)
         assert (fast_logits - slow).abs().max() < 0.05 * slow.abs().max()  # bf16 activations, 2 layers deep
         assert int((fast_logits.argmax(-1) == slow.argmax(-1)).sum()) >= 7
+    from qazlm.infer.engine import SamplingParams, generate_ids
+
+    # the engine decodes it on transformers' path (no Transformer view of packed layers), as many tokens as asked
+    assert len(generate_ids(fast, [[5, 17, 42]], SamplingParams(max_new_tokens=6), stop_token_ids=())[0]) == 6
     assert first["parent_kind"] == "hf" and first["group_size"] == 32
     run_quantize(cfg, log=logs.append)
     assert "up to date" in logs[-1]

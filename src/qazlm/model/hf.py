@@ -171,7 +171,8 @@ def our_names(hf_state_dict: dict, cfg: ModelConfig) -> dict:
 def as_ours(hf_model):
     """An HF Qwen3/Llama model in memory as our Transformer holding the same weight tensors (no copy), so the
     continuous batcher decodes its slots in one forward; None when the architecture, RoPE or weights (quantized
-    tensor subclasses, not float32) have no exact qazlm counterpart."""
+    tensor subclasses, not float32, or a layer whose weight a packed kernel replaced: `qazlm.infer.int4_cpu`
+    leaves an empty one) have no exact qazlm counterpart."""
     import torch
 
     from qazlm.model.transformer import build_model
@@ -184,6 +185,9 @@ def as_ours(hf_model):
     if any(type(t) is not torch.Tensor or t.dtype != torch.float32 for t in sd.values()):
         return None
     model = build_model(cfg, next(iter(sd.values())).device)
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    if any(k in shapes and shapes[k] != v.shape for k, v in sd.items()):
+        return None
     result = model.load_state_dict(sd, strict=False, assign=True)  # share the tensors; the initial ones are freed
     if result.unexpected_keys or any(not k.startswith("rope_") for k in result.missing_keys):
         return None
