@@ -52,6 +52,7 @@ CASES = [  # (argv after `export gguf`, regex the error line must match)
     (["{r}/torchao"], r"holds quantized weights \(torchao\); export its fp32 parent"),
     (["{r}/gpt2regex"], r"llama.cpp does not know this tokenizer's pre-tokenizer"),
     (["{r}/ours", "--type", "q3_k_s"], r"types: 'q3_k_s' is not a type qazlm exports .*choose from f32, f16, q8_0"),
+    (["{r}/ours", "--type", "q5_k_x"], r"types: 'q5_k_x' is not a type qazlm exports"),   # a type llama.cpp lacks
     (["{r}/ours", "--type", "q8_0,q8_0"], r"names a type twice"),
     (["{r}/ours", "--check-sentences", "-1"], r"check_sentences = -1: must be >= 0"),
     (["{r}/ours", "--name", "a/b"], r"name = 'a/b': use letters, digits"),

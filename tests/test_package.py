@@ -32,6 +32,9 @@ def run(tmp_path_factory, tiny_tokenizer_dir):
 
     run = tmp_path_factory.mktemp("pkg") / "tiny"
     base = make_our_folder(tiny_tokenizer_dir, run / "pretrain" / "final")
+    (run / "weights_only").mkdir()   # a model folder without its tokenizer (a bad input)
+    for name in ("model.safetensors", "qazlm_model.json"):
+        (run / "weights_only" / name).write_bytes((base / name).read_bytes())
     write_record(run / "pretrain", "pretrain", {"lr": 0.003, "schedule": "cosine", "seq_len": 128})
     (run / "pretrain" / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in [   # 20 s + 30 s of steps
         {"step": 0, "world_size": 1, "device": "cpu", "precision": "fp32"},
@@ -223,6 +226,31 @@ def test_push_dry_run_lists_the_manifest_and_offline_push_is_one_line(run, tmp_p
     assert_one_line_error(["push", out, "--repo", "me/x", "--dry-run"], capfd, match=r"changed since")
 
 
+def test_push_sends_the_manifest_with_the_flags_given(run, tmp_path, capfd, monkeypatch):
+    """What `qazlm push` asks of huggingface_hub (no network: HfApi is replaced by a recorder): the repo created
+    private, the branch created, and the manifest's files uploaded there with the commit message."""
+    import huggingface_hub
+
+    calls = []
+
+    class Recorder:
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: calls.append((name, args, kwargs))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", Recorder)
+    out = tmp_path / "pkg"
+    manifest = run_package(PackageConfig(model=str(run / "sft" / "final"), out_dir=str(out)), log=lambda *_: None)
+    code, stdout, err = run_cli(["push", out, "--repo", "me/x", "--private", "--revision", "v0.1", "-m", "first"], capfd)
+    assert code == 0, err
+    assert [c[0] for c in calls] == ["create_repo", "create_branch", "upload_folder"]
+    assert calls[0][1] == ("me/x",) and calls[0][2]["private"] is True and calls[0][2]["exist_ok"] is True
+    assert calls[1][1] == ("me/x",) and calls[1][2]["branch"] == "v0.1"
+    upload = calls[2][2]
+    assert upload["repo_id"] == "me/x" and upload["revision"] == "v0.1" and upload["commit_message"] == "first"
+    assert upload["folder_path"] == str(out) and upload["allow_patterns"] == sorted(manifest["files"])
+    assert "https://huggingface.co/me/x/tree/v0.1" in stdout
+
+
 BAD = [  # (argv after `package`, regex)
     (["{r}/missing"], r"missing: model folder not found"),
     (["{r}/pretrain/final", "--license", "Apache 2.0"], r"license = 'Apache 2.0': use a Hub licence id"),
@@ -230,6 +258,7 @@ BAD = [  # (argv after `package`, regex)
     (["{r}/pretrain/final", "--gguf", "{r}/tokenizer/training_info.json"], r"not a GGUF file"),
     (["{r}/pretrain/final", "--gguf", "{r}/none.gguf"], r"none.gguf: file not found"),
     (["{r}/pretrain/final", "--run", "{r}/nowhere"], r"--run .*nowhere: no such folder"),
+    (["{r}/weights_only"], r"weights_only.*tokenizer"),
     ([], r"\[package\] model: not set"),
 ]
 
