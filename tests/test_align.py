@@ -421,6 +421,29 @@ def test_our_model_folders_start_a_reward_model(model, tmp_path):
     assert not torch.equal(load_reward_start(ours, "cpu", 1)[0].score.weight, head)
 
 
+def test_a_llama_folder_without_a_template_starts_a_reward_model_with_qazlms(tmp_path, tiny_tokenizer_dir):
+    """An imported Hugging Face Llama whose tokenizer has no chat template: one line naming the fix, and with
+    `chat_template = "qazlm"` (accepted by [rm] and [dpo] as by [sft]) a LlamaForSequenceClassification."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from qazlm.align.dpo import DpoConfig
+    from qazlm.align.reward import load_reward_start
+    from qazlm.errors import QazlmError
+    from qazlm.tokenizer.special_tokens import CHAT_TEMPLATE
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=1)).save_pretrained(tmp_path / "llama")
+    tok.save_pretrained(tmp_path / "llama")
+    with pytest.raises(QazlmError, match=r"has no chat template; set chat_template = \"qazlm\" \(in the \[sft\], "
+                                         r"\[rm\] or \[dpo\] table"):
+        load_reward_start(tmp_path / "llama", "cpu")
+    rm, rm_tok, kind = load_reward_start(tmp_path / "llama", "cpu", 0, "qazlm")
+    assert kind == "hf" and type(rm).__name__ == "LlamaForSequenceClassification" and rm_tok.chat_template == CHAT_TEMPLATE
+    with pytest.raises(QazlmError, match=r"\[dpo\] chat_template = 'chatml': choose"):
+        DpoConfig(model="m", data="d", chat_template="chatml")
+
+
 def test_on_policy_pairs_rank_the_policys_own_samples(model, sft_data, tmp_path):
     from qazlm.align.dpo import rule_score
     from qazlm.align.pairs import PrefDataConfig, build

@@ -404,6 +404,37 @@ def test_failed_start_does_not_block_the_corrected_run(base, data, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ LoRA
+def test_a_hugging_face_llama_folder_fine_tunes_with_qazlms_template(data, tmp_path, tiny_tokenizer_dir):
+    """The imported-model path: a Hugging Face Llama folder whose tokenizer has no chat template gets qazlm's
+    (`chat_template = "qazlm"`), trains through TRL like our own folders, and is saved as a Llama folder that
+    transformers and `qazlm generate` load, with the template and an `hf` lineage."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from qazlm.infer.engine import generate
+    from qazlm.infer.loading import load_model
+    from qazlm.sft.train import run_sft
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    torch.manual_seed(0)
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         max_position_embeddings=512, tie_word_embeddings=True,
+                                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
+    llama.save_pretrained(tmp_path / "llama")
+    tok.save_pretrained(tmp_path / "llama")
+    out = tmp_path / "sft"
+    summary = run_sft(config(tmp_path / "llama", data, out, max_steps=2, max_heldout=0, chat_template="qazlm"),
+                      log=lambda *a: None)
+    assert summary["steps"] == 2 and math.isfinite(summary["final_loss"])
+    trained = AutoModelForCausalLM.from_pretrained(out / "final")
+    assert type(trained).__name__ == "LlamaForCausalLM"
+    assert not torch.equal(trained.model.layers[0].mlp.up_proj.weight, llama.model.layers[0].mlp.up_proj.weight)
+    assert GENERATION_MARKER.search(AutoTokenizer.from_pretrained(out / "final").chat_template)
+    assert json.loads((out / "final" / "qazlm_lineage.json").read_text())["parent"]["kind"] == "hf"
+    loaded = load_model(out / "final")
+    assert len(generate(loaded.model, loaded.tokenizer, ["Сәлем!"], max_new_tokens=3, chat=True)) == 1
+
+
 def test_lora_is_merged_on_save(base, data, tmp_path):
     from safetensors.torch import load_file
 
@@ -466,6 +497,38 @@ def test_killed_run_resumes_to_the_same_result(full_run, base, data, tmp_path):
     from qazlm.train.monitor import read_metrics
 
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r] == [1, 2, 3, 4, 5, 6]
+
+
+def test_sigkill_mid_run_then_rerun_resumes(full_run, base, data, tmp_path):
+    """A real kill -9 of `qazlm sft` once its first checkpoint is complete (no Python cleanup: the lock and an
+    open metrics.jsonl stay behind): the same command then resumes from that checkpoint and ends with the
+    uninterrupted run's loss."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "sft"
+    cli = "import sys; from qazlm.cli import main; sys.exit(main(sys.argv[1:]))"
+    argv = [sys.executable, "-c", cli, "sft", str(base), "--data", str(data), "-o", str(out), "--device", "cpu",
+            "--lr", str(RUN["lr"]), "--max-steps", str(RUN["max_steps"]), "--batch-size", str(RUN["batch_size"]),
+            "--max-len", str(RUN["max_len"])] + [a for k in ("save_steps", "eval_steps", "warmup", "schedule",
+                                                            "max_heldout", "seed") for a in ("--set", f"{k}={RUN[k]}")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.time() + 180
+    while not (out / "checkpoints" / "checkpoint-3" / "trainer_state.json").exists():
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.time() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not (out / "final").exists()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=180, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "resuming from checkpoint-" in done.stdout + done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["final_loss"] == pytest.approx(full_run[1]["final_loss"], abs=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------ stage

@@ -184,6 +184,28 @@ def test_unbounded_values_are_closed_within_the_token_budget(models, kind, monke
     assert cut > 0
 
 
+def test_generate_cli_tool_choice(tok, tmp_path, capfd):
+    """`qazlm generate --tools`: required forces one valid call (a grammar) per prompt; auto offers the tools and
+    decodes freely (a random model writes no call); none leaves them out of the prompt (plain text out)."""
+    from cli_harness import run_cli
+    from test_eval_helpers import make_our_folder
+
+    tok.save_pretrained(tmp_path / "tok")
+    model = make_our_folder(tmp_path / "tok", tmp_path / "m")
+    (tmp_path / "tools.json").write_text(json.dumps([WEATHER]))
+    base = ["generate", model, "Алматыда ауа райы", "--chat", "--tools", tmp_path / "tools.json", "--json",
+            "--max-new-tokens", "40"]
+    outputs = {}
+    for choice in ("required", "auto", "none"):
+        code, out, err = run_cli(base + ["--tool-choice", choice, "--no-parallel-tool-calls"], capfd)
+        assert code == 0, err
+        outputs[choice] = json.loads(out.strip().splitlines()[-1])["output"]
+    required = json.loads(outputs["required"])
+    assert len(required["tool_calls"]) == 1 and required["errors"] == []
+    assert json.loads(outputs["auto"])["tool_calls"] == []
+    assert "<tool_call>" not in outputs["none"] and not outputs["none"].startswith("{")
+
+
 def test_json_schema_and_tools_together_is_an_error(models):
     from qazlm.infer.engine import generate
 

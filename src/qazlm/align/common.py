@@ -33,6 +33,7 @@ class PairTraining:
     logging_steps: int = 5
     max_heldout: int = 400          # held-out pairs scored for the report
     device: str = "auto"
+    chat_template: str = ""         # "": the model's own (ours get qazlm's); "qazlm": install it in an HF folder
 
     def check(self, table: str, more: dict[str, str]) -> None:
         check_fields(self, f"[{table}] ", {"lr": "> 0", "epochs": "> 0", "batch_size": ">= 1", "max_len": ">= 16",
@@ -40,6 +41,11 @@ class PairTraining:
                                            "max_heldout": ">= 0", **more})
         if not self.model or not self.data:
             raise QazlmError(f"{table}: give the starting model and --data (a `qazlm pref-data` folder)")
+        from qazlm.sft.config import CHAT_TEMPLATES
+
+        if self.chat_template not in CHAT_TEMPLATES:
+            raise QazlmError(f"[{table}] chat_template = {self.chat_template!r}: choose \"\" (the model's own) or "
+                             "\"qazlm\"")
 
     def trainer_kwargs(self, out: Path, device: str) -> dict:
         """The TrainingArguments both trainers take, fp32 on CPU and bf16 on CUDA set explicitly (TRL turns

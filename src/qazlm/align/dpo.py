@@ -81,7 +81,7 @@ def _train(cfg: DpoConfig, out: Path, log) -> dict:
     quiet_libraries()
     device = resolve_device(cfg.device, "[dpo]")
     model, kind = load_model(cfg.model, device)
-    tok = load_chat_tokenizer(cfg.model, kind, "")
+    tok = load_chat_tokenizer(cfg.model, kind, cfg.chat_template)
     train, held, long, n_train = training_pairs(tok, cfg)
     counts = set_aside_counts(long)
     with labelled_positions_only():  # the reference log-probs are computed in DPOTrainer's constructor

@@ -41,7 +41,7 @@ class RmConfig(PairTraining):
         self.check("rm", {})
 
 
-def load_reward_start(path: str | Path, device: str, seed: int = 0):
+def load_reward_start(path: str | Path, device: str, seed: int = 0, chat_template: str = ""):
     """A sequence-classification model (one label) built from a causal LM folder, and the chat tokenizer. The
     score head is new, so it is drawn under `seed`: the Trainer seeds only after the model exists, and an unseeded
     head made two runs of the same config differ from the first step."""
@@ -53,7 +53,7 @@ def load_reward_start(path: str | Path, device: str, seed: int = 0):
     from qazlm.sft.load import load_chat_tokenizer, load_model
 
     causal, kind = load_model(path, "cpu")
-    tok = load_chat_tokenizer(path, kind, "")
+    tok = load_chat_tokenizer(path, kind, chat_template)
     with tempfile.TemporaryDirectory() as tmp:
         causal.save_pretrained(tmp)
         set_seed(seed)
@@ -187,7 +187,7 @@ def _train(cfg: RmConfig, out: Path, log) -> dict:
     t0 = time.perf_counter()
     quiet_libraries()
     device = resolve_device(cfg.device, "[rm]")
-    model, tok, kind = load_reward_start(cfg.model, device, cfg.seed)
+    model, tok, kind = load_reward_start(cfg.model, device, cfg.seed, cfg.chat_template)
     train, held, long, n_train = training_pairs(tok, cfg)
     counts = set_aside_counts(long)
     trainer = reward_trainer(model, tok, cfg, out, device, train)

@@ -62,6 +62,8 @@ def _cmd_generate(args) -> int:
                    top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop=stop)  # bad values: one line
     prompts = _read_prompts(args)
     schema, tools = read_json_arg(args.json_schema, "--json-schema"), read_json_arg(args.tools, "--tools")
+    if tools is not None and args.tool_choice == "none":   # as the server: tools not shown at all
+        tools = None
     if tools is not None:
         from qazlm.infer.tools import check_tools
 
@@ -93,7 +95,9 @@ def _cmd_generate(args) -> int:
                          temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                          repetition_penalty=args.repetition_penalty, stop=stop, stop_token_ids=args.stop_token or [],
                          seed=args.seed, chat=args.chat, system=args.system, device=args.device, stream=stream,
-                         compile=args.compile, json_schema=schema, tools=tools)
+                         compile=args.compile, json_schema=schema, tools=tools,
+                         force_tool_calls=args.tool_choice == "required",
+                         parallel_tool_calls=not args.no_parallel_tool_calls)
         if tools is not None:
             from qazlm.infer.tools import parse_tool_calls
 
@@ -139,8 +143,13 @@ def register(sub) -> None:
     g.add_argument("--json-schema", metavar="JSON|FILE",
                    help="constrained decoding: the output is JSON valid for this schema (outlines-core grammar)")
     g.add_argument("--tools", metavar="JSON|FILE",
-                   help="OpenAI tool definitions (a JSON list); with --chat the output is forced to be tool calls, "
-                        "printed as {content, tool_calls, errors}")
+                   help="OpenAI tool definitions (a JSON list), rendered into the chat's system turn (needs --chat); "
+                        "the output is printed as {content, tool_calls, errors}")
+    g.add_argument("--tool-choice", choices=("required", "auto", "none"), default="required",
+                   help="with --tools: required = the output is forced to be tool calls (a grammar); auto = the "
+                        "model decides, free decoding; none = the tools are not shown")
+    g.add_argument("--no-parallel-tool-calls", action="store_true",
+                   help="with --tool-choice required: exactly one call instead of one or more")
     g.add_argument("--device", default="cpu")
     g.add_argument("--compile", action="store_true",
                    help="compile the decode step (qazlm models, Qwen3/Llama folders): faster per token after a "

@@ -210,14 +210,15 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 128, te
              system: str | None = None, add_bos: bool = True, device: str = "cpu",
              max_prompt_tokens: int | None = None, stream: Callable[[int, str], None] | None = None,
              compile: bool = False, json_schema: dict | None = None, tools: list[dict] | None = None,
-             parallel_tool_calls: bool = True) -> list[str]:
+             force_tool_calls: bool = True, parallel_tool_calls: bool = True) -> list[str]:
     """Generate a continuation for each prompt (the prompt itself is not repeated).
 
     Stops at EOS (and `<|im_end|>`), any `stop_token_ids`, any `stop` string (cut off before it), or after
     `max_new_tokens`. `stream(row, text_delta)` receives text as it is produced. `max_prompt_tokens` keeps
     only the last tokens of longer prompts. `json_schema`: the reply must be JSON valid for it; `tools`: the
     reply must be one `<tool_call>` block calling one of them, or several with `parallel_tool_calls`
-    (constrained decoding; the text keeps its `<tool_call>` markers, for `qazlm.infer.tools.parse_tool_calls`).
+    (constrained decoding; the text keeps its `<tool_call>` markers, for `qazlm.infer.tools.parse_tool_calls`);
+    with `force_tool_calls=False` the tools are only offered and the model decodes freely (OpenAI's "auto").
     """
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                             repetition_penalty=repetition_penalty, stop=list(stop),
@@ -253,7 +254,8 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 128, te
 
     need_hook = bool(params.stop) or stream is not None
     stop_ids = stop_ids_for(tokenizer, params)
-    constraint = make_constraint(tokenizer, json_schema, tools, stop_ids, chat, len(prompt_ids), parallel_tool_calls)
+    constraint = make_constraint(tokenizer, json_schema, tools if force_tool_calls else None, stop_ids, chat,
+                                 len(prompt_ids), parallel_tool_calls)
     ids = generate_ids(model, prompt_ids, params, pad_id=pad, stop_token_ids=stop_ids,
                        device=device, on_step=on_step if need_hook else None, compile=compile, constraint=constraint)
     results = []

@@ -12,7 +12,8 @@ from qazlm.infer.tools import canonical_tool_calls
 from qazlm.tokenizer.special_tokens import CHAT_TEMPLATE, IM_END, IM_START
 
 ROLES = ("system", "user", "assistant", "tool")
-QAZLM_TEMPLATE_HINT = 'set chat_template = "qazlm" ([sft] table, or --set chat_template=qazlm) to install qazlm\'s ChatML template'
+QAZLM_TEMPLATE_HINT = ('set chat_template = "qazlm" (in the [sft], [rm] or [dpo] table, or --set chat_template=qazlm) '
+                       "to install qazlm's ChatML template")
 
 
 def load_model(path: str | Path, device: str):
