@@ -85,7 +85,8 @@ def test_pairs_are_right_by_construction(pref, sft_data):
                 broken = True
             else:
                 want = json.loads(good["tool_calls"][0]["function"]["arguments"])
-                broken = broken or set(args) < set(want)
+                wrong_tool = call["name"] != good["tool_calls"][0]["function"]["name"]
+                broken = broken or wrong_tool or args != want    # missing, misread or another tool's call
             assert broken, p
         elif p["type"] == "tool_irrelevant":
             assert bad.get("tool_calls") and not good.get("tool_calls")
@@ -439,7 +440,8 @@ def test_a_llama_folder_without_a_template_starts_a_reward_model_with_qazlms(tmp
                                          r"\[rm\] or \[dpo\] table"):
         load_reward_start(tmp_path / "llama", "cpu")
     rm, rm_tok, kind = load_reward_start(tmp_path / "llama", "cpu", 0, "qazlm")
-    assert kind == "hf" and type(rm).__name__ == "LlamaForSequenceClassification" and rm_tok.chat_template == CHAT_TEMPLATE
+    assert kind == "hf" and type(rm).__name__ == "LlamaForSequenceClassification"
+    assert rm_tok.chat_template == CHAT_TEMPLATE
     with pytest.raises(QazlmError, match=r"\[dpo\] chat_template = 'chatml': choose"):
         DpoConfig(model="m", data="d", chat_template="chatml")
 
@@ -474,7 +476,8 @@ def test_pairs_that_cannot_teach_a_preference_are_set_aside_with_their_reason(tm
     taken as messages; malformed, one-sided, empty, identical or broken-call pairs are set aside, not trained on."""
     from qazlm.align.common import read_pairs
 
-    user, call = [{"role": "user", "content": "Сәлем!"}], {"type": "function", "function": {"name": "f", "arguments": "x"}}
+    user = [{"role": "user", "content": "Сәлем!"}]
+    call = {"type": "function", "function": {"name": "f", "arguments": "x"}}
     lines = [json.dumps({"prompt": user, "chosen": [{"role": "assistant", "content": "Сәлем!"}],
                          "rejected": [{"role": "assistant", "content": "Hello!"}]}),
              json.dumps({"prompt": "Сәлем!", "chosen": "Сәлем!", "rejected": "Hello!"}),      # TRL's standard form
@@ -482,7 +485,8 @@ def test_pairs_that_cannot_teach_a_preference_are_set_aside_with_their_reason(tm
              json.dumps({"prompt": "Сәлем!", "chosen": "Сәлем!", "rejected": "Сәлем!"}),
              json.dumps({"prompt": "Сәлем!", "chosen": "Сәлем!", "rejected": ""}),
              json.dumps({"prompt": "Сәлем!", "chosen": "Сәлем!", "rejected": 7}),
-             json.dumps({"prompt": user, "chosen": "Сәлем!", "rejected": [{"role": "assistant", "tool_calls": [call]}]})]
+             json.dumps({"prompt": user, "chosen": "Сәлем!",
+                         "rejected": [{"role": "assistant", "tool_calls": [call]}]})]
     (tmp_path / "train.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     kept, aside = read_pairs(tmp_path, "train")
     assert kept[1] == {"prompt": user, "chosen": [{"role": "assistant", "content": "Сәлем!"}],

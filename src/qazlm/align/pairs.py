@@ -160,14 +160,23 @@ def tool_pairs(convs: list[dict], rng: random.Random) -> list[dict]:
         good = c["messages"][at]
         bad = json.loads(json.dumps(good))
         call = bad["tool_calls"][0]["function"]
-        how = rng.choice(("unknown_function", "bad_json", "missing_argument"))
+        how = rng.choice(("unknown_function", "bad_json", "missing_argument", "wrong_value", "wrong_tool"))
         args = json.loads(call["arguments"]) if isinstance(call["arguments"], str) else dict(call["arguments"])
+        numbers = sorted(k for k, v in args.items() if isinstance(v, int | float) and not isinstance(v, bool))
+        others = sorted({t["function"]["name"] for t in c.get("tools") or []} - {call["name"]})
         if how == "missing_argument" and args:
             args.pop(sorted(args)[0])
             call["arguments"] = json.dumps(args, ensure_ascii=False)
         elif how == "bad_json":   # broken JSON is text, not a call: the template would refuse it as a call
             call["arguments"] = json.dumps(args, ensure_ascii=False)[:-1]
             bad = {"role": "assistant", "content": broken_calls_text(bad["tool_calls"])}
+        elif how == "wrong_value" and numbers:   # a valid call with a number misread: what exact match catches
+            key = rng.choice(numbers)
+            value = args[key]
+            args[key] = off_by(value, rng) if isinstance(value, int) else round(value + rng.choice((-1, 1)) * 0.1, 2)
+            call["arguments"] = json.dumps(args, ensure_ascii=False)
+        elif how == "wrong_tool" and others:     # another offered tool, with the same arguments
+            call["name"] = rng.choice(others)
         else:
             call["name"] = call["name"] + "_v2"
         out.append(pair(c["messages"][:at], good, bad, "tool_call", c, c.get("tools")))
@@ -181,8 +190,8 @@ def broken_calls_text(calls: list[dict]) -> str:
     texts = []
     for call in calls:
         fn = function_of(call)
-        args = fn["arguments"]
-        texts.append(call_block_text(fn["name"], args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)))
+        args = fn["arguments"] if isinstance(fn["arguments"], str) else json.dumps(fn["arguments"], ensure_ascii=False)
+        texts.append(call_block_text(fn["name"], args))
     return "\n".join(texts)
 
 

@@ -55,7 +55,9 @@ def scenario(name: str, rng: random.Random, lang: str) -> tuple[dict, str, calla
         a, b, c = rng.randint(2, 999), rng.randint(2, 99), rng.randint(2, 9)
         expr = rng.choice([f"{a} + {b}", f"{a} - {b}", f"{a} * {c}", f"({a} + {b}) * {c}", f"{a} / {c}"])
         ask = (f"{expr} неге тең?", f"Сколько будет {expr}?", f"What is {expr}?")[i]
-        return {"expression": expr}, ask, lambda r: f"{expr} = {r['result']}."
+        return {"expression": expr}, ask, lambda r: (f"Жауабы: {expr} = {r['result']}.",
+                                                     f"Ответ: {expr} = {r['result']}.",
+                                                     f"The answer is {expr} = {r['result']}.")[i]
     if name == "convert_currency":
         other = rng.choice([c for c in KZT_PER if c != "KZT"])
         src, dst = rng.choice([("KZT", other), (other, "KZT")])
@@ -85,13 +87,17 @@ def scenario(name: str, rng: random.Random, lang: str) -> tuple[dict, str, calla
         value = rng.choice([1, 2, 3, 5, 10, 12, 25, 42, 100, 250])
         ask = (f"{value} {src} неше {dst} болады?", f"Сколько {dst} в {value} {src}?",
                f"How many {dst} is {value} {src}?")[i]
-        return {"value": value, "from": src, "to": dst}, ask, lambda r: f"{value} {src} = {r['value']} {dst}."
+        return {"value": value, "from": src, "to": dst}, ask, lambda r: (
+            f"{value} {src} — {r['value']} {dst} болады.", f"{value} {src} — это {r['value']} {dst}.",
+            f"{value} {src} is {r['value']} {dst}.")[i]
     if name == "inflect_kazakh":
         word, form = rng.choice([(w, f) for w in STEMS for f in FEATURE_NAMES if inflect(w, f)])
         feature = FEATURE_NAMES[form][i]
         ask = (f"«{word}» сөзінің {feature} қандай?", f"Как будет казахское слово «{word}» ({feature})?",
                f"What is the {feature} of the Kazakh word «{word}»?")[i]
-        return {"word": word, "form": form}, ask, lambda r: f"«{r['form']}»."
+        return {"word": word, "form": form}, ask, lambda r: (f"Ол былай болады: «{r['form']}».",
+                                                             f"Это будет «{r['form']}».",
+                                                             f"It is «{r['form']}».")[i]
     if name == "weather":
         city = rng.choice(CITIES)
         ask = (f"{city} қаласында ауа райы қандай?", f"Какая погода в городе {city}?",
@@ -103,11 +109,15 @@ def scenario(name: str, rng: random.Random, lang: str) -> tuple[dict, str, calla
         ask = (f"Салмағым {w} кг, бойым {h} м. Дене салмағының индексі қанша?",
                f"Мой вес {w} кг, рост {h} м. Какой у меня индекс массы тела?",
                f"I weigh {w} kg and I am {h} m tall. What is my BMI?")[i]
-        return {"weight_kg": w, "height_m": h}, ask, lambda r: f"BMI = {r['bmi']}."
+        return {"weight_kg": w, "height_m": h}, ask, lambda r: (f"Дене салмағының индексі: {r['bmi']}.",
+                                                                f"Ваш индекс массы тела: {r['bmi']}.",
+                                                                f"Your BMI is {r['bmi']}.")[i]
     if name == "percent_of":
         p, v = rng.choice([5, 10, 12, 15, 20, 25, 50, 75]), rng.choice([40, 80, 120, 200, 360, 1000, 2500])
         ask = (f"{v} санының {p} пайызы қанша?", f"Сколько будет {p}% от {v}?", f"What is {p}% of {v}?")[i]
-        return {"percent": p, "value": v}, ask, lambda r: f"{p}% × {v} = {r['result']}."
+        return {"percent": p, "value": v}, ask, lambda r: (f"{v} санының {p} пайызы — {r['result']}.",
+                                                           f"{p}% от {v} — это {r['result']}.",
+                                                           f"{p}% of {v} is {r['result']}.")[i]
     text = rng.choice(TEXTS)  # word_count
     ask = (f"Мына мәтінде неше сөз бар: «{text}»?", f"Сколько слов в тексте: «{text}»?",
            f"How many words are in: «{text}»?")[i]
