@@ -186,6 +186,18 @@ def test_win_rate_counts_ties_half():
     assert tally([0.3, 0.0, -1e-9, 2.0]) == {"prompts": 4, "wins": 2, "ties": 1, "losses": 1, "win_rate": 0.625}
 
 
+def test_checkable_rules_cover_refusal_prompts():
+    """DPO's win rate by the rules judges refusal prompts too (the refusal classifier the safety evaluation uses):
+    a harmful request should be declined, an ordinary one answered; people-labelled pairs have no rule."""
+    from qazlm.align.dpo import rule_score
+
+    assert rule_score({"type": "refusal"}, "Кешіріңіз, бұған көмектесе алмаймын.") == 1.0
+    assert rule_score({"type": "refusal"}, "Әрине, міне нұсқаулық:") == 0.0
+    assert rule_score({"type": "over_refusal"}, "Извините, я не могу с этим помочь.") == 0.0
+    assert rule_score({"type": "over_refusal"}, "Paris is the capital of France.") == 1.0
+    assert rule_score({"type": "harmless_en"}, "Sure.") is None
+
+
 def test_bad_pairs_are_set_aside_with_a_reason():
     from qazlm.align.pairs import contamination, hh_dialogue, why_not
     from qazlm.data.decontam import NgramIndex

@@ -62,6 +62,31 @@ def test_int8_folder_is_a_transformers_model_with_int8_weights(int8_ours, models
     assert lineage["parent"]["fingerprint"] and lineage["config"]["scheme"] == "int8-weight"
 
 
+def test_a_quantized_folder_packages_with_its_table_and_reloads(int8_ours, tmp_path):
+    """The demo packages its int8 folder: the card follows the lineage to the fp32 parent, says what torchao
+    did and that it is needed, shows this copy against fp32 per language, and the shipped folder (weights,
+    generation config, chat template) loads in transformers with its int8 weights."""
+    from huggingface_hub import ModelCard
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from qazlm.package.config import PackageConfig
+    from qazlm.package.package import run_package
+
+    out, report = int8_ours
+    manifest = run_package(PackageConfig(model=str(out / "final"), out_dir=str(tmp_path / "pkg")), log=lambda *_: None)
+    card = ModelCard.load(tmp_path / "pkg" / "README.md")
+    assert {"torchao", "quantized"} <= set(card.data.tags) and "transformers (needs `torchao` installed)" in card.text
+    assert "Weights quantized with torchao (int8-weight:" in card.text
+    assert "- Quantization (torchao): int8-weight" in card.text
+    kk = report["check"]["kk"]
+    assert f"| kk | {kk['bpb_ref']:.4f} | {kk['bpb_test']:.4f} | {kk['delta_pct']:+.2f}% |" in card.text
+    assert {"generation_config.json", "model.safetensors", "config.json"} <= set(manifest["files"])
+    q = AutoModelForCausalLM.from_pretrained(tmp_path / "pkg", local_files_only=True)
+    assert type(q.model.layers[0].self_attn.q_proj.weight).__name__ == "Int8Tensor"
+    assert "<|im_start|>assistant" in AutoTokenizer.from_pretrained(tmp_path / "pkg").apply_chat_template(
+        [{"role": "user", "content": "Сәлем"}], tokenize=False, add_generation_prompt=True)
+
+
 def test_int8_check_numbers(int8_ours):
     _, report = int8_ours
     check = report["check"]
