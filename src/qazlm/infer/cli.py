@@ -19,6 +19,7 @@ GENERATE_EPILOG = """examples:
   qazlm generate runs/tiny/sft/final "Алматы туралы JSON" --chat --json-schema '{"type": "object",
       "properties": {"city": {"type": "string"}, "population": {"type": "integer"}}, "required": ["city"]}'
   qazlm generate runs/tiny/sft/final "1000 теңге долларға" --chat --tools tools.json   # -> tool_calls JSON
+  qazlm generate runs/tiny/sft/final "Сәлем!" --chat --tools tools.json --tool-choice auto   # the model decides
 """
 
 
