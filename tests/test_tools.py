@@ -204,6 +204,12 @@ def test_generate_cli_tool_choice(tok, tmp_path, capfd):
     assert len(required["tool_calls"]) == 1 and required["errors"] == []
     assert json.loads(outputs["auto"])["tool_calls"] == []
     assert "<tool_call>" not in outputs["none"] and not outputs["none"].startswith("{")
+    from cli_harness import assert_one_line_error
+
+    assert_one_line_error(["generate", model, "x", "--chat", "--tool-choice", "auto"], capfd, match=r"apply to --tools")
+    (tmp_path / "none.json").write_text("[]")
+    assert_one_line_error(["generate", model, "x", "--chat", "--tools", tmp_path / "none.json"], capfd,
+                          match=r"--tools: the list is empty")
 
 
 def test_json_schema_and_tools_together_is_an_error(models):

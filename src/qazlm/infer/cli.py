@@ -63,12 +63,17 @@ def _cmd_generate(args) -> int:
                    top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop=stop)  # bad values: one line
     prompts = _read_prompts(args)
     schema, tools = read_json_arg(args.json_schema, "--json-schema"), read_json_arg(args.tools, "--tools")
-    if tools is not None and args.tool_choice == "none":   # as the server: tools not shown at all
+    if tools is None and (args.tool_choice or args.no_parallel_tool_calls):
+        raise QazlmError("generate: --tool-choice / --no-parallel-tool-calls apply to --tools; give --tools FILE")
+    choice = args.tool_choice or "required"
+    if choice == "none":   # as the server: the tools are not shown at all
         tools = None
     if tools is not None:
         from qazlm.infer.tools import check_tools
 
         check_tools(tools, "--tools")
+        if not tools:
+            raise QazlmError("--tools: the list is empty; give at least one tool definition")
         if not args.chat:
             raise QazlmError("generate: --tools needs --chat (the tools are rendered into the chat's system turn)")
     if schema is not None and not isinstance(schema, dict):
@@ -97,7 +102,7 @@ def _cmd_generate(args) -> int:
                          repetition_penalty=args.repetition_penalty, stop=stop, stop_token_ids=args.stop_token or [],
                          seed=args.seed, chat=args.chat, system=args.system, device=args.device, stream=stream,
                          compile=args.compile, json_schema=schema, tools=tools,
-                         force_tool_calls=args.tool_choice == "required",
+                         force_tool_calls=choice == "required",
                          parallel_tool_calls=not args.no_parallel_tool_calls)
         if tools is not None:
             from qazlm.infer.tools import parse_tool_calls
@@ -146,9 +151,9 @@ def register(sub) -> None:
     g.add_argument("--tools", metavar="JSON|FILE",
                    help="OpenAI tool definitions (a JSON list), rendered into the chat's system turn (needs --chat); "
                         "the output is printed as {content, tool_calls, errors}")
-    g.add_argument("--tool-choice", choices=("required", "auto", "none"), default="required",
-                   help="with --tools: required = the output is forced to be tool calls (a grammar); auto = the "
-                        "model decides, free decoding; none = the tools are not shown")
+    g.add_argument("--tool-choice", choices=("required", "auto", "none"), default=None,
+                   help="with --tools: required (default) = the output is forced to be tool calls (a grammar); "
+                        "auto = the model decides, free decoding; none = the tools are not shown")
     g.add_argument("--no-parallel-tool-calls", action="store_true",
                    help="with --tool-choice required: exactly one call instead of one or more")
     g.add_argument("--device", default="cpu")
