@@ -54,6 +54,7 @@ def assert_metrics_count_tokens(out, steps: int) -> None:
     logged = [r for r in rows_ if "loss" in r]
     assert logged and logged[-1]["step"] == steps
     assert all(r["tokens"] > 0 and r["tokens_per_s"] > 0 and 0 <= r["pad_share"] < 1 for r in logged)
+    assert list((out / "tb").glob("events.out.tfevents.*"))     # TensorBoard, as qazlm sft writes it
 
 
 def test_pairs_are_right_by_construction(pref, sft_data):

@@ -202,10 +202,11 @@ def train_monitored(trainer, out: Path, log, line: str, header: dict, evaluate: 
     padding per logging window, as `qazlm sft` writes), resuming from the last complete checkpoint;
     returns (TrainOutput, held-out metrics or {})."""
     from qazlm.sft.callbacks import MetricsCallback, TokenCounter, count_trained_tokens, quiet_progress
-    from qazlm.sft.train import last_complete_checkpoint, tokens_before
+    from qazlm.sft.train import add_tensorboard, last_complete_checkpoint, tokens_before
     from qazlm.train.monitor import MetricsLogger
 
     quiet_progress(trainer)
+    add_tensorboard(trainer, out)
     resume = last_complete_checkpoint(out / "checkpoints")
     step0 = json.loads((resume / "trainer_state.json").read_text())["global_step"] if resume else 0
     logger = MetricsLogger(out, tensorboard=False, resume_step=step0 if resume else None)

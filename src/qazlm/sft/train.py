@@ -84,7 +84,6 @@ def lora_config(cfg: SftConfig):
 def build_trainer(cfg: SftConfig, model, tok, train: list[dict], held: list[dict], out: Path, device: str):
     """The TRL trainer with qazlm's callbacks: metrics.jsonl, TensorBoard in OUT/tb, a quiet progress bar."""
     from datasets import Dataset
-    from transformers.integrations import TensorBoardCallback
 
     from qazlm.sft.callbacks import TokenCounter, counting_collator, make_trainer_class, quiet_progress
     from qazlm.sft.packing import row_packed_collator, use_packed_attention, uses_flash_attention
@@ -102,10 +101,17 @@ def build_trainer(cfg: SftConfig, model, tok, train: list[dict], held: list[dict
     trainer.data_collator = counting_collator(trainer.data_collator)
     quiet_progress(trainer)
     if is_main_process():
-        tensorboard = TensorBoardCallback()
-        tensorboard.logging_dir = str(out / "tb")  # also where the writer reopens for the final held-out eval
-        trainer.add_callback(tensorboard)
+        add_tensorboard(trainer, out)
     return trainer
+
+
+def add_tensorboard(trainer, out: Path) -> None:
+    """TensorBoard event files in OUT/tb (also where the writer reopens for a final held-out evaluation)."""
+    from transformers.integrations import TensorBoardCallback
+
+    tensorboard = TensorBoardCallback()
+    tensorboard.logging_dir = str(out / "tb")
+    trainer.add_callback(tensorboard)
 
 
 def share_openings(trainer, tok, cfg: SftConfig) -> None:
