@@ -326,6 +326,26 @@ def test_cpu_loss_projects_only_labelled_positions_and_equals_trl(base, data, tm
 
 
 # ------------------------------------------------------------------------------------------------ full run
+def test_cpu_runs_train_in_fp32_not_trls_bf16_default(full_run, base, data, tmp_path):
+    """TRL turns bf16 on by default (on this CPU its own config refuses to start: no bf16 GPU); qazlm's
+    arguments say fp32 on a CPU, without checkpointing, and the trained weights are saved in float32."""
+    from safetensors import safe_open
+    from trl import SFTConfig
+
+    from qazlm.align.dpo import DpoConfig, dpo_args
+    from qazlm.sft.train import sft_args
+
+    with pytest.raises(ValueError, match="bf16"):
+        SFTConfig(output_dir=str(tmp_path / "trl"))
+    for args in (sft_args(config(base, data, tmp_path / "s"), tmp_path / "s", "cpu", True),
+                 dpo_args(DpoConfig(model="m", data="d", loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5]),
+                          tmp_path / "d", "cpu")):
+        assert args.use_cpu and not args.bf16 and not args.fp16 and not args.gradient_checkpointing
+    assert args.loss_type == ["sigmoid", "sft"] and args.loss_weights == [1.0, 0.5] and args.precompute_ref_log_probs
+    with safe_open(str(full_run[0] / "final" / "model.safetensors"), "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F32"}
+
+
 def test_full_run_learns_and_pins_the_first_loss(full_run):
     out, s, lines = full_run
     assert s["steps"] == 6 and s["final_loss"] < s["first_loss"]
