@@ -174,6 +174,28 @@ def test_hf_folder_skip_and_type_change(tmp_path, tok_dir):
     assert not list(out.glob(".qazlm-tmp-*"))
 
 
+def test_a_llama_folder_exports_as_llama_with_its_logits(tmp_path, tok_dir):
+    """The imported-Llama path (SmolLM2's family): llama.cpp's converter writes a `llama` GGUF whose token ids
+    equal ours and whose f32 logits are the source's within 1e-3."""
+    import torch
+    from gguf import GGUFReader
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                                 tie_word_embeddings=True, initializer_range=0.3, bos_token_id=tok.bos_token_id,
+                                 eos_token_id=tok.eos_token_id)).save_pretrained(tmp_path / "llama")
+    tok.save_pretrained(tmp_path / "llama")
+    report = run_gguf(GGUFConfig(model=str(tmp_path / "llama"), out_dir=str(tmp_path / "out"), types=["f32"],
+                                 name="ll", check_sentences=2), log=lambda *_: None)
+    field = GGUFReader(tmp_path / "out" / "ll-F32.gguf").fields["general.architecture"]
+    assert bytes(field.parts[field.data[0]]).decode() == "llama"
+    assert all(p["identical"] == p["lines"] for p in report["parity"].values())
+    assert all(c["max_logit_diff"] < 1e-3 for c in report["f32_vs_source"].values())
+
+
 def test_pre_tokenizer_choice():
     from qazlm.gguf.vocab import PRE_TOKENIZERS, split_pattern
     from qazlm.tokenizer.train import PATTERNS
