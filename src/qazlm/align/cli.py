@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from qazlm.data.decontam import KNOWN_SETS
+from qazlm.paths import EVAL_SETS
 
 PREF_EPILOG = """examples:
   qazlm pref-data --sft-data runs/tiny/sft_data -o runs/tiny/pref_data
@@ -102,7 +102,7 @@ def register(sub) -> None:
     p.add_argument("--policy", default=None, help="add on-policy pairs: the model whose samples are paired")
     p.add_argument("--reward-model", default=None, help="ranks the on-policy samples (default: the checkable rules)")
     p.add_argument("--decontaminate", default=None,
-                   help=f"evaluation sets no pair may share text with (default: {','.join(KNOWN_SETS)})")
+                   help=f"evaluation sets no pair may share text with (default: {','.join(EVAL_SETS)})")
     _common(p, "pref_data")
     p.set_defaults(func=_pref_data)
 

@@ -25,11 +25,11 @@ from pathlib import Path
 from qazlm.data.wordtok import words
 from qazlm.errors import QazlmError
 from qazlm.io import atomic_dir, atomic_write, iter_text_lines, write_json
-from qazlm.paths import FLORES_CODES, flores_path, shared_dir
+from qazlm.paths import EVAL_SETS, FLORES_CODES, flores_path, shared_dir
 
 MIN_ITEM_WORDS = 8
 SET_MIN_WORDS = {"kkwikispell": 5}   # exact-sentence sets: matched whole below MIN_ITEM_WORDS
-KNOWN_SETS = ("flores", "sib200", "kkcopa", "kazqad", "safety", "kkwikispell", "nis_math", "wic")
+KNOWN_SETS = EVAL_SETS
 SAFETY_FILE = "safety/ru_kk_sensitive_questions.jsonl.gz"   # evaluation only: never training text
 FORMAT = "qazlm-decontam-v1"
 INDEX_DIR, INDEX_FILE, META_FILE, LEGACY_FILE = "decontam", "index.npz", "meta.json", "decontam.pkl"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from qazlm.data.decontam import KNOWN_SETS
+from qazlm.paths import EVAL_SETS
 
 EPILOG = """examples:
   qazlm sft-data -o runs/sft-data                                  # every default task, 200 each
@@ -94,7 +94,7 @@ def register(sub) -> None:
     p.add_argument("--external", action="append", default=None, metavar="FILE|hf:NAME",
                    help="extra instruction data: messages / ShareGPT / Alpaca JSONL, or a Hub dataset (repeatable)")
     p.add_argument("--decontaminate", default=None,
-                   help=f"evaluation sets to decontaminate against (default: {','.join(KNOWN_SETS)})")
+                   help=f"evaluation sets to decontaminate against (default: {','.join(EVAL_SETS)})")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any [sft_data] key, e.g. lexicon=...")
     p.add_argument("--force", action="store_true", help="rebuild even when the folder matches the config")
     p.set_defaults(func=_run)
