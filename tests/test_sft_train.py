@@ -378,7 +378,7 @@ def test_final_folder_loads_everywhere(full_run):
 
 def test_lineage_metrics_and_record(full_run, base, data):
     from qazlm.runs import read_record
-    from qazlm.train.monitor import read_metrics
+    from qazlm.io import read_jsonl
     from qazlm.train.plot import plot_run
 
     out, s, _ = full_run
@@ -388,7 +388,7 @@ def test_lineage_metrics_and_record(full_run, base, data):
     assert len(lin["parent"]["fingerprint"]) == 64 and meta["sha256"]
     assert lin["data"]["counts"] == json.loads((data / "card.json").read_text())["conversations"]
     assert lin["config"]["lr"] == RUN["lr"] and lin["summary"]["steps"] == 6 and lin["summary"]["versions"]["trl"]
-    rows = read_metrics(out / "metrics.jsonl")
+    rows = read_jsonl(out / "metrics.jsonl")
     steps = [r["step"] for r in rows if "loss" in r]
     assert steps == [1, 2, 3, 4, 5, 6] and all(r["tokens_per_s"] > 0 for r in rows if "loss" in r)
     assert rows[0]["step"] == 0 and rows[0]["trainable_params"] > 0
@@ -514,9 +514,9 @@ def test_killed_run_resumes_to_the_same_result(full_run, base, data, tmp_path):
     assert s["tokens"] == ref["tokens"]
     a, b = load_file(out / "final" / "model.safetensors"), load_file(full_run[0] / "final" / "model.safetensors")
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
-    from qazlm.train.monitor import read_metrics
+    from qazlm.io import read_jsonl
 
-    assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl") if "loss" in r] == [1, 2, 3, 4, 5, 6]
 
 
 def test_sigkill_mid_run_then_rerun_resumes(full_run, base, data, tmp_path):

@@ -184,9 +184,9 @@ def test_run_with_eval_logs_bpb_and_plots(tmp_path, tokens_dir, tiny_tokenizer_d
     final = train(small_cfg(tokens_dir, tmp_path / "run", steps=6, eval_every=3, eval_docs=4, eval_max_len=32,
                             sample_tokens=4))
     assert (final / "qazlm_model.json").exists() and (final / "tokenizer.json").exists()
-    from qazlm.train.monitor import read_metrics
+    from qazlm.io import read_jsonl
 
-    recs = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    recs = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert sum("unigram_bpb/kk" in r for r in recs) == 1
     assert [r["step"] for r in recs if "val/bpb_kk" in r] == [3, 6]
     assert all(r["val/bpb_en"] > 0 for r in recs if "val/bpb_en" in r)

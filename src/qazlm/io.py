@@ -111,6 +111,24 @@ def read_lines(path: str | Path) -> list[str]:
 TMP_PREFIX = ".qazlm-tmp-"
 
 
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The JSON objects of a JSONL file such as a run's metrics.jsonl: [] when it is absent, and a damaged line
+    (the tail a killed run left) skipped."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    rows = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
 def current_umask() -> int:
     """The process umask (read from /proc where possible: os.umask can only be read by setting it)."""
     try:

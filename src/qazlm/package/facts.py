@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from qazlm.errors import QazlmError
+from qazlm.io import read_jsonl
 
 LINEAGE = "qazlm_lineage.json"
 
@@ -133,23 +134,6 @@ def safety_entry(run: Path | None, folders: list) -> dict | None:
         return None
     return {"model": m.get("model"), "safe_rate": m.get("safe_rate"), "over_refusal": m.get("over_refusal"),
             "judge_safe_rate": m.get("judge_safe_rate"), "classifier": (report or {}).get("classifier")}
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """The JSON objects of a JSONL file ([] when absent; a damaged line, e.g. the tail of a killed run, skipped)."""
-    rows = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return rows
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
 
 
 def pretrain_compute(run: Path | None) -> dict | None:

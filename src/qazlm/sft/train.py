@@ -171,10 +171,9 @@ def prepare_out(out: Path, cfg, force: bool, log, stage: str = STAGE) -> bool:
 
 def tokens_before(out: Path, step: int) -> int:
     """Tokens trained up to `step` according to metrics.jsonl (a resumed run keeps counting from there)."""
-    from qazlm.train.monitor import read_metrics
+    from qazlm.io import read_jsonl
 
-    path = out / "metrics.jsonl"
-    rows = [r for r in read_metrics(path) if r.get("step", 0) <= step and "tokens" in r] if path.exists() else []
+    rows = [r for r in read_jsonl(out / "metrics.jsonl") if r.get("step", 0) <= step and "tokens" in r]
     return int(rows[-1]["tokens"]) if rows else 0
 
 

@@ -36,10 +36,10 @@ def plot_run(run: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from qazlm.train.monitor import read_metrics
+    from qazlm.io import read_jsonl
 
     path = find_metrics(run)
-    records = read_metrics(path)
+    records = read_jsonl(path)
     if not records:
         raise QazlmError(f"{path}: empty; the run has not logged a step yet")
     out = Path(out_dir) if out_dir else path.parent / "plots"
