@@ -83,10 +83,6 @@ def check_messages(messages) -> str | None:
             return f"message {i}: content is not text"
     if not any(m["role"] == "assistant" for m in messages):
         return "no assistant turn (nothing to learn)"
-    try:
-        canonical_tool_calls(messages)
-    except QazlmError as e:
-        return str(e)
     return None
 
 
@@ -105,11 +101,16 @@ def read_conversations(path: Path, limit: int | None = None) -> tuple[list[dict]
                 rejected.append({"file": path.name, "line": lineno, "reason": f"malformed JSON ({e.msg})"})
                 continue
             reason = check_messages(rec.get("messages") if isinstance(rec, dict) else None)
+            if not reason:
+                try:   # tool-call arguments as JSON object text, once: the form the template writes
+                    messages = canonical_tool_calls(rec["messages"])
+                except QazlmError as e:
+                    reason = str(e)
             if reason:
                 rejected.append({"file": path.name, "line": lineno, "reason": reason})
             else:
                 kept.append({"messages": [{k: m[k] for k in ("role", "content", "tool_calls") if k in m}
-                                          for m in canonical_tool_calls(rec["messages"])],
+                                          for m in messages],
                              # as JSON text: tools of different records then share one dataset column type
                              "tools": json.dumps(rec["tools"], ensure_ascii=False) if rec.get("tools") else None})
     return kept, rejected
