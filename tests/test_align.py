@@ -419,6 +419,37 @@ def test_dpo_trains_a_model_that_generate_loads(model, pref, tmp_path, capfd):
     assert code == 0 and "up to date" in printed
 
 
+@pytest.mark.parametrize("verb", ["rm", "dpo"])
+def test_two_processes_train_like_one_with_the_same_global_batch(model, pref, tmp_path, verb):
+    """torchrun with 2 CPU processes (gloo) and 2 pairs each: the same pairs a step as one process with 4 (the
+    stream is cut and length-grouped by the global batch), so the same losses, token counts and weights; rank 0
+    alone writes, and a rerun is skipped on every rank."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from qazlm.io import read_jsonl
+
+    args = [*(["rm", "train"] if verb == "rm" else ["dpo", "--set", "win_prompts=0"]), str(model), "--data",
+            str(pref), "--max-steps", "2", "--lr", "1e-3", "--max-len", "320", "--device", "cpu", "--set",
+            "logging_steps=1"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    for n, launcher in ((1, [sys.executable]), (2, torchrun)):
+        argv = [*launcher, "-m", "qazlm.cli", *args, "-o", str(tmp_path / str(n)), "--batch-size", str(4 // n)]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    one, two = (read_jsonl(tmp_path / n / "metrics.jsonl") for n in ("1", "2"))
+    assert (one[0]["processes"], two[0]["processes"]) == (1, 2)
+    steps = [[(r["step"], round(r["loss"], 4), r["tokens"]) for r in rows_ if "loss" in r] for rows_ in (one, two)]
+    assert len(steps[0]) == 2 and steps[1] == steps[0]
+    ref, got = (load_file(tmp_path / n / "final" / "model.safetensors") for n in ("1", "2"))
+    assert max((ref[k] - got[k]).abs().max().item() for k in ref) < 1e-5
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    assert again.returncode == 0 and "up to date" in again.stdout + again.stderr
+
+
 def test_our_model_folders_start_a_reward_model(model, tmp_path):
     import torch
     from test_eval_helpers import make_our_folder

@@ -529,11 +529,7 @@ def test_sigkill_mid_run_then_rerun_resumes(full_run, base, data, tmp_path):
     import time
 
     out = tmp_path / "sft"
-    cli = "import sys; from qazlm.cli import main; sys.exit(main(sys.argv[1:]))"
-    argv = [sys.executable, "-c", cli, "sft", str(base), "--data", str(data), "-o", str(out), "--device", "cpu",
-            "--lr", str(RUN["lr"]), "--max-steps", str(RUN["max_steps"]), "--batch-size", str(RUN["batch_size"]),
-            "--max-len", str(RUN["max_len"])] + [a for k in ("save_steps", "eval_steps", "warmup", "schedule",
-                                                            "max_heldout", "seed") for a in ("--set", f"{k}={RUN[k]}")]
+    argv = [sys.executable, "-m", "qazlm.cli", *sft_argv(base, data, out)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.time() + 180
@@ -549,6 +545,43 @@ def test_sigkill_mid_run_then_rerun_resumes(full_run, base, data, tmp_path):
     assert "resuming from checkpoint-" in done.stdout + done.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["final_loss"] == pytest.approx(full_run[1]["final_loss"], abs=1e-5)
+
+
+def sft_argv(base, data, out, **overrides) -> list[str]:
+    """`qazlm sft` arguments for the RUN settings (with `overrides`)."""
+    run = {**RUN, **overrides}
+    return ["sft", str(base), "--data", str(data), "-o", str(out), "--device", "cpu", "--lr", str(run["lr"]),
+            "--max-steps", str(run["max_steps"]), "--batch-size", str(run["batch_size"]), "--max-len",
+            str(run["max_len"])] + [a for k in ("save_steps", "eval_steps", "warmup", "schedule", "max_heldout",
+                                                 "seed") for a in ("--set", f"{k}={run[k]}")]
+
+
+def test_two_processes_train_like_one_with_the_same_global_batch(full_run, base, data, tmp_path):
+    """torchrun with 2 CPU processes (gloo) and 1 row each trains what one process does with 2 rows a step: the
+    same losses and weights (the gradients are all-reduced; a loss computed past the DDP wrapper would leave each
+    rank its own copy), tokens counted over both ranks. A rerun of the finished folder returns at once on every
+    rank (rank 0 alone finds the run done and tells the others, which would otherwise wait in training)."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from qazlm.io import read_jsonl
+
+    out = tmp_path / "sft"
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "qazlm.cli",
+            *sft_argv(base, data, out, batch_size=1)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    one, two = (read_jsonl(d / "metrics.jsonl") for d in (full_run[0], out))
+    assert two[0]["processes"] == 2 and one[0]["processes"] == 1
+    steps = [[(r["step"], round(r["loss"], 4), r["tokens"]) for r in rows if "loss" in r] for rows in (one, two)]
+    assert steps[1] == steps[0]
+    ref, got = (load_file(d / "final" / "model.safetensors") for d in (full_run[0], out))
+    assert max((ref[k] - got[k]).abs().max().item() for k in ref) < 1e-4   # float summation order (padded vs unpadded rows, all-reduce)
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    assert again.returncode == 0 and "up to date" in again.stdout + again.stderr
 
 
 # ------------------------------------------------------------------------------------------------ stage

@@ -3,6 +3,7 @@ final/ with lineage), reading preference pairs, and setting aside pairs longer t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -160,10 +161,13 @@ def training_pairs(tok, cfg) -> tuple[list[dict], list[dict], list[dict], int]:
             why = (f"e.g. line {invalid[0]['line']}: {invalid[0]['reason']}" if invalid else
                    f"every pair is longer than max_len = {cfg.max_len} tokens; raise max_len" if sized else "no pairs")
             raise QazlmError(f"{Path(cfg.data) / 'train.jsonl'}: no training pair to use ({why})")
+    from qazlm.sft.train import world_size
+
     train, lengths = zip(*kept["train"])
-    reads = cfg.max_steps * cfg.batch_size if cfg.max_steps > 0 else math.ceil(cfg.epochs * len(train))
+    batch = cfg.batch_size * world_size()   # under torchrun a step reads `batch` consecutive pairs, split over ranks
+    reads = cfg.max_steps * batch if cfg.max_steps > 0 else math.ceil(cfg.epochs * len(train))
     stream = [p for k in range(math.ceil(reads / len(train)))
-              for p in length_grouped(list(train), list(lengths), cfg.batch_size, cfg.seed + k)]
+              for p in length_grouped(list(train), list(lengths), batch, cfg.seed + k)]
     return stream[:reads], [p for p, _ in kept["heldout"]], long, len(train)
 
 
@@ -188,11 +192,12 @@ def run_locked(cfg, force: bool, log, stage: str, report_file: str, train) -> di
     """`train(cfg, out, log)` under the output folder's lock, unless the folder already holds this exact run
     (then its saved report); skip / resume / --force rules as `qazlm sft`."""
     from qazlm.runs import output_lock
-    from qazlm.sft.train import prepare_out
+    from qazlm.sft.train import is_main_process, prepare_out, quiet, rank_zeros_answer, torchrun_group
 
     out = Path(cfg.out_dir)
-    with output_lock(out, stage):
-        if prepare_out(out, cfg, force, log, stage=stage):
+    lock, log = (output_lock(out, stage), log) if is_main_process() else (contextlib.nullcontext(), quiet)
+    with torchrun_group(cfg.device), lock:
+        if rank_zeros_answer(is_main_process() and prepare_out(out, cfg, force, log, stage=stage)):
             return json.loads((out / report_file).read_text(encoding="utf-8"))
         return train(cfg, out, log)
 
@@ -202,25 +207,28 @@ def train_monitored(trainer, out: Path, log, line: str, header: dict, evaluate: 
     padding per logging window, as `qazlm sft` writes), resuming from the last complete checkpoint;
     returns (TrainOutput, held-out metrics or {})."""
     from qazlm.sft.callbacks import MetricsCallback, TokenCounter, count_trained_tokens, quiet_progress
-    from qazlm.sft.train import add_tensorboard, last_complete_checkpoint, tokens_before
+    from qazlm.sft.train import add_tensorboard, is_main_process, last_complete_checkpoint, tokens_before
     from qazlm.train.monitor import MetricsLogger
 
     quiet_progress(trainer)
     add_tensorboard(trainer, out)
     resume = last_complete_checkpoint(out / "checkpoints")
     step0 = json.loads((resume / "trainer_state.json").read_text())["global_step"] if resume else 0
-    logger = MetricsLogger(out, tensorboard=False, resume_step=step0 if resume else None)
-    if not resume:
-        logger.log(0, header)
     counter = TokenCounter()
-    count_trained_tokens(trainer, counter)
-    trainer.add_callback(MetricsCallback(logger, counter, tokens_before(out, step0) if resume else 0))
+    count_trained_tokens(trainer, counter)          # on every rank: the count is a collective
+    logger = None
+    if is_main_process():
+        logger = MetricsLogger(out, tensorboard=False, resume_step=step0 if resume else None)
+        if not resume:
+            logger.log(0, {**header, "processes": trainer.accelerator.num_processes})
+        trainer.add_callback(MetricsCallback(logger, counter, tokens_before(out, step0) if resume else 0))
     log(line + (f"; resuming from {resume.name}" if resume else ""))
     try:
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         return result, trainer.evaluate() if evaluate else {}
     finally:
-        logger.close()
+        if logger is not None:
+            logger.close()
 
 
 def finish(trainer, tok, out: Path, cfg, stage: str, kind: str, report: dict, long: list[dict]) -> None:

@@ -59,10 +59,16 @@ class DpoConfig(PairTraining):
 
 
 def dpo_args(cfg: DpoConfig, out: Path, device: str):
+    """One process precomputes the reference log-probs (one model in memory). Under torchrun the reference model
+    is kept instead (TRL's default): TRL 1.16 caches the precomputed ones in a file each rank looks for in its own
+    temporary folder, so every rank but the first fails to find it."""
     from trl import DPOConfig
 
+    from qazlm.sft.train import world_size
+
+    alone = world_size() == 1
     return DPOConfig(**cfg.trainer_kwargs(out, device), beta=cfg.beta, loss_type=list(cfg.loss_type),
-                     loss_weights=list(cfg.loss_weights) or None, precompute_ref_log_probs=True, eval_strategy="no")
+                     loss_weights=list(cfg.loss_weights) or None, precompute_ref_log_probs=alone, eval_strategy="no")
 
 
 def run_dpo(cfg: DpoConfig, force: bool = False, log=print) -> dict:
@@ -75,7 +81,7 @@ def _train(cfg: DpoConfig, out: Path, log) -> dict:
 
     from qazlm.runs import resolve_device, write_record
     from qazlm.sft.load import load_chat_tokenizer, load_model
-    from qazlm.sft.train import quiet_libraries
+    from qazlm.sft.train import is_main_process, quiet_libraries
 
     t0 = time.perf_counter()
     quiet_libraries()
@@ -92,6 +98,8 @@ def _train(cfg: DpoConfig, out: Path, log) -> dict:
                                f"{'+'.join(cfg.loss_type)}, beta {cfg.beta:g} ({counts['set_aside']} set aside: "
                                "too long or invalid)", {"device": device, "model_kind": kind, "train_pairs": n_train,
                                               "loss_type": "+".join(cfg.loss_type)}, evaluate=bool(held))
+    if not is_main_process():      # under torchrun: rank 0 alone evaluates and writes
+        return {}
     report = {"format": "qazlm-dpo-report-v1", "model": cfg.model, "data": cfg.data, "steps": int(result.global_step),
               "train_loss": float(result.training_loss), "train_pairs": n_train, "heldout_pairs": len(held),
               **counts,

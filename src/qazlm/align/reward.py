@@ -44,20 +44,23 @@ class RmConfig(PairTraining):
 def load_reward_start(path: str | Path, device: str, seed: int = 0, chat_template: str = ""):
     """A sequence-classification model (one label) built from a causal LM folder, and the chat tokenizer. The
     score head is new, so it is drawn under `seed`: the Trainer seeds only after the model exists, and an unseeded
-    head made two runs of the same config differ from the first step."""
-    import tempfile
+    head made two runs of the same config differ from the first step. Built from the causal LM's weights in
+    memory (its head unused), not through a saved folder: under torchrun `save_pretrained` writes on rank 0 only."""
+    import copy
 
     import torch
-    from transformers import AutoModelForSequenceClassification, set_seed
+    from transformers import set_seed
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
     from qazlm.sft.load import load_chat_tokenizer, load_model
 
     causal, kind = load_model(path, "cpu")
     tok = load_chat_tokenizer(path, kind, chat_template)
-    with tempfile.TemporaryDirectory() as tmp:
-        causal.save_pretrained(tmp)
-        set_seed(seed)
-        model = AutoModelForSequenceClassification.from_pretrained(tmp, num_labels=1, dtype=torch.float32)
+    config = copy.deepcopy(causal.config)
+    config.num_labels = 1
+    set_seed(seed)
+    model = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)].from_pretrained(
+        None, config=config, state_dict=causal.state_dict(), dtype=torch.float32)
     model.config.pad_token_id = tok.pad_token_id
     return model.to(device), tok, kind
 
@@ -182,7 +185,7 @@ def run_rm(cfg: RmConfig, force: bool = False, log=print) -> dict:
 
 def _train(cfg: RmConfig, out: Path, log) -> dict:
     from qazlm.runs import resolve_device, write_record
-    from qazlm.sft.train import quiet_libraries
+    from qazlm.sft.train import is_main_process, quiet_libraries
 
     t0 = time.perf_counter()
     quiet_libraries()
@@ -194,6 +197,8 @@ def _train(cfg: RmConfig, out: Path, log) -> dict:
     result, _ = train_monitored(trainer, out, log, f"rm: {cfg.model} ({kind}, {device}) on {n_train:,} pairs "
                                                    f"({counts['set_aside']} set aside: too long or invalid)",
                                 {"device": device, "model_kind": kind, "train_pairs": n_train})
+    if not is_main_process():      # under torchrun: rank 0 alone evaluates and writes
+        return {}
     model.eval()
     report = {"format": "qazlm-rm-report-v1", "model": cfg.model, "data": cfg.data, "steps": int(result.global_step),
               "train_loss": float(result.training_loss), "train_pairs": n_train, **counts,

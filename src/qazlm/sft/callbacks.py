@@ -11,7 +11,8 @@ from transformers.trainer_callback import ProgressCallback
 
 
 class TokenCounter:
-    """Real and padded tokens of the training micro-batches, counted where the trainer computes the loss."""
+    """Real and padded tokens of the training micro-batches (of every process), counted where the trainer
+    computes the loss."""
 
     def __init__(self):
         self.real = 0
@@ -42,6 +43,16 @@ def counting_collator(collate):
     return wrapped
 
 
+def summed_over_processes(accelerator, counts: list[int]) -> list[int]:
+    """`counts` summed over the processes of a torchrun job (a collective: every rank takes the same steps)."""
+    if accelerator.num_processes == 1:
+        return counts
+    import torch
+
+    mine = torch.tensor(counts, device=accelerator.device)
+    return accelerator.gather(mine).view(-1, len(counts)).sum(0).tolist()
+
+
 def count_trained_tokens(trainer, counter: TokenCounter) -> None:
     """Count the real tokens (those the attention masks mark) of every batch `trainer` takes a training step on:
     for TRL's DPO and reward trainers, whose batches carry no count of their own. Counted at the step, not in the
@@ -50,7 +61,8 @@ def count_trained_tokens(trainer, counter: TokenCounter) -> None:
 
     def counted(model, inputs, *args, **kwargs):
         masks = [v for k, v in inputs.items() if k.endswith("attention_mask") and hasattr(v, "numel")]
-        counter.add(int(sum(int(m.sum()) for m in masks)), int(sum(m.numel() for m in masks)))
+        counter.add(*summed_over_processes(trainer.accelerator, [int(sum(int(m.sum()) for m in masks)),
+                                                                int(sum(m.numel() for m in masks))]))
         return step(model, inputs, *args, **kwargs)
 
     trainer.training_step = counted
@@ -68,8 +80,11 @@ def make_trainer_class():
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             real = inputs.pop(REAL_KEY, None)
             if real is not None and model.training:
-                self.counter.add(int(real), int(inputs["input_ids"].numel()))
-            if not return_outputs and not _use_triton(inputs["input_ids"].device) and not self.aux_loss_enabled:
+                self.counter.add(*summed_over_processes(self.accelerator, [int(real), inputs["input_ids"].numel()]))
+            if not return_outputs and not _use_triton(inputs["input_ids"].device) and not self.aux_loss_enabled \
+                    and self.accelerator.num_processes == 1:
+                # Several processes: the model is wrapped (DDP), and only the wrapper's own forward arms the
+                # gradient all-reduce; a call into the inner model would leave each rank training its own copy.
                 return labelled_positions_loss(self, model, inputs, num_items_in_batch)
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)

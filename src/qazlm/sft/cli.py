@@ -45,7 +45,7 @@ SFT_EPILOG = """examples:
   qazlm sft runs/tiny/pretrain/final --data runs/sft-data -o runs/sft-lora --lora --lr 2e-4
   qazlm sft smollm2-135m/ --data runs/sft-data -o runs/smol-sft --set chat_template=qazlm --set max_steps=200
   qazlm sft MODEL --data DATA -o OUT --config sft.toml --set lora.r=8        # an [sft] table, one key changed
-  torchrun --nproc_per_node=8 -m qazlm.cli sft MODEL --data DATA -o OUT       # several GPUs (DDP; untested here)
+  torchrun --nproc_per_node=8 -m qazlm.cli sft MODEL --data DATA -o OUT       # several GPUs (DDP)
 
 MODEL is our model folder (qazlm_model.json) or a Hugging Face Llama / Qwen3 / SmolLM2 folder. Outputs in OUT:
 final/ (a Hugging Face model folder with the chat template and qazlm_lineage.json), checkpoints/, metrics.jsonl

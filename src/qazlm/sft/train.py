@@ -33,6 +33,11 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def world_size() -> int:
+    """Processes of the torchrun job (1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def last_complete_checkpoint(folder: Path) -> Path | None:
     """The newest `checkpoint-N` whose trainer_state.json (saved after the weights, optimizer and RNG state)
     parses; newer, half-written ones left by a kill are removed so the trainer never loads or rotates them."""
@@ -195,11 +200,44 @@ def run_sft(cfg: SftConfig, force: bool = False, log=print, callbacks: list | No
     from qazlm.runs import output_lock
 
     out = Path(cfg.out_dir)
-    lock = output_lock(out, STAGE) if is_main_process() else contextlib.nullcontext()
-    with lock:
-        if is_main_process() and prepare_out(out, cfg, force, log):
+    lock, log = (output_lock(out, STAGE), log) if is_main_process() else (contextlib.nullcontext(), quiet)
+    with torchrun_group(cfg.device), lock:
+        if rank_zeros_answer(is_main_process() and prepare_out(out, cfg, force, log)):
             return json.loads((out / "final" / LINEAGE).read_text(encoding="utf-8"))["summary"]
         return _train(cfg, out, log, callbacks or [])
+
+
+def quiet(*_) -> None:
+    """The log of ranks other than 0: one copy of each line is enough."""
+
+
+@contextlib.contextmanager
+def torchrun_group(device: str):
+    """Under torchrun, the job's process group for the block: joined first (accelerate's state, which the trainer
+    reuses), so that the ranks can wait for rank 0 to prepare the output folder before any of them reads it; left
+    together at the end (a rank that exits while another still talks to it aborts that one)."""
+    if world_size() == 1:
+        yield
+        return
+    import torch.distributed as dist
+    from accelerate import PartialState
+
+    PartialState(cpu=device == "cpu")
+    yield
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def rank_zeros_answer(value):
+    """Rank 0's `value` on every process of a torchrun job, after rank 0 computed it (a barrier): the output folder
+    is prepared (cleared by --force, or found finished) by rank 0 alone, and every rank must act on that."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _train(cfg: SftConfig, out: Path, log, callbacks: list) -> dict:
@@ -320,7 +358,8 @@ def header(cfg: SftConfig, trainer, stats: dict, n_train: int, n_held: int, kind
             "rows": stats["rows"], "tokens_per_epoch": stats["tokens"], "supervised_tokens": stats["supervised_tokens"],
             "shared_opening_tokens": stats["shared_openings"],
             "steps": trainer.args.max_steps if trainer.args.max_steps > 0 else None, "model_kind": kind,
-            "device": device, "packing": cfg.packing, "lora": cfg.lora.enabled}
+            "device": device, "processes": trainer.accelerator.num_processes, "packing": cfg.packing,
+            "lora": cfg.lora.enabled}
 
 
 def make_summary(cfg, trainer, metrics, result, stats, train_s, heldout_loss, out, step0, rejected) -> dict:
