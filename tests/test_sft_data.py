@@ -160,8 +160,15 @@ def test_external_rejects_duplicates_and_contamination(tmp_path, corpus, capfd):
     devtest = gzip.open(flores_path("devtest", "en"), "rt", encoding="utf-8").readline().strip()
     good = {"messages": [{"role": "user", "content": "Say hi"}, {"role": "assistant", "content": "Hi!"}]}
     leak = {"instruction": "Repeat", "output": devtest}
+    story = ("The caravan left Turkistan before dawn and followed the old road along the river, where the herders "
+             "had camped for three nights, and by noon the travellers reached the well that the elders had dug long "
+             "ago, so they rested in the shade, watered the camels and told stories about the winter of the great "
+             "snow, when the steppe lay white from the mountains to the sea and nobody could move for many weeks")
+    near = [{"instruction": "Tell a story", "output": story}, {"instruction": "Tell a story",
+                                                               "output": story.replace("three", "four")}]
+    other = {"instruction": "Tell a story", "output": " ".join(reversed(story.split()))}   # the same words
     lines = [json.dumps(good), json.dumps(good), json.dumps(leak), "{not json",
-             json.dumps({"messages": [{"role": "user", "content": "no reply"}]})]
+             json.dumps({"messages": [{"role": "user", "content": "no reply"}]}), *map(json.dumps, [*near, other])]
     (tmp_path / "ext.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     build(tmp_path / "x", corpus, capfd, "--tasks", "identity", "--external", tmp_path / "ext.jsonl",
           "--decontaminate", "flores")
@@ -170,6 +177,11 @@ def test_external_rejects_duplicates_and_contamination(tmp_path, corpus, capfd):
     assert any(r.startswith("malformed JSON") for r in reasons)
     card = json.loads((tmp_path / "x" / "card.json").read_text())
     assert card["removed"]["duplicate"]["external"] == 1
+    # one word changed in 70: a near-duplicate by the corpus pipeline's MinHash; the same words reordered are not
+    assert card["removed"]["near-duplicate (MinHash)"]["external"] == 1
+    lines = [line for x in ("train", "heldout") for line in (tmp_path / "x" / f"{x}.jsonl").read_text().splitlines()]
+    kept = [m["content"] for line in lines for m in json.loads(line)["messages"] if m["role"] == "assistant"]
+    assert other["output"] in kept and (story in kept) != (near[1]["output"] in kept)
 
 
 def test_hub_dataset_path_loads_through_datasets(tmp_path, corpus, capfd, monkeypatch):

@@ -61,9 +61,8 @@ def _executor(cfg: DataConfig, pipeline: list, name: str, tasks: int, logs: Path
 
 def build_executors(cfg: DataConfig, out: Path, decontam_index: str | None) -> list:
     """The four datatrove stages, chained with `depends` (so Slurm/Ray schedule them in order)."""
-    from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
-                                                  MinhashDedupFilter, MinhashDedupSignature)
-    from datatrove.utils.hashing import HashConfig
+    from datatrove.pipeline.dedup.minhash import (MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter,
+                                                  MinhashDedupSignature)
 
     from qazlm.data import steps
     from qazlm.data.report import AFTER_DECONTAM, AFTER_LANGID, AFTER_MINHASH, AFTER_QUALITY, READ
@@ -72,10 +71,7 @@ def build_executors(cfg: DataConfig, out: Path, decontam_index: str | None) -> l
 
     cfg.validate()
     work, rej, logs = out / "work", out / "rejects", out / "logs"
-    # sha1: the installed xxhash rejects str input in datatrove's shingle hashing
-    mh = MinhashConfig(n_grams=cfg.minhash_ngram, num_buckets=cfg.minhash_buckets,
-                       hashes_per_bucket=cfg.minhash_hashes_per_bucket, seed=cfg.seed,
-                       hash_config=HashConfig(precision=64, hash_fc="sha1"))
+    mh = minhash_config(cfg)
     tasks = max(1, cfg.executor.tasks)
     sources = [dataclasses.asdict(s) for s in cfg.sources]
     quality = {lang: dataclasses.asdict(cfg.quality_for(lang)) for lang in cfg.langs}
@@ -106,6 +102,53 @@ def build_executors(cfg: DataConfig, out: Path, decontam_index: str | None) -> l
                          MinhashDedupFilter(str(work / "minhash" / "remove"), exclusion_writer=_writer(rej, "minhash")),
                          steps.Tally(AFTER_MINHASH), _writer(work, "deduped")], "dedup", tasks, logs, s3)
     return [s1, s2, s3, s4]
+
+
+def minhash_config(cfg: DataConfig):
+    """datatrove's MinHash settings of the corpus pipeline (word n-grams, buckets x hashes, seed)."""
+    from datatrove.pipeline.dedup.minhash import MinhashConfig
+    from datatrove.utils.hashing import HashConfig
+
+    # sha1: the installed xxhash rejects str input in datatrove's shingle hashing
+    return MinhashConfig(n_grams=cfg.minhash_ngram, num_buckets=cfg.minhash_buckets,
+                         hashes_per_bucket=cfg.minhash_hashes_per_bucket, seed=cfg.seed,
+                         hash_config=HashConfig(precision=64, hash_fc="sha1"))
+
+
+def near_duplicates(texts: list[str], cfg: DataConfig | None = None) -> set[int]:
+    """Indices of the texts that the corpus pipeline's MinHash stages (datatrove, `cfg`'s settings; default
+    DataConfig's) remove as near-duplicates of another: of each cluster one text is kept. In process, in a
+    temporary folder, datatrove's console log silenced; for other stages' small sets (e.g. SFT conversations)."""
+    import tempfile
+
+    from datatrove.data import Document
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.dedup.minhash import (MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter,
+                                                  MinhashDedupSignature)
+
+    from qazlm.data.wordtok import RegexWordTokenizer
+
+    mh = minhash_config(cfg or DataConfig())
+    kept: list[int] = []
+
+    def documents(data=None, rank: int = 0, world_size: int = 1):
+        yield from (Document(text=t, id=str(i)) for i, t in enumerate(texts))
+
+    def collect(data, rank: int = 0, world_size: int = 1):
+        for doc in data:
+            kept.append(int(doc.id))
+            yield doc
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sigs, buckets, remove = (str(Path(tmp) / name) for name in ("sigs", "buckets", "remove"))
+        stages = [([documents, MinhashDedupSignature(sigs, config=mh, language=RegexWordTokenizer())], 1),
+                  ([MinhashDedupBuckets(sigs, buckets, config=mh)], mh.num_buckets),
+                  ([MinhashDedupCluster(buckets, remove, config=mh)], 1),
+                  ([documents, MinhashDedupFilter(remove), collect], 1)]
+        with _stderr_to(Path(tmp) / "console.log"):
+            for k, (pipeline, tasks) in enumerate(stages):   # a log folder each: datatrove skips completed ranks
+                LocalPipelineExecutor(pipeline, tasks=tasks, workers=1, logging_dir=f"{tmp}/logs{k}").run()
+    return set(range(len(texts))) - set(kept)
 
 
 class RankFileReader:

@@ -1,4 +1,5 @@
-"""Exact deduplication and decontamination of the built conversations (the corpus pipeline's own index).
+"""Deduplication (exact; external data also by MinHash) and decontamination of the built conversations, with the
+corpus pipeline's own code (its MinHash stages and decontamination index).
 
 Decontamination indexes only the evaluation splits: FLORES+ devtest (dev is a training source here),
 SIB-200 test, kkCOPA, KazQAD and the ru/kk sensitive-questions set (`safety`), through `qazlm.data.decontam.build_index`/`NgramIndex.match` (word
@@ -45,6 +46,21 @@ def dedup(items: list[dict]) -> tuple[list[dict], list[dict]]:
             seen.add(key)
             kept.append(it)
     return kept, removed
+
+
+def near_dedup_external(items: list[dict]) -> tuple[list[dict], list[dict]]:
+    """External conversations that the corpus pipeline's MinHash (`qazlm.data.prepare.near_duplicates`: word
+    5-grams, 14 buckets x 8 hashes) finds near-duplicates of another external one set aside, one of each cluster
+    kept. Only external data: the built tasks share templates and tool definitions by design, and at these settings
+    MinHash would take 8.6% of the demo's conversations (95 of 179 `tool_simple`, which differ in their arguments)."""
+    external = [it for it in items if it["task"] == "external"]
+    if len(external) < 2:
+        return items, []
+    from qazlm.data.prepare import near_duplicates
+
+    drop = {id(external[i]) for i in near_duplicates([norm_key(it) for it in external])}
+    return ([it for it in items if id(it) not in drop],
+            [_plain(it, "near-duplicate (MinHash)") for it in items if id(it) in drop])
 
 
 def eval_split_files(name: str) -> list:

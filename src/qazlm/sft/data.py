@@ -22,7 +22,7 @@ from qazlm.errors import QazlmError
 from qazlm.paths import LANGS
 from qazlm.sft import followups, kazakh, safety, tasks, tooluse
 from qazlm.sft.card import write_card
-from qazlm.sft.clean import decontaminate, dedup, is_clean
+from qazlm.sft.clean import decontaminate, dedup, is_clean, near_dedup_external
 from qazlm.sft.formats import read_external
 
 STAGE = "sft-data"
@@ -165,11 +165,12 @@ def build(cfg: SftDataConfig) -> dict:
             notes.append(f"task {name}: no items (its source is absent on this machine)")
     ext, rejected = external_items(cfg)
     items, dups = dedup(items + ext)
+    items, near = near_dedup_external(items)
     items, contaminated, eval_notes = decontaminate(items, cfg.decontaminate)
     notes += eval_notes
     train, held = split_heldout(items, cfg.heldout_fraction)
     random.Random(cfg.seed).shuffle(train)
-    return {"train": train, "heldout": held, "rejected": rejected + dups + contaminated, "notes": notes}
+    return {"train": train, "heldout": held, "rejected": rejected + dups + near + contaminated, "notes": notes}
 
 
 def to_line(it: dict) -> str:
