@@ -131,12 +131,14 @@ def test_language_pairs_differ_only_in_language_where_the_data_has_the_other_ver
 
 def test_pref_data_golden_counts_and_skip(pref, sft_data, capfd):
     card = json.loads((pref / "card.json").read_text())
-    assert card["pairs"] == {"train": 218, "heldout": 52, "rejected": 14}   # pinned for seed 1
+    assert card["pairs"] == {"train": 218, "heldout": 52, "rejected": 21}   # pinned for seed 1
     # the sft-data fixture skipped decontamination; pref-data's own check sets aside the KazQAD/SIB-200 text and
     # the kkWikiSpell sentences the Kazakh Wikipedia sample holds
     reasons = [r["reason"] for r in rows(pref, "rejected")]
     assert reasons.count("contaminated: kazqad") == 6 and reasons.count("contaminated: sib200") == 1
     assert reasons.count("contaminated: kkwikispell") == 2
+    # HH-RLHF pairs near-copied within ../shared's file, found by the corpus pipeline's MinHash before the split
+    assert reasons.count("near-duplicate (MinHash)") == 7 and "duplicate" not in reasons
     code, _, err = run_cli(["pref-data", "--sft-data", sft_data, "-o", pref, "--per-type", "30", "--seed", "1"], capfd)
     assert code == 0, err
 
@@ -445,7 +447,8 @@ def test_two_processes_train_like_one_with_the_same_global_batch(model, pref, tm
     steps = [[(r["step"], round(r["loss"], 4), r["tokens"]) for r in rows_ if "loss" in r] for rows_ in (one, two)]
     assert len(steps[0]) == 2 and steps[1] == steps[0]
     ref, got = (load_file(tmp_path / n / "final" / "model.safetensors") for n in ("1", "2"))
-    assert max((ref[k] - got[k]).abs().max().item() for k in ref) < 1e-5
+    # within float summation order (batches padded to their longest pair, the all-reduce); updates are ~1e-3
+    assert max((ref[k] - got[k]).abs().max().item() for k in ref) < 1e-4
     again = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
     assert again.returncode == 0 and "up to date" in again.stdout + again.stderr
 

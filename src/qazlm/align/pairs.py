@@ -20,7 +20,7 @@ conversational preference format — `prompt` (messages), `chosen` and `rejected
   the best against the worst as ranked by `reward_model`, or without one by the checkable rule of the
   prompt's task (answer language, the computed number); ties give no pair.
 
-A pair with identical sides or an empty side, a duplicate, or one that shares a word 13-gram (or a whole short
+A pair with identical sides or an empty side, a duplicate (HH-RLHF ones also by MinHash), or one that shares a word 13-gram (or a whole short
 item) with an evaluation set of `decontaminate` (the corpus pipeline's own index, as `qazlm sft-data` uses) is
 set aside with its reason (rejected.jsonl), never trained on.
 """
@@ -374,7 +374,9 @@ def build(cfg: PrefDataConfig) -> dict:
     seen: set[str] = set()
     for kind in cfg.types:
         if kind == "harmless_en":
-            pool = harmless_pairs(Path(cfg.harmless_file) if cfg.harmless_file else shared_dir() / HARMLESS)
+            pool, near = near_dedup(harmless_pairs(Path(cfg.harmless_file) if cfg.harmless_file
+                                                   else shared_dir() / HARMLESS))
+            result["rejected"] += near
             rng.shuffle(pool)
             cut = max(1, len(pool) // 10)
             made = {"heldout": pool[:cut], "train": pool[cut:]}
@@ -387,8 +389,7 @@ def build(cfg: PrefDataConfig) -> dict:
             rng.shuffle(made[side])
             kept = 0
             for p in made[side]:
-                key = hashlib.sha1(json.dumps([p["prompt"], p["chosen"], p["rejected"]], sort_keys=True,
-                                              ensure_ascii=False).encode()).hexdigest()
+                key = hashlib.sha1(pair_text(p).encode()).hexdigest()
                 reason = why_not(p) or ("duplicate" if key in seen else None) or contamination(p, index)
                 if reason:
                     result["rejected"].append({**p, "reason": reason})
@@ -400,6 +401,21 @@ def build(cfg: PrefDataConfig) -> dict:
     for side in ("train", "heldout"):
         rng.shuffle(result[side])
     return result
+
+
+def pair_text(p: dict) -> str:
+    return json.dumps([p["prompt"], p["chosen"], p["rejected"]], sort_keys=True, ensure_ascii=False)
+
+
+def near_dedup(pairs: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(kept, set aside) of pairs from outside (HH-RLHF): the corpus pipeline's MinHash over the whole pair, one of
+    each cluster kept, before the held-out split, so that no held-out pair has a near-copy in training (7 of
+    the 2,303 in ../shared)."""
+    from qazlm.data.prepare import near_duplicates
+
+    drop = near_duplicates([pair_text(p) for p in pairs])
+    return ([p for i, p in enumerate(pairs) if i not in drop],
+            [{**p, "reason": "near-duplicate (MinHash)"} for i, p in enumerate(pairs) if i in drop])
 
 
 def counts(rows: list[dict]) -> dict:
