@@ -5,6 +5,7 @@ held-out figures, and one-line errors for bad input."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -451,6 +452,31 @@ def test_two_processes_train_like_one_with_the_same_global_batch(model, pref, tm
     assert max((ref[k] - got[k]).abs().max().item() for k in ref) < 1e-4
     again = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
     assert again.returncode == 0 and "up to date" in again.stdout + again.stderr
+
+
+def test_dpo_mixed_losses_are_weighted(model, pref, tmp_path):
+    """The recipe's `loss_type = ["sigmoid", "sft"]` with `loss_weights`: weight 0 on the SFT term trains exactly as
+    sigmoid alone; weight 0.5 adds half the chosen replies' NLL (a random model: several nats) to the first loss,
+    where the sigmoid term is still ln 2 (policy = reference)."""
+    from safetensors.torch import load_file
+
+    from qazlm.align.dpo import DpoConfig, run_dpo
+    from qazlm.io import read_jsonl
+
+    def dpo(name: str, **kw) -> tuple[list[float], dict]:
+        out = tmp_path / name
+        run_dpo(DpoConfig(model=str(model), data=str(pref), out_dir=str(out), max_steps=2, lr=1e-3, max_len=320,
+                          batch_size=4, device="cpu", win_prompts=0, warmup=0, logging_steps=1, **kw),
+                log=lambda *a: None)
+        losses = [r["loss"] for r in read_jsonl(out / "metrics.jsonl") if "loss" in r]
+        return losses, load_file(out / "final" / "model.safetensors")
+
+    alone, w_alone = dpo("sigmoid")
+    zero, w_zero = dpo("zero", loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.0])
+    half, _ = dpo("half", loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5])
+    assert alone[0] == pytest.approx(math.log(2), abs=1e-4) and zero == pytest.approx(alone, abs=1e-5)
+    assert max((w_alone[k] - w_zero[k]).abs().max().item() for k in w_alone) < 1e-6
+    assert half[0] > math.log(2) + 1.0
 
 
 def test_our_model_folders_start_a_reward_model(model, tmp_path):

@@ -409,6 +409,37 @@ def test_rerun_is_skipped_and_other_settings_refused(full_run, base, data):
         run_sft(config(base, data, out, lr=1e-3), log=lines.append)
 
 
+def test_force_leaves_nothing_of_the_old_run(full_run, base, data, tmp_path):
+    """--force on a finished folder clears every result of the old run (a forced rerun that then fails must not
+    leave the old figures looking current); only the new run's pending config is there."""
+    import shutil
+
+    from qazlm.sft.train import PENDING, prepare_out
+
+    out = tmp_path / "sft"
+    shutil.copytree(full_run[0], out)
+    (out / "rm_report.md").write_text("old")        # the reports of rm/dpo, which share this contract
+    assert prepare_out(out, config(base, data, out, lr=1e-3), force=True, log=print) is False
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [PENDING]   # .qazlm.lock stays
+
+
+def test_gradient_accumulation_trains_like_the_bigger_batch(full_run, base, data, tmp_path):
+    """2 micro-batches of 1 row accumulated = 1 batch of 2 rows: the loss is normalized by the tokens of the
+    whole accumulated batch (not averaged per micro-batch), so the same losses, tokens and weights."""
+    from safetensors.torch import load_file
+
+    from qazlm.io import read_jsonl
+    from qazlm.sft.train import run_sft
+
+    out = tmp_path / "sft"
+    run_sft(config(base, data, out, batch_size=1, grad_accum=2), log=lambda *a: None)
+    one, acc = (read_jsonl(d / "metrics.jsonl") for d in (full_run[0], out))
+    steps = [[(r["step"], round(r["loss"], 4), r["tokens"]) for r in rows if "loss" in r] for rows in (one, acc)]
+    assert len(steps[0]) == RUN["max_steps"] and steps[1] == steps[0]
+    ref, got = (load_file(d / "final" / "model.safetensors") for d in (full_run[0], out))
+    assert max((ref[k] - got[k]).abs().max().item() for k in ref) < 1e-4
+
+
 def test_failed_start_does_not_block_the_corrected_run(base, data, tmp_path):
     """A run that stopped before its first checkpoint (here: a wrong data path) leaves nothing to resume, so
     the corrected command starts over instead of asking for --force."""

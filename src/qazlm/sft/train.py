@@ -27,6 +27,7 @@ STAGE = "sft"
 PENDING = "sft_config.json"     # the config a run started with: a rerun resumes only with the same one
 LINEAGE = "qazlm_lineage.json"
 CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")  # trainer_state.json is written last
+RESULTS = ("checkpoints", "final", "tb", "metrics.jsonl", "qazlm_stage.json", "rejected.jsonl", "summary.json")
 
 
 def is_main_process() -> bool:
@@ -166,9 +167,8 @@ def prepare_out(out: Path, cfg, force: bool, log, stage: str = STAGE) -> bool:
     if changes and not force:
         raise QazlmError(f"{out}: holds a {stage} run with other settings ({'; '.join(changes[:3])}"
                          f"{'; ...' if len(changes) > 3 else ''}); pass --force to replace it, or choose another -o")
-    if force or changes or stale:
-        for name in ("checkpoints", "final", "tb", "metrics.jsonl", "qazlm_stage.json", "rejected.jsonl"):
-            path = out / name
+    if force or changes or stale:   # every result of the old run: a new run that fails must not show old figures
+        for path in [*(out / name for name in RESULTS), *out.glob("*_report.json"), *out.glob("*_report.md")]:
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     write_json(out / PENDING, wanted)
     return False
