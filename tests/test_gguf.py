@@ -60,6 +60,28 @@ def test_files_and_their_tensor_types(exported):
     assert json.loads((out / "qazlm_stage.json").read_text())["config"]["types"] == ["f32", "q8_0", "q4_k_m"]
 
 
+def test_the_command_with_its_default_types_then_package_ships_a_file(exported, tmp_path, capfd):
+    """`qazlm export gguf MODEL -o OUT` with the default types (f16 first, which no other test builds) and
+    `qazlm package ... --gguf FILE --run --repo-id --license` through the command line, as the docs show them."""
+    from cli_harness import run_cli
+
+    model = exported[0]
+    out = tmp_path / "gguf"
+    code, _, err = run_cli(["export", "gguf", model, "-o", out, "--check-sentences", "2"], capfd)
+    assert code == 0, err
+    assert sorted(p.name for p in out.glob("*.gguf")) == ["ours-F16.gguf", "ours-Q4_K_M.gguf", "ours-Q8_0.gguf"]
+    report = json.loads((out / "gguf_report.json").read_text())
+    assert "F16" in report["files"]["f16"]["tensor_types"]
+    assert report["files"]["f16"]["bytes"] > report["files"]["q8_0"]["bytes"] > report["files"]["q4_k_m"]["bytes"]
+    pkg = tmp_path / "pkg"
+    code, printed, err = run_cli(["package", model, "-o", pkg, "--gguf", out / "ours-Q8_0.gguf", "--run", tmp_path,
+                                  "--repo-id", "me/qazlm-x", "--license", "mit"], capfd)
+    assert code == 0, err
+    card = (pkg / "README.md").read_text()
+    assert "me/qazlm-x" in card and "license: mit" in card and (pkg / "ours-Q8_0.gguf").is_file()
+    assert "not evaluated" in card      # --run points at a folder without reports: no number is invented
+
+
 def test_llama_cpp_token_ids_equal_ours(exported, tok_dir):
     from transformers import AutoTokenizer
 

@@ -87,6 +87,21 @@ def test_a_quantized_folder_packages_with_its_table_and_reloads(int8_ours, tmp_p
         [{"role": "user", "content": "Сәлем"}], tokenize=False, add_generation_prompt=True)
 
 
+def test_the_command_quantizes_and_generate_chats_with_the_result(models, tmp_path, capfd):
+    """`qazlm quantize MODEL -o OUT --scheme ...` through the command line, then `qazlm generate OUT/final ...
+    --chat` on it, as the docs show them."""
+    from cli_harness import run_cli
+
+    out = tmp_path / "q"
+    code, _, err = run_cli(["quantize", models["hf"], "-o", out, "--scheme", "int8-dynamic", "--check-sentences", "2"],
+                           capfd)
+    assert code == 0, err
+    report = json.loads((out / "quantize_report.json").read_text())
+    assert report["scheme"] == "int8-dynamic"
+    code, printed, err = run_cli(["generate", out / "final", "Сәлем!", "--chat", "--max-new-tokens", "4"], capfd)
+    assert code == 0 and "Сәлем!" in printed, err
+
+
 def test_int8_check_numbers(int8_ours):
     _, report = int8_ours
     check = report["check"]
