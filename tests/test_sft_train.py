@@ -440,6 +440,27 @@ def test_gradient_accumulation_trains_like_the_bigger_batch(full_run, base, data
     assert max((ref[k] - got[k]).abs().max().item() for k in ref) < 1e-4
 
 
+def test_epochs_and_a_warmup_share_as_the_real_size_recipes_set_them(base, data, tmp_path):
+    """No max_steps: `epochs` passes over the packed rows (the real-size recipes' setting, with a warmup given as
+    a share of the steps): the steps are the rows' batches times the epochs, the run ends at that epoch, and the
+    learning rate climbs during the first half."""
+    import math
+
+    from qazlm.io import read_jsonl
+    from qazlm.sft.train import run_sft
+
+    out = tmp_path / "sft"
+    summary = run_sft(config(base, data, out, max_steps=-1, epochs=2, warmup=0.5, schedule="linear"),
+                      log=lambda *a: None)
+    rows = read_jsonl(out / "metrics.jsonl")
+    logged = [r for r in rows if "loss" in r]
+    assert summary["steps"] == 2 * math.ceil(rows[0]["rows"] / RUN["batch_size"]) == len(logged)
+    assert logged[-1]["epoch"] == pytest.approx(2.0)
+    lrs = [r["lr"] for r in logged]
+    peak = lrs.index(max(lrs))
+    assert 0 < peak and lrs[:peak + 1] == sorted(lrs[:peak + 1]) and max(lrs) <= RUN["lr"]
+
+
 def test_failed_start_does_not_block_the_corrected_run(base, data, tmp_path):
     """A run that stopped before its first checkpoint (here: a wrong data path) leaves nothing to resume, so
     the corrected command starts over instead of asking for --force."""
