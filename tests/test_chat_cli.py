@@ -85,3 +85,29 @@ def test_fit_history_drops_whole_exchanges(tiny_tokenizer_dir):
     budget = prompt_tokens(tok, s.messages(s.turns[2:]))
     assert fit_history(tok, s, budget) == 2 and [t["content"] for t in s.turns] == ["c", "d", "e"]
     assert fit_history(tok, s, budget) == 0
+
+
+def test_default_sampling_is_seeded_per_reply(our_folder, monkeypatch, capsys):
+    """Without sampling flags (README's `qazlm chat MODEL`): temperature 0.7, top-p 0.9, repetition penalty 1.1,
+    seed 0 for the first reply and +1 for each next one, so a session replays exactly and --seed changes it."""
+    import qazlm.infer.engine as engine
+
+    real, kwargs = engine.generate, []
+
+    def generate(model, tokenizer, prompts, **kw):
+        kwargs.append(kw)
+        return real(model, tokenizer, prompts, **kw)
+
+    monkeypatch.setattr(engine, "generate", generate)
+
+    def session(*flags) -> str:
+        monkeypatch.setattr("sys.stdin", io.StringIO("Сәлем!\n/reset\nСәлем!\n"))
+        capsys.readouterr()
+        assert main(["chat", str(our_folder), "--max-new-tokens", "8", *flags]) == 0
+        return capsys.readouterr().out
+
+    first = session()
+    assert [(k["temperature"], k["top_p"], k["repetition_penalty"], k["seed"]) for k in kwargs] == [
+        (0.7, 0.9, 1.1, 0), (0.7, 0.9, 1.1, 1)]
+    assert session() == first                         # the same session, the same sampled replies
+    assert session("--seed", "5") != first and [k["seed"] for k in kwargs[-2:]] == [5, 6]
