@@ -27,7 +27,8 @@ STAGE = "sft"
 PENDING = "sft_config.json"     # the config a run started with: a rerun resumes only with the same one
 LINEAGE = "qazlm_lineage.json"
 CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")  # trainer_state.json is written last
-RESULTS = ("checkpoints", "final", "tb", "metrics.jsonl", "qazlm_stage.json", "rejected.jsonl", "summary.json")
+RESULTS = ("checkpoints", "final", "tb", "plots", "metrics.jsonl", "qazlm_stage.json", "rejected.jsonl",
+           "summary.json")   # what --force clears (and *_report.json/.md)
 
 
 def is_main_process() -> bool:
