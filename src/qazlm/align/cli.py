@@ -18,6 +18,7 @@ RM_EPILOG = """examples:
   qazlm rm train runs/tiny/sft/final --data runs/tiny/pref_data -o runs/tiny/rm
   qazlm rm train smollm2-135m/ --data runs/pref -o runs/rm-smol --set max_steps=200 --set lr=1e-5
   qazlm rm score runs/tiny/rm/final --prompt "Сәлем! Қалайсың?" --response "Жақсы, рақмет!" --response "Fine."
+  torchrun --nproc_per_node=8 -m qazlm.cli rm train MODEL --data PREF -o OUT      # several GPUs (DDP)
 
 `train` writes OUT/final (a Qwen3/Llama ForSequenceClassification folder transformers loads as is),
 rm_report.md/.json (held-out pairwise accuracy per type and language), checkpoints/, metrics.jsonl."""
@@ -26,6 +27,7 @@ DPO_EPILOG = """examples:
   qazlm dpo runs/tiny/sft/final --data runs/tiny/pref_data -o runs/tiny/dpo --reward-model runs/tiny/rm/final
   qazlm dpo MODEL --data PREF -o OUT --set loss_type=ipo --set beta=0.5
   qazlm dpo MODEL --data PREF -o OUT --set 'loss_type=["sigmoid","sft"]' --set 'loss_weights=[1.0,0.2]'
+  torchrun --nproc_per_node=8 -m qazlm.cli dpo MODEL --data PREF -o OUT           # several GPUs (DDP)
 
 OUT/final is a Hugging Face causal LM folder (chat template, lineage) that generate, eval, serve and
 quantize take as is; dpo_report.md/.json: held-out reward accuracy and margins, win rate over the parent."""
