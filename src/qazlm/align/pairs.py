@@ -20,9 +20,9 @@ conversational preference format — `prompt` (messages), `chosen` and `rejected
   the best against the worst as ranked by `reward_model`, or without one by the checkable rule of the
   prompt's task (answer language, the computed number); ties give no pair.
 
-A pair with identical sides or an empty side, a duplicate (HH-RLHF ones also by MinHash), or one that shares a word 13-gram (or a whole short
-item) with an evaluation set of `decontaminate` (the corpus pipeline's own index, as `qazlm sft-data` uses) is
-set aside with its reason (rejected.jsonl), never trained on.
+A pair with identical sides or an empty side, a duplicate (HH-RLHF ones also by MinHash), or one that shares a
+word 13-gram (or a whole short item) with an evaluation set of `decontaminate` (the corpus pipeline's own index, as
+`qazlm sft-data` uses) is set aside with its reason (rejected.jsonl), never trained on.
 """
 
 from __future__ import annotations
