@@ -424,3 +424,19 @@ def test_sft_data_pipeline_stage(tmp_path, corpus, capsys):
         run_stage({**section, "out_dir": str(tmp_path / "elsewhere")}, ctx)
     with pytest.raises(QazlmError, match="per_task"):
         run_stage({**section, "per_task": 0}, ctx)
+
+
+def test_command_line_options_reach_the_data(tmp_path, corpus, capfd):
+    """--model-name, --lang-shares, --heldout-fraction and --seed through the command line (README's form): the
+    identity answers name the model, the shares hold, a different seed draws other conversations."""
+    args = ["--tasks", "identity,count_words", "--model-name", "Алтын", "--lang-shares", "kk=0.5,ru=0.5,en=0",
+            "--heldout-fraction", "0.2", *FAST]
+    rows = build(tmp_path / "a", corpus, capfd, *args)
+    held = [json.loads(x) for x in (tmp_path / "a" / "heldout.jsonl").read_text(encoding="utf-8").splitlines()]
+    everything = rows + held
+    assert {r["lang"] for r in everything} == {"kk", "ru"}
+    identity = [r["messages"][-1]["content"] for r in everything if r["task"] == "identity"]
+    assert identity and all("Алтын" in answer for answer in identity)
+    assert held and set(json.loads((tmp_path / "a" / "card.json").read_text())["lang_shares"]) == {"kk", "ru"}
+    other = build(tmp_path / "b", corpus, capfd, *args, "--seed", "7")
+    assert [r["messages"] for r in other] != [r["messages"] for r in rows]
