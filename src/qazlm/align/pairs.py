@@ -409,8 +409,8 @@ def pair_text(p: dict) -> str:
 
 def near_dedup(pairs: list[dict]) -> tuple[list[dict], list[dict]]:
     """(kept, set aside) of pairs from outside (HH-RLHF): the corpus pipeline's MinHash over the whole pair, one of
-    each cluster kept, before the held-out split, so that no held-out pair has a near-copy in training (7 of
-    the 2,303 in ../shared)."""
+    each cluster kept, before the held-out split, so that no held-out pair has a near-copy in training
+    (docs/alignment.md)."""
     from qazlm.data.prepare import near_duplicates
 
     drop = near_duplicates([pair_text(p) for p in pairs])

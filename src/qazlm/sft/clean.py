@@ -51,8 +51,8 @@ def dedup(items: list[dict]) -> tuple[list[dict], list[dict]]:
 def near_dedup_external(items: list[dict]) -> tuple[list[dict], list[dict]]:
     """External conversations that the corpus pipeline's MinHash (`qazlm.data.prepare.near_duplicates`: word
     5-grams, 14 buckets x 8 hashes) finds near-duplicates of another external one set aside, one of each cluster
-    kept. Only external data: the built tasks share templates and tool definitions by design, and at these settings
-    MinHash would take 8.6% of the demo's conversations (95 of 179 `tool_simple`, which differ in their arguments)."""
+    kept. Only external data: the built tasks share templates and tool definitions by design, so MinHash at these
+    settings would take many that differ only in their arguments (docs/sft.md)."""
     external = [it for it in items if it["task"] == "external"]
     if len(external) < 2:
         return items, []
