@@ -479,6 +479,18 @@ def test_dpo_mixed_losses_are_weighted(model, pref, tmp_path):
     assert half[0] > math.log(2) + 1.0
 
 
+def test_reward_model_by_epochs_reads_that_share_of_the_pairs(model, pref, tmp_path):
+    """No max_steps (the real-size recipes' setting): one pass over `epochs` of the pairs that fit, so the run's
+    steps are that many pairs over the batch."""
+    from qazlm.align.reward import RmConfig, run_rm
+
+    out = tmp_path / "rm"
+    report = run_rm(RmConfig(model=str(model), data=str(pref), out_dir=str(out), epochs=0.1, lr=1e-3, max_len=320,
+                             batch_size=4, device="cpu", max_heldout=4), log=lambda *a: None)
+    pairs = math.ceil(0.1 * report["train_pairs"])
+    assert report["steps"] == math.ceil(pairs / 4) >= 2
+
+
 def test_our_model_folders_start_a_reward_model(model, tmp_path):
     import torch
     from test_eval_helpers import make_our_folder
