@@ -1,8 +1,13 @@
-"""Run the real `qazlm` CLI in-process and check how it fails (imported by the bad-input tests)."""
+"""Run the real `qazlm` CLI in-process and check how it fails (imported by the bad-input tests); compare two
+training runs (their logged steps and final weights)."""
 
 from __future__ import annotations
 
 import re
+import sys
+from pathlib import Path
+
+TORCHRUN_2 = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
 def run_cli(argv: list[str], capfd) -> tuple[int, str, str]:
@@ -29,3 +34,19 @@ def assert_one_line_error(argv: list[str], capfd, match: str | None = None) -> s
     if match is not None:
         assert re.search(match, lines[0]), f"error line {lines[0]!r} does not match {match!r}"
     return lines[0]
+
+
+def logged_steps(out: Path) -> list[tuple[int, float, int]]:
+    """(step, loss to 4 decimals, tokens so far) of each training row of OUT/metrics.jsonl."""
+    from qazlm.io import read_jsonl
+
+    rows = read_jsonl(Path(out) / "metrics.jsonl")
+    return [(r["step"], round(r["loss"], 4), r["tokens"]) for r in rows if "loss" in r]
+
+
+def weights_diff(a: Path, b: Path) -> float:
+    """Largest absolute difference between the weights of two runs' final/model.safetensors."""
+    from safetensors.torch import load_file
+
+    x, y = (load_file(Path(d) / "final" / "model.safetensors") for d in (a, b))
+    return max((x[k] - y[k]).abs().max().item() for k in x)

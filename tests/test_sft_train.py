@@ -9,6 +9,7 @@ import os
 
 import pytest
 import torch
+from cli_harness import TORCHRUN_2, logged_steps, weights_diff
 from test_chat_template import (  # one multi-turn conversation, one marker-less template
     CONVERSATION,
     PLAIN_CHATML,
@@ -426,18 +427,12 @@ def test_force_leaves_nothing_of_the_old_run(full_run, base, data, tmp_path):
 def test_gradient_accumulation_trains_like_the_bigger_batch(full_run, base, data, tmp_path):
     """2 micro-batches of 1 row accumulated = 1 batch of 2 rows: the loss is normalized by the tokens of the
     whole accumulated batch (not averaged per micro-batch), so the same losses, tokens and weights."""
-    from safetensors.torch import load_file
-
-    from qazlm.io import read_jsonl
     from qazlm.sft.train import run_sft
 
     out = tmp_path / "sft"
     run_sft(config(base, data, out, batch_size=1, grad_accum=2), log=lambda *a: None)
-    one, acc = (read_jsonl(d / "metrics.jsonl") for d in (full_run[0], out))
-    steps = [[(r["step"], round(r["loss"], 4), r["tokens"]) for r in rows if "loss" in r] for rows in (one, acc)]
-    assert len(steps[0]) == RUN["max_steps"] and steps[1] == steps[0]
-    ref, got = (load_file(d / "final" / "model.safetensors") for d in (full_run[0], out))
-    assert max((ref[k] - got[k]).abs().max().item() for k in ref) < 1e-4
+    assert len(logged_steps(full_run[0])) == RUN["max_steps"] and logged_steps(out) == logged_steps(full_run[0])
+    assert weights_diff(out, full_run[0]) < 1e-4
 
 
 def test_epochs_and_a_warmup_share_as_the_real_size_recipes_set_them(base, data, tmp_path):
@@ -542,7 +537,6 @@ def test_killed_run_resumes_to_the_same_result(full_run, base, data, tmp_path):
     """Killed after step 4 (checkpoint 3 complete, a half-written checkpoint-5 left behind), rerun: it resumes
     from checkpoint-3 and ends with the uninterrupted run's losses and weights (tolerance 1e-5: CPU fp32 is
     deterministic here, the margin is for summation order)."""
-    from safetensors.torch import load_file
     from transformers import TrainerCallback
 
     from qazlm.sft.train import run_sft
@@ -564,8 +558,7 @@ def test_killed_run_resumes_to_the_same_result(full_run, base, data, tmp_path):
     ref = full_run[1]
     assert s["final_loss"] == pytest.approx(ref["final_loss"], abs=1e-5)
     assert s["tokens"] == ref["tokens"]
-    a, b = load_file(out / "final" / "model.safetensors"), load_file(full_run[0] / "final" / "model.safetensors")
-    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    assert weights_diff(out, full_run[0]) < 1e-5
     from qazlm.io import read_jsonl
 
     assert [r["step"] for r in read_jsonl(out / "metrics.jsonl") if "loss" in r] == [1, 2, 3, 4, 5, 6]
@@ -614,25 +607,19 @@ def test_two_processes_train_like_one_with_the_same_global_batch(full_run, base,
     rank its own copy), tokens counted over both ranks. A rerun of the finished folder returns at once on every
     rank (rank 0 alone finds the run done and tells the others, which would otherwise wait in training)."""
     import subprocess
-    import sys
-
-    from safetensors.torch import load_file
 
     from qazlm.io import read_jsonl
 
     out = tmp_path / "sft"
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "qazlm.cli",
-            *sft_argv(base, data, out, batch_size=1)]
+    argv = [*TORCHRUN_2, "-m", "qazlm.cli", *sft_argv(base, data, out, batch_size=1)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     one, two = (read_jsonl(d / "metrics.jsonl") for d in (full_run[0], out))
     assert two[0]["processes"] == 2 and one[0]["processes"] == 1
-    steps = [[(r["step"], round(r["loss"], 4), r["tokens"]) for r in rows if "loss" in r] for rows in (one, two)]
-    assert steps[1] == steps[0]
-    ref, got = (load_file(d / "final" / "model.safetensors") for d in (full_run[0], out))
+    assert logged_steps(out) == logged_steps(full_run[0])
     # within float summation order (padded against unpadded rows, the all-reduce)
-    assert max((ref[k] - got[k]).abs().max().item() for k in ref) < 1e-4
+    assert weights_diff(out, full_run[0]) < 1e-4
     again = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
     assert again.returncode == 0 and "up to date" in again.stdout + again.stderr
 
