@@ -426,13 +426,16 @@ def test_force_leaves_nothing_of_the_old_run(full_run, base, data, tmp_path):
 
 def test_gradient_accumulation_trains_like_the_bigger_batch(full_run, base, data, tmp_path):
     """2 micro-batches of 1 row accumulated = 1 batch of 2 rows: the loss is normalized by the tokens of the
-    whole accumulated batch (not averaged per micro-batch), so the same losses, tokens and weights."""
+    whole accumulated batch (not averaged per micro-batch), so the same losses, tokens and weights. Saved every
+    2 steps with save_total_limit 2, only the last two checkpoints are kept (the disk of a long run is bounded)."""
     from qazlm.sft.train import run_sft
 
     out = tmp_path / "sft"
-    run_sft(config(base, data, out, batch_size=1, grad_accum=2), log=lambda *a: None)
+    run_sft(config(base, data, out, batch_size=1, grad_accum=2, save_steps=2, save_total_limit=2),
+            log=lambda *a: None)
     assert len(logged_steps(full_run[0])) == RUN["max_steps"] and logged_steps(out) == logged_steps(full_run[0])
     assert weights_diff(out, full_run[0]) < 1e-4
+    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-6"]
 
 
 def test_epochs_and_a_warmup_share_as_the_real_size_recipes_set_them(base, data, tmp_path):
@@ -559,6 +562,7 @@ def test_killed_run_resumes_to_the_same_result(full_run, base, data, tmp_path):
     assert s["final_loss"] == pytest.approx(ref["final_loss"], abs=1e-5)
     assert s["tokens"] == ref["tokens"]
     assert weights_diff(out, full_run[0]) < 1e-5
+    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]  # no -5
     from qazlm.io import read_jsonl
 
     assert [r["step"] for r in read_jsonl(out / "metrics.jsonl") if "loss" in r] == [1, 2, 3, 4, 5, 6]
