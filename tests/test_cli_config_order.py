@@ -122,3 +122,17 @@ def test_serve_config_then_flags_then_set(tmp_path, monkeypatch):
     cfg = received["cfg"]
     assert (cfg.max_queue, cfg.slots, cfg.port, cfg.host) == (5, 3, 9003, "127.0.0.1")
     assert received["uvicorn"]["port"] == 9003 and received["uvicorn"]["host"] == "127.0.0.1"
+
+
+def test_pref_data_policy_flag_adds_on_policy_pairs_to_the_default_types(monkeypatch):
+    """`--policy DIR` alone (the documented on-policy command) keeps every default pair type and adds on_policy."""
+    from qazlm.align.pairs import TYPES
+
+    received = {}
+    monkeypatch.setattr(importlib.import_module("qazlm.align.pairs"), "run",
+                        lambda cfg, force=False: received.update(cfg=cfg))
+    args = build_parser().parse_args(["pref-data", "--sft-data", "D", "--policy", "P", "--reward-model", "R"])
+    args.func(args)
+    cfg = received["cfg"]
+    assert cfg.types == [*(t for t in TYPES if t != "on_policy"), "on_policy"]
+    assert (cfg.policy, cfg.reward_model) == ("P", "R")
