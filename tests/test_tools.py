@@ -254,3 +254,31 @@ def test_tokenizer_without_marker_tokens_gets_text_markers(tok):
     assert MARKERS["<tool_call>"] in tool_call_regex([WEATHER], tokenizer=tok)
     text_markers = tool_call_regex([WEATHER], tokenizer=NoMarkers())
     assert text_markers.startswith("<tool_call>") and MARKERS["<tool_call>"] not in text_markers
+
+
+def test_a_parallel_grammar_goes_on_to_a_second_call(tok):
+    """After a complete first call the reply may end or go on: the newline then `<tool_call>` of a second call
+    are allowed and followed (a final state of the automaton is advanced like any other), and after the second
+    call the reply may end again. outlines-core alone drops every token that leaves a complete text for an
+    incomplete one, so a grammar-forced reply never held more than one call (qazlm.infer.constrain.STOP_MARK)."""
+    import torch
+
+    from qazlm.infer.constrain import Constraint, tool_call_regex
+    from qazlm.tokenizer.special_tokens import token_id
+
+    stop, close, open_ = token_id(tok, "<|im_end|>"), token_id(tok, "</tool_call>"), token_id(tok, "<tool_call>")
+    newline = tok("\n", add_special_tokens=False)["input_ids"]
+    c = Constraint(tok, tool_call_regex([WEATHER], parallel=True, tokenizer=tok), stop, 1)
+
+    def allowed_after(ids: list[int]) -> set[int]:
+        c.advance([0] * len(ids), ids)
+        logits = c.mask(torch.zeros(1, len(tok)))
+        return set(torch.nonzero(logits[0] == 0).flatten().tolist())
+
+    def call(city: str) -> list[int]:
+        body = tok(f'\n{{"name": "weather", "arguments": {{"city": "{city}"}}}}\n', add_special_tokens=False)
+        return [open_] + body["input_ids"] + [close]
+
+    assert len(newline) == 1 and {stop, newline[0]} <= allowed_after(call("Almaty"))
+    assert allowed_after(newline) == {open_}
+    assert stop in allowed_after(call("Astana"))

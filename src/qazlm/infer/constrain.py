@@ -27,7 +27,13 @@ from qazlm.tokenizer.special_tokens import token_id
 # raw control character, inside a string or out, so the grammar cannot put `</tool_call>` inside an argument
 # value (docs/tools.md: private-use markers could).
 MARKERS = {OPEN: "\x01", CLOSE: "\x02"}
-MARKER_BYTES = {ord(c) for c in MARKERS.values()}
+# The stop token is a character of the grammar too: every regex ends with it, so the automaton's only final state
+# is "stopped". outlines-core 0.2.14 drops a token that leaves a final state for a non-final one (from the final
+# state of `a(bc)*` it keeps `bc` but not `b`; `a|abc` never reaches `abc`), so a complete text that may go on
+# (a second parallel call after the first) could only end. With the stop inside the regex no state before it is
+# final. Its own end-of-sequence id is a token the automaton never reaches (`_unused_id`).
+STOP_MARK = "\x03"
+MARKER_BYTES = {ord(c) for c in (*MARKERS.values(), STOP_MARK)}
 
 
 def schema_regex(schema: dict | str) -> str:
@@ -58,7 +64,7 @@ def tool_call_regex(tools: list[dict], parallel: bool = True, tokenizer=None) ->
 @lru_cache(maxsize=4)
 def _vocabulary(tokenizer, stop_id: int):
     """outlines-core's Vocabulary: every token as the bytes it stands for; special tokens are left out except
-    the tool-call markers (the regex spells them), and `stop_id` ends a finished text."""
+    the tool-call markers and `stop_id` (the regex spells them: `STOP_MARK` ends every text)."""
     from outlines_core import Vocabulary
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
@@ -68,7 +74,7 @@ def _vocabulary(tokenizer, stop_id: int):
                          f"SmolLM2); this tokenizer's decoder is {decoder.get('type')}")
     to_byte = {c: b for b, c in bytes_to_unicode().items()}
     special = set(tokenizer.all_special_ids) | {i for t, i in tokenizer.get_added_vocab().items()}
-    tokens: dict[bytes, list[int]] = {}
+    tokens: dict[bytes, list[int]] = {STOP_MARK.encode(): [stop_id]}
     for text, tid in tokenizer.get_vocab().items():
         if tid == stop_id:
             continue
@@ -78,7 +84,14 @@ def _vocabulary(tokenizer, stop_id: int):
             raw = bytes(to_byte[c] for c in text)
             if not MARKER_BYTES & set(raw):   # nothing else may spell a marker
                 tokens.setdefault(raw, []).append(tid)
-    return Vocabulary(stop_id, tokens)
+    return Vocabulary(_unused_id(tokens), tokens)
+
+
+def _unused_id(tokens: dict[bytes, list[int]]) -> int:
+    """The smallest id no entry of `tokens` has: outlines-core's end-of-sequence token, allowed only in the
+    final state, which is reached by the stop token and so never masked for."""
+    used = {i for ids in tokens.values() for i in ids}
+    return next(i for i in range(len(used) + 1) if i not in used)
 
 
 @lru_cache(maxsize=16)
@@ -86,7 +99,7 @@ def _index(tokenizer, stop_id: int, regex: str):
     from outlines_core import Index
 
     try:
-        return Index(regex, _vocabulary(tokenizer, stop_id))
+        return Index(f"({regex}){STOP_MARK}", _vocabulary(tokenizer, stop_id))
     except (ValueError, RuntimeError) as e:
         raise QazlmError(f"constrained decoding: the grammar has no path through this vocabulary ({e})") from None
 
@@ -95,7 +108,8 @@ def _index(tokenizer, stop_id: int, regex: str):
 def _distances(tokenizer, stop_id: int, regex: str) -> tuple[dict, dict, dict]:
     """(transitions {state: {token: next state}}, distance {state: fewest tokens to a complete text}, farthest
     {state: the largest distance any allowed token leads to}) of the automaton, by a backward breadth-first
-    search from its final states; once per grammar, like the index (its cost: docs/tools.md, "Grammar cost")."""
+    search from its final state (after the stop token, so -1 there and 0 where the text is complete); once per
+    grammar, like the index (its cost: docs/tools.md, "Grammar cost")."""
     index = _index(tokenizer, stop_id, regex)
     transitions = index.get_transitions()
     # a state inside a string has 10k+ tokens but one or two next states
@@ -114,6 +128,7 @@ def _distances(tokenizer, stop_id: int, regex: str) -> tuple[dict, dict, dict]:
                     distance[prev] = distance[state] + 1
                     reached.append(prev)
         frontier = reached
+    distance = {state: steps - 1 for state, steps in distance.items()}  # the stop token is not text
     far = len(transitions) + 1  # a state with no way to a final one (none in an outlines index)
     farthest = {state: max((distance.get(n, far) for n in nexts), default=0) for state, nexts in after.items()}
     return transitions, distance, farthest
@@ -167,12 +182,10 @@ class Constraint:
         return logits.masked_fill_(~allowed.to(logits.device), float("-inf"))
 
     def advance(self, rows: list[int], tokens: list[int]) -> None:
+        """Move each row's automaton by the token it took. A complete text may still go on (a second parallel
+        call after the first), so a final state is advanced like any other; only the stop token ends a row."""
         for row, token in zip(rows, tokens):
-            guide = self.guides[row]
             if self.left[row] is not None:
                 self.left[row] -= 1
-            if token != self.stop_id and not guide.is_finished():
-                guide.advance(token)
-
-    def finished(self, row: int) -> bool:
-        return self.guides[row].is_finished()
+            if token != self.stop_id:
+                self.guides[row].advance(token)
