@@ -182,8 +182,8 @@ class Constraint:
         return logits.masked_fill_(~allowed.to(logits.device), float("-inf"))
 
     def advance(self, rows: list[int], tokens: list[int]) -> None:
-        """Move each row's automaton by the token it took. A complete text may still go on (a second parallel
-        call after the first), so a final state is advanced like any other; only the stop token ends a row."""
+        """Move each row's automaton by the token it took, also at a complete text, which may still go on (a
+        second parallel call after the first); only the stop token ends a row and is not followed."""
         for row, token in zip(rows, tokens):
             if self.left[row] is not None:
                 self.left[row] -= 1
