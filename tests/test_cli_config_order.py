@@ -51,7 +51,7 @@ CASES = {
 def _argv(case, toml_path) -> list[str]:
     argv, _, _, keys = case
     argv = [*argv, "--config", str(toml_path)]
-    for _toml, flag, set_value, _expected in keys.values():
+    for _toml, flag, _set, _expected in keys.values():
         argv += flag or []
     for key, (_toml, _flag, set_value, _expected) in keys.items():
         if set_value is not None:
