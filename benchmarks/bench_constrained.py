@@ -91,8 +91,11 @@ def bench(name: str, path: Path, args) -> dict:
     from qazlm.infer.loading import load_model
     from qazlm.infer.sampling import SamplingParams
 
+    from qazlm.tokenizer.special_tokens import CHAT_TEMPLATE
+
     loaded = load_model(path)
     model, tok = loaded.model, loaded.tokenizer
+    tok.chat_template = CHAT_TEMPLATE  # SmolLM2's own drops `tools` (refused since 2026-12-05); the prompt is a prefix
     conv = [{"role": "user", "content": "Алматы туралы қысқаша JSON жаз / Describe Almaty as JSON."}]
     prompt = encode_prompts(tok, [render_chat(tok, conv, tools=tools())], add_bos=False)[0]
     stop = stop_ids_for(tok, SamplingParams())[-1]
