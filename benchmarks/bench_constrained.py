@@ -90,7 +90,6 @@ def bench(name: str, path: Path, args) -> dict:
     from qazlm.infer.engine import encode_prompts, stop_ids_for
     from qazlm.infer.loading import load_model
     from qazlm.infer.sampling import SamplingParams
-
     from qazlm.tokenizer.special_tokens import CHAT_TEMPLATE
 
     loaded = load_model(path)

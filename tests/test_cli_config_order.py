@@ -59,6 +59,18 @@ def _argv(case, toml_path) -> list[str]:
     return argv
 
 
+def capture_run(monkeypatch, module: str, function: str) -> dict:
+    """Replace the stage's run function; what it is called with lands in the returned dict (cfg, force)."""
+    received = {}
+
+    def fake_run(cfg, force=False):
+        received.update(cfg=cfg, force=force)
+        return {"conversations": {"train": 0, "heldout": 0, "rejected": 0}}  # what sft-data prints from
+
+    monkeypatch.setattr(importlib.import_module(module), function, fake_run)
+    return received
+
+
 def _toml(table: str, keys: dict) -> str:
     def value(v):
         if isinstance(v, list):
@@ -73,14 +85,7 @@ def test_config_then_flags_then_set(name, tmp_path, monkeypatch):
     _, (module, function), table, keys = case
     toml_path = tmp_path / "stage.toml"
     toml_path.write_text(_toml(table, keys))
-    received = {}
-
-    def fake_run(cfg, force=False):
-        received.update(cfg=cfg, force=force)
-        return {"conversations": {"train": 0, "heldout": 0, "rejected": 0}}  # what sft-data prints from
-
-    monkeypatch.setattr(importlib.import_module(module), function, fake_run)
-
+    received = capture_run(monkeypatch, module, function)
     args = build_parser().parse_args(_argv(case, toml_path))
     assert args.func(args) == 0
     cfg = received["cfg"]
@@ -93,9 +98,7 @@ def test_sft_lora_switch_keeps_the_tables_lora_settings(tmp_path, monkeypatch):
     """--lora turns LoRA on without dropping the [sft.lora] keys of --config; --set still wins over both."""
     toml_path = tmp_path / "sft.toml"
     toml_path.write_text("[sft]\nlr = 1e-4\n[sft.lora]\nr = 4\nalpha = 8\n")
-    received = {}
-    monkeypatch.setattr(importlib.import_module("qazlm.sft.train"), "run_sft",
-                        lambda cfg, force=False: received.update(cfg=cfg))
+    received = capture_run(monkeypatch, "qazlm.sft.train", "run_sft")
     args = build_parser().parse_args(["sft", "M", "--data", "D", "--config", str(toml_path), "--lora",
                                       "--set", "lora.alpha=16"])
     args.func(args)
@@ -128,9 +131,7 @@ def test_pref_data_policy_flag_adds_on_policy_pairs_to_the_default_types(monkeyp
     """`--policy DIR` alone (the documented on-policy command) keeps every default pair type and adds on_policy."""
     from qazlm.align.pairs import TYPES
 
-    received = {}
-    monkeypatch.setattr(importlib.import_module("qazlm.align.pairs"), "run",
-                        lambda cfg, force=False: received.update(cfg=cfg))
+    received = capture_run(monkeypatch, "qazlm.align.pairs", "run")
     args = build_parser().parse_args(["pref-data", "--sft-data", "D", "--policy", "P", "--reward-model", "R"])
     args.func(args)
     cfg = received["cfg"]

@@ -220,11 +220,18 @@ def test_json_schema_and_tools_together_is_an_error(models):
         generate(m.model, m.tokenizer, ["x"], chat=True, json_schema={"type": "object"}, tools=TOOLS)
 
 
+def allowed_after(constraint, tok, ids: list[int]) -> set[int]:
+    """The tokens the grammar allows after row 0 of `constraint` has taken `ids`."""
+    import torch
+
+    constraint.advance([0] * len(ids), ids)
+    logits = constraint.mask(torch.zeros(1, len(tok)))
+    return set(torch.nonzero(logits[0] == 0).flatten().tolist())
+
+
 def test_the_grammar_never_closes_a_call_inside_an_argument_string(tok):
     """Inside a string value only string content may follow: `</tool_call>` (and `<tool_call>`) are masked; after
     the closing quote and braces the block's close is the next token."""
-    import torch
-
     from qazlm.infer.constrain import Constraint, tool_call_regex
     from qazlm.tokenizer.special_tokens import token_id
 
@@ -232,15 +239,12 @@ def test_the_grammar_never_closes_a_call_inside_an_argument_string(tok):
     stop, close, open_ = token_id(tok, "<|im_end|>"), token_id(tok, "</tool_call>"), token_id(tok, "<tool_call>")
     c = Constraint(tok, regex, stop, 1)
 
-    def allowed_after(text: str, first: bool = False) -> set[int]:
-        ids = ([open_] if first else []) + tok(text, add_special_tokens=False)["input_ids"]
-        c.advance([0] * len(ids), ids)
-        logits = c.mask(torch.zeros(1, len(tok)))
-        return set(torch.nonzero(logits[0] == 0).flatten().tolist())
+    def text(piece: str) -> list[int]:
+        return tok(piece, add_special_tokens=False)["input_ids"]
 
-    inside = allowed_after('\n{"name": "weather", "arguments": {"city": "Al', first=True)
+    inside = allowed_after(c, tok, [open_] + text('\n{"name": "weather", "arguments": {"city": "Al'))
     assert close not in inside and open_ not in inside and len(inside) > 10
-    assert allowed_after('maty"}}\n') == {close}
+    assert allowed_after(c, tok, text('maty"}}\n')) == {close}
 
 
 def test_tokenizer_without_marker_tokens_gets_text_markers(tok):
@@ -258,11 +262,9 @@ def test_tokenizer_without_marker_tokens_gets_text_markers(tok):
 
 def test_a_parallel_grammar_goes_on_to_a_second_call(tok):
     """After a complete first call the reply may end or go on: the newline then `<tool_call>` of a second call
-    are allowed and followed (a final state of the automaton is advanced like any other), and after the second
-    call the reply may end again. outlines-core alone drops every token that leaves a complete text for an
-    incomplete one, so a grammar-forced reply never held more than one call (qazlm.infer.constrain.STOP_MARK)."""
-    import torch
-
+    are allowed and followed (the automaton moves on at a complete text too), and after the second call the
+    reply may end again. outlines-core alone drops every token that leaves a complete text for an incomplete
+    one, so a grammar-forced reply never held more than one call (qazlm.infer.constrain.STOP_MARK)."""
     from qazlm.infer.constrain import Constraint, tool_call_regex
     from qazlm.tokenizer.special_tokens import token_id
 
@@ -270,15 +272,10 @@ def test_a_parallel_grammar_goes_on_to_a_second_call(tok):
     newline = tok("\n", add_special_tokens=False)["input_ids"]
     c = Constraint(tok, tool_call_regex([WEATHER], parallel=True, tokenizer=tok), stop, 1)
 
-    def allowed_after(ids: list[int]) -> set[int]:
-        c.advance([0] * len(ids), ids)
-        logits = c.mask(torch.zeros(1, len(tok)))
-        return set(torch.nonzero(logits[0] == 0).flatten().tolist())
-
     def call(city: str) -> list[int]:
         body = tok(f'\n{{"name": "weather", "arguments": {{"city": "{city}"}}}}\n', add_special_tokens=False)
         return [open_] + body["input_ids"] + [close]
 
-    assert len(newline) == 1 and {stop, newline[0]} <= allowed_after(call("Almaty"))
-    assert allowed_after(newline) == {open_}
-    assert stop in allowed_after(call("Astana"))
+    assert len(newline) == 1 and {stop, newline[0]} <= allowed_after(c, tok, call("Almaty"))
+    assert allowed_after(c, tok, newline) == {open_}
+    assert stop in allowed_after(c, tok, call("Astana"))
