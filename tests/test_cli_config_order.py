@@ -16,6 +16,7 @@ CASES = {
     "sft-data": (["sft-data"], ("qazlm.sft.data", "run"), "sft_data", {
         "heldout_fraction": (0.2, None, None, 0.2),
         "per_task": (7, ["--per-task", "9"], None, 9),
+        "task_sizes": ({"identity": 3}, ["--task-sizes", "identity=4"], None, {"identity": 4}),
         "seed": (1, ["--seed", "2"], "3", 3)}),
     "sft": (["sft", "M", "--data", "D"], ("qazlm.sft.train", "run_sft"), "sft", {
         "warmup": (0.1, None, None, 0.1),
@@ -75,6 +76,8 @@ def _toml(table: str, keys: dict) -> str:
     def value(v):
         if isinstance(v, list):
             return "[" + ", ".join(f'"{x}"' for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + "}"
         return f'"{v}"' if isinstance(v, str) else repr(v)
     return f"[{table}]\n" + "".join(f"{k} = {value(t)}\n" for k, (t, *_rest) in keys.items())
 

@@ -18,7 +18,7 @@ from cli_harness import run_cli  # noqa: E402
 
 from qazlm.errors import QazlmError  # noqa: E402
 from qazlm.paths import SAMPLE_DIR, flores_path  # noqa: E402
-from qazlm.sft.data import SftDataConfig, split_counts  # noqa: E402
+from qazlm.sft.data import SftDataConfig, build_task, split_counts  # noqa: E402
 from qazlm.sft.formats import to_messages  # noqa: E402
 from qazlm.sft.script import convertible, inject_homoglyphs, to_cyrillic, to_latin  # noqa: E402
 from qazlm.text.normalize import repair_homoglyphs  # noqa: E402
@@ -88,6 +88,14 @@ def test_language_shares_split_counts():
     assert split_counts(10, shares, ("kk", "ru", "en")) == {"kk": 5, "ru": 2, "en": 3}
     assert split_counts(7, shares, ("ru", "en")) == {"ru": 3, "en": 4}  # renormalized to the task's languages
     assert split_counts(5, {"kk": 1.0, "ru": 0.0, "en": 0.0}, ("ru", "en")) == {}
+
+
+def test_task_sizes_give_the_named_tasks_their_own_count():
+    """The other tasks keep per_task; the named one gets its size, split by the same language shares."""
+    cfg = SftDataConfig(tasks=["identity", "safety_refusal"], per_task=10, task_sizes={"safety_refusal": 40})
+    assert len(build_task(cfg, "identity")) == 10
+    refusals = build_task(cfg, "safety_refusal")
+    assert Counter(it["lang"] for it in refusals) == {"kk": 20, "ru": 10, "en": 10}
 
 
 def test_config_refuses_bad_values_however_built():

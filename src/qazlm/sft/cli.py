@@ -8,6 +8,7 @@ EPILOG = """examples:
   qazlm sft-data -o runs/sft-data                                  # every default task, 200 each
   qazlm sft-data -o runs/sft-small --per-task 20 --tasks translation,topic,script_latin
   qazlm sft-data -o runs/sft --lang-shares kk=0.6,ru=0.2,en=0.2 --external my_chats.jsonl
+  qazlm sft-data -o runs/sft-safe --per-task 100 --task-sizes safety_refusal=300,translation=200
   qazlm sft-data --config sft.toml --set seed=1                    # an [sft_data] table, one key changed
 
 Outputs: train.jsonl, heldout.jsonl (chat `messages` + task, lang, source), rejected.jsonl (set aside, with
@@ -15,7 +16,8 @@ the reason), card.md / card.json (counts per task x language x source, licences)
 A rerun with the same config is skipped; --force rebuilds. alpaca_en (CC BY-NC 4.0) is off by default."""
 
 FLAGS = {  # CLI flag dest -> SftDataConfig field
-    "out_dir": "out_dir", "tasks": "tasks", "per_task": "per_task", "lang_shares": "lang_shares",
+    "out_dir": "out_dir", "tasks": "tasks", "per_task": "per_task", "task_sizes": "task_sizes",
+    "lang_shares": "lang_shares",
     "heldout_fraction": "heldout_fraction", "seed": "seed", "model_name": "model_name",
     "external": "external", "decontaminate": "decontaminate",
 }
@@ -87,6 +89,8 @@ def register(sub) -> None:
     p.add_argument("--config", default=None, help="TOML file with an [sft_data] table")
     p.add_argument("--tasks", default=None, help="comma-separated task names (default: all but alpaca_en)")
     p.add_argument("--per-task", default=None, help="conversations per task (default: 200)")
+    p.add_argument("--task-sizes", default=None, metavar="TASK=N,...",
+                   help="conversations for the named tasks instead of --per-task, e.g. safety_refusal=400")
     p.add_argument("--lang-shares", default=None, help="e.g. kk=0.5,ru=0.25,en=0.25 (the default)")
     p.add_argument("--heldout-fraction", default=None, help="held-out share per task (default: 0.1)")
     p.add_argument("--seed", default=None, help="random seed (default: 0)")

@@ -57,6 +57,7 @@ class SftDataConfig:
     out_dir: str = "runs/sft-data"
     tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
     per_task: int = 200                     # conversations per task (before dedup/decontamination)
+    task_sizes: dict[str, int] = field(default_factory=dict)   # per_task of named tasks: {safety_refusal = 400}
     lang_shares: dict[str, float] = field(default_factory=lambda: {"kk": 0.5, "ru": 0.25, "en": 0.25})
     heldout_fraction: float = 0.1           # per task
     seed: int = 0
@@ -68,11 +69,13 @@ class SftDataConfig:
 
     def __post_init__(self):
         check_fields(self, "[sft_data] ", {"per_task": ">= 1", "heldout_fraction": ">= 0, < 1", "seed": ">= 0"})
-        for name in self.tasks:
+        for name in [*self.tasks, *self.task_sizes]:
             if name not in TASKS:
                 close = difflib.get_close_matches(name, list(TASKS), n=1)
                 hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(TASKS)}"
-                raise QazlmError(f"[sft_data] tasks: unknown task {name!r}; {hint}")
+                where = "tasks" if name in self.tasks else "task_sizes"
+                raise QazlmError(f"[sft_data] {where}: unknown task {name!r}; {hint}")
+        self._check_task_sizes()
         if not self.tasks and not self.external:
             raise QazlmError("[sft_data] tasks = [] and no external data: nothing to build; name some tasks")
         self._check_shares()
@@ -88,6 +91,14 @@ class SftDataConfig:
             if not spec.startswith(HUB_PREFIX) and not Path(spec).is_file():
                 raise QazlmError(f"[sft_data] external: {spec}: file not found; give a local .jsonl (messages, "
                                  f"ShareGPT or Alpaca records) or {HUB_PREFIX}NAME for a Hub dataset")
+
+    def _check_task_sizes(self) -> None:
+        """A size for a task the mix does not build would be silently ignored: refuse it instead."""
+        for name, size in self.task_sizes.items():
+            if name not in self.tasks:
+                raise QazlmError(f"[sft_data] task_sizes.{name}: {name} is not in tasks, so nothing would use "
+                                 "this size; add it to tasks or drop the size")
+            check_value(f"[sft_data] task_sizes.{name}", size, ">= 1")
 
     def _check_shares(self) -> None:
         for lang, share in self.lang_shares.items():
@@ -117,7 +128,7 @@ def build_task(cfg: SftDataConfig, name: str) -> list[dict]:
     fn, langs = TASKS[name]
     ctx = tasks.TaskContext(rng=random.Random(f"{cfg.seed}:{name}"), corpus_dir=cfg.corpus_dir,
                             model_name=cfg.model_name, lexicon=cfg.lexicon, clean=is_clean(cfg.decontaminate))
-    return fn(ctx, split_counts(cfg.per_task, cfg.lang_shares, langs))
+    return fn(ctx, split_counts(cfg.task_sizes.get(name, cfg.per_task), cfg.lang_shares, langs))
 
 
 def external_items(cfg: SftDataConfig) -> tuple[list[dict], list[dict]]:
