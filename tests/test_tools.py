@@ -220,6 +220,10 @@ def test_json_schema_and_tools_together_is_an_error(models):
         generate(m.model, m.tokenizer, ["x"], chat=True, json_schema={"type": "object"}, tools=TOOLS)
 
 
+def ids_of(tok, text: str) -> list[int]:
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
 def allowed_after(constraint, tok, ids: list[int]) -> set[int]:
     """The tokens the grammar allows after row 0 of `constraint` has taken `ids`."""
     import torch
@@ -239,12 +243,9 @@ def test_the_grammar_never_closes_a_call_inside_an_argument_string(tok):
     stop, close, open_ = token_id(tok, "<|im_end|>"), token_id(tok, "</tool_call>"), token_id(tok, "<tool_call>")
     c = Constraint(tok, regex, stop, 1)
 
-    def text(piece: str) -> list[int]:
-        return tok(piece, add_special_tokens=False)["input_ids"]
-
-    inside = allowed_after(c, tok, [open_] + text('\n{"name": "weather", "arguments": {"city": "Al'))
+    inside = allowed_after(c, tok, [open_] + ids_of(tok, '\n{"name": "weather", "arguments": {"city": "Al'))
     assert close not in inside and open_ not in inside and len(inside) > 10
-    assert allowed_after(c, tok, text('maty"}}\n')) == {close}
+    assert allowed_after(c, tok, ids_of(tok, 'maty"}}\n')) == {close}
 
 
 def test_tokenizer_without_marker_tokens_gets_text_markers(tok):
@@ -269,12 +270,11 @@ def test_a_parallel_grammar_goes_on_to_a_second_call(tok):
     from qazlm.tokenizer.special_tokens import token_id
 
     stop, close, open_ = token_id(tok, "<|im_end|>"), token_id(tok, "</tool_call>"), token_id(tok, "<tool_call>")
-    newline = tok("\n", add_special_tokens=False)["input_ids"]
+    newline = ids_of(tok, "\n")
     c = Constraint(tok, tool_call_regex([WEATHER], parallel=True, tokenizer=tok), stop, 1)
 
     def call(city: str) -> list[int]:
-        body = tok(f'\n{{"name": "weather", "arguments": {{"city": "{city}"}}}}\n', add_special_tokens=False)
-        return [open_] + body["input_ids"] + [close]
+        return [open_] + ids_of(tok, f'\n{{"name": "weather", "arguments": {{"city": "{city}"}}}}\n') + [close]
 
     assert len(newline) == 1 and {stop, newline[0]} <= allowed_after(c, tok, call("Almaty"))
     assert allowed_after(c, tok, newline) == {open_}

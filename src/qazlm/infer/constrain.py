@@ -118,7 +118,7 @@ def _distances(tokenizer, stop_id: int, regex: str) -> tuple[dict, dict, dict]:
     for state, nexts in after.items():
         for nxt in nexts:
             before.setdefault(nxt, set()).add(state)
-    distance = dict.fromkeys(index.get_final_states(), 0)
+    distance = dict.fromkeys(index.get_final_states(), -1)  # after the stop token, which is not text
     frontier = list(distance)
     while frontier:
         reached = []
@@ -128,7 +128,6 @@ def _distances(tokenizer, stop_id: int, regex: str) -> tuple[dict, dict, dict]:
                     distance[prev] = distance[state] + 1
                     reached.append(prev)
         frontier = reached
-    distance = {state: steps - 1 for state, steps in distance.items()}  # the stop token is not text
     far = len(transitions) + 1  # a state with no way to a final one (none in an outlines index)
     farthest = {state: max((distance.get(n, far) for n in nexts), default=0) for state, nexts in after.items()}
     return transitions, distance, farthest
