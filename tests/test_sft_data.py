@@ -18,7 +18,7 @@ from cli_harness import run_cli  # noqa: E402
 
 from qazlm.errors import QazlmError  # noqa: E402
 from qazlm.paths import SAMPLE_DIR, flores_path  # noqa: E402
-from qazlm.sft.data import SftDataConfig, build_task, split_counts  # noqa: E402
+from qazlm.sft.data import SftDataConfig, build_task, split_counts, write_unseen_tools  # noqa: E402
 from qazlm.sft.formats import to_messages  # noqa: E402
 from qazlm.sft.script import convertible, inject_homoglyphs, to_cyrillic, to_latin  # noqa: E402
 from qazlm.text.normalize import repair_homoglyphs  # noqa: E402
@@ -96,6 +96,18 @@ def test_task_sizes_give_the_named_tasks_their_own_count():
     assert len(build_task(cfg, "identity")) == 10
     refusals = build_task(cfg, "safety_refusal")
     assert Counter(it["lang"] for it in refusals) == {"kk": 20, "ru": 10, "en": 10}
+
+
+def test_unseen_tool_set_follows_the_largest_tool_task(tmp_path):
+    """4 per language and category at least, else the largest tool task / 20, whether per_task or task_sizes set it."""
+    def unseen_count(**kwargs) -> int:
+        return write_unseen_tools(tmp_path, SftDataConfig(tasks=["identity", "tool_simple"], **kwargs))
+
+    assert unseen_count(per_task=20) == 4 * 4 * 3
+    assert unseen_count(per_task=20, task_sizes={"tool_simple": 200}) == 10 * 4 * 3
+    assert unseen_count(per_task=200, task_sizes={"tool_simple": 20}) == 4 * 4 * 3
+    assert write_unseen_tools(tmp_path, SftDataConfig(tasks=["identity"])) == 0
+    assert not (tmp_path / "tools_unseen.jsonl").exists()
 
 
 def test_config_refuses_bad_values_however_built():

@@ -196,10 +196,12 @@ def write_unseen_tools(out: Path, cfg: SftDataConfig) -> int:
     """When the mix has tool tasks: the function-calling evaluation's unseen-tool conversations."""
     from qazlm.io import atomic_write
 
-    if not any(t.startswith("tool_") for t in cfg.tasks):
+    tool_sizes = [cfg.task_sizes.get(t, cfg.per_task) for t in cfg.tasks if t.startswith("tool_")]
+    if not tool_sizes:
         (out / UNSEEN_TOOLS).unlink(missing_ok=True)
         return 0
-    items = tooluse.unseen_items(random.Random(f"{cfg.seed}:unseen"), max(4, cfg.per_task // 20), cfg.model_name)
+    per_lang = max(4, max(tool_sizes) // 20)   # follows the largest tool task, as `--task-sizes` may set it
+    items = tooluse.unseen_items(random.Random(f"{cfg.seed}:unseen"), per_lang, cfg.model_name)
     with atomic_write(out / UNSEEN_TOOLS) as f:
         for it in items:
             f.write(to_line(it) + "\n")
