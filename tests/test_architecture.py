@@ -24,6 +24,7 @@ ALLOWED = {  # unit -> units it may import (besides itself and the foundation)
     "sft": {"data", "tokenizer", "model", "infer", "train"},  # never eval (chat_eval reads sft/final as a folder)
     "align": {"sft", "data", "infer", "model", "tokenizer", "train"},  # sft's trainer contract; data: decontamination
     "quantize": {"model", "infer", "tokenizer"},
+    "merge": {"model", "infer", "tokenizer"},
     "gguf": {"model", "infer", "tokenizer", "quantize"},  # quantize: the one quality comparison
     "package": {"model", "infer"},
     "serve": {"infer", "tokenizer"},   # reads the other stages' records as files, never their code

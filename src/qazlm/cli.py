@@ -28,6 +28,7 @@ STAGE_CLIS = (
     "qazlm.infer.cli",       # generate
     "qazlm.sft.cli",         # sft-data, sft
     "qazlm.align.cli",       # pref-data, rm, dpo
+    "qazlm.merge.cli",       # merge
     "qazlm.quantize.cli",    # quantize
     "qazlm.package.cli",     # package, push
     "qazlm.serve.cli",       # serve

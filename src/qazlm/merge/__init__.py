@@ -1,0 +1,1 @@
+"""`qazlm merge`: model soups and task arithmetic through mergekit (docs/merge.md)."""
