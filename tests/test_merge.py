@@ -63,6 +63,19 @@ def test_linear_soup_is_the_normalized_weighted_mean(models, tmp_path, capfd):
     assert code == 0 and "up to date" in out_text + err
 
 
+def test_package_card_names_every_merged_input(models, tmp_path, capfd):
+    from qazlm.package.card import lineage
+    from qazlm.package.facts import collect
+
+    out = tmp_path / "soup"
+    assert run_cli(["merge", str(models["a"]), str(models["b"]), "-o", str(out)], capfd)[0] == 0
+    facts = collect(out / "final")
+    assert facts["root"]["folder"] == str(models["a"].resolve())    # the first input's chain leads to the root
+    line = lineage(facts).splitlines()[-1]
+    assert line.startswith(f"- merge: `{out / 'final'}` from `{models['a'].resolve()}`")
+    assert f"merged with `{models['b'].resolve()}` (weight 0.5, sha256 `" in line
+
+
 def test_task_arithmetic_adds_weighted_differences_to_the_base(models, tmp_path, capfd):
     import torch
 

@@ -392,5 +392,12 @@ def limitations(facts: dict) -> str:
 def lineage(facts: dict) -> str:
     lines = ["## Lineage", "", f"- root model: `{facts['root']['folder']}`"]
     lines += [f"- {c['stage']}: `{c['folder']}` from `{c['parent']}` (parent weights sha256 "
-              f"`{(c.get('parent_fingerprint') or '')[:16]}`)" for c in reversed(facts.get("chain", []))]
+              f"`{(c.get('parent_fingerprint') or '')[:16]}`){merged(c)}" for c in reversed(facts.get("chain", []))]
     return "\n".join(lines)
+
+
+def merged(link: dict) -> str:
+    """The other inputs of a `qazlm merge` link, with their weights (the parent is the first input)."""
+    others = link.get("merged_with") or []
+    return "".join(f", merged with `{m['path']}` (weight {m['weight']:.3g}, sha256 `{m['fingerprint'][:16]}`)"
+                   for m in others)
