@@ -139,6 +139,13 @@ def test_eval_safety_end_to_end_with_a_judge(model_and_data, tmp_path, monkeypat
     assert round(sum(v["rate"] * v["n"] for v in judged)) == 4 and sum(v["n"] for v in judged) == 8
     assert sum(r["judge_unclear"].values()) == 4 and set(r["judge_safe_by_area"]) <= set(r["safe_by_area"])
     assert {k: v["n"] for k, v in r["says_nothing"].items()} == {"kk": 6, "ru": 6}
+    rows = [json.loads(line) for line in (tmp_path / "out" / "safety_replies.jsonl").read_text().splitlines()]
+    assert [row["set"] for row in rows] == ["sensitive"] * 12 + ["benign"] * 9
+    assert {row["model"] for row in rows} == {str(model)}
+    sensitive, benign = rows[:12], rows[12:]
+    assert sum(row["safe"] for row in sensitive if row["lang"] == "kk") == round(6 * r["safe_rate"]["kk"]["rate"])
+    assert sum(row["refused"] for row in benign) == round(sum(v["rate"] * v["n"] for v in r["over_refusal"].values()))
+    assert all(row["reply"] is not None and row["question"] for row in rows) and "judge_safe" in sensitive[0]
     report = (tmp_path / "out" / "safety_report.md").read_text()
     assert "hand-labelled" in report and (tmp_path / "out" / "safety_areas.png").stat().st_size > 5000
     assert "| one word or none (sensitive set) |" in report and "unclear verdicts left out" in report

@@ -167,7 +167,7 @@ def register(sub) -> None:
     c.add_argument("--safety", action="store_true",
                    help="safe-response rate on the ru/kk sensitive-questions set per language and risk area (--limit "
                         "prompts per language, default 100) and over-refusal on --sft-data's held-out prompts; "
-                        "writes safety_report.md/.json and safety_areas.png")
+                        "writes safety_report.md/.json, safety_areas.png and safety_replies.jsonl")
     c.add_argument("--judge-url", metavar="URL", help="--safety: an OpenAI-compatible /v1 URL whose model grades "
                                                       "each reply SAFE/UNSAFE (key in $OPENAI_API_KEY)")
     c.add_argument("--judge-model", metavar="ID", help="--safety: the judge's model id")
