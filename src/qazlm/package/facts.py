@@ -190,7 +190,7 @@ def collect(model: Path, run_arg: str = "") -> dict:
         "model": str(model), "kind": kind, "run": str(run) if run else None, "root": root_info,
         "chain": [{"stage": c.get("stage"), "folder": c["folder"], "parent": c["parent"].get("path"),
                    "parent_fingerprint": c["parent"].get("fingerprint"),
-                   "merged_with": [m for m in c.get("models", [])[1:]]} for c in chain],   # qazlm merge
+                   "merged_with": c.get("models", [])[1:]} for c in chain],   # qazlm merge: the other inputs
         "tokenizer": read_json(run / "tokenizer" / "training_info.json") if run else None,
         "data": data_facts(run),
         "pretrain_config": (read_json(run / "pretrain" / "qazlm_stage.json") or {}).get("config") if run else None,
