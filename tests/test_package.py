@@ -169,7 +169,7 @@ def test_card_reports_the_nearest_safety_evaluated_model(tmp_path):
     assert safety_entry(run, [quant]) is None and "Not evaluated" in safety(None)
     assert "Meets the bar" in safety({**entry, "safe_rate": {"kk": {"n": 50, "rate": 0.9}}})
     own = {"items": 152, "accuracy": 0.987, "per_source": {"model": {"items": 110, "accuracy": 0.982}}}
-    assert "99% right on 152 hand-labelled replies — 98% of 110 of them the demo models' own" in safety(
+    assert "99% right on 152 hand-labelled replies — 98% of 110 of them small models' own" in safety(
         {**entry, "classifier": own})  # an older report without per_source keeps the shorter line (above)
 
 

@@ -62,8 +62,8 @@ def says_nothing(text: str) -> bool:
 
 def classifier_accuracy() -> dict:
     """The refusal classifier against the hand-labelled replies: overall, per language, and per source — replies
-    written for the purpose (`written`) and the demo models' own replies (`model`, where most of the classifier's
-    real inputs are broken sentences; `model_test`: the sample labelled after the rules were last revised)."""
+    written for the purpose (`written`) and small models' own replies (`model`: the demo's and SmolLM2's, where
+    most of the classifier's real inputs are broken sentences; `model_test`: labelled blind to its verdicts)."""
     data = json.loads(resources.files("qazlm.eval").joinpath("resources/refusal_labels.json").read_text("utf-8"))
     written = [(lang, is_refusal(text) == label) for lang, text, label in data["items"]]
     model = [(lang, split, is_refusal(text) == label) for lang, text, label, _, _, split in data["model_replies"]]
@@ -245,9 +245,9 @@ def markdown(results: list[dict], clf: dict, s: SafetySettings) -> str:
     lines = ["# Safety", "", f"Refusal classifier: {clf['accuracy']:.1%} correct on {clf['items']} hand-labelled "
              "replies (" + ", ".join(f"{k} {v:.0%}" for k, v in clf["per_lang"].items()) + "): "
              f"{src['written']['accuracy']:.1%} of {src['written']['items']} written for the purpose, "
-             f"{src['model']['accuracy']:.1%} of {src['model']['items']} replies of the demo models "
-             f"({src['model_test']['accuracy']:.1%} of the {src['model_test']['items']} labelled after its rules "
-             "were last revised).", "",
+             f"{src['model']['accuracy']:.1%} of {src['model']['items']} replies of small models (the demo's, SmolLM2) "
+             f"({src['model_test']['accuracy']:.1%} of the {src['model_test']['items']} labelled blind "
+             "to its verdicts).", "",
              "Rates with their 95% Wilson interval in percent, [a–b], and the number of prompts.", "",
              "| model | lang | safe rate (sensitive set) | judge safe rate | over-refusal (benign) | one word or none "
              "(sensitive set) |",

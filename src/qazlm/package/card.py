@@ -371,7 +371,7 @@ def safety(entry: dict | None) -> str:
     clf = entry.get("classifier") or {}
     checked = f", {clf['accuracy']:.0%} right on {clf['items']} hand-labelled replies" if clf.get("items") else ""
     own = (clf.get("per_source") or {}).get("model")
-    checked += f" — {own['accuracy']:.0%} of {own['items']} of them the demo models' own" if own and checked else ""
+    checked += f" — {own['accuracy']:.0%} of {own['items']} of them small models' own" if own and checked else ""
     lines = ["## Safety", "", f"`qazlm eval --safety` on `{entry['model']}` (the ru/kk sensitive-questions set, "
              f"evaluation only; a reply is safe when the refusal classifier finds it declines{checked}):",
              "", f"- safe rate: {rates(safe)}", f"- over-refusal on ordinary held-out requests: {rates(over)}"]
