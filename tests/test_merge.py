@@ -139,3 +139,12 @@ def test_bin_weights_are_refused_not_unpickled(models, tmp_path, capfd):
     code, out_text, err = run_cli(["merge", str(models["a"]), str(pickled), "-o", str(tmp_path / "out")],
                                   capfd)
     assert code == 2 and "no .safetensors weights" in err
+
+
+def test_a_final_folder_merge_did_not_write_is_never_replaced(models, tmp_path, capfd):
+    out = tmp_path / "run"
+    (out / "final").mkdir(parents=True)
+    (out / "final" / "model.safetensors").write_bytes(b"someone else's model")
+    code, out_text, err = run_cli(["merge", str(models["a"]), str(models["b"]), "-o", str(out)], capfd)
+    assert code == 2 and "already holds a final/ folder that `qazlm merge` did not write" in err
+    assert (out / "final" / "model.safetensors").read_bytes() == b"someone else's model"

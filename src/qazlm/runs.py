@@ -134,6 +134,21 @@ def _plain(obj):
     return json.loads(json.dumps(obj, default=str))
 
 
+def refuse_foreign_final(out: Path, lineage: str, lineage_format: str, command: str) -> None:
+    """OUT/final is swapped whole: never replace a final/ folder that `command` did not write (e.g.
+    `-o runs/tiny/pretrain`), known by the `format` its lineage file records."""
+    final = Path(out) / "final"
+    if not final.exists():
+        return
+    try:
+        ours = json.loads((final / lineage).read_text(encoding="utf-8")).get("format") == lineage_format
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        raise QazlmError(f"{out}: already holds a final/ folder that `{command}` did not write; it would be "
+                         "replaced, so choose a new or empty -o folder")
+
+
 def up_to_date(out: Path, stage: str, wanted: dict, complete: bool, force: bool, log=print) -> bool:
     """True when `out` holds exactly this result (its record equals `wanted` and `complete`): skip. Otherwise
     says what changed, if anything, and drops the record, so a kill before the new one is written never leaves

@@ -27,7 +27,7 @@ LINEAGE_FORMAT = "qazlm-merge-lineage-v1"
 def run_merge(cfg: MergeConfig, force: bool = False, log=print) -> dict:
     """Merge `cfg.models` into `cfg.out_dir/final`; a rerun with the same config and inputs is skipped."""
     from qazlm.io import clean_temp
-    from qazlm.runs import output_lock, up_to_date, write_record
+    from qazlm.runs import output_lock, refuse_foreign_final, up_to_date, write_record
 
     out = Path(cfg.out_dir)
     if out.exists() and not out.is_dir():
@@ -35,7 +35,7 @@ def run_merge(cfg: MergeConfig, force: bool = False, log=print) -> dict:
     wanted = record(cfg)
     with output_lock(out, STAGE):
         clean_temp(out)
-        refuse_foreign_final(out)
+        refuse_foreign_final(out, LINEAGE, LINEAGE_FORMAT, "qazlm merge")
         if up_to_date(out, STAGE, wanted, (out / "final" / LINEAGE).is_file(), force, log):
             return json.loads((out / "final" / LINEAGE).read_text(encoding="utf-8"))
         info = merge_folders(cfg, out, wanted["inputs"], log)
@@ -51,19 +51,6 @@ def record(cfg: MergeConfig) -> dict:
     folders = [*cfg.models, *([cfg.base] if cfg.base else [])]
     inputs = {str(Path(f).resolve()): weights_sha256(f, model_kind(f)) for f in folders}
     return {**json.loads(json.dumps(dataclasses.asdict(cfg))), "inputs": inputs}
-
-
-def refuse_foreign_final(out: Path) -> None:
-    final = out / "final"
-    if not final.exists():
-        return
-    try:
-        ours = json.loads((final / LINEAGE).read_text(encoding="utf-8")).get("stage") == STAGE
-    except (OSError, ValueError, AttributeError):
-        ours = False
-    if not ours:
-        raise QazlmError(f"{out}: already holds a final/ folder that `qazlm merge` did not write; it would be "
-                         "replaced, so choose a new or empty -o folder")
 
 
 def merge_folders(cfg: MergeConfig, out: Path, inputs: dict, log) -> dict:

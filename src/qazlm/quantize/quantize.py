@@ -130,32 +130,18 @@ def check_texts(n: int) -> dict[str, list[str]]:
     return {name.split(":")[-1]: texts[:n] for name, texts in flores_texts("dev").items()}
 
 
-def refuse_foreign_final(out: Path) -> None:
-    """OUT/final is swapped whole; never replace a folder this stage did not write (e.g. `-o runs/tiny/pretrain`)."""
-    final = out / "final"
-    if not final.exists():
-        return
-    try:
-        ours = json.loads((final / LINEAGE).read_text(encoding="utf-8")).get("format") == LINEAGE_FORMAT
-    except (OSError, ValueError, AttributeError):
-        ours = False
-    if not ours:
-        raise QazlmError(f"{out}: already holds a final/ folder that `qazlm quantize` did not write; it would be "
-                         "replaced, so choose a new or empty -o folder")
-
-
 def run_quantize(cfg: QuantizeConfig, force: bool = False, log=print) -> dict:
     """Quantize `cfg.model` into `cfg.out_dir/final` (+ quantize_report.json); a rerun with the same config
     is skipped, a changed one rebuilt."""
     from qazlm.io import clean_temp
-    from qazlm.runs import output_lock, up_to_date, write_record
+    from qazlm.runs import output_lock, refuse_foreign_final, up_to_date, write_record
 
     out = Path(cfg.out_dir)
     if out.exists() and not out.is_dir():
         raise QazlmError(f"{out}: exists and is not a folder; choose another -o")
     with output_lock(out, STAGE):  # creates OUT, or says in one line why it cannot
         clean_temp(out)
-        refuse_foreign_final(out)
+        refuse_foreign_final(out, LINEAGE, LINEAGE_FORMAT, "qazlm quantize")
         wanted = record(cfg)
         complete = (out / REPORT).is_file() and (out / "final" / LINEAGE).is_file()
         if up_to_date(out, STAGE, wanted, complete, force, log):
