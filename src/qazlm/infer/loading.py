@@ -82,6 +82,16 @@ def load_tokenizer(path: str | Path):
     return tok
 
 
+def with_chat_template(tok, kind: str):
+    """`tok` with the one chat template when it comes from our own folder without one: our tokenizers reserve
+    the ChatML tokens, so a folder written from them chats as is."""
+    from qazlm.tokenizer.special_tokens import CHAT_TEMPLATE, IM_START
+
+    if kind == "qazlm" and not tok.chat_template and IM_START in tok.get_vocab():
+        tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
 def load_model(path: str | Path, device: str = "cpu", tokenizer: str | Path | None = None) -> Loaded:
     """(model, tokenizer, name) for our model folder or an HF folder, in eval mode on `device`."""
     path = Path(path)

@@ -54,15 +54,17 @@ def record(cfg: MergeConfig) -> dict:
 
 
 def merge_folders(cfg: MergeConfig, out: Path, inputs: dict, log) -> dict:
-    from qazlm.infer.loading import load_tokenizer
+    from qazlm.infer.loading import load_tokenizer, model_kind, with_chat_template
     from qazlm.io import atomic_dir, write_json
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=out, prefix=".qazlm-tmp-") as scratch:
         sources = [as_transformers(f, Path(scratch) / f"in{i}") for i, f in enumerate(cfg.models)]
         base = as_transformers(cfg.base, Path(scratch) / "base") if cfg.base else None
-        check_mergeable([*sources, *([base] if base else [])], [*cfg.models, *([cfg.base] if cfg.base else [])])
-        tok = load_tokenizer(sources[0])
+        folders = [*sources, *([base] if base else [])]
+        tok = with_chat_template(load_tokenizer(sources[0]), model_kind(cfg.models[0]))
+        vocabs = [tok.get_vocab()] + [load_tokenizer(src).get_vocab() for src in folders[1:]]   # each read once
+        check_mergeable(folders, [*cfg.models, *([cfg.base] if cfg.base else [])], vocabs)
         with atomic_dir(out / "final") as tmp:
             mergekit_merge(mergekit_config(cfg, sources, base), tmp)
             tok.save_pretrained(tmp)
@@ -78,16 +80,10 @@ def as_transformers(folder: str, scratch: Path) -> Path:
     """A transformers folder with safetensors weights: HF folders as they are, ours exported (scratch)."""
     from qazlm.infer.loading import model_kind
     from qazlm.model.hf import export_hf
-    from qazlm.tokenizer.special_tokens import CHAT_TEMPLATE, IM_START
 
     path = Path(folder)
     if model_kind(path) == "qazlm":
-        exported = export_hf(path, scratch)
-        config = json.loads((exported / "tokenizer_config.json").read_text(encoding="utf-8"))
-        vocab = json.loads((exported / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
-        if not config.get("chat_template") and not (exported / "chat_template.jinja").exists() and IM_START in vocab:
-            (exported / "chat_template.jinja").write_text(CHAT_TEMPLATE, encoding="utf-8")
-        return exported
+        return export_hf(path, scratch)
     if not any(path.glob("*.safetensors")):
         raise QazlmError(f"{path}: no .safetensors weights (qazlm never unpickles .bin files); save the model "
                          "with save_pretrained(..., safe_serialization=True) first")
@@ -104,19 +100,17 @@ def tensor_shapes(folder: Path) -> dict[str, tuple]:
     return shapes
 
 
-def check_mergeable(sources: list[Path], names: list[str]) -> None:
+def check_mergeable(sources: list[Path], names: list[str], vocabs: list[dict]) -> None:
     """One line naming the first tensor or vocabulary that differs: only one architecture can be averaged."""
-    from qazlm.infer.loading import load_tokenizer
-
-    shapes, vocab = tensor_shapes(sources[0]), load_tokenizer(sources[0]).get_vocab()
-    for src, name in zip(sources[1:], names[1:]):
+    shapes = tensor_shapes(sources[0])
+    for src, name, vocab in zip(sources[1:], names[1:], vocabs[1:]):
         other = tensor_shapes(src)
         diff = sorted(set(shapes) ^ set(other)) or sorted(k for k in shapes if shapes[k] != other[k])
         if diff:
             k = diff[0]
             raise QazlmError(f"merge: {name} and {names[0]} differ in tensor {k} ({other.get(k, 'absent')} vs "
                              f"{shapes.get(k, 'absent')}); merge only fine-tunes of one parent model")
-        if load_tokenizer(src).get_vocab() != vocab:
+        if vocab != vocabs[0]:
             raise QazlmError(f"merge: {name} and {names[0]} have different tokenizer vocabularies; merge only "
                              "fine-tunes of one parent model")
 

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from qazlm.errors import QazlmError
 from qazlm.quantize.config import SCHEMES, QuantizeConfig
-from qazlm.tokenizer.special_tokens import CHAT_TEMPLATE, IM_START
 
 STAGE = "quantize"
 LINEAGE = "qazlm_lineage.json"
@@ -164,7 +163,7 @@ def quantize_folder(cfg: QuantizeConfig, out: Path, log, parent_sha256: str) -> 
     import transformers
     from transformers import TorchAoConfig
 
-    from qazlm.infer.loading import load_tokenizer, model_kind, quiet_torchao
+    from qazlm.infer.loading import load_tokenizer, model_kind, quiet_torchao, with_chat_template
     from qazlm.io import write_json
     from qazlm.model.hf import export_hf
 
@@ -172,9 +171,7 @@ def quantize_folder(cfg: QuantizeConfig, out: Path, log, parent_sha256: str) -> 
     transformers.logging.disable_progress_bar()  # per-tensor loading/writing bars would bury the summary
     model_path = Path(cfg.model)
     kind = model_kind(model_path)
-    tok = load_tokenizer(model_path)
-    if kind == "qazlm" and not tok.chat_template and IM_START in tok.get_vocab():
-        tok.chat_template = CHAT_TEMPLATE  # our tokenizers reserve the ChatML tokens: the folder chats as is
+    tok = with_chat_template(load_tokenizer(model_path), kind)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=out, prefix=".qazlm-tmp-") as scratch:
         src = model_path if kind == "hf" else export_hf(model_path, Path(scratch) / "fp32")
