@@ -11,6 +11,13 @@ at a time. A level sends at least 8 requests in all, so the one-client figure is
 Every level is bounded in count and time (`--level-seconds`). The last line is one JSON object.
 
     python benchmarks/bench_serve.py --models tiny,small --tiny runs/tiny/sft/final --small runs/small/pretrain/final
+
+`--llama-server BIN` adds llama.cpp's own server (continuous batching over `-np` slots, as many slots as qazlm
+serve gets), built from the llama.cpp source in llama-cpp-python's sdist (docs/serve.md). Started with `--jinja`,
+it also renders five chat conversations (system prompt, several turns, tools offered, a tool call with dict and
+with string arguments) through the chat template in the GGUF, and each must equal transformers'
+`apply_chat_template` on the model folder: the check that `llama-server --jinja` and `llama-cli --jinja` chat as
+our models were trained to.
 """
 
 from __future__ import annotations
@@ -113,7 +120,11 @@ async def level(url: str, bodies: list[dict], clients: int, requests: int, secon
         for k in range(requests):
             if time.monotonic() > deadline:
                 return
-            res = await one_request(client, url, bodies[(c * requests + k) % len(bodies)])
+            body = bodies[(c * requests + k) % len(bodies)]
+            try:
+                res = await one_request(client, url, body)
+            except httpx.RemoteProtocolError:  # a kept-alive connection the server had closed (llama-server
+                res = await one_request(client, url, body)  # closes one after a few requests): send it again
             if res is None:
                 failed += 1
             else:
@@ -150,15 +161,61 @@ def gguf_f32(name: str, path: Path, work: Path) -> Path:
     return out / file_name(name, "f32")
 
 
-def servers(name: str, path: Path, gguf: Path, slots: int, port: int, args_threads: int) -> dict[str, list[str]]:
+def servers(name: str, path: Path, gguf: Path, slots: int, port: int, args) -> dict[str, list[str]]:
     qazlm = str(Path(sys.executable).with_name("qazlm"))
-    threads = str(args_threads)
-    return {"qazlm serve": [qazlm, "serve", str(path), "--port", str(port), "--slots", str(slots),
+    threads = str(args.threads)
+    llama_server = {"llama.cpp server": [args.llama_server, "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+                                         "-np", str(slots), "-c", str(slots * 256), "-t", threads, "-tb", threads,
+                                         "--jinja", "--no-webui"]} if args.llama_server else {}
+    return llama_server | {"qazlm serve": [qazlm, "serve", str(path), "--port", str(port), "--slots", str(slots),
                             "--max-queue", "256", "--max-tokens", "1024", "--set", f"name={name}",
                             "--threads", threads],
             "llama-cpp-python server": [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host",
                                         "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", threads,
                                         "--n_threads_batch", threads, "--interrupt_requests", "False"]}
+
+
+CHATS = {
+    "system prompt, three turns": ([{"role": "system", "content": "Жауапты тек қазақша бер."},
+                                    {"role": "user", "content": "Сәлем! Қалайсың?"},
+                                    {"role": "assistant", "content": "Жақсы, рахмет."},
+                                    {"role": "user", "content": "Енді орысша айтшы."}], False),
+    "no system, emoji and whitespace runs": ([{"role": "user", "content": "Привет 👋  два  пробела\tи таб"}], False),
+    "tools offered": ([{"role": "user", "content": "100 долларды теңгеге айырбаста"}], True),
+    "tool call (dict arguments) and result": ([{"role": "user", "content": "100 USD in KZT?"},
+                                               {"role": "assistant", "content": "", "tool_calls": [
+                                                   {"id": "c1", "type": "function", "function": {
+                                                       "name": "convert_currency",
+                                                       "arguments": {"amount": 100, "from": "USD", "to": "KZT"}}}]},
+                                               {"role": "tool", "tool_call_id": "c1", "content": '{"result": 52000}'}],
+                                              True),
+}
+CHATS["tool call (string arguments) and result"] = (
+    [m if m["role"] != "assistant" else {**m, "tool_calls": [{**m["tool_calls"][0], "function": {
+        "name": "convert_currency", "arguments": json.dumps({"amount": 100, "from": "USD", "to": "KZT"})}}]}
+     for m in CHATS["tool call (dict arguments) and result"][0]], True)
+TOOLS = [{"type": "function", "function": {
+    "name": "convert_currency", "description": "Convert an amount of money at a fixed rate table",
+    "parameters": {"type": "object", "properties": {"amount": {"type": "number"}, "from": {"type": "string"},
+                                                    "to": {"type": "string"}}, "required": ["amount", "from", "to"]}}}]
+
+
+def template_parity(url: str, path: Path) -> dict:
+    """llama-server's --jinja rendering (POST /apply-template) of each of CHATS against transformers'."""
+    import httpx2 as httpx  # the HTTP client the openai package ships with
+
+    from qazlm.infer.loading import load_tokenizer
+
+    tok = load_tokenizer(path)
+    differ = []
+    for name, (messages, with_tools) in CHATS.items():
+        tools = TOOLS if with_tools else None
+        ours = tok.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
+        r = httpx.post(url + "/apply-template", json={"messages": messages} | ({"tools": tools} if tools else {}),
+                       timeout=30)
+        if r.status_code != 200 or r.json().get("prompt") != ours:
+            differ.append(name)
+    return {"identical": len(CHATS) - len(differ), "of": len(CHATS), "different": differ}
 
 
 def bench_model(name: str, path: Path, args, work: Path) -> dict:
@@ -169,12 +226,16 @@ def bench_model(name: str, path: Path, args, work: Path) -> dict:
     end_ids = stop_ids_for(load_tokenizer(path), SamplingParams())
     bodies = [request_body(name, " ".join(s.split()[:6]), args.tokens, end_ids)
               for sents in devtest(12).values() for s in sents]
-    out: dict[str, list[dict]] = {}
-    for server, argv in servers(name, path, gguf, max(args.clients), free_port(), args.threads).items():
+    out: dict = {}
+    for server, argv in servers(name, path, gguf, max(args.clients), free_port(), args).items():
         port = int(argv[argv.index("--port") + 1])
         proc = start(argv, port, work / f"{name}-{server.split()[0]}.log")
         try:
             url = f"http://127.0.0.1:{port}"
+            if server == "llama.cpp server":
+                out["llama.cpp chat template"] = template_parity(url, path)
+                print(f"  {name} llama-server --jinja renders {out['llama.cpp chat template']['identical']}/"
+                      f"{len(CHATS)} chats as transformers does", flush=True)
             asyncio.run(level(url, bodies[:1], 1, 1, 60))          # warm-up
             out[server] = []
             for clients in args.clients:
@@ -197,14 +258,20 @@ def print_table(name: str, rows: dict[str, list[dict]]) -> None:
     print(f"{'server':26s} {'clients':>7s} {'reqs':>5s} {'tokens':>7s} {'tok/s':>8s} {'x 1 client':>10s} "
           f"{'TTFT p50':>9s} {'TTFT p99':>9s} {'ITL p50':>8s} {'ITL p99':>8s}  (ms)")
     for server, levels in rows.items():
+        if not isinstance(levels, list):
+            continue
         for r in levels:
             print(f"{server:26s} {r['clients']:7d} {r['requests']:5d} {r['tokens']:7d} {r['tok_s']:8.1f} "
                   f"{r['speedup']:10.2f} {r['ttft_p50_ms'] or 0:9.1f} {r['ttft_p99_ms'] or 0:9.1f} "
                   f"{r['itl_p50_ms'] or 0:8.1f} {r['itl_p99_ms'] or 0:8.1f}" + (f"  {r['failed']} failed"
                                                                                if r["failed"] else ""))
-    ours, theirs = rows.get("qazlm serve", []), rows.get("llama-cpp-python server", [])
-    for a, b in zip(ours, theirs):
-        print(f"  {a['clients']:2d} clients: qazlm / llama-cpp-python throughput = {a['tok_s'] / b['tok_s']:.2f}")
+    for other in ("llama-cpp-python server", "llama.cpp server"):
+        for a, b in zip(rows.get("qazlm serve", []), rows.get(other, [])):
+            print(f"  {a['clients']:2d} clients: qazlm / {other} throughput = {a['tok_s'] / b['tok_s']:.2f}")
+    if "llama.cpp chat template" in rows:
+        parity = rows["llama.cpp chat template"]
+        print(f"  llama-server --jinja chat template: {parity['identical']}/{parity['of']} renders identical to "
+              f"transformers'" + (f" (different: {', '.join(parity['different'])})" if parity["different"] else ""))
 
 
 def main() -> int:
@@ -218,6 +285,8 @@ def main() -> int:
     ap.add_argument("--work", default="out/bench_serve", help="GGUF files and server logs")
     ap.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                     help="CPU threads of both servers (default: all cores but one, qazlm serve's own default)")
+    ap.add_argument("--llama-server", default=None, metavar="BIN",
+                    help="also run llama.cpp's llama-server binary (built from source; docs/serve.md)")
     args = ap.parse_args()
     args.clients = [int(c) for c in args.clients.split(",")]
     models = find_models(args)
