@@ -233,23 +233,26 @@ def test_compare_texts_against_itself_and_bits_per_byte(models):
 
 
 def test_llama_perplexity_windows_score_the_second_half_of_each_chunk(models):
-    """llama-perplexity's protocol: the joined texts cut into n_ctx chunks (the tail dropped), each chunk's first
-    token replaced by the prefix token, tokens n_ctx/2+1 .. n_ctx-1 predicted (each once, each with at least
-    n_ctx/2 tokens of context)."""
+    """llama-perplexity's protocol: the joined texts cut into n_ctx chunks (the tail dropped), tokens
+    n_ctx/2+1 .. n_ctx-1 predicted (each once, each with at least n_ctx/2 tokens of context); each chunk's first
+    token becomes BOS only for a tokenizer that adds one (ours does not; llama.cpp reads the same flag)."""
     from qazlm.infer.loading import load_model
-    from qazlm.infer.scoring import perplexity_windows, prefix_token_id
+    from qazlm.infer.scoring import perplexity_windows
     from qazlm.quantize.compare import compare_texts
 
     m, tok, _ = load_model(models["ours"])
     texts = ["Қазақстан — Орталық Азиядағы мемлекет.", "Москва — столица России.", "A short English line."]
     stream = tok("\n".join(texts), add_special_tokens=False)["input_ids"]
     windows = perplexity_windows(tok, texts, 8)
-    assert len(windows) == len(stream) // 8 >= 3
+    assert len(windows) == len(stream) // 8 >= 3 and not tok.add_bos_token
     for k, (inp, pred) in enumerate(windows):
         chunk = stream[8 * k:8 * k + 8]
-        assert inp == [prefix_token_id(tok)] + chunk[1:7] and pred == chunk[5:]
+        assert inp == chunk[:7] and pred == chunk[5:]
     one = tok(texts[0], add_special_tokens=False)["input_ids"]       # shorter than n_ctx: one shorter chunk
-    assert perplexity_windows(tok, texts[:1], 10**6) == [([prefix_token_id(tok)] + one[1:-1], one[len(one) // 2 + 1:])]
+    assert perplexity_windows(tok, texts[:1], 10**6) == [(one[:-1], one[len(one) // 2 + 1:])]
+    tok.add_bos_token = True                                           # Llama 3's tokenizers add a BOS
+    assert [w[0][0] for w in perplexity_windows(tok, texts, 8)] == [tok.bos_token_id] * len(windows)
+    tok.add_bos_token = False
     c = compare_texts(m, m, tok, texts, max_len=8, protocol="llama-perplexity")
     assert c["tokens"] == 3 * len(windows) and c["kl"] == pytest.approx(0.0, abs=1e-7) and c["top1"] == 1.0
     with pytest.raises(ValueError, match="protocol"):

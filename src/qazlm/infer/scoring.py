@@ -57,14 +57,18 @@ def document_windows(tokenizer, texts: list[str], max_len: int) -> list[tuple[li
 def perplexity_windows(tokenizer, texts: list[str], n_ctx: int = 512) -> list[tuple[list[int], list[int]]]:
     """llama.cpp's `llama-perplexity` protocol, behind its published quantization figures: the texts joined by
     newlines into one token stream, cut into consecutive chunks of `n_ctx` tokens (a shorter tail is dropped),
-    the first token of each chunk replaced by the prefix token, and only the second half of each chunk scored,
-    so every scored token has at least n_ctx/2 tokens of context. Fewer than n_ctx tokens: one shorter chunk."""
-    prefix = prefix_token_id(tokenizer)
+    and only the second half of each chunk scored, so every scored token has at least n_ctx/2 tokens of context.
+    Fewer than n_ctx tokens: one shorter chunk. As llama-perplexity does, the first token of each chunk becomes
+    the BOS token only for a tokenizer that adds one (`add_bos_token`, the GGUF's `tokenizer.ggml.add_bos_token`):
+    Llama 3 does; Qwen, SmolLM2 and ours do not, and their chunks start mid-text."""
     stream = list(tokenizer("\n".join(texts), add_special_tokens=False)["input_ids"])
+    bos = tokenizer.bos_token_id if getattr(tokenizer, "add_bos_token", False) else None
     size = min(n_ctx, len(stream))
     windows = []
     for start in range(0, len(stream) - size + 1, size):
-        chunk = [prefix] + stream[start + 1:start + size]
+        chunk = stream[start:start + size]
+        if bos is not None:
+            chunk[0] = bos
         windows.append((chunk[:-1], chunk[size // 2 + 1:]))
     return windows
 
