@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -94,16 +95,26 @@ def llama_perplexity(binary: str, files: dict[str, Path], texts: dict[str, list[
 
     fields = {"ppl_delta_pct": r"Mean PPL\(Q\)/PPL\(base\)\s*:\s*([0-9.]+)", "kld": r"Mean\s+KLD:\s*([0-9.]+)",
               "top1": r"Same top p:\s*([0-9.]+)"}
+    def tool(argv: list[str]) -> str:
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise SystemExit(f"llama-perplexity: {' '.join(argv)} exited with {done.returncode}: {tail[0]}")
+        return done.stdout
+
     out: dict[str, dict] = {t: {} for t in files if t != "f32"}
     for lang, sents in texts.items():
         text, base = work / f"devtest_{lang}.txt", work / f"f32_{lang}.kld"
         text.write_text("\n".join(sents), encoding="utf-8")
         run = [binary, "-c", "512", "-b", "512", "-t", str(os.cpu_count() or 1), "--kl-divergence-base", str(base)]
-        subprocess.run(run + ["-m", str(files["f32"]), "-f", str(text)], check=True, capture_output=True)
+        tool(run + ["-m", str(files["f32"]), "-f", str(text)])
         for t in out:
-            log = subprocess.run(run + ["-m", str(files[t]), "--kl-divergence"], check=True, capture_output=True,
-                                 text=True).stdout
-            got = {k: float(re.search(rx, log).group(1)) for k, rx in fields.items()}
+            log = tool(run + ["-m", str(files[t]), "--kl-divergence"])
+            found = {k: re.search(rx, log) for k, rx in fields.items()}
+            if not all(found.values()):
+                raise SystemExit(f"llama-perplexity: no summary for {files[t].name} ({lang}); is {binary} "
+                                 "llama.cpp's llama-perplexity?")
+            got = {k: float(m.group(1)) for k, m in found.items()}
             out[t][lang] = {"ppl_delta_pct": 100 * (got["ppl_delta_pct"] - 1), "kld": got["kld"],
                             "top1": got["top1"] / 100}
         print(f"    llama-perplexity: {lang} scored", flush=True)
@@ -213,6 +224,8 @@ def main() -> int:
     ap.add_argument("--llama-perplexity", default=None, metavar="BIN",
                     help="also score with llama.cpp's llama-perplexity binary (built from source; docs/deploy.md)")
     args = ap.parse_args()
+    if args.llama_perplexity and not shutil.which(args.llama_perplexity):
+        ap.error(f"--llama-perplexity: {args.llama_perplexity} is not an executable file; build it from llama.cpp's source (docs/deploy.md)")
     from qazlm.infer.loading import quiet_torchao
 
     quiet_torchao()

@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -288,6 +289,8 @@ def main() -> int:
     ap.add_argument("--llama-server", default=None, metavar="BIN",
                     help="also run llama.cpp's llama-server binary (built from source; docs/serve.md)")
     args = ap.parse_args()
+    if args.llama_server and not shutil.which(args.llama_server):
+        ap.error(f"--llama-server: {args.llama_server} is not an executable file; build it from llama.cpp's source (docs/deploy.md)")
     args.clients = [int(c) for c in args.clients.split(",")]
     models = find_models(args)
     if not models:
