@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -38,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_quantize import add_model_args, decode_speed, devtest, find_models, no_models, prompt_ids  # noqa: E402
+from bench_quantize import add_model_args, require_binary, decode_speed, devtest, find_models, no_models, prompt_ids  # noqa: E402
 
 TYPES = ("f32", "f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")
 F16_OUTPUT = "q8_0+f16out"   # Q8_0 again, its output (tied embedding) tensor kept in f16
@@ -142,9 +141,9 @@ def bench_model(name: str, path: Path, args, work: Path) -> dict:
     engine, tok, _ = load_model(path)
     parity = full_parity(files["f32"], tok)
     print(f"  {name}: parity {parity_line(parity)}", flush=True)
-    scores = quality(files, engine, tok, devtest(args.sentences), args.protocol)
-    tool = llama_perplexity(args.llama_perplexity, files, devtest(args.sentences), work / name) \
-        if args.llama_perplexity else None
+    texts = devtest(args.sentences)
+    scores = quality(files, engine, tok, texts, args.protocol)
+    tool = llama_perplexity(args.llama_perplexity, files, texts, work / name) if args.llama_perplexity else None
     prompt = prompt_ids(tok, devtest(1), 1)[0]
     speeds = {"fp32 (qazlm engine)": decode_speed(engine, prompt, 1, args.speed_tokens)}
     for scheme in TORCHAO:
@@ -224,8 +223,7 @@ def main() -> int:
     ap.add_argument("--llama-perplexity", default=None, metavar="BIN",
                     help="also score with llama.cpp's llama-perplexity binary (built from source; docs/deploy.md)")
     args = ap.parse_args()
-    if args.llama_perplexity and not shutil.which(args.llama_perplexity):
-        ap.error(f"--llama-perplexity: {args.llama_perplexity} is not an executable file; build it from llama.cpp's source (docs/deploy.md)")
+    require_binary(ap, "--llama-perplexity", args.llama_perplexity)
     from qazlm.infer.loading import quiet_torchao
 
     quiet_torchao()

@@ -124,6 +124,14 @@ def add_model_args(ap, tiny: str) -> None:
     ap.add_argument("--smollm2-dir", default=None, help="converted SmolLM2 folder (benchmarks/_smollm2.py)")
 
 
+def require_binary(ap, flag: str, path: str | None) -> None:
+    """A llama.cpp tool given on the command line must be an executable (built from source: docs/deploy.md)."""
+    import shutil
+
+    if path and not shutil.which(path):
+        ap.error(f"{flag}: {path} is not an executable file; build it from llama.cpp's source (docs/deploy.md)")
+
+
 def no_models(bench: str) -> int:
     print("no model to benchmark (see the notes above and --help)")
     print(json.dumps({"bench": bench, "models": {}, "skipped": "no model folder found"}))

@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -39,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_quantize import add_model_args, devtest, find_models, no_models  # noqa: E402
+from bench_quantize import add_model_args, require_binary, devtest, find_models, no_models  # noqa: E402
 
 from qazlm.infer.engine import stop_ids_for  # noqa: E402
 
@@ -176,38 +175,34 @@ def servers(name: str, path: Path, gguf: Path, slots: int, port: int, args) -> d
                                         "--n_threads_batch", threads, "--interrupt_requests", "False"]}
 
 
-CHATS = {
+def tool_chat(arguments) -> list[dict]:
+    """A tool call and its result, the call's arguments as given (a dict, or a JSON string as OpenAI sends)."""
+    call = {"id": "c1", "type": "function", "function": {"name": "convert_currency", "arguments": arguments}}
+    return [{"role": "user", "content": "100 USD in KZT?"}, {"role": "assistant", "content": "", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": '{"result": 52000}'}]
+
+
+CALL = {"amount": 100, "from": "USD", "to": "KZT"}
+CHATS = {   # name: (messages, with the tools offered)
     "system prompt, three turns": ([{"role": "system", "content": "Жауапты тек қазақша бер."},
                                     {"role": "user", "content": "Сәлем! Қалайсың?"},
                                     {"role": "assistant", "content": "Жақсы, рахмет."},
                                     {"role": "user", "content": "Енді орысша айтшы."}], False),
     "no system, emoji and whitespace runs": ([{"role": "user", "content": "Привет 👋  два  пробела\tи таб"}], False),
     "tools offered": ([{"role": "user", "content": "100 долларды теңгеге айырбаста"}], True),
-    "tool call (dict arguments) and result": ([{"role": "user", "content": "100 USD in KZT?"},
-                                               {"role": "assistant", "content": "", "tool_calls": [
-                                                   {"id": "c1", "type": "function", "function": {
-                                                       "name": "convert_currency",
-                                                       "arguments": {"amount": 100, "from": "USD", "to": "KZT"}}}]},
-                                               {"role": "tool", "tool_call_id": "c1", "content": '{"result": 52000}'}],
-                                              True),
+    "tool call (dict arguments) and result": (tool_chat(CALL), True),
+    "tool call (string arguments) and result": (tool_chat(json.dumps(CALL)), True),
 }
-CHATS["tool call (string arguments) and result"] = (
-    [m if m["role"] != "assistant" else {**m, "tool_calls": [{**m["tool_calls"][0], "function": {
-        "name": "convert_currency", "arguments": json.dumps({"amount": 100, "from": "USD", "to": "KZT"})}}]}
-     for m in CHATS["tool call (dict arguments) and result"][0]], True)
 TOOLS = [{"type": "function", "function": {
     "name": "convert_currency", "description": "Convert an amount of money at a fixed rate table",
     "parameters": {"type": "object", "properties": {"amount": {"type": "number"}, "from": {"type": "string"},
                                                     "to": {"type": "string"}}, "required": ["amount", "from", "to"]}}}]
 
 
-def template_parity(url: str, path: Path) -> dict:
-    """llama-server's --jinja rendering (POST /apply-template) of each of CHATS against transformers'."""
+def template_parity(url: str, tok) -> dict:
+    """llama-server's --jinja rendering (POST /apply-template) of each of CHATS against transformers' (`tok`)."""
     import httpx2 as httpx  # the HTTP client the openai package ships with
 
-    from qazlm.infer.loading import load_tokenizer
-
-    tok = load_tokenizer(path)
     differ = []
     for name, (messages, with_tools) in CHATS.items():
         tools = TOOLS if with_tools else None
@@ -224,7 +219,8 @@ def bench_model(name: str, path: Path, args, work: Path) -> dict:
     from qazlm.infer.loading import load_tokenizer
     from qazlm.infer.sampling import SamplingParams
 
-    end_ids = stop_ids_for(load_tokenizer(path), SamplingParams())
+    tok = load_tokenizer(path)
+    end_ids = stop_ids_for(tok, SamplingParams())
     bodies = [request_body(name, " ".join(s.split()[:6]), args.tokens, end_ids)
               for sents in devtest(12).values() for s in sents]
     out: dict = {}
@@ -234,7 +230,7 @@ def bench_model(name: str, path: Path, args, work: Path) -> dict:
         try:
             url = f"http://127.0.0.1:{port}"
             if server == "llama.cpp server":
-                out["llama.cpp chat template"] = template_parity(url, path)
+                out["llama.cpp chat template"] = template_parity(url, tok)
                 print(f"  {name} llama-server --jinja renders {out['llama.cpp chat template']['identical']}/"
                       f"{len(CHATS)} chats as transformers does", flush=True)
             asyncio.run(level(url, bodies[:1], 1, 1, 60))          # warm-up
@@ -289,8 +285,7 @@ def main() -> int:
     ap.add_argument("--llama-server", default=None, metavar="BIN",
                     help="also run llama.cpp's llama-server binary (built from source; docs/serve.md)")
     args = ap.parse_args()
-    if args.llama_server and not shutil.which(args.llama_server):
-        ap.error(f"--llama-server: {args.llama_server} is not an executable file; build it from llama.cpp's source (docs/deploy.md)")
+    require_binary(ap, "--llama-server", args.llama_server)
     args.clients = [int(c) for c in args.clients.split(",")]
     models = find_models(args)
     if not models:

@@ -41,6 +41,10 @@ class MergeConfig:
         if self.method == "linear" and self.base:
             raise QazlmError("merge: --base is only used by --method task_arithmetic; drop it for a linear merge")
 
+    def folders(self) -> list[str]:
+        """Every input folder: the models, then the base when there is one."""
+        return [*self.models, *([self.base] if self.base else [])]
+
     def model_weights(self) -> list[float]:
         """The weights as mergekit applies them: normalized to sum 1 for linear, as given otherwise."""
         weights = self.weights or [1.0] * len(self.models)

@@ -48,8 +48,7 @@ def record(cfg: MergeConfig) -> dict:
     from qazlm.infer.loading import model_kind
     from qazlm.model.io import weights_sha256
 
-    folders = [*cfg.models, *([cfg.base] if cfg.base else [])]
-    inputs = {str(Path(f).resolve()): weights_sha256(f, model_kind(f)) for f in folders}
+    inputs = {str(Path(f).resolve()): weights_sha256(f, model_kind(f)) for f in cfg.folders()}
     return {**json.loads(json.dumps(dataclasses.asdict(cfg))), "inputs": inputs}
 
 
@@ -64,7 +63,7 @@ def merge_folders(cfg: MergeConfig, out: Path, inputs: dict, log) -> dict:
         folders = [*sources, *([base] if base else [])]
         tok = with_chat_template(load_tokenizer(sources[0]), model_kind(cfg.models[0]))
         vocabs = [tok.get_vocab()] + [load_tokenizer(src).get_vocab() for src in folders[1:]]   # each read once
-        check_mergeable(folders, [*cfg.models, *([cfg.base] if cfg.base else [])], vocabs)
+        check_mergeable(folders, cfg.folders(), vocabs)
         with atomic_dir(out / "final") as tmp:
             mergekit_merge(mergekit_config(cfg, sources, base), tmp)
             tok.save_pretrained(tmp)
@@ -116,8 +115,8 @@ def check_mergeable(sources: list[Path], names: list[str], vocabs: list[dict]) -
 
 
 def mergekit_config(cfg: MergeConfig, sources: list[Path], base: Path | None) -> dict:
-    dtype = json.loads((sources[0] / "config.json").read_text(encoding="utf-8"))
-    out_dtype = dtype.get("dtype") or dtype.get("torch_dtype") or "float32"
+    first = json.loads((sources[0] / "config.json").read_text(encoding="utf-8"))
+    out_dtype = first.get("dtype") or first.get("torch_dtype") or "float32"
     config = {"merge_method": cfg.method, "dtype": "float32", "out_dtype": out_dtype,
               "models": [{"model": str(src), "parameters": {"weight": w}}
                          for src, w in zip(sources, cfg.model_weights())]}
