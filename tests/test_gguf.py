@@ -55,6 +55,14 @@ def test_files_and_their_tensor_types(exported):
     assert "Q8_0" in files["q8_0"]["tensor_types"]
     # width 64 is no multiple of 256: llama.cpp's k-quants fall back to legacy types, as llama-quantize does
     assert set(files["q4_k_m"]["tensor_types"]) - {"F32"} <= {"Q4_K", "Q5_0", "Q6_K", "Q8_0", "Q5_1", "Q4_0"}
+    # ...and the report counts them from the tensors' shapes: of the 4 layers x 7 matrices, all but the four
+    # ffn_down (rows of ffn_dim 512) are 192 wide; the Q8_0 file is no k-quant
+    kquant = files["q4_k_m"]["kquant"]
+    assert kquant["tensors"] == 28 and sum(kquant["fallbacks"].values()) == 24
+    assert set(kquant["fallbacks"]) <= {"Q5_0", "Q8_0"} and files["q8_0"]["kquant"] is None
+    assert {"Q4_K", "Q6_K"} & set(files["q4_k_m"]["tensor_types"])      # the 512-wide rows got the k-quant
+    assert ("q4_k_m: 24 of 28 quantized layer tensors have rows that are no multiple of 256"
+            in (out / "gguf_report.md").read_text())
     assert files["f32"]["bytes"] > files["q8_0"]["bytes"] > files["q4_k_m"]["bytes"]
     assert (out / "gguf_report.md").read_text().count("| q") >= 2
     assert json.loads((out / "qazlm_stage.json").read_text())["config"]["types"] == ["f32", "q8_0", "q4_k_m"]
@@ -188,6 +196,11 @@ def test_hf_folder_skip_and_type_change(tmp_path, tok_dir):
     samples = first["parity"]["samples"]
     assert first["model_kind"] == "hf" and samples["identical"] == samples["lines"]
     assert first["quality"]["q4_0"] == {} and first["f32_vs_source"] == {}  # check_sentences=0: token checks only
+    md = (out / "gguf_report.md").read_text()
+    assert "Not checked (`check_sentences = 0`)." in md
+    table = md[md.index("## Quantized files"):].splitlines()[2:5]   # header, delimiter, q4_0's row
+    assert [row.count("|") for row in table] == [5, 5, 5]          # a table Markdown renders: cells line up
+    assert table[2].startswith("| q4_0 | ") and "Q4_0 " in table[2]
     run_gguf(cfg, log=logs.append)
     assert "up to date" in logs[-1]
     run_gguf(GGUFConfig(**{**cfg.__dict__, "types": ["q8_0"]}), log=logs.append)
@@ -269,6 +282,19 @@ def test_package_ships_the_files_with_their_scoreboard(exported, tmp_path):
     row = next(line for line in card.text.splitlines() if line.startswith("| ours-Q8_0.gguf |"))
     assert f"{q8['kk']['ppl_delta_pct']:+.2f}%" in row and "llama-cli -m ours-Q8_0.gguf --jinja" in card.text
     assert "ours-Q4_K_M.gguf" not in card.text  # only the shipped files are listed
+
+
+def test_card_gguf_table_without_quality_checks_is_a_table():
+    """A package made from an export run with check_sentences = 0 (as the benchmarks run it) says so, and its
+    table's rows have as many cells as its header, so Markdown renders it (the header had one cell too many)."""
+    from qazlm.package.card import gguf_table
+
+    report = {"model": "/runs/x/sft/final", "parity": {"samples": {"identical": 14, "lines": 14}}, "f32_vs_source": {},
+              "quality": {"q8_0": {}}, "files": {"f32": {"file": "x-F32.gguf", "bytes": 2**21},
+                                                 "q8_0": {"file": "x-Q8_0.gguf", "bytes": 2**20}}}
+    lines = gguf_table(report, ["x-Q8_0.gguf"])
+    assert lines[1].endswith("on 14/14 test texts; logits and quality not checked (`check_sentences = 0`).")
+    assert lines[3:] == ["| file | MiB |", "|---|---:|", "| x-Q8_0.gguf | 1.0 |"]
 
 
 def test_importance_matrix_from_calibration_text(tmp_path, tok_dir, corpus):

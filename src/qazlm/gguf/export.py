@@ -160,7 +160,7 @@ def importance(cfg: GGUFConfig, source: tuple, f32: Path, path: Path, log):
 
 
 def checks(source, tok, files: dict[str, Path], sentences: int) -> dict:
-    from qazlm.gguf.check import PARITY_SAMPLES, special_tokens, tensor_types, token_parity
+    from qazlm.gguf.check import PARITY_SAMPLES, kquant_fallbacks, special_tokens, tensor_types, token_parity
     from qazlm.gguf.llamacpp import Scorer, open_gguf
     from qazlm.quantize.compare import compare_languages
     from qazlm.quantize.quantize import check_texts
@@ -177,7 +177,8 @@ def checks(source, tok, files: dict[str, Path], sentences: int) -> dict:
                 with open_gguf(path) as quantized:
                     result["quality"][type_name] = compare_languages(Scorer(f32), Scorer(quantized), tok, texts)
     result["files"] = {t: {"file": p.name, "bytes": p.stat().st_size, "what": TYPES[t],
-                           "bits_per_weight": 8 * p.stat().st_size / params, "tensor_types": tensor_types(p)}
+                           "bits_per_weight": 8 * p.stat().st_size / params, "tensor_types": tensor_types(p),
+                           "kquant": kquant_fallbacks(p) if "_k" in t else None}
                        for t, p in files.items()}
     result["params"] = params
     return result
@@ -211,20 +212,39 @@ def markdown(report: dict) -> str:
              "## Token ids (llama.cpp vs transformers)", "",
              "| text set | lines | identical |", "|---|---:|---:|"]
     lines += [f"| {name} | {p['lines']} | {p['identical']} |" for name, p in report["parity"].items()]
-    lines += ["", "## f32 GGUF vs the source model (fp32)", "", "| lang | max logit diff | bpb source | bpb GGUF |",
-              "|---|---:|---:|---:|"]
-    lines += [f"| {lang} | {c['max_logit_diff']:.2e} | {c['bpb_ref']:.4f} | {c['bpb_test']:.4f} |"
-              for lang, c in report["f32_vs_source"].items()]
-    lines += ["", "## Quantized files vs f32 (FLORES+ dev)", "",
-              "| type | MiB | bits/weight | "
-              + " | ".join(f"{lang} PPL Δ% | {lang} KL | {lang} same top" for lang in langs) + " |",
-              "|---|---:|---:|" + "---:|" * 3 * len(langs)]
+    lines += ["", "## f32 GGUF vs the source model (fp32)", ""]
+    if langs:
+        lines += ["| lang | max logit diff | bpb source | bpb GGUF |", "|---|---:|---:|---:|"]
+        lines += [f"| {lang} | {c['max_logit_diff']:.2e} | {c['bpb_ref']:.4f} | {c['bpb_test']:.4f} |"
+                  for lang, c in report["f32_vs_source"].items()]
+    else:
+        lines.append("Not checked (`check_sentences = 0`).")
+    header = ["type", "MiB", "bits/weight", "tensors"] + [f"{lang} {what}" for lang in langs
+                                                         for what in ("PPL Δ%", "KL", "same top")]
+    lines += ["", "## Quantized files vs f32 (FLORES+ dev)", "", "| " + " | ".join(header) + " |",
+              "|---|---:|---:|---|" + "---:|" * (len(header) - 4)]
     for type_name, info in report["files"].items():
         q = report["quality"].get(type_name, {})
-        cells = " | ".join(f"{q[lang]['ppl_delta_pct']:+.2f} | {q[lang]['kl']:.5f} | {100 * q[lang]['top1']:.1f}%"
-                           if lang in q else "ref | 0 | 100%" for lang in langs)
-        lines.append(f"| {type_name} | {info['bytes'] / 2**20:.1f} | {info['bits_per_weight']:.2f} | {cells} |")
+        cells = [f"{info['bytes'] / 2**20:.1f}", f"{info['bits_per_weight']:.2f}",
+                 " · ".join(f"{t} {n}" for t, n in info["tensor_types"].items())]
+        cells += [cell for lang in langs for cell in
+                  ((f"{q[lang]['ppl_delta_pct']:+.2f}", f"{q[lang]['kl']:.5f}", f"{100 * q[lang]['top1']:.1f}%")
+                   if lang in q else ("ref", "0", "100%"))]
+        lines.append(f"| {type_name} | " + " | ".join(cells) + " |")
+    lines += [f"\n{line}" for line in fallback_lines(report)]
     return "\n".join(lines) + "\n"
+
+
+def fallback_lines(report: dict) -> list[str]:
+    """One line per k-quant file that holds layer tensors llama.cpp could not k-quantize."""
+    out = []
+    for type_name, info in report["files"].items():
+        fell = (info.get("kquant") or {}).get("fallbacks")
+        if fell:
+            out.append(f"{type_name}: {sum(fell.values())} of {info['kquant']['tensors']} quantized layer tensors have "
+                       "rows that are no multiple of 256, which k-quants need, so llama.cpp stored them as "
+                       + ", ".join(f"{t} ({n})" for t, n in fell.items()) + ", as llama-quantize does.")
+    return out
 
 
 def quantizer_line(report: dict) -> str:
@@ -248,6 +268,7 @@ def summary(report: dict, out: Path) -> str:
     checked = f"f32 max logit diff {max(diffs):.1e}" if diffs else "quality not checked (check_sentences = 0)"
     lines = [f"gguf: {', '.join(report['files'])} -> {out} ({report['seconds']:.1f} s); token ids identical on "
              f"{same}/{total} texts; {checked}"]
+    lines += [f"  {line}" for line in fallback_lines(report)]
     for type_name, by_lang in report["quality"].items():
         if type_name in report["files"] and by_lang:
             lines.append(f"  {type_name}: " + ", ".join(

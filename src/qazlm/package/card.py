@@ -309,19 +309,19 @@ def gguf_table(report: dict | None, shipped: list[str]) -> list[str]:
     parity = report.get("parity") or {}
     same, total = sum(p["identical"] for p in parity.values()), sum(p["lines"] for p in parity.values())
     diff = max((c["max_logit_diff"] for c in report["f32_vs_source"].values()), default=None)
+    logits = (f"f32 logits within {diff:.1e} of the source. Each type against f32 on FLORES+ dev:" if langs else
+              "logits and quality not checked (`check_sentences = 0`).")
+    header = ["file", "MiB"] + [f"{what} {lang}" for lang in langs for what in ("PPL change", "same top token")]
     lines = ["", f"GGUF files, converted by llama.cpp from `{Path(report['model']).parent.name}/"
              f"{Path(report['model']).name}` (fp32): llama.cpp's token ids equal transformers' on {same}/{total} "
-             f"test texts; f32 logits within {diff if diff is None else f'{diff:.1e}'} of the source. "
-             "Each type against f32 on FLORES+ dev:", "",
-             "| file | MiB | " + " | ".join(f"PPL change {lang} | same top token {lang}" for lang in langs) + " |",
-             "|---|---:|" + "---:|" * 2 * len(langs)]
+             f"test texts; {logits}", "", "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for type_name, info in report["files"].items():
         if info["file"] not in shipped:
             continue
         q = (report.get("quality") or {}).get(type_name)
-        cells = " | ".join(f"{q[lang]['ppl_delta_pct']:+.2f}% | {_pct(q[lang]['top1'])}" if q else "reference | 100%"
-                           for lang in langs)
-        lines.append(f"| {info['file']} | {info['bytes'] / 2**20:.1f} | {cells} |")
+        cells = [cell for lang in langs for cell in
+                 ((f"{q[lang]['ppl_delta_pct']:+.2f}%", _pct(q[lang]['top1'])) if q else ("reference", "100%"))]
+        lines.append("| " + " | ".join([info["file"], f"{info['bytes'] / 2**20:.1f}", *cells]) + " |")
     return lines
 
 
