@@ -53,7 +53,7 @@ def test_files_and_their_tensor_types(exported):
     files = report["files"]
     assert files["f32"]["tensor_types"] == {"F32": files["f32"]["tensor_types"]["F32"]}
     assert "Q8_0" in files["q8_0"]["tensor_types"]
-    # width 64 is no multiple of 256: llama.cpp's k-quants fall back to legacy types, as llama-quantize does
+    # width 192 is no multiple of 256: llama.cpp's k-quants fall back to legacy types, as llama-quantize does
     assert set(files["q4_k_m"]["tensor_types"]) - {"F32"} <= {"Q4_K", "Q5_0", "Q6_K", "Q8_0", "Q5_1", "Q4_0"}
     # ...and the report counts them from the tensors' shapes: of the 4 layers x 7 matrices, all but the four
     # ffn_down (rows of ffn_dim 512) are 192 wide; the Q8_0 file is no k-quant
