@@ -59,29 +59,32 @@ def special_tokens(llm, tokenizer) -> dict:
 QK_K = 256   # a k-quant super-block: llama.cpp stores a row of any other length in a legacy type instead
 
 
-def kquant_fallbacks(path: Path) -> dict:
+def read_tensors(path: Path) -> list:
+    """The tensor records of a GGUF file (name, type, shape), read once for `tensor_types` and `kquant_fallbacks`."""
+    from gguf import GGUFReader
+
+    return GGUFReader(str(path)).tensors
+
+
+def by_count(names) -> dict[str, int]:
+    """How often each name occurs, most frequent first (ties in order of first occurrence)."""
+    from collections import Counter
+
+    return dict(Counter(names).most_common())
+
+
+def kquant_fallbacks(tensors: list) -> dict:
     """Which quantized layer tensors have rows that are no multiple of 256: {"tensors": quantized layer tensors,
     "fallbacks": {legacy type llama.cpp stored them in instead (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0): count}}.
     In a k-quant file those did not get the k-quant, so its size and quality lie between the two types. Read from
     the tensors' shapes (the C API does not report it); the output tensor (or the tied embedding that serves as
     one) is left out, since its type follows `output_type` or llama.cpp's own rule for it."""
-    from gguf import GGUFReader
-
-    tensors = GGUFReader(str(path)).tensors
     output = "output.weight" if any(t.name == "output.weight" for t in tensors) else "token_embd.weight"
     quantized = [t for t in tensors if t.tensor_type.name not in ("F32", "F16", "BF16") and t.name != output]
-    fallbacks: dict[str, int] = {}
-    for tensor in quantized:
-        if int(tensor.shape[0]) % QK_K:
-            fallbacks[tensor.tensor_type.name] = fallbacks.get(tensor.tensor_type.name, 0) + 1
-    return {"tensors": len(quantized), "fallbacks": dict(sorted(fallbacks.items(), key=lambda kv: -kv[1]))}
+    return {"tensors": len(quantized),
+            "fallbacks": by_count(t.tensor_type.name for t in quantized if int(t.shape[0]) % QK_K)}
 
 
-def tensor_types(path: Path) -> dict[str, int]:
+def tensor_types(tensors: list) -> dict[str, int]:
     """How many tensors of each type the file stores (k-quants fall back where rows are not 256-multiples)."""
-    from gguf import GGUFReader
-
-    counts: dict[str, int] = {}
-    for tensor in GGUFReader(str(path)).tensors:
-        counts[tensor.tensor_type.name] = counts.get(tensor.tensor_type.name, 0) + 1
-    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+    return by_count(t.tensor_type.name for t in tensors)

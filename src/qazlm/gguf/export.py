@@ -160,7 +160,8 @@ def importance(cfg: GGUFConfig, source: tuple, f32: Path, path: Path, log):
 
 
 def checks(source, tok, files: dict[str, Path], sentences: int) -> dict:
-    from qazlm.gguf.check import PARITY_SAMPLES, kquant_fallbacks, special_tokens, tensor_types, token_parity
+    from qazlm.gguf.check import (PARITY_SAMPLES, kquant_fallbacks, read_tensors, special_tokens, tensor_types,
+                                  token_parity)
     from qazlm.gguf.llamacpp import Scorer, open_gguf
     from qazlm.quantize.compare import compare_languages
     from qazlm.quantize.quantize import check_texts
@@ -176,10 +177,12 @@ def checks(source, tok, files: dict[str, Path], sentences: int) -> dict:
             if type_name != "f32":
                 with open_gguf(path) as quantized:
                     result["quality"][type_name] = compare_languages(Scorer(f32), Scorer(quantized), tok, texts)
-    result["files"] = {t: {"file": p.name, "bytes": p.stat().st_size, "what": TYPES[t],
-                           "bits_per_weight": 8 * p.stat().st_size / params, "tensor_types": tensor_types(p),
-                           "kquant": kquant_fallbacks(p) if "_k" in t else None}
-                       for t, p in files.items()}
+    result["files"] = {}
+    for t, p in files.items():
+        tensors = read_tensors(p)
+        result["files"][t] = {"file": p.name, "bytes": p.stat().st_size, "what": TYPES[t],
+                              "bits_per_weight": 8 * p.stat().st_size / params, "tensor_types": tensor_types(tensors),
+                              "kquant": kquant_fallbacks(tensors) if "_k" in t else None}
     result["params"] = params
     return result
 
